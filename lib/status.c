@@ -1,0 +1,37 @@
+/* Status names and the name rule shared by reader and writer. */
+#include <string.h>
+
+#include "vma.h"
+
+const char *vma_status_name(int status)
+{
+    switch (status) {
+    case VMA_OK: return "VMA_OK";
+    case VMA_ERR_IO: return "VMA_ERR_IO";
+    case VMA_ERR_CORRUPT: return "VMA_ERR_CORRUPT";
+    case VMA_ERR_TRUNCATED: return "VMA_ERR_TRUNCATED";
+    case VMA_ERR_NOMEM: return "VMA_ERR_NOMEM";
+    case VMA_ERR_INVALID: return "VMA_ERR_INVALID";
+    case VMA_ERR_EXISTS: return "VMA_ERR_EXISTS";
+    case VMA_ERR_LIMIT: return "VMA_ERR_LIMIT";
+    case VMA_ERR_NOT_FOUND: return "VMA_ERR_NOT_FOUND";
+    case VMA_ERR_INCOMPLETE: return "VMA_ERR_INCOMPLETE";
+    case VMA_ERR_CALLBACK: return "VMA_ERR_CALLBACK";
+    default: return "unknown";
+    }
+}
+
+int vma_name_is_valid(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    size_t len = strnlen(name, VMA_MAX_NAME_LEN + 1);
+    if (len > VMA_MAX_NAME_LEN)
+        return 0;
+    /* Names become file names on extract: never a path, never . or .. */
+    if (memchr(name, '/', len) != NULL)
+        return 0;
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return 0;
+    return 1;
+}
