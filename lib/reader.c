@@ -1,0 +1,419 @@
+/*
+ * The archive reader: opens the byte stream, parses and checks the header,
+ * then streams the extents and enforces every rule of the format (known
+ * devices, cluster range, no duplicates, vmstate order, truncation, no
+ * missing cluster at the end). Memory: one bit per cluster of each disk
+ * plus one extent buffer, whatever the archive's length.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "reader_internal.h"
+
+vma_reader *vma_reader_new(void)
+{
+    vma_reader *r = calloc(1, sizeof(*r));
+    if (r != NULL)
+        r->fd = -1;
+    return r;
+}
+
+void vma_reader_free(vma_reader *r)
+{
+    if (r == NULL)
+        return;
+    vmai_targets_free(r);
+    if (r->own_fd && r->fd >= 0)
+        close(r->fd);
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
+        free(r->seen[i]);
+    free(r->header_buf);
+    free(r->extent_head);
+    free(r->extent_data);
+    free(r);
+}
+
+int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
+{
+    if (r->status == VMA_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->err, sizeof(r->err), fmt, ap);
+        va_end(ap);
+        r->status = status;
+    }
+    return r->status;
+}
+
+const char *vma_reader_error(const vma_reader *r) { return r->err; }
+
+/* Read exactly len bytes of the header; a short read is truncation. */
+static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_t at)
+{
+    ssize_t n = vmai_read_full(r->fd, buf, len);
+    if (n < 0)
+        return vmai_reader_fail(r, VMA_ERR_IO, "read error in the header at offset %zu: %s",
+                                at, strerror(errno));
+    if ((size_t)n < len)
+        return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
+                                "archive truncated inside the header: %zu of %zu bytes",
+                                at + (size_t)n, at + len);
+    return VMA_OK;
+}
+
+static int open_header(vma_reader *r)
+{
+    char err[VMAI_ERRLEN];
+    unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
+    if (fixed == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
+    int rc = read_header_part(r, fixed, VMA_HEADER_FIXED_SIZE, 0);
+    uint32_t hsize = 0;
+    if (rc == VMA_OK) {
+        rc = vmai_header_prefix(fixed, VMA_HEADER_FIXED_SIZE, &hsize, err, sizeof(err));
+        if (rc != VMA_OK)
+            vmai_reader_fail(r, rc, "%s", err);
+    }
+    if (rc != VMA_OK) {
+        free(fixed);
+        return r->status;
+    }
+    /* hsize is bounded by VMA_MAX_HEADER_SIZE, checked above. */
+    unsigned char *buf = realloc(fixed, hsize);
+    if (buf == NULL) {
+        free(fixed);
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for a %u-byte header", hsize);
+    }
+    r->header_buf = buf;
+    rc = read_header_part(r, buf + VMA_HEADER_FIXED_SIZE, hsize - VMA_HEADER_FIXED_SIZE,
+                          VMA_HEADER_FIXED_SIZE);
+    if (rc != VMA_OK)
+        return rc;
+    rc = vmai_header_parse(buf, hsize, &r->hdr, err, sizeof(err));
+    if (rc != VMA_OK)
+        return vmai_reader_fail(r, rc, "%s", err);
+    r->offset = hsize;
+    r->opened = true;
+    return VMA_OK;
+}
+
+int vma_reader_open_fd(vma_reader *r, int fd)
+{
+    if (r->opened || r->fd >= 0)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
+    if (fd < 0)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    r->fd = fd;
+    return open_header(r);
+}
+
+int vma_reader_open_path(vma_reader *r, const char *path)
+{
+    if (r->opened || r->fd >= 0)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
+    if (path == NULL)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive path");
+    if (strcmp(path, "-") == 0)
+        return vma_reader_open_fd(r, STDIN_FILENO);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    r->fd = fd;
+    r->own_fd = true;
+    int rc = open_header(r);
+    if (rc != VMA_OK) {
+        close(fd);
+        r->fd = -1;
+        r->own_fd = false;
+    }
+    return rc;
+}
+
+/* --- header accessors --- */
+
+void vma_reader_uuid(const vma_reader *r, unsigned char uuid[16])
+{
+    memcpy(uuid, r->hdr.uuid, 16);
+}
+
+int64_t vma_reader_ctime(const vma_reader *r) { return r->hdr.ctime; }
+
+unsigned vma_reader_config_count(const vma_reader *r) { return r->hdr.config_count; }
+
+int vma_reader_config(const vma_reader *r, unsigned index, const char **name,
+                      const void **data, size_t *len)
+{
+    if (index >= r->hdr.config_count)
+        return VMA_ERR_NOT_FOUND;
+    const struct vmai_config *c = &r->hdr.configs[index];
+    if (name != NULL)
+        *name = c->name;
+    if (data != NULL)
+        *data = c->data;
+    if (len != NULL)
+        *len = c->len;
+    return VMA_OK;
+}
+
+int vma_reader_find_config(const vma_reader *r, const char *name, const void **data,
+                           size_t *len)
+{
+    for (unsigned i = 0; i < r->hdr.config_count; i++)
+        if (name != NULL && strcmp(r->hdr.configs[i].name, name) == 0)
+            return vma_reader_config(r, i, NULL, data, len);
+    return VMA_ERR_NOT_FOUND;
+}
+
+static const struct vmai_device *device(const vma_reader *r, unsigned dev_id)
+{
+    if (dev_id == 0 || dev_id >= VMA_DEV_SLOTS || r->hdr.devices[dev_id].name == NULL)
+        return NULL;
+    return &r->hdr.devices[dev_id];
+}
+
+unsigned vma_reader_next_device(const vma_reader *r, unsigned after)
+{
+    for (unsigned i = after + 1; i < VMA_DEV_SLOTS; i++)
+        if (device(r, i) != NULL)
+            return i;
+    return 0;
+}
+
+const char *vma_reader_device_name(const vma_reader *r, unsigned dev_id)
+{
+    const struct vmai_device *d = device(r, dev_id);
+    return d ? d->name : NULL;
+}
+
+uint64_t vma_reader_device_size(const vma_reader *r, unsigned dev_id)
+{
+    const struct vmai_device *d = device(r, dev_id);
+    return d ? d->size : 0;
+}
+
+int vma_reader_device_is_vmstate(const vma_reader *r, unsigned dev_id)
+{
+    const struct vmai_device *d = device(r, dev_id);
+    return d ? d->is_vmstate : 0;
+}
+
+unsigned vma_reader_find_device(const vma_reader *r, const char *name)
+{
+    for (unsigned i = 1; i < VMA_DEV_SLOTS; i++)
+        if (name != NULL && device(r, i) != NULL && strcmp(r->hdr.devices[i].name, name) == 0)
+            return i;
+    return 0;
+}
+
+void vma_reader_set_progress(vma_reader *r, vma_progress_fn fn, void *opaque)
+{
+    r->progress = fn;
+    r->progress_opaque = opaque;
+}
+
+void vma_reader_counters(const vma_reader *r, uint64_t *clusters, uint64_t *zero_cluster_bytes,
+                         uint64_t *zero_block_bytes)
+{
+    if (clusters != NULL)
+        *clusters = r->clusters;
+    if (zero_cluster_bytes != NULL)
+        *zero_cluster_bytes = r->zero_cluster_bytes;
+    if (zero_block_bytes != NULL)
+        *zero_block_bytes = r->zero_block_bytes;
+}
+
+/* --- the extent stream --- */
+
+static int alloc_stream_state(vma_reader *r)
+{
+    if (posix_memalign((void **)&r->extent_data, 4096,
+                       VMA_BLOCKINFO_PER_EXTENT * VMA_CLUSTER_SIZE) != 0) {
+        r->extent_data = NULL;
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for the extent buffer");
+    }
+    r->extent_head = malloc(VMA_EXTENT_HEADER_SIZE);
+    if (r->extent_head == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for the extent buffer");
+    for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
+        const struct vmai_device *d = device(r, i);
+        if (d == NULL || d->is_vmstate)
+            continue;
+        uint64_t words = (vmai_cluster_count(d->size) + 63) / 64;
+        r->seen[i] = calloc((size_t)words, sizeof(uint64_t));
+        if (r->seen[i] == NULL)
+            return vmai_reader_fail(r, VMA_ERR_NOMEM,
+                                    "out of memory for the cluster map of device '%s' "
+                                    "(%llu bytes)",
+                                    d->name, (unsigned long long)(words * 8));
+    }
+    return VMA_OK;
+}
+
+/* Apply the per-cluster rules to one blockinfo entry. */
+static int check_cluster(vma_reader *r, const struct vmai_blockinfo *bi, unsigned slot,
+                         uint64_t extent_no, uint64_t extent_off)
+{
+    const struct vmai_device *d = device(r, bi->dev_id);
+    if (d == NULL)
+        return vmai_reader_fail(r, VMA_ERR_CORRUPT,
+                                "extent %llu at offset %llu, entry %u: unknown dev_id %u",
+                                (unsigned long long)extent_no, (unsigned long long)extent_off,
+                                slot, bi->dev_id);
+    if (d->is_vmstate) {
+        if (bi->cluster_num != r->vmstate_next[bi->dev_id])
+            return vmai_reader_fail(
+                r, VMA_ERR_CORRUPT,
+                "extent %llu at offset %llu: vmstate cluster %u out of order "
+                "(expected %llu) on device '%s'",
+                (unsigned long long)extent_no, (unsigned long long)extent_off, bi->cluster_num,
+                (unsigned long long)r->vmstate_next[bi->dev_id], d->name);
+        r->vmstate_next[bi->dev_id]++;
+        return VMA_OK;
+    }
+    uint64_t n = bi->cluster_num;
+    if (n >= vmai_cluster_count(d->size))
+        return vmai_reader_fail(r, VMA_ERR_CORRUPT,
+                                "extent %llu at offset %llu: cluster %llu is past the end of "
+                                "device '%s' (%llu clusters)",
+                                (unsigned long long)extent_no, (unsigned long long)extent_off,
+                                (unsigned long long)n, d->name,
+                                (unsigned long long)vmai_cluster_count(d->size));
+    uint64_t bit = (uint64_t)1 << (n % 64);
+    if (r->seen[bi->dev_id][n / 64] & bit)
+        return vmai_reader_fail(r, VMA_ERR_CORRUPT,
+                                "extent %llu at offset %llu: duplicate cluster %llu of device "
+                                "'%s'",
+                                (unsigned long long)extent_no, (unsigned long long)extent_off,
+                                (unsigned long long)n, d->name);
+    r->seen[bi->dev_id][n / 64] |= bit;
+    return VMA_OK;
+}
+
+static int check_complete(vma_reader *r, uint64_t extents)
+{
+    if (extents == 0)
+        return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
+                                "archive truncated: it ends after the header at offset %llu "
+                                "without any extent",
+                                (unsigned long long)r->offset);
+    for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
+        if (r->seen[i] == NULL)
+            continue;
+        uint64_t count = vmai_cluster_count(r->hdr.devices[i].size);
+        for (uint64_t w = 0; w * 64 < count; w++) {
+            uint64_t want = count - w * 64 >= 64 ? ~(uint64_t)0
+                                                 : (((uint64_t)1 << (count - w * 64)) - 1);
+            uint64_t missing = want & ~r->seen[i][w];
+            if (missing != 0)
+                return vmai_reader_fail(
+                    r, VMA_ERR_TRUNCATED,
+                    "device '%s' is missing cluster %llu of %llu (archive truncated or "
+                    "damaged; it ends at offset %llu)",
+                    r->hdr.devices[i].name,
+                    (unsigned long long)(w * 64 + (uint64_t)__builtin_ctzll(missing)),
+                    (unsigned long long)count, (unsigned long long)r->offset);
+        }
+    }
+    return VMA_OK;
+}
+
+/* Read one extent into the buffers; returns 1 at clean end of file. */
+static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
+{
+    char err[VMAI_ERRLEN];
+    ssize_t n = vmai_read_full(r->fd, r->extent_head, VMA_EXTENT_HEADER_SIZE);
+    if (n < 0)
+        return vmai_reader_fail(r, VMA_ERR_IO, "read error at offset %llu: %s",
+                                (unsigned long long)r->offset, strerror(errno));
+    if (n == 0)
+        return 1;
+    if (n < (ssize_t)VMA_EXTENT_HEADER_SIZE)
+        return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
+                                "archive truncated inside the header of extent %llu at offset "
+                                "%llu (%zd of 512 bytes)",
+                                (unsigned long long)extent_no, (unsigned long long)r->offset, n);
+    int rc = vmai_extent_parse(r->extent_head, r->hdr.uuid, e, err, sizeof(err));
+    if (rc != VMA_OK)
+        return vmai_reader_fail(r, rc, "extent %llu at offset %llu: %s",
+                                (unsigned long long)extent_no, (unsigned long long)r->offset,
+                                err);
+    size_t len = (size_t)e->block_count * VMA_BLOCK_SIZE;
+    n = vmai_read_full(r->fd, r->extent_data, len);
+    if (n < 0)
+        return vmai_reader_fail(r, VMA_ERR_IO, "read error in extent %llu at offset %llu: %s",
+                                (unsigned long long)extent_no, (unsigned long long)r->offset,
+                                strerror(errno));
+    if ((size_t)n < len)
+        return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
+                                "archive truncated inside the data of extent %llu at offset "
+                                "%llu (%zd of %zu data bytes)",
+                                (unsigned long long)extent_no, (unsigned long long)r->offset, n,
+                                len);
+    return VMA_OK;
+}
+
+int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
+{
+    if (r->status != VMA_OK)
+        return r->status;
+    if (!r->opened)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is not open");
+    if (r->consumed)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "the archive was already read");
+    r->consumed = true;
+    int rc = alloc_stream_state(r);
+    if (rc != VMA_OK)
+        return rc;
+
+    struct vmai_extent e;
+    for (uint64_t extent_no = 0;; extent_no++) {
+        rc = read_extent(r, extent_no, &e);
+        if (rc == 1)
+            return check_complete(r, extent_no);
+        if (rc != VMA_OK)
+            return rc;
+        const unsigned char *data = r->extent_data;
+        for (unsigned i = 0; i < VMA_BLOCKINFO_PER_EXTENT; i++) {
+            const struct vmai_blockinfo *bi = &e.info[i];
+            if (bi->dev_id == 0)
+                continue;
+            rc = check_cluster(r, bi, i, extent_no, r->offset);
+            if (rc != VMA_OK)
+                return rc;
+            unsigned stored = vmai_popcount16(bi->mask);
+            r->clusters++;
+            if (bi->mask == 0)
+                r->zero_cluster_bytes += VMA_CLUSTER_SIZE;
+            else
+                r->zero_block_bytes += (uint64_t)(VMA_BLOCKS_PER_CLUSTER - stored) * VMA_BLOCK_SIZE;
+            if (fn != NULL && fn(opaque, bi->dev_id, bi->cluster_num, bi->mask, data) != 0)
+                return vmai_reader_fail(r, VMA_ERR_CALLBACK,
+                                        "stopped at cluster %u of device '%s' in extent %llu "
+                                        "at offset %llu",
+                                        bi->cluster_num, r->hdr.devices[bi->dev_id].name,
+                                        (unsigned long long)extent_no,
+                                        (unsigned long long)r->offset);
+            data += (size_t)stored * VMA_BLOCK_SIZE;
+            if (r->progress != NULL &&
+                r->progress(r->progress_opaque, r->clusters,
+                            r->offset + VMA_EXTENT_HEADER_SIZE +
+                                (uint64_t)(data - r->extent_data)) != 0)
+                return vmai_reader_fail(r, VMA_ERR_CALLBACK,
+                                        "cancelled at extent %llu (offset %llu)",
+                                        (unsigned long long)extent_no,
+                                        (unsigned long long)r->offset);
+        }
+        r->offset += VMA_EXTENT_HEADER_SIZE + (uint64_t)e.block_count * VMA_BLOCK_SIZE;
+    }
+}
+
+int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque)
+{
+    return vmai_reader_run(r, fn, opaque);
+}

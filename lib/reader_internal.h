@@ -1,0 +1,57 @@
+/*
+ * The reader's state, shared by reader.c (header, extent stream, rules)
+ * and restore.c (targets). Internal to libvma. SPDX-License-Identifier: MIT
+ */
+#ifndef LIBVMA_READER_INTERNAL_H
+#define LIBVMA_READER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "format.h"
+#include "io.h"
+#include "vma.h"
+
+struct vmai_throttle;
+struct vmai_target;
+
+struct vma_reader {
+    char err[VMAI_ERRLEN];
+    int status;                 /* sticky failure, VMA_OK while healthy */
+    int fd;
+    bool own_fd;
+    bool opened;
+    bool consumed;              /* the extent stream was read (or tried) */
+    bool restored;              /* vma_reader_restore() succeeded */
+
+    unsigned char *header_buf;  /* header_size bytes; hdr points into it */
+    struct vmai_header hdr;
+
+    uint64_t *seen[VMA_DEV_SLOTS];   /* one bit per cluster of each disk */
+    uint64_t vmstate_next[VMA_DEV_SLOTS];
+    unsigned char *extent_head;      /* 512 bytes */
+    unsigned char *extent_data;      /* 4096-aligned, up to 59 clusters */
+
+    uint64_t offset;            /* archive bytes consumed */
+    uint64_t clusters;
+    uint64_t zero_cluster_bytes;
+    uint64_t zero_block_bytes;
+
+    vma_progress_fn progress;
+    void *progress_opaque;
+
+    struct vmai_target *targets[VMA_DEV_SLOTS];
+    struct vmai_throttle *throttles; /* list of bandwidth groups */
+};
+
+/* Record a failure on the handle (first one wins) and return status. */
+int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Run the extent stream, calling fn per cluster. Used by read and restore. */
+int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+
+/* Free targets; remove created files unless the restore succeeded. */
+void vmai_targets_free(vma_reader *r);
+
+#endif

@@ -1,0 +1,438 @@
+/*
+ * Restore targets ("sinks"): where each device's clusters go. One small
+ * operations table per kind of target; zero handling lives here, once:
+ *  - new sparse file: zero blocks stay holes;
+ *  - existing file or block device: zero blocks punched/zeroed or written
+ *    only when asked (map "1:"), else left alone ("0:");
+ *  - vmstate: a sequential file, zero blocks written as zeros;
+ *  - skip: nothing is written (the reader still checks every rule).
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reader_internal.h"
+
+/* Bandwidth group: a shared budget of bytes per second. */
+struct vmai_throttle {
+    struct vmai_throttle *next;
+    char *group;            /* NULL: private to one device */
+    uint64_t bps;
+    uint64_t bytes;         /* written since start */
+    struct timespec start;
+    bool started;
+};
+
+enum target_kind { TARGET_SKIP, TARGET_DISK, TARGET_VMSTATE };
+
+struct vmai_target {
+    enum target_kind kind;
+    int fd;                 /* -1 for skip */
+    int fd_buffered;        /* for unaligned writes when fd is O_DIRECT, else -1 */
+    bool own_fd;
+    bool write_zeros;
+    bool can_punch;         /* fallocate zeroing still believed to work */
+    char *created_path;     /* made by target_create: removed on failure */
+    uint64_t size;
+    uint64_t vmstate_len;   /* bytes written to a vmstate file */
+    struct vmai_throttle *throttle;
+};
+
+/* Aligned so O_DIRECT targets can write it. */
+static const unsigned char zero_block[VMA_BLOCK_SIZE] __attribute__((aligned(4096)));
+
+/* --- throttling --- */
+
+static void throttle_wait(struct vmai_throttle *t, uint64_t bytes)
+{
+    if (t == NULL || t->bps == 0)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!t->started) {
+        t->start = now;
+        t->started = true;
+    }
+    t->bytes += bytes;
+    /* The time at which t->bytes are allowed: start + bytes / bps. */
+    double due = (double)t->bytes / (double)t->bps;
+    double elapsed = (double)(now.tv_sec - t->start.tv_sec) +
+                     (double)(now.tv_nsec - t->start.tv_nsec) / 1e9;
+    if (due > elapsed) {
+        double wait = due - elapsed;
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* --- writes --- */
+
+static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
+                         const void *buf, size_t len, uint64_t off)
+{
+    int fd = t->fd;
+    /* O_DIRECT needs 4 KiB-aligned offsets and lengths; the tail of a
+     * device whose size is not a multiple of 4 KiB goes the buffered way. */
+    if (t->fd_buffered >= 0 && (off % VMA_BLOCK_SIZE != 0 || len % VMA_BLOCK_SIZE != 0))
+        fd = t->fd_buffered;
+    throttle_wait(t->throttle, len);
+    if (vmai_write_full(fd, buf, len, (int64_t)off) != 0)
+        return vmai_reader_fail(r, VMA_ERR_IO,
+                                "write to device '%s' at offset %llu (%zu bytes) failed: %s",
+                                vma_reader_device_name(r, dev_id), (unsigned long long)off, len,
+                                strerror(errno));
+    return VMA_OK;
+}
+
+/* Make [off, off+len) read as zeros on an existing target. */
+static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, uint64_t off,
+                       uint64_t len)
+{
+    if (t->can_punch) {
+        if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                      (off_t)len) == 0) {
+            throttle_wait(t->throttle, len);
+            return VMA_OK;
+        }
+        t->can_punch = false; /* remember: fall back to writing zeros */
+    }
+    while (len > 0) {
+        size_t n = len < VMA_BLOCK_SIZE ? (size_t)len : VMA_BLOCK_SIZE;
+        int rc = target_pwrite(r, dev_id, t, zero_block, n, off);
+        if (rc != VMA_OK)
+            return rc;
+        off += n;
+        len -= n;
+    }
+    return VMA_OK;
+}
+
+/* A disk cluster: runs of stored blocks are written with one pwrite each,
+ * runs of zero blocks zeroed when asked; nothing past the device end. */
+static int disk_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t,
+                        uint32_t cluster_num, uint16_t mask, const unsigned char *data)
+{
+    uint64_t base = (uint64_t)cluster_num * VMA_CLUSTER_SIZE;
+    unsigned b = 0;
+    while (b < VMA_BLOCKS_PER_CLUSTER) {
+        bool stored = mask & (1u << b);
+        unsigned e = b;
+        while (e < VMA_BLOCKS_PER_CLUSTER && ((mask & (1u << e)) != 0) == stored)
+            e++;
+        uint64_t off = base + (uint64_t)b * VMA_BLOCK_SIZE;
+        if (off >= t->size)
+            break;
+        uint64_t len = (uint64_t)(e - b) * VMA_BLOCK_SIZE;
+        if (len > t->size - off)
+            len = t->size - off;
+        int rc = VMA_OK;
+        if (stored)
+            rc = target_pwrite(r, dev_id, t, data, (size_t)len, off);
+        else if (t->write_zeros)
+            rc = target_zero(r, dev_id, t, off, len);
+        if (rc != VMA_OK)
+            return rc;
+        if (stored)
+            data += (size_t)(e - b) * VMA_BLOCK_SIZE;
+        b = e;
+    }
+    return VMA_OK;
+}
+
+/* A vmstate cluster: all 16 blocks in order, zero blocks as zeros. */
+static int vmstate_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t, uint16_t mask,
+                           const unsigned char *data)
+{
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+        const unsigned char *src = zero_block;
+        if (mask & (1u << b)) {
+            src = data;
+            data += VMA_BLOCK_SIZE;
+        }
+        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1) != 0)
+            return vmai_reader_fail(r, VMA_ERR_IO, "write of vmstate '%s' at byte %llu failed: %s",
+                                    vma_reader_device_name(r, dev_id),
+                                    (unsigned long long)t->vmstate_len, strerror(errno));
+        t->vmstate_len += VMA_BLOCK_SIZE;
+    }
+    return VMA_OK;
+}
+
+static int restore_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
+                           const unsigned char *data)
+{
+    vma_reader *r = opaque;
+    struct vmai_target *t = r->targets[dev_id];
+    switch (t->kind) {
+    case TARGET_DISK:
+        return disk_cluster(r, dev_id, t, cluster_num, mask, data) != VMA_OK;
+    case TARGET_VMSTATE:
+        return vmstate_cluster(r, dev_id, t, mask, data) != VMA_OK;
+    case TARGET_SKIP:
+        break;
+    }
+    return 0;
+}
+
+/* --- setting targets --- */
+
+static int target_check(vma_reader *r, unsigned dev_id)
+{
+    if (r->status != VMA_OK)
+        return r->status;
+    if (!r->opened)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is not open");
+    if (r->consumed)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "targets must be set before reading");
+    if (vma_reader_device_name(r, dev_id) == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOT_FOUND, "no device with dev_id %u", dev_id);
+    if (r->targets[dev_id] != NULL)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "device '%s' already has a target",
+                                vma_reader_device_name(r, dev_id));
+    return VMA_OK;
+}
+
+static struct vmai_target *target_new(vma_reader *r, unsigned dev_id, enum target_kind kind)
+{
+    struct vmai_target *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    t->kind = kind;
+    t->fd = -1;
+    t->fd_buffered = -1;
+    t->size = vma_reader_device_size(r, dev_id);
+    r->targets[dev_id] = t;
+    return t;
+}
+
+int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path)
+{
+    int rc = target_check(r, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    const char *name = vma_reader_device_name(r, dev_id);
+    bool vmstate = vma_reader_device_is_vmstate(r, dev_id);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return vmai_reader_fail(r, errno == EEXIST ? VMA_ERR_EXISTS : VMA_ERR_IO,
+                                "cannot create %s for device '%s': %s", path, name,
+                                strerror(errno));
+    struct vmai_target *t = target_new(r, dev_id, vmstate ? TARGET_VMSTATE : TARGET_DISK);
+    char *copy = strdup(path);
+    if (t == NULL || copy == NULL) {
+        free(copy);
+        close(fd);
+        unlink(path);
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
+    }
+    t->fd = fd;
+    t->own_fd = true;
+    t->created_path = copy;
+    /* A new file reads as zeros everywhere: holes, no zero writes. */
+    if (!vmstate && ftruncate(fd, (off_t)t->size) != 0)
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot size %s to %llu bytes: %s", path,
+                                (unsigned long long)t->size, strerror(errno));
+    return VMA_OK;
+}
+
+/* Length of an open file or block device. */
+static int target_length(int fd, uint64_t *len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -1;
+    if (S_ISBLK(st.st_mode))
+        return ioctl(fd, BLKGETSIZE64, len);
+    *len = (uint64_t)st.st_size;
+    return 0;
+}
+
+#define TARGET_SLACK (4u * 1024 * 1024) /* a target may be this much larger */
+
+int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, unsigned flags)
+{
+    int rc = target_check(r, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    const char *name = vma_reader_device_name(r, dev_id);
+    if (vma_reader_device_is_vmstate(r, dev_id))
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "the vmstate device '%s' needs a new file (target_create)", name);
+    int oflags = O_WRONLY | O_CLOEXEC;
+    if (flags & VMA_TARGET_SYNC)
+        oflags |= O_DSYNC;
+    int fd = open(path, oflags | ((flags & VMA_TARGET_DIRECT) ? O_DIRECT : 0));
+    if (fd < 0)
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s", path,
+                                name, strerror(errno));
+    uint64_t len = 0;
+    uint64_t size = vma_reader_device_size(r, dev_id);
+    if (target_length(fd, &len) != 0) {
+        int e = errno;
+        close(fd);
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot get the size of %s: %s", path,
+                                strerror(e));
+    }
+    if (len < size || len - size > TARGET_SLACK) {
+        close(fd);
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "target %s of device '%s' has %llu bytes; it needs %llu to "
+                                "%llu",
+                                path, name, (unsigned long long)len, (unsigned long long)size,
+                                (unsigned long long)(size + TARGET_SLACK));
+    }
+    struct vmai_target *t = target_new(r, dev_id, TARGET_DISK);
+    if (t == NULL) {
+        close(fd);
+        return r->status;
+    }
+    t->fd = fd;
+    t->own_fd = true;
+    t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    t->can_punch = true;
+    if (flags & VMA_TARGET_DIRECT) {
+        t->fd_buffered = open(path, oflags);
+        if (t->fd_buffered < 0)
+            return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s: %s", path,
+                                    strerror(errno));
+    }
+    return VMA_OK;
+}
+
+int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
+{
+    int rc = target_check(r, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    if (fd < 0)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    bool vmstate = vma_reader_device_is_vmstate(r, dev_id);
+    struct vmai_target *t = target_new(r, dev_id, vmstate ? TARGET_VMSTATE : TARGET_DISK);
+    if (t == NULL)
+        return r->status;
+    t->fd = fd;
+    t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    t->can_punch = true;
+    return VMA_OK;
+}
+
+int vma_reader_target_skip(vma_reader *r, unsigned dev_id)
+{
+    int rc = target_check(r, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    return target_new(r, dev_id, TARGET_SKIP) != NULL ? VMA_OK : r->status;
+}
+
+int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_second,
+                            const char *group)
+{
+    if (r->status != VMA_OK)
+        return r->status;
+    struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
+    if (t == NULL)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "device %u has no target to limit", dev_id);
+    struct vmai_throttle *g = NULL;
+    for (g = r->throttles; g != NULL && group != NULL; g = g->next)
+        if (g->group != NULL && strcmp(g->group, group) == 0)
+            break;
+    if (g == NULL) {
+        g = calloc(1, sizeof(*g));
+        if (g == NULL || (group != NULL && (g->group = strdup(group)) == NULL)) {
+            free(g);
+            return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
+        }
+        g->next = r->throttles;
+        r->throttles = g;
+    }
+    if (bytes_per_second != 0 || g->bps == 0)
+        g->bps = bytes_per_second;
+    t->throttle = g;
+    return VMA_OK;
+}
+
+/* --- the restore run --- */
+
+static int targets_finish(vma_reader *r)
+{
+    for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
+        struct vmai_target *t = r->targets[i];
+        if (t == NULL || t->fd < 0)
+            continue;
+        const char *name = vma_reader_device_name(r, i);
+        if (t->kind == TARGET_VMSTATE) {
+            /* 64 KiB per cluster, cut to the recorded size. */
+            uint64_t len = t->vmstate_len < t->size ? t->vmstate_len : t->size;
+            if (t->own_fd && ftruncate(t->fd, (off_t)len) != 0)
+                return vmai_reader_fail(r, VMA_ERR_IO, "cannot cut vmstate '%s' to %llu bytes: %s",
+                                        name, (unsigned long long)len, strerror(errno));
+        }
+        if (fsync(t->fd) != 0 && errno != EINVAL && errno != EROFS)
+            return vmai_reader_fail(r, VMA_ERR_IO, "flushing device '%s' failed: %s", name,
+                                    strerror(errno));
+        if (t->own_fd) {
+            int fd = t->fd;
+            t->fd = -1;
+            if (close(fd) != 0)
+                return vmai_reader_fail(r, VMA_ERR_IO, "closing the target of device '%s' "
+                                        "failed: %s", name, strerror(errno));
+        }
+    }
+    return VMA_OK;
+}
+
+int vma_reader_restore(vma_reader *r)
+{
+    if (r->status != VMA_OK)
+        return r->status;
+    if (!r->opened)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is not open");
+    for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i))
+        if (r->targets[i] == NULL)
+            return vmai_reader_fail(r, VMA_ERR_INVALID, "device '%s' has no restore target",
+                                    vma_reader_device_name(r, i));
+    int rc = vmai_reader_run(r, restore_cluster, r);
+    if (rc == VMA_OK)
+        rc = targets_finish(r);
+    if (rc != VMA_OK) {
+        vmai_targets_free(r); /* removes the files we created */
+        return rc;
+    }
+    r->restored = true;
+    return VMA_OK;
+}
+
+void vmai_targets_free(vma_reader *r)
+{
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
+        struct vmai_target *t = r->targets[i];
+        if (t == NULL)
+            continue;
+        if (t->own_fd && t->fd >= 0)
+            close(t->fd);
+        if (t->fd_buffered >= 0)
+            close(t->fd_buffered);
+        if (t->created_path != NULL && !r->restored)
+            unlink(t->created_path);
+        free(t->created_path);
+        free(t);
+        r->targets[i] = NULL;
+    }
+    while (r->throttles != NULL) {
+        struct vmai_throttle *g = r->throttles;
+        r->throttles = g->next;
+        free(g->group);
+        free(g);
+    }
+}
