@@ -1,0 +1,96 @@
+/*
+ * The cluster producer for a raw source (file or block device): reads it
+ * in 64 KiB clusters with pread(), and hands holes of sparse files to the
+ * writer as all-zero clusters without reading them (SEEK_DATA/SEEK_HOLE).
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "io.h"
+#include "writer_internal.h"
+
+
+/* Where the next data starts at or after `off`, and where it ends.
+ * Sources without SEEK_DATA support are all data. */
+static void next_data(int fd, uint64_t off, uint64_t end, uint64_t *data, uint64_t *hole)
+{
+    off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+    if (d < 0) {
+        if (errno == ENXIO) { /* only a hole up to the end */
+            *data = *hole = end;
+            return;
+        }
+        *data = off; /* unsupported: treat everything as data */
+        *hole = end;
+        return;
+    }
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    *data = (uint64_t)d;
+    *hole = h < 0 ? end : (uint64_t)h;
+}
+
+int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd, uint64_t source_size)
+{
+    char msg[VMAI_ERRLEN];
+    const char *name = NULL;
+    uint64_t size = vmai_writer_device_size(w, dev_id, &name);
+    if (size == 0)
+        return vma_writer_write_cluster(w, dev_id, 0, NULL); /* reports the bad dev_id */
+    if (source_size > size) {
+        snprintf(msg, sizeof(msg), "source of device '%s' has %llu bytes, more than its size %llu",
+                 name, (unsigned long long)source_size, (unsigned long long)size);
+        return vmai_writer_fail(w, VMA_ERR_INVALID, msg);
+    }
+    unsigned char *buf = malloc(VMA_CLUSTER_SIZE);
+    if (buf == NULL)
+        return vmai_writer_fail(w, VMA_ERR_NOMEM, "out of memory");
+
+    int rc = VMA_OK;
+    uint64_t data = 0, hole = 0; /* current data run [data, hole) */
+    uint64_t clusters = vmai_cluster_count(size);
+    for (uint64_t n = 0; n < clusters && rc == VMA_OK; n++) {
+        uint64_t off = n * VMA_CLUSTER_SIZE;
+        uint64_t want = off >= source_size ? 0 : source_size - off;
+        if (want > VMA_CLUSTER_SIZE)
+            want = VMA_CLUSTER_SIZE;
+        if (want > 0 && off >= hole)
+            next_data(fd, off, source_size, &data, &hole);
+        if (want == 0 || off + want <= data) { /* inside a hole or past the source */
+            rc = vma_writer_write_cluster(w, dev_id, n, NULL);
+            continue;
+        }
+        ssize_t got = 0;
+        while ((uint64_t)got < want) {
+            ssize_t k = pread(fd, buf + got, (size_t)(want - (uint64_t)got), (off_t)(off + (uint64_t)got));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                if (k < 0)
+                    snprintf(msg, sizeof(msg), "read error on the source of device '%s' at "
+                             "offset %llu: %s", name, (unsigned long long)(off + (uint64_t)got),
+                             strerror(errno));
+                else
+                    snprintf(msg, sizeof(msg), "source of device '%s' shrank while read: it "
+                             "ends at %llu of %llu bytes", name,
+                             (unsigned long long)(off + (uint64_t)got),
+                             (unsigned long long)source_size);
+                rc = vmai_writer_fail(w, VMA_ERR_IO, msg);
+                break;
+            }
+            got += k;
+        }
+        if (rc != VMA_OK)
+            break;
+        memset(buf + want, 0, VMA_CLUSTER_SIZE - (size_t)want);
+        rc = vma_writer_write_cluster(w, dev_id, n, buf);
+    }
+    free(buf);
+    if (rc == VMA_OK)
+        rc = vma_writer_close_device(w, dev_id);
+    return rc;
+}

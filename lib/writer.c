@@ -1,0 +1,593 @@
+/*
+ * The archive writer: registers configs and devices, accepts 64 KiB
+ * clusters of any device in any order (from several threads), drops
+ * all-zero 4 KiB blocks, packs clusters into extents and writes the header
+ * with the first one. Owns the format's rules for writing.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "format.h"
+#include "io.h"
+#include "writer_internal.h"
+
+extern char **environ;
+
+/* The deployed writer flushes an extent once it holds 58 clusters. */
+#define CLUSTERS_PER_EXTENT 58u
+
+struct wdev {
+    bool closed;
+    uint64_t clusters;      /* clusters the device needs (disks) */
+    uint64_t written;       /* clusters accepted */
+    uint64_t next;          /* vmstate: next cluster number */
+    uint64_t *seen;         /* disks: one bit per cluster */
+    uint64_t bytes;         /* bytes accepted, counted up to the device end */
+    uint64_t zero_bytes;
+};
+
+struct vma_writer {
+    pthread_mutex_t lock;
+    char err[VMAI_ERRLEN];
+    int status;             /* sticky failure */
+
+    int fd;
+    bool own_fd;
+    char *created_path;     /* removed unless finished */
+    pid_t child;            /* exec: command, or 0 */
+    bool started;           /* header written */
+    bool finished;
+
+    struct vmai_header hdr; /* names and data are owned copies */
+    unsigned device_count;
+    uint64_t blob_bytes;    /* blob buffer bytes so far, for the header limit */
+    struct wdev dev[VMA_DEV_SLOTS];
+
+    struct vmai_extent ext;
+    unsigned ext_entries;
+    unsigned char *ext_buf; /* extent header + data */
+    size_t ext_len;
+    uint64_t extents;
+    uint64_t offset;        /* bytes written */
+
+    uint64_t total_bytes, total_zero;
+    vma_write_progress_fn progress;
+    void *progress_opaque;
+};
+
+static int wfail(vma_writer *w, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int wfail(vma_writer *w, int status, const char *fmt, ...)
+{
+    if (w->status == VMA_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(w->err, sizeof(w->err), fmt, ap);
+        va_end(ap);
+        w->status = status;
+    }
+    return w->status;
+}
+
+/* An argument error: reported, but the writer stays usable. */
+static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->err, sizeof(w->err), fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+vma_writer *vma_writer_new(void)
+{
+    vma_writer *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->ext_buf = malloc(VMA_EXTENT_HEADER_SIZE + CLUSTERS_PER_EXTENT * VMA_CLUSTER_SIZE);
+    if (w->ext_buf == NULL || pthread_mutex_init(&w->lock, NULL) != 0) {
+        free(w->ext_buf);
+        free(w);
+        return NULL;
+    }
+    w->fd = -1;
+    uuid_generate(w->hdr.uuid);
+    w->hdr.ctime = (int64_t)time(NULL);
+    w->ext_len = VMA_EXTENT_HEADER_SIZE;
+    return w;
+}
+
+static int wait_child(vma_writer *w)
+{
+    int st;
+    pid_t child = w->child;
+    w->child = 0;
+    while (waitpid(child, &st, 0) < 0) {
+        if (errno != EINTR)
+            return wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
+                         strerror(errno));
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return VMA_OK;
+    if (WIFSIGNALED(st))
+        return wfail(w, VMA_ERR_IO, "the exec: command was killed by signal %d", WTERMSIG(st));
+    return wfail(w, VMA_ERR_IO, "the exec: command exited with status %d", WEXITSTATUS(st));
+}
+
+void vma_writer_free(vma_writer *w)
+{
+    if (w == NULL)
+        return;
+    if (w->own_fd && w->fd >= 0)
+        close(w->fd);
+    if (w->child > 0)
+        wait_child(w);
+    if (!w->finished && w->created_path != NULL)
+        unlink(w->created_path);
+    free(w->created_path);
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
+        free((char *)w->hdr.devices[i].name);
+        free(w->dev[i].seen);
+    }
+    for (unsigned i = 0; i < w->hdr.config_count; i++) {
+        free((char *)w->hdr.configs[i].name);
+        free((void *)w->hdr.configs[i].data);
+    }
+    free(w->ext_buf);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+const char *vma_writer_error(const vma_writer *w) { return w->err; }
+
+/* Calls that configure the archive: only before the first cluster. */
+static int check_setup(vma_writer *w, const char *what)
+{
+    if (w->status != VMA_OK)
+        return w->status;
+    if (w->started)
+        return wrefuse(w, VMA_ERR_INVALID, "%s: not allowed after the first cluster", what);
+    return VMA_OK;
+}
+
+int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16])
+{
+    int rc = check_setup(w, "set_uuid");
+    if (rc == VMA_OK)
+        memcpy(w->hdr.uuid, uuid, 16);
+    return rc;
+}
+
+int vma_writer_set_ctime(vma_writer *w, int64_t ctime)
+{
+    int rc = check_setup(w, "set_ctime");
+    if (rc == VMA_OK)
+        w->hdr.ctime = ctime;
+    return rc;
+}
+
+/* --- output --- */
+
+static int check_output(vma_writer *w)
+{
+    int rc = check_setup(w, "open");
+    if (rc == VMA_OK && w->fd >= 0)
+        return wrefuse(w, VMA_ERR_INVALID, "the writer already has an output");
+    return rc;
+}
+
+int vma_writer_open_fd(vma_writer *w, int fd)
+{
+    int rc = check_output(w);
+    if (rc != VMA_OK)
+        return rc;
+    if (fd < 0)
+        return wrefuse(w, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    w->fd = fd;
+    return VMA_OK;
+}
+
+static int open_exec(vma_writer *w, const char *command)
+{
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0)
+        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
+                     strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);
+    char *argv[] = {"sh", "-c", (char *)command, NULL};
+    pid_t pid;
+    int err = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[0]);
+    if (err != 0) {
+        close(pipefd[1]);
+        return wfail(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
+    }
+    w->child = pid;
+    w->fd = pipefd[1];
+    w->own_fd = true;
+    return VMA_OK;
+}
+
+int vma_writer_open_path(vma_writer *w, const char *path)
+{
+    int rc = check_output(w);
+    if (rc != VMA_OK)
+        return rc;
+    if (path == NULL || path[0] == '\0')
+        return wrefuse(w, VMA_ERR_INVALID, "no output path");
+    if (strncmp(path, "exec:", 5) == 0)
+        return open_exec(w, path + 5);
+    struct stat st;
+    int fd;
+    if (stat(path, &st) == 0) {
+        if (!S_ISFIFO(st.st_mode))
+            return wrefuse(w, VMA_ERR_EXISTS, "%s already exists (never overwritten)", path);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+    } else {
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0 && (w->created_path = strdup(path)) == NULL) {
+            close(fd);
+            unlink(path);
+            return wfail(w, VMA_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (fd < 0)
+        return wrefuse(w, errno == EEXIST ? VMA_ERR_EXISTS : VMA_ERR_IO, "cannot create %s: %s",
+                       path, strerror(errno));
+    w->fd = fd;
+    w->own_fd = true;
+    return VMA_OK;
+}
+
+/* --- configs and devices --- */
+
+/* Keep the header within what the deployed reader and writer handle. */
+static int reserve_blob(vma_writer *w, uint64_t bytes, const char *what)
+{
+    uint64_t table = (1 + w->blob_bytes + bytes + 511) / 512 * 512;
+    if (VMA_HEADER_FIXED_SIZE + table > VMA_WRITER_MAX_HEADER_SIZE)
+        return wrefuse(w, VMA_ERR_LIMIT,
+                       "%s does not fit: the header would exceed %u bytes", what,
+                       VMA_WRITER_MAX_HEADER_SIZE);
+    w->blob_bytes += bytes;
+    return VMA_OK;
+}
+
+int vma_writer_add_config(vma_writer *w, const char *name, const void *data, size_t len)
+{
+    int rc = check_setup(w, "add_config");
+    if (rc != VMA_OK)
+        return rc;
+    if (name == NULL || (data == NULL && len > 0))
+        return wrefuse(w, VMA_ERR_INVALID, "add_config: missing name or data");
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (!vma_name_is_valid(base))
+        return wrefuse(w, VMA_ERR_INVALID, "config name '%.64s' is empty, '.', '..' or too long",
+                       base);
+    if (len > VMA_MAX_CONFIG_SIZE)
+        return wrefuse(w, VMA_ERR_LIMIT, "config '%s' has %zu bytes; at most %u are allowed",
+                       base, len, VMA_MAX_CONFIG_SIZE);
+    if (w->hdr.config_count >= VMA_MAX_CONFIGS)
+        return wrefuse(w, VMA_ERR_LIMIT, "too many configs (at most %u)", VMA_MAX_CONFIGS);
+    for (unsigned i = 0; i < w->hdr.config_count; i++)
+        if (strcmp(w->hdr.configs[i].name, base) == 0)
+            return wrefuse(w, VMA_ERR_INVALID, "duplicate config name '%s'", base);
+    size_t namelen = strlen(base);
+    rc = reserve_blob(w, 2 + namelen + 1 + 2 + len, "config");
+    if (rc != VMA_OK)
+        return rc;
+    char *n = strdup(base);
+    unsigned char *d = malloc(len ? len : 1);
+    if (n == NULL || d == NULL) {
+        free(n);
+        free(d);
+        return wfail(w, VMA_ERR_NOMEM, "out of memory");
+    }
+    if (len > 0)
+        memcpy(d, data, len);
+    struct vmai_config *c = &w->hdr.configs[w->hdr.config_count++];
+    c->name = n;
+    c->data = d;
+    c->len = len;
+    return VMA_OK;
+}
+
+int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
+{
+    int rc = check_setup(w, "add_device");
+    if (rc != VMA_OK)
+        return rc;
+    if (!vma_name_is_valid(name))
+        return wrefuse(w, VMA_ERR_INVALID,
+                       "device name '%.64s' is empty, contains '/', is '.' or '..', or is "
+                       "too long",
+                       name ? name : "");
+    bool vmstate = strcmp(name, VMA_VMSTATE_NAME) == 0;
+    if (size == 0 || (!vmstate && size > VMA_MAX_DEVICE_SIZE))
+        return wrefuse(w, VMA_ERR_LIMIT,
+                       "device '%s' size %llu is out of range (1 to %llu bytes: 2^32 "
+                       "clusters of 64 KiB)",
+                       name, (unsigned long long)size, (unsigned long long)VMA_MAX_DEVICE_SIZE);
+    if (w->device_count >= VMA_MAX_DEVICES)
+        return wrefuse(w, VMA_ERR_LIMIT, "too many devices (at most %u)", VMA_MAX_DEVICES);
+    for (unsigned i = 1; i <= w->device_count; i++)
+        if (strcmp(w->hdr.devices[i].name, name) == 0)
+            return wrefuse(w, VMA_ERR_INVALID, "duplicate device name '%s'", name);
+    rc = reserve_blob(w, 2 + strlen(name) + 1, "device name");
+    if (rc != VMA_OK)
+        return rc;
+    unsigned id = w->device_count + 1;
+    struct wdev *d = &w->dev[id];
+    char *n = strdup(name);
+    if (n == NULL)
+        return wfail(w, VMA_ERR_NOMEM, "out of memory");
+    if (!vmstate) {
+        d->clusters = vmai_cluster_count(size);
+        d->seen = calloc((size_t)((d->clusters + 63) / 64), sizeof(uint64_t));
+        if (d->seen == NULL) {
+            free(n);
+            return wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'", name);
+        }
+    }
+    w->hdr.devices[id].name = n;
+    w->hdr.devices[id].size = size;
+    w->hdr.devices[id].is_vmstate = vmstate;
+    w->device_count = id;
+    return (int)id;
+}
+
+/* --- extents --- */
+
+static int write_out(vma_writer *w, const void *buf, size_t len)
+{
+    if (vmai_write_full(w->fd, buf, len, -1) != 0)
+        return wfail(w, VMA_ERR_IO, "write of the archive at offset %llu failed: %s",
+                     (unsigned long long)w->offset, strerror(errno));
+    w->offset += len;
+    return VMA_OK;
+}
+
+static int flush_extent(vma_writer *w)
+{
+    if (w->fd < 0)
+        return wfail(w, VMA_ERR_INVALID, "the writer has no output (open_path or open_fd)");
+    if (!w->started) {
+        unsigned char *head;
+        size_t len;
+        char err[VMAI_ERRLEN];
+        int rc = vmai_header_encode(&w->hdr, &head, &len, err, sizeof(err));
+        if (rc != VMA_OK)
+            return wfail(w, rc, "%s", err);
+        w->started = true;
+        rc = write_out(w, head, len);
+        free(head);
+        if (rc != VMA_OK)
+            return rc;
+    }
+    vmai_extent_encode(w->ext_buf, w->hdr.uuid, &w->ext);
+    int rc = write_out(w, w->ext_buf, w->ext_len);
+    memset(&w->ext, 0, sizeof(w->ext));
+    w->ext_entries = 0;
+    w->ext_len = VMA_EXTENT_HEADER_SIZE;
+    w->extents++;
+    return rc;
+}
+
+/* Mask of the blocks to store: not all zero, and starting before `limit`
+ * bytes (the part of the cluster inside the device). */
+static uint16_t cluster_mask(const unsigned char *data, uint64_t limit)
+{
+    uint16_t mask = 0;
+    if (data == NULL)
+        return 0;
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+        uint64_t start = (uint64_t)b * VMA_BLOCK_SIZE;
+        if (start >= limit)
+            break;
+        uint64_t len = limit - start < VMA_BLOCK_SIZE ? limit - start : VMA_BLOCK_SIZE;
+        if (!vmai_is_zero(data + start, (size_t)len))
+            mask |= (uint16_t)(1u << b);
+    }
+    return mask;
+}
+
+/* Under the lock: check the cluster against the device's rules. */
+static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
+{
+    if (w->status != VMA_OK)
+        return w->status;
+    if (w->finished)
+        return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
+    if (dev_id == 0 || dev_id > w->device_count)
+        return wrefuse(w, VMA_ERR_INVALID, "write to unknown dev_id %u", dev_id);
+    struct vmai_device *hd = &w->hdr.devices[dev_id];
+    struct wdev *d = &w->dev[dev_id];
+    if (d->closed)
+        return wrefuse(w, VMA_ERR_INVALID, "write to device '%s' after it was closed", hd->name);
+    if (hd->is_vmstate) {
+        if (n != d->next)
+            return wrefuse(w, VMA_ERR_INVALID,
+                           "vmstate cluster %llu written out of order (expected %llu)",
+                           (unsigned long long)n, (unsigned long long)d->next);
+        if (n > UINT32_MAX)
+            return wrefuse(w, VMA_ERR_LIMIT, "vmstate stream exceeds 2^32 clusters");
+        return VMA_OK;
+    }
+    if (n >= d->clusters)
+        return wrefuse(w, VMA_ERR_INVALID,
+                       "cluster %llu is past the end of device '%s' (%llu clusters)",
+                       (unsigned long long)n, hd->name, (unsigned long long)d->clusters);
+    if (d->seen[n / 64] & ((uint64_t)1 << (n % 64)))
+        return wrefuse(w, VMA_ERR_INVALID, "cluster %llu of device '%s' was already written",
+                       (unsigned long long)n, hd->name);
+    return VMA_OK;
+}
+
+int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_num,
+                             const void *data)
+{
+    /* Zero detection runs outside the lock: it is the per-cluster work
+     * that parallel callers can share. Device sizes are fixed by now. */
+    uint64_t limit = VMA_CLUSTER_SIZE;
+    if (dev_id > 0 && dev_id < VMA_DEV_SLOTS && !w->hdr.devices[dev_id].is_vmstate) {
+        uint64_t size = w->hdr.devices[dev_id].size;
+        uint64_t start = cluster_num * VMA_CLUSTER_SIZE;
+        limit = start >= size ? 0 : (size - start < limit ? size - start : limit);
+    }
+    uint16_t mask = cluster_mask(data, limit);
+
+    pthread_mutex_lock(&w->lock);
+    int rc = check_cluster(w, dev_id, cluster_num);
+    if (rc != VMA_OK)
+        goto out;
+    struct wdev *d = &w->dev[dev_id];
+    if (w->ext_entries == CLUSTERS_PER_EXTENT && (rc = flush_extent(w)) != VMA_OK)
+        goto out;
+
+    struct vmai_blockinfo *bi = &w->ext.info[w->ext_entries++];
+    bi->mask = mask;
+    bi->dev_id = (uint8_t)dev_id;
+    bi->cluster_num = (uint32_t)cluster_num;
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+        if (!(mask & (1u << b)))
+            continue;
+        uint64_t start = (uint64_t)b * VMA_BLOCK_SIZE;
+        unsigned char *dst = w->ext_buf + w->ext_len;
+        memcpy(dst, (const unsigned char *)data + start, VMA_BLOCK_SIZE);
+        if (limit - start < VMA_BLOCK_SIZE) /* straddles the end: zero padding */
+            memset(dst + (limit - start), 0, VMA_BLOCK_SIZE - (size_t)(limit - start));
+        w->ext_len += VMA_BLOCK_SIZE;
+    }
+
+    /* Zero bytes inside the device: a stored tail block counts only up to the end. */
+    uint64_t stored = (uint64_t)vmai_popcount16(mask) * VMA_BLOCK_SIZE;
+    if (limit % VMA_BLOCK_SIZE != 0 && (mask & (1u << (limit / VMA_BLOCK_SIZE))))
+        stored -= VMA_BLOCK_SIZE - limit % VMA_BLOCK_SIZE;
+    uint64_t zeros = limit - stored;
+    d->written++;
+    d->bytes += limit;
+    d->zero_bytes += zeros;
+    w->total_bytes += limit;
+    w->total_zero += zeros;
+    if (w->hdr.devices[dev_id].is_vmstate)
+        d->next++;
+    else
+        d->seen[cluster_num / 64] |= (uint64_t)1 << (cluster_num % 64);
+    if (w->progress != NULL && w->progress(w->progress_opaque, w->total_bytes, w->total_zero) != 0)
+        rc = wfail(w, VMA_ERR_CALLBACK, "cancelled at cluster %llu of device '%s'",
+                   (unsigned long long)cluster_num, w->hdr.devices[dev_id].name);
+out:
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+int vma_writer_close_device(vma_writer *w, unsigned dev_id)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = w->status;
+    if (rc != VMA_OK)
+        goto out;
+    if (dev_id == 0 || dev_id > w->device_count) {
+        rc = wrefuse(w, VMA_ERR_INVALID, "close of unknown dev_id %u", dev_id);
+        goto out;
+    }
+    struct wdev *d = &w->dev[dev_id];
+    const char *name = w->hdr.devices[dev_id].name;
+    if (d->closed) {
+        rc = wrefuse(w, VMA_ERR_INVALID, "device '%s' is already closed", name);
+    } else if (!w->hdr.devices[dev_id].is_vmstate && d->written != d->clusters) {
+        rc = wfail(w, VMA_ERR_INCOMPLETE, "device '%s' closed after %llu of its %llu clusters",
+                   name, (unsigned long long)d->written, (unsigned long long)d->clusters);
+    } else {
+        d->closed = true;
+    }
+out:
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+int vma_writer_finish(vma_writer *w)
+{
+    if (w->status != VMA_OK)
+        return w->status;
+    if (w->finished)
+        return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
+    for (unsigned i = 1; i <= w->device_count; i++)
+        if (!w->dev[i].closed)
+            return wfail(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
+                         w->hdr.devices[i].name);
+    /* The last extent goes out even when empty if there was none yet. */
+    if ((w->ext_entries > 0 || w->extents == 0) && flush_extent(w) != VMA_OK)
+        return w->status;
+    if (w->own_fd) {
+        int fd = w->fd;
+        w->fd = -1;
+        if (close(fd) != 0)
+            return wfail(w, VMA_ERR_IO, "closing the archive failed: %s", strerror(errno));
+    }
+    if (w->child > 0 && wait_child(w) != VMA_OK)
+        return w->status;
+    w->finished = true;
+    return VMA_OK;
+}
+
+int vma_writer_device_stats(vma_writer *w, unsigned dev_id, uint64_t *bytes_written,
+                            uint64_t *zero_bytes)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = VMA_OK;
+    if (dev_id == 0 || dev_id > w->device_count) {
+        rc = VMA_ERR_NOT_FOUND;
+    } else {
+        if (bytes_written != NULL)
+            *bytes_written = w->dev[dev_id].bytes;
+        if (zero_bytes != NULL)
+            *zero_bytes = w->dev[dev_id].zero_bytes;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn, void *opaque)
+{
+    w->progress = fn;
+    w->progress_opaque = opaque;
+}
+
+uint64_t vmai_writer_device_size(const vma_writer *w, unsigned dev_id, const char **name)
+{
+    if (dev_id == 0 || dev_id > w->device_count)
+        return 0;
+    *name = w->hdr.devices[dev_id].name;
+    return w->hdr.devices[dev_id].size;
+}
+
+int vmai_writer_fail(vma_writer *w, int status, const char *msg)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = wfail(w, status, "%s", msg);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}

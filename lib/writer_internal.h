@@ -1,0 +1,15 @@
+/* What source.c needs from the writer. Internal to libvma. SPDX-License-Identifier: MIT */
+#ifndef LIBVMA_WRITER_INTERNAL_H
+#define LIBVMA_WRITER_INTERNAL_H
+
+#include <stdint.h>
+
+#include "vma.h"
+
+/* The recorded size and name of a device, or 0 for an unknown dev_id. */
+uint64_t vmai_writer_device_size(const vma_writer *w, unsigned dev_id, const char **name);
+
+/* Fail the writer (sticky) with a message; returns the status. */
+int vmai_writer_fail(vma_writer *w, int status, const char *msg);
+
+#endif
