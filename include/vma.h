@@ -196,7 +196,8 @@ int vma_reader_target_skip(vma_reader *r, unsigned dev_id);
 /*
  * Limit the write bandwidth of dev_id to bytes_per_second (0 = no limit).
  * Devices given the same non-NULL group share one limit, as QEMU's
- * throttling groups do; the group's limit is the last one set.
+ * throttling groups do; the group's limit is the last non-zero one set (a
+ * device may join a group with 0 without resetting its rate).
  */
 int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
                             uint64_t bytes_per_second, const char *group);
@@ -244,8 +245,8 @@ int vma_writer_open_path(vma_writer *w, const char *path);
 /* Write to a descriptor the caller owns (file, pipe, stdout). */
 int vma_writer_open_fd(vma_writer *w, int fd);
 
-/* Add a config (before the first cluster). Only the base name of `name` is
- * stored; at most VMA_MAX_CONFIGS, each at most VMA_MAX_CONFIG_SIZE bytes,
+/* Add a config (before the first cluster). The name and data are copied.
+ * Only the base name of `name` is stored; at most VMA_MAX_CONFIGS, each at most VMA_MAX_CONFIG_SIZE bytes,
  * names valid (vma_name_is_valid()) and unique. */
 int vma_writer_add_config(vma_writer *w, const char *name, const void *data,
                           size_t len);

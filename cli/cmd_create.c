@@ -1,0 +1,267 @@
+/*
+ * vma create <archive> [-v] [-c <file>]... [-d format=raw:<name>=<path>]...
+ * vma create <archive> [-v] [-c <file>]... <name>=<path>|<path>...
+ * Write a new archive from config files and raw images or block devices.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "progress.h"
+
+struct source {
+    char *name;        /* device name */
+    const char *path;  /* points into argv */
+    int fd;
+    uint64_t size;     /* bytes in the source */
+    uint64_t recorded; /* size rounded up to 512, as the deployed tool does */
+    unsigned dev_id;
+};
+
+struct create {
+    vma_writer *w;
+    struct source *src;
+    size_t nsrc;
+    struct write_progress progress; /* lives as long as the writer */
+};
+
+/* Read a whole file: the library, not we, enforces the size limit. */
+static int read_config(const char *path, void **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    ssize_t got = 1;
+
+    if (fd < 0)
+        return cli_fail("unable to read config file %s - %s", path, strerror(errno));
+    while (got > 0) {
+        if (n == cap) {
+            size_t want = cap ? 2 * cap : 4096;
+            char *p = realloc(buf, want);
+
+            if (!p) {
+                got = -1;
+                errno = ENOMEM;
+                break;
+            }
+            buf = p;
+            cap = want;
+        }
+        got = read(fd, buf + n, cap - n);
+        if (got > 0)
+            n += (size_t)got;
+    }
+    if (got < 0) {
+        int rc = cli_fail("unable to read config file %s - %s", path, strerror(errno));
+
+        free(buf);
+        close(fd);
+        return rc;
+    }
+    close(fd);
+    *out = buf;
+    *len = n;
+    return CLI_OK;
+}
+
+/* "[format=<fmt>:][<name>=]<path>"; a device without a name is disk<index>. */
+static int parse_device(const char *arg, int need_format, size_t index, struct source *s)
+{
+    const char *spec = arg, *format = NULL, *eq;
+    size_t format_len = 0;
+
+    if (!strncmp(spec, "format=", 7)) {
+        format = spec + 7;
+        spec = strchr(format, ':');
+        if (!spec)
+            return cli_fail("option 'format' not terminated ('%s')", arg);
+        format_len = (size_t)(spec++ - format);
+    } else if (need_format) {
+        return cli_fail("No format specified for device: '%s'", arg);
+    }
+    eq = strchr(spec, '=');
+    if (eq) {
+        s->name = strndup(spec, (size_t)(eq - spec));
+        s->path = eq + 1;
+    } else {
+        s->path = spec;
+        if (asprintf(&s->name, "disk%zu", index) < 0)
+            s->name = NULL;
+    }
+    if (!s->name)
+        return cli_fail("out of memory");
+    if (format && (format_len != 3 || strncmp(format, "raw", 3)))
+        return cli_fail("%s: format '%.*s' not supported yet", s->path, (int)format_len, format);
+    return CLI_OK;
+}
+
+static int open_source(struct source *s)
+{
+    struct stat st;
+
+    s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+        return cli_fail("%s: %s", s->path, strerror(errno));
+    if (S_ISREG(st.st_mode)) {
+        s->size = (uint64_t)st.st_size;
+    } else if (S_ISBLK(st.st_mode)) {
+        if (ioctl(s->fd, BLKGETSIZE64, &s->size) < 0)
+            return cli_fail("%s: unable to get size - %s", s->path, strerror(errno));
+    } else {
+        return cli_fail("%s: not a regular file or block device", s->path);
+    }
+    if (s->size == 0)
+        return cli_fail("%s: empty device", s->path);
+    s->recorded = (s->size + 511) & ~(uint64_t)511;
+    return CLI_OK;
+}
+
+static int writer_fail(const struct create *c)
+{
+    return cli_fail("%s", vma_writer_error(c->w));
+}
+
+/* Register configs and devices; nothing is written yet, so a bad input
+ * leaves no file behind. */
+static int add_inputs(struct create *c, char **config_paths, size_t nconfig_paths,
+                      char **dev_args, int need_format)
+{
+    size_t i;
+
+    for (i = 0; i < nconfig_paths; i++) {
+        void *data = NULL;
+        size_t len = 0;
+        int st;
+
+        if (read_config(config_paths[i], &data, &len) != CLI_OK)
+            return CLI_FAIL;
+        st = vma_writer_add_config(c->w, config_paths[i], data, len); /* copies */
+        free(data);
+        if (st != VMA_OK)
+            return writer_fail(c);
+    }
+    for (i = 0; i < c->nsrc; i++) {
+        struct source *s = &c->src[i];
+        int id;
+
+        if (parse_device(dev_args[i], need_format, i, s) != CLI_OK || open_source(s) != CLI_OK)
+            return CLI_FAIL;
+        id = vma_writer_add_device(c->w, s->name, s->recorded);
+        if (id < 0)
+            return writer_fail(c);
+        s->dev_id = (unsigned)id;
+    }
+    return CLI_OK;
+}
+
+static int write_archive(struct create *c, const char *archive, int verbose)
+{
+    uint64_t total = 0;
+    size_t i;
+
+    for (i = 0; i < c->nsrc; i++)
+        total += c->src[i].recorded;
+    /* Always set: the callback is also what stops on a signal. */
+    vma_writer_set_progress(c->w, write_progress_cb, &c->progress);
+    if (vma_writer_open_path(c->w, archive) != VMA_OK)
+        return writer_fail(c);
+    write_progress_start(&c->progress, total, verbose);
+    for (i = 0; i < c->nsrc; i++) {
+        struct source *s = &c->src[i];
+
+        if (vma_writer_write_device_fd(c->w, s->dev_id, s->fd, s->size) != VMA_OK)
+            return writer_fail(c);
+        close(s->fd);
+        s->fd = -1;
+    }
+    if (vma_writer_finish(c->w) != VMA_OK)
+        return writer_fail(c);
+
+    for (i = 0; verbose && i < c->nsrc; i++) {
+        uint64_t bytes, zeros;
+
+        if (vma_writer_device_stats(c->w, c->src[i].dev_id, &bytes, &zeros) != VMA_OK)
+            return writer_fail(c);
+        fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n", c->src[i].name,
+                (unsigned long long)c->src[i].recorded, (unsigned long long)zeros,
+                (unsigned long long)(c->src[i].recorded - zeros));
+    }
+    return CLI_OK;
+}
+
+int cmd_create(int argc, char **argv)
+{
+    struct create c;
+    char **config_paths, **dev_args;
+    size_t nconfig_paths = 0, i;
+    int opt, rc = CLI_FAIL, verbose = 0, need_format = 1;
+    const char *archive;
+
+    memset(&c, 0, sizeof c);
+    /* No option or argument occurs more often than argc. */
+    config_paths = calloc((size_t)argc, sizeof *config_paths);
+    dev_args = calloc((size_t)argc, sizeof *dev_args);
+    c.src = calloc((size_t)argc, sizeof *c.src);
+    if (!config_paths || !dev_args || !c.src) {
+        rc = cli_fail("out of memory");
+        goto out;
+    }
+    for (i = 0; i < (size_t)argc; i++)
+        c.src[i].fd = -1;
+    while ((opt = cli_getopt(argc, argv, "hvc:d:")) != -1) {
+        if (opt == 'v') {
+            verbose = 1;
+        } else if (opt == 'c') {
+            config_paths[nconfig_paths++] = optarg;
+        } else if (opt == 'd') {
+            dev_args[c.nsrc++] = optarg;
+        } else {
+            rc = cli_usage(opt == 'h' ? stdout : stderr);
+            goto out;
+        }
+    }
+    if (optind >= argc) {
+        rc = cli_usage(stderr);
+        goto out;
+    }
+    archive = argv[optind++];
+    if (c.nsrc && optind < argc) {
+        rc = cli_fail("Unexpected extra argument - specify all devices via '-d'");
+        goto out;
+    }
+    if (!c.nsrc) {
+        need_format = 0; /* the older positional form */
+        while (optind < argc)
+            dev_args[c.nsrc++] = argv[optind++];
+    }
+
+    if (cli_catch_signals() < 0) {
+        rc = cli_fail("unable to set signal handlers - %s", strerror(errno));
+        goto out;
+    }
+    c.w = vma_writer_new();
+    if (!c.w)
+        rc = cli_fail("out of memory");
+    else if (add_inputs(&c, config_paths, nconfig_paths, dev_args, need_format) == CLI_OK)
+        rc = write_archive(&c, archive, verbose);
+
+out:
+    vma_writer_free(c.w); /* removes a partial archive */
+    for (i = 0; c.src && i < c.nsrc; i++) {
+        if (c.src[i].fd >= 0)
+            close(c.src[i].fd);
+        free(c.src[i].name);
+    }
+    free(c.src);
+    free(config_paths);
+    free(dev_args);
+    return rc;
+}

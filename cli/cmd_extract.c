@@ -1,0 +1,357 @@
+/*
+ * vma extract <archive> [-v] [-d <dev,...>] [-r <map>] <new-target-dir>:
+ * restore configs, disks and the VM state into a new directory, or the
+ * disks into existing targets named by a restore map.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "print.h"
+#include "progress.h"
+#include "restore_map.h"
+
+#define DEV_SLOTS 256 /* dev_ids are 1..255 */
+
+struct extract {
+    vma_reader *r;
+    const char *dir;
+    const char *drives;   /* -d list, or NULL for every disk */
+    const char *map_path; /* -r, or NULL */
+    struct restore_map_entry *map;
+    size_t map_len;
+    char **files; /* everything made in dir: removed on failure */
+    size_t nfiles;
+    unsigned char to_rename[DEV_SLOTS]; /* made tmp-disk-<dev>.raw */
+    struct read_progress progress; /* lives as long as the reader */
+};
+
+/* Remember a path to remove on failure; takes ownership. */
+static int add_file(struct extract *x, char *path)
+{
+    if (!path)
+        return cli_fail("out of memory");
+    x->files[x->nfiles++] = path;
+    return CLI_OK;
+}
+
+/* Names become file names: refuse anything that would leave the directory
+ * (the library checks this too; a second look costs nothing). */
+static int check_names(struct extract *x)
+{
+    unsigned i, id;
+    const char *name;
+
+    for (i = 0; i < vma_reader_config_count(x->r); i++) {
+        if (vma_reader_config(x->r, i, &name, NULL, NULL) == VMA_OK &&
+            (!vma_name_is_valid(name) || strchr(name, '/')))
+            return cli_fail("refusing config name '%s'", name);
+    }
+    for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
+        name = vma_reader_device_name(x->r, id);
+        if (!vma_name_is_valid(name) || strchr(name, '/'))
+            return cli_fail("refusing device name '%s'", name);
+    }
+    return CLI_OK;
+}
+
+static int write_file(const char *path, const unsigned char *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        return -1;
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+
+        if (n < 0) {
+            int err = errno;
+
+            close(fd);
+            errno = err;
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return close(fd);
+}
+
+static int write_configs(struct extract *x)
+{
+    unsigned i;
+
+    for (i = 0; i < vma_reader_config_count(x->r); i++) {
+        const char *name;
+        const void *data;
+        size_t len;
+        char *path;
+
+        if (vma_reader_config(x->r, i, &name, &data, &len) != VMA_OK)
+            continue;
+        path = cli_path(x->dir, "", name, "");
+        if (add_file(x, path) != CLI_OK)
+            return CLI_FAIL;
+        if (write_file(path, data, len) < 0)
+            return cli_fail("unable to write file %s - %s", path, strerror(errno));
+    }
+    return CLI_OK;
+}
+
+/* Read map lines until EOF, an empty line or "done". */
+static int read_map(struct extract *x)
+{
+    FILE *f = fopen(x->map_path, "r");
+    char *line = NULL;
+    size_t cap = 0, alloc = 0;
+    ssize_t n;
+    int rc = CLI_OK;
+
+    if (!f)
+        return cli_fail("unable to open fifo %s - %s", x->map_path, strerror(errno));
+    while (rc == CLI_OK && (n = getline(&line, &cap, f)) >= 0) {
+        char *msg;
+
+        if (n > 0 && line[n - 1] == '\n')
+            line[--n] = '\0';
+        if (n == 0 || !strcmp(line, "done"))
+            break;
+        if (x->map_len == alloc) {
+            size_t want = alloc ? 2 * alloc : 8;
+            void *p = realloc(x->map, want * sizeof *x->map);
+
+            if (!p) {
+                rc = cli_fail("out of memory");
+                break;
+            }
+            x->map = p;
+            alloc = want;
+        }
+        if (restore_map_parse(line, &x->map[x->map_len], &msg) < 0) {
+            rc = cli_fail("read map failed - %s", msg ? msg : "out of memory");
+            free(msg);
+        } else {
+            x->map_len++;
+        }
+    }
+    if (rc == CLI_OK && ferror(f))
+        rc = cli_fail("read map failed - %s", strerror(errno));
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* The last map entry for a device wins, as in the deployed tool. */
+static const struct restore_map_entry *find_map(const struct extract *x, const char *name)
+{
+    size_t i;
+
+    for (i = x->map_len; i-- > 0;)
+        if (!strcmp(x->map[i].devname, name))
+            return &x->map[i];
+    return NULL;
+}
+
+static int in_drive_list(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (const char *p = list;; p++) {
+        if (!strncmp(p, name, len) && (p[len] == ',' || p[len] == '\0'))
+            return 1;
+        p = strchr(p, ',');
+        if (!p)
+            return 0;
+    }
+}
+
+/* Target of one disk: a map entry, a new tmp-disk file, or a skip. */
+static int set_disk_target(struct extract *x, unsigned id)
+{
+    const char *name = vma_reader_device_name(x->r, id);
+    const struct restore_map_entry *e;
+    char *path;
+    int st;
+
+    if (x->drives && !in_drive_list(x->drives, name)) {
+        st = vma_reader_target_skip(x->r, id);
+    } else if (x->map_path) {
+        e = find_map(x, name);
+        if (!e)
+            return cli_fail("no device name mapping for %s", name);
+        if (e->skip) {
+            st = vma_reader_target_skip(x->r, id);
+        } else {
+            if (!restore_map_is_raw(e))
+                return cli_fail("%s: format not supported yet (only raw)", e->path);
+            st = vma_reader_target_open(x->r, id, e->path, e->flags);
+            /* A group without a rate only joins it: the library keeps the
+             * group's rate when given 0. */
+            if (st == VMA_OK && (e->bps || e->group))
+                st = vma_reader_target_limit(x->r, id, e->bps, e->group);
+        }
+    } else {
+        path = cli_path(x->dir, "tmp-disk-", name, ".raw");
+        if (add_file(x, path) != CLI_OK)
+            return CLI_FAIL;
+        printf("DEVINFO %s %llu\n", path,
+               (unsigned long long)vma_reader_device_size(x->r, id));
+        st = vma_reader_target_create(x->r, id, path);
+        x->to_rename[id] = 1;
+    }
+    return st == VMA_OK ? CLI_OK : cli_fail("%s", vma_reader_error(x->r));
+}
+
+static int set_targets(struct extract *x)
+{
+    unsigned id;
+
+    for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
+        if (vma_reader_device_is_vmstate(x->r, id)) {
+            char *path = cli_path(x->dir, "", "vmstate.bin", "");
+
+            if (add_file(x, path) != CLI_OK)
+                return CLI_FAIL;
+            if (vma_reader_target_create(x->r, id, path) != VMA_OK)
+                return cli_fail("%s", vma_reader_error(x->r));
+        } else if (set_disk_target(x, id) != CLI_OK) {
+            return CLI_FAIL;
+        }
+    }
+    return cli_flush_stdout(); /* the DEVINFO lines, before the long part */
+}
+
+/* rename() that refuses to replace a file: a config may be called
+ * "disk-<dev>.raw" and must not be lost silently. */
+static int rename_new(const char *from, const char *to)
+{
+    struct stat st;
+
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -1;
+    /* The file system has no RENAME_NOREPLACE; the directory is ours. */
+    if (lstat(to, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return rename(from, to);
+}
+
+/* Give the disks their final names once the whole archive checked out. */
+static int rename_disks(struct extract *x)
+{
+    for (unsigned id = 1; id < DEV_SLOTS; id++) {
+        const char *name = vma_reader_device_name(x->r, id);
+        char *tmp, *final;
+        int err;
+
+        if (!x->to_rename[id])
+            continue;
+        tmp = cli_path(x->dir, "tmp-disk-", name, ".raw");
+        final = cli_path(x->dir, "disk-", name, ".raw");
+        if (!tmp || add_file(x, final) != CLI_OK) {
+            free(tmp);
+            return cli_fail("out of memory");
+        }
+        err = rename_new(tmp, final) < 0 ? cli_fail("rename %s to %s failed - %s", tmp,
+                                                 final, strerror(errno)) : CLI_OK;
+        free(tmp);
+        if (err != CLI_OK)
+            return err;
+    }
+    return CLI_OK;
+}
+
+/* Everything after the directory exists; any failure is cleaned up by
+ * the caller. */
+static int extract_run(struct extract *x, int verbose)
+{
+    unsigned id, ndev = 0;
+
+    for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id))
+        ndev++;
+    /* configs, tmp and final disk names, vmstate.bin */
+    x->files = calloc(vma_reader_config_count(x->r) + 2 * ndev + 1, sizeof *x->files);
+    if (!x->files)
+        return cli_fail("out of memory");
+
+    if (check_names(x) != CLI_OK || write_configs(x) != CLI_OK)
+        return CLI_FAIL;
+    if (x->map_path && (print_list(x->r) != CLI_OK || read_map(x) != CLI_OK))
+        return CLI_FAIL;
+    if (set_targets(x) != CLI_OK)
+        return CLI_FAIL;
+
+    /* Always watch progress: the callback is what stops on a signal. */
+    read_progress_start(&x->progress, x->r, verbose);
+    if (vma_reader_restore(x->r) != VMA_OK)
+        return cli_fail("restore failed - %s", vma_reader_error(x->r));
+    if (verbose) {
+        read_progress_totals(x->r);
+        if (cli_flush_stdout() != CLI_OK)
+            return CLI_FAIL;
+    }
+    return rename_disks(x);
+}
+
+int cmd_extract(int argc, char **argv)
+{
+    struct extract x;
+    int c, rc, verbose = 0;
+    size_t i;
+
+    memset(&x, 0, sizeof x);
+    while ((c = cli_getopt(argc, argv, "hvd:r:")) != -1) {
+        switch (c) {
+        case 'v':
+            verbose = 1;
+            break;
+        case 'd':
+            x.drives = optarg;
+            break;
+        case 'r':
+            x.map_path = optarg;
+            break;
+        default:
+            return cli_usage(c == 'h' ? stdout : stderr);
+        }
+    }
+    if (optind + 2 != argc)
+        return cli_usage(stderr);
+    x.dir = argv[optind + 1];
+
+    if (cli_catch_signals() < 0)
+        return cli_fail("unable to set signal handlers - %s", strerror(errno));
+    x.r = cli_open_archive(argv[optind]);
+    if (!x.r)
+        return CLI_FAIL;
+    if (mkdir(x.dir, 0777) < 0) {
+        rc = cli_fail("unable to create target directory %s - %s", x.dir, strerror(errno));
+        vma_reader_free(x.r);
+        return rc;
+    }
+
+    rc = extract_run(&x, verbose);
+    /* Freeing the reader first removes the files it created after a failed
+     * restore; then ours go, and the directory if nothing else is in it. */
+    vma_reader_free(x.r);
+    for (i = 0; i < x.nfiles; i++) {
+        if (rc != CLI_OK)
+            unlink(x.files[i]);
+        free(x.files[i]);
+    }
+    if (rc != CLI_OK)
+        rmdir(x.dir);
+    for (i = 0; i < x.map_len; i++)
+        restore_map_entry_free(&x.map[i]);
+    free(x.map);
+    free(x.files);
+    return rc;
+}

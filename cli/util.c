@@ -1,0 +1,110 @@
+/*
+ * Helpers shared by the commands: usage, errors, options, signals, paths.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+volatile sig_atomic_t cli_signal;
+
+/* Same text as the deployed tool, so scripts that grep it keep working. */
+static const char usage_text[] =
+    "usage: vma command [command options]\n"
+    "\n"
+    "vma list <filename>\n"
+    "vma config <filename> [-c <config>]\n"
+    "vma create <filename> [-v] [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
+    "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
+    "vma verify <filename> [-v]\n";
+
+int cli_usage(FILE *f)
+{
+    fputs(usage_text, f);
+    return f == stdout ? CLI_OK : CLI_USAGE;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    fflush(stdout); /* keep the order of stdout and stderr on a terminal */
+    fputs("vma: ", stderr);
+    if (cli_signal) {
+        fputs("interrupted by signal", stderr);
+    } else {
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+    }
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
+int cli_getopt(int argc, char **argv, const char *optstring)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+
+    return getopt_long(argc, argv, optstring, longopts, NULL);
+}
+
+static void on_signal(int sig)
+{
+    cli_signal = sig;
+}
+
+int cli_catch_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+        return -1;
+    /* A reader that goes away must give EPIPE, not kill us mid-cleanup. */
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        return -1;
+    return 0;
+}
+
+char *cli_path(const char *dir, const char *prefix, const char *name,
+               const char *suffix)
+{
+    char *p;
+
+    if (asprintf(&p, "%s/%s%s%s", dir, prefix, name, suffix) < 0)
+        return NULL;
+    return p;
+}
+
+int cli_flush_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return cli_fail("write error on standard output - %s", strerror(errno));
+    return CLI_OK;
+}
+
+vma_reader *cli_open_archive(const char *path)
+{
+    vma_reader *r = vma_reader_new();
+
+    if (!r) {
+        cli_fail("out of memory");
+        return NULL;
+    }
+    if (vma_reader_open_path(r, path) != VMA_OK) {
+        cli_fail("%s", vma_reader_error(r));
+        vma_reader_free(r);
+        return NULL;
+    }
+    return r;
+}
