@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "format.h"
@@ -90,6 +91,14 @@ int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd, uint64_t 
         rc = vma_writer_write_cluster(w, dev_id, n, buf);
     }
     free(buf);
+    /* Holes are not read, so a file that shrank into one is caught here. */
+    struct stat st;
+    if (rc == VMA_OK && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size < source_size) {
+        snprintf(msg, sizeof(msg), "source of device '%s' shrank while read: %llu of %llu bytes",
+                 name, (unsigned long long)st.st_size, (unsigned long long)source_size);
+        rc = vmai_writer_fail(w, VMA_ERR_IO, msg);
+    }
     if (rc == VMA_OK)
         rc = vma_writer_close_device(w, dev_id);
     return rc;

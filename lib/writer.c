@@ -49,6 +49,7 @@ struct vma_writer {
     bool own_fd;
     char *created_path;     /* removed unless finished */
     pid_t child;            /* exec: command, or 0 */
+    bool sealed;            /* a cluster was accepted: no more setup */
     bool started;           /* header written */
     bool finished;
 
@@ -163,7 +164,7 @@ static int check_setup(vma_writer *w, const char *what)
 {
     if (w->status != VMA_OK)
         return w->status;
-    if (w->started)
+    if (w->sealed)
         return wrefuse(w, VMA_ERR_INVALID, "%s: not allowed after the first cluster", what);
     return VMA_OK;
 }
@@ -463,6 +464,7 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     if (rc != VMA_OK)
         goto out;
     struct wdev *d = &w->dev[dev_id];
+    w->sealed = true;
     if (w->ext_entries == CLUSTERS_PER_EXTENT && (rc = flush_extent(w)) != VMA_OK)
         goto out;
 
@@ -538,6 +540,7 @@ int vma_writer_finish(vma_writer *w)
         if (!w->dev[i].closed)
             return wfail(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
                          w->hdr.devices[i].name);
+    w->sealed = true;
     /* The last extent goes out even when empty if there was none yet. */
     if ((w->ext_entries > 0 || w->extents == 0) && flush_extent(w) != VMA_OK)
         return w->status;
