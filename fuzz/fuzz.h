@@ -1,0 +1,13 @@
+/* The libFuzzer entry point every target defines. SPDX-License-Identifier: MIT */
+#ifndef LIBVMA_FUZZ_H
+#define LIBVMA_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A descriptor reading the given bytes from the start (a memfd). */
+int fuzz_memfd(const uint8_t *data, size_t size);
+
+#endif
