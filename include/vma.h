@@ -85,7 +85,8 @@ vma_reader *vma_reader_new(void);
 void vma_reader_free(vma_reader *r);
 
 /* Open an archive by path ("-" means standard input) and read and check its
- * header. May be called once per reader. On failure nothing is kept open. */
+ * header. Plain, zstd, gzip and lzop-compressed archives are read alike; a
+ * thread reads (and decompresses) ahead while the caller works. May be called once per reader. On failure nothing is kept open. */
 int vma_reader_open_path(vma_reader *r, const char *path);
 
 /* As vma_reader_open_path(), on a descriptor the caller owns and closes
@@ -95,6 +96,11 @@ int vma_reader_open_fd(vma_reader *r, int fd);
 
 /* The last error message, or "" when there was none. */
 const char *vma_reader_error(const vma_reader *r);
+
+/* How the archive is compressed, recognized by its magic bytes when opened:
+ * "none", "zstd", "gzip" or "lzo" (the lzop file format). Every reader
+ * function works the same on all of them. */
+const char *vma_reader_compression(const vma_reader *r);
 
 /* Header accessors: valid after a successful open. */
 void vma_reader_uuid(const vma_reader *r, unsigned char uuid[16]);

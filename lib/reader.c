@@ -29,6 +29,7 @@ void vma_reader_free(vma_reader *r)
     if (r == NULL)
         return;
     vmai_targets_free(r);
+    vmai_input_free(r->in);
     if (r->own_fd && r->fd >= 0)
         close(r->fd);
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
@@ -56,10 +57,10 @@ const char *vma_reader_error(const vma_reader *r) { return r->err; }
 /* Read exactly len bytes of the header; a short read is truncation. */
 static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_t at)
 {
-    ssize_t n = vmai_read_full(r->fd, buf, len);
+    char err[VMAI_ERRLEN];
+    ssize_t n = vmai_input_read(r->in, buf, len, err, sizeof(err));
     if (n < 0)
-        return vmai_reader_fail(r, VMA_ERR_IO, "read error in the header at offset %zu: %s",
-                                at, strerror(errno));
+        return vmai_reader_fail(r, (int)n, "in the header at offset %zu: %s", at, err);
     if ((size_t)n < len)
         return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
                                 "archive truncated inside the header: %zu of %zu bytes",
@@ -70,10 +71,13 @@ static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_
 static int open_header(vma_reader *r)
 {
     char err[VMAI_ERRLEN];
+    int rc = vmai_input_open(&r->in, r->fd, err, sizeof(err));
+    if (rc != VMA_OK)
+        return vmai_reader_fail(r, rc, "%s", err);
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
     if (fixed == NULL)
         return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
-    int rc = read_header_part(r, fixed, VMA_HEADER_FIXED_SIZE, 0);
+    rc = read_header_part(r, fixed, VMA_HEADER_FIXED_SIZE, 0);
     uint32_t hsize = 0;
     if (rc == VMA_OK) {
         rc = vmai_header_prefix(fixed, VMA_HEADER_FIXED_SIZE, &hsize, err, sizeof(err));
@@ -128,6 +132,8 @@ int vma_reader_open_path(vma_reader *r, const char *path)
     r->own_fd = true;
     int rc = open_header(r);
     if (rc != VMA_OK) {
+        vmai_input_free(r->in);
+        r->in = NULL;
         close(fd);
         r->fd = -1;
         r->own_fd = false;
@@ -327,10 +333,10 @@ static int check_complete(vma_reader *r, uint64_t extents)
 static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
 {
     char err[VMAI_ERRLEN];
-    ssize_t n = vmai_read_full(r->fd, r->extent_head, VMA_EXTENT_HEADER_SIZE);
+    ssize_t n = vmai_input_read(r->in, r->extent_head, VMA_EXTENT_HEADER_SIZE, err, sizeof(err));
     if (n < 0)
-        return vmai_reader_fail(r, VMA_ERR_IO, "read error at offset %llu: %s",
-                                (unsigned long long)r->offset, strerror(errno));
+        return vmai_reader_fail(r, (int)n, "extent %llu at offset %llu: %s",
+                                (unsigned long long)extent_no, (unsigned long long)r->offset, err);
     if (n == 0)
         return 1;
     if (n < (ssize_t)VMA_EXTENT_HEADER_SIZE)
@@ -344,11 +350,10 @@ static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
                                 (unsigned long long)extent_no, (unsigned long long)r->offset,
                                 err);
     size_t len = (size_t)e->block_count * VMA_BLOCK_SIZE;
-    n = vmai_read_full(r->fd, r->extent_data, len);
+    n = vmai_input_read(r->in, r->extent_data, len, err, sizeof(err));
     if (n < 0)
-        return vmai_reader_fail(r, VMA_ERR_IO, "read error in extent %llu at offset %llu: %s",
-                                (unsigned long long)extent_no, (unsigned long long)r->offset,
-                                strerror(errno));
+        return vmai_reader_fail(r, (int)n, "in the data of extent %llu at offset %llu: %s",
+                                (unsigned long long)extent_no, (unsigned long long)r->offset, err);
     if ((size_t)n < len)
         return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
                                 "archive truncated inside the data of extent %llu at offset "
@@ -411,6 +416,11 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
         }
         r->offset += VMA_EXTENT_HEADER_SIZE + (uint64_t)e.block_count * VMA_BLOCK_SIZE;
     }
+}
+
+const char *vma_reader_compression(const vma_reader *r)
+{
+    return r->in != NULL ? vmai_input_codec(r->in) : "none";
 }
 
 int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "format.h"
+#include "input.h"
 #include "io.h"
 #include "vma.h"
 
@@ -20,6 +21,7 @@ struct vma_reader {
     int status;                 /* sticky failure, VMA_OK while healthy */
     int fd;
     bool own_fd;
+    struct vmai_input *in;      /* bytes of the archive, decompressed */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
     bool restored;              /* vma_reader_restore() succeeded */

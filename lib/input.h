@@ -1,0 +1,31 @@
+/*
+ * The input byte layer: a descriptor, optionally decompressed (zstd, gzip,
+ * lzop, recognized by their magic bytes), read ahead by a thread into a
+ * small ring of chunks so that reading and decompressing overlap with the
+ * reader's checks and writes. Knows nothing of VMA. Internal to libvma.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef LIBVMA_INPUT_H
+#define LIBVMA_INPUT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct vmai_input;
+
+/* Start reading fd (not owned). Sniffs the first bytes to pick a codec.
+ * Returns VMA_OK or a negative status with a message in err. */
+int vmai_input_open(struct vmai_input **in, int fd, char *err, size_t errlen);
+
+/* Read up to len bytes; fewer only at the end of the stream. Returns the
+ * count, or a negative status with a message in err (read error, corrupt
+ * or truncated compressed stream). */
+ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen);
+
+/* "none", "zstd", "gzip" or "lzo". */
+const char *vmai_input_codec(const struct vmai_input *in);
+
+/* Stop the read-ahead thread and free everything. NULL is a no-op. */
+void vmai_input_free(struct vmai_input *in);
+
+#endif
