@@ -162,7 +162,8 @@ static int add_inputs(struct create *c, char **config_paths, size_t nconfig_path
     return CLI_OK;
 }
 
-static int write_archive(struct create *c, const char *archive, int verbose)
+static int write_archive(struct create *c, const char *archive, const char *compress,
+                         int verbose)
 {
     uint64_t total = 0;
     size_t i;
@@ -171,6 +172,8 @@ static int write_archive(struct create *c, const char *archive, int verbose)
         total += c->src[i].recorded;
     /* Always set: the callback is also what stops on a signal. */
     vma_writer_set_progress(c->w, write_progress_cb, &c->progress);
+    if (compress && vma_writer_set_compression(c->w, compress) != VMA_OK)
+        return writer_fail(c);
     if (vma_writer_open_path(c->w, archive) != VMA_OK)
         return writer_fail(c);
     write_progress_start(&c->progress, total, verbose);
@@ -203,7 +206,7 @@ int cmd_create(int argc, char **argv)
     char **config_paths, **dev_args;
     size_t nconfig_paths = 0, i;
     int opt, rc = CLI_FAIL, verbose = 0, need_format = 1;
-    const char *archive;
+    const char *archive, *compress = NULL;
 
     memset(&c, 0, sizeof c);
     /* No option or argument occurs more often than argc. */
@@ -217,7 +220,9 @@ int cmd_create(int argc, char **argv)
     for (i = 0; i < (size_t)argc; i++)
         c.src[i].fd = -1;
     while ((opt = cli_getopt(argc, argv, "hvc:d:")) != -1) {
-        if (opt == 'v') {
+        if (opt == 'Z') {
+            compress = optarg;
+        } else if (opt == 'v') {
             verbose = 1;
         } else if (opt == 'c') {
             config_paths[nconfig_paths++] = optarg;
@@ -251,7 +256,7 @@ int cmd_create(int argc, char **argv)
     if (!c.w)
         rc = cli_fail("out of memory");
     else if (add_inputs(&c, config_paths, nconfig_paths, dev_args, need_format) == CLI_OK)
-        rc = write_archive(&c, archive, verbose);
+        rc = write_archive(&c, archive, compress, verbose);
 
 out:
     vma_writer_free(c.w); /* removes a partial archive */

@@ -19,7 +19,7 @@ static const char usage_text[] =
     "\n"
     "vma list <filename>\n"
     "vma config <filename> [-c <config>]\n"
-    "vma create <filename> [-v] [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
+    "vma create <filename> [-v] [--compress=zstd[:N]|gzip[:N]|lzo] [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
     "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
     "vma verify <filename> [-v]\n";
 
@@ -50,6 +50,7 @@ int cli_getopt(int argc, char **argv, const char *optstring)
 {
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
+        { "compress", required_argument, NULL, 'Z' }, /* create only */
         { NULL, 0, NULL, 0 },
     };
 

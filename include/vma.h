@@ -248,6 +248,15 @@ int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
  */
 int vma_writer_open_path(vma_writer *w, const char *path);
 
+/*
+ * Compress the archive as it is written (before the first cluster):
+ * "zstd" or "zstd:LEVEL" (1-22, default 3, using every core), "gzip" or
+ * "gzip:LEVEL" (1-9, default 6), "lzo" (the lzop file format), "none".
+ * The result is what `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into
+ * the plain archive, and what vma_reader_open_*() reads directly.
+ */
+int vma_writer_set_compression(vma_writer *w, const char *spec);
+
 /* Write to a descriptor the caller owns (file, pipe, stdout). */
 int vma_writer_open_fd(vma_writer *w, int fd);
 

@@ -23,9 +23,13 @@
 
 #include "format.h"
 #include "io.h"
+#include "output.h"
 #include "writer_internal.h"
 
 extern char **environ;
+
+/* The highest zstd level (ZSTD_maxCLevel() of libzstd 1.5). */
+#define ZSTD_MAX_LEVEL 22
 
 /* The deployed writer flushes an extent once it holds 58 clusters. */
 #define CLUSTERS_PER_EXTENT 58u
@@ -49,6 +53,9 @@ struct vma_writer {
     bool own_fd;
     char *created_path;     /* removed unless finished */
     pid_t child;            /* exec: command, or 0 */
+    enum vmai_codec codec;  /* compression of the output */
+    int level;
+    struct vmai_output *out;
     bool sealed;            /* a cluster was accepted: no more setup */
     bool started;           /* header written */
     bool finished;
@@ -152,6 +159,7 @@ void vma_writer_free(vma_writer *w)
         free((char *)w->hdr.configs[i].name);
         free((void *)w->hdr.configs[i].data);
     }
+    vmai_output_free(w->out);
     free(w->ext_buf);
     pthread_mutex_destroy(&w->lock);
     free(w);
@@ -363,10 +371,30 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
 
 static int write_out(vma_writer *w, const void *buf, size_t len)
 {
-    if (vmai_write_full(w->fd, buf, len, -1) != 0)
-        return wfail(w, VMA_ERR_IO, "write of the archive at offset %llu failed: %s",
-                     (unsigned long long)w->offset, strerror(errno));
+    char err[VMAI_ERRLEN];
+    int rc = VMA_OK;
+    if (w->out == NULL)
+        rc = vmai_output_open(&w->out, w->fd, w->codec, w->level, err, sizeof(err));
+    if (rc == VMA_OK)
+        rc = vmai_output_write(w->out, buf, len, err, sizeof(err));
+    if (rc != VMA_OK)
+        return wfail(w, rc, "writing the archive at offset %llu: %s",
+                     (unsigned long long)w->offset, err);
     w->offset += len;
+    return VMA_OK;
+}
+
+int vma_writer_set_compression(vma_writer *w, const char *spec)
+{
+    int rc = check_setup(w, "set_compression");
+    if (rc != VMA_OK)
+        return rc;
+    if (w->out != NULL)
+        return wrefuse(w, VMA_ERR_INVALID, "set_compression: output already started");
+    if (spec == NULL || vmai_codec_parse(spec, &w->codec, &w->level) != VMA_OK)
+        return wrefuse(w, VMA_ERR_INVALID,
+                       "unknown compression '%s' (zstd[:1-%d], gzip[:1-9], lzo or none)",
+                       spec ? spec : "", ZSTD_MAX_LEVEL);
     return VMA_OK;
 }
 
@@ -544,6 +572,10 @@ int vma_writer_finish(vma_writer *w)
     /* The last extent goes out even when empty if there was none yet. */
     if ((w->ext_entries > 0 || w->extents == 0) && flush_extent(w) != VMA_OK)
         return w->status;
+    char err[VMAI_ERRLEN];
+    int rc = vmai_output_finish(w->out, err, sizeof(err));
+    if (rc != VMA_OK)
+        return wfail(w, rc, "finishing the archive: %s", err);
     if (w->own_fd) {
         int fd = w->fd;
         w->fd = -1;

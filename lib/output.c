@@ -1,0 +1,272 @@
+/*
+ * The output byte layer, mirror of the input layer: bytes go to a
+ * descriptor as they are, or compressed as a standard .zst (libzstd, all
+ * cores), .gz (zlib) or .lzo (the lzop file format around liblzo2's
+ * LZO1X-1) that the usual tools decompress. Knows nothing of VMA.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lzo/lzo1x.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "io.h"
+#include "output.h"
+#include "vma.h"
+
+#define LZO_BLOCK (256u * 1024) /* lzop's default block size */
+
+struct vmai_output {
+    int fd;
+    enum vmai_codec codec;
+    unsigned char *buf;      /* compressed bytes waiting for write(2) */
+    size_t cap;
+    ZSTD_CCtx *zstd;
+    z_stream gz;
+    bool gz_init;
+    unsigned char *lzo_in, *lzo_work;
+    size_t lzo_fill;
+    uint64_t written;        /* bytes written to fd */
+};
+
+static int put(struct vmai_output *o, const void *buf, size_t len, char *err, size_t errlen)
+{
+    if (vmai_write_full(o->fd, buf, len, -1) != 0) {
+        snprintf(err, errlen, "write failed after %llu output bytes: %s",
+                 (unsigned long long)o->written, strerror(errno));
+        return VMA_ERR_IO;
+    }
+    o->written += len;
+    return VMA_OK;
+}
+
+int vmai_codec_parse(const char *spec, enum vmai_codec *codec, int *level)
+{
+    const char *colon = strchr(spec, ':');
+    size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
+    int lo, hi;
+    if (n == 4 && strncmp(spec, "none", 4) == 0) {
+        *codec = VMAI_CODEC_NONE, *level = 0, lo = 0, hi = 0;
+    } else if (n == 4 && strncmp(spec, "zstd", 4) == 0) {
+        *codec = VMAI_CODEC_ZSTD, *level = 3, lo = 1, hi = ZSTD_maxCLevel();
+    } else if ((n == 4 && strncmp(spec, "gzip", 4) == 0) || (n == 2 && strncmp(spec, "gz", 2) == 0)) {
+        *codec = VMAI_CODEC_GZIP, *level = 6, lo = 1, hi = 9;
+    } else if (n == 3 && strncmp(spec, "lzo", 3) == 0) {
+        *codec = VMAI_CODEC_LZO, *level = 1, lo = 1, hi = 1;
+    } else {
+        return VMA_ERR_INVALID;
+    }
+    if (colon != NULL) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (colon[1] == '\0' || *end != '\0' || v < lo || v > hi)
+            return VMA_ERR_INVALID;
+        *level = (int)v;
+    }
+    return VMA_OK;
+}
+
+static void be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* The lzop file header: version 1.040, LZO1X-1, adler32 of the data. */
+static int lzop_header(struct vmai_output *o, char *err, size_t errlen)
+{
+    static const unsigned char magic[9] = {0x89, 'L', 'Z', 'O', 0, 0x0d, 0x0a, 0x1a, 0x0a};
+    unsigned char h[64];
+    size_t n = 0;
+    memcpy(h, magic, 9);
+    n = 9;
+    size_t start = n;
+    h[n++] = 0x10, h[n++] = 0x40;                 /* lzop version 1.040 */
+    h[n++] = (unsigned char)(lzo_version() >> 8), h[n++] = (unsigned char)lzo_version();
+    h[n++] = 0x09, h[n++] = 0x40;                 /* version needed to extract */
+    h[n++] = 1;                                   /* method: LZO1X-1 */
+    h[n++] = 3;                                   /* level */
+    be32(h + n, 0x1u), n += 4;                    /* flags: adler32 of the data */
+    be32(h + n, 0100644), n += 4;                 /* mode */
+    be32(h + n, 0), n += 4;                       /* mtime low */
+    be32(h + n, 0), n += 4;                       /* mtime high */
+    h[n++] = 0;                                   /* no name */
+    be32(h + n, (uint32_t)adler32(adler32(0, NULL, 0), h + start, (uInt)(n - start))), n += 4;
+    return put(o, h, n, err, errlen);
+}
+
+static int lzop_block(struct vmai_output *o, char *err, size_t errlen)
+{
+    if (o->lzo_fill == 0)
+        return VMA_OK;
+    unsigned char head[12];
+    lzo_uint clen = 0;
+    if (lzo1x_1_compress(o->lzo_in, o->lzo_fill, o->buf, &clen, o->lzo_work) != LZO_E_OK) {
+        snprintf(err, errlen, "lzo compression failed");
+        return VMA_ERR_IO;
+    }
+    bool stored = clen >= o->lzo_fill; /* incompressible: store as is */
+    be32(head, (uint32_t)o->lzo_fill);
+    be32(head + 4, stored ? (uint32_t)o->lzo_fill : (uint32_t)clen);
+    be32(head + 8, (uint32_t)adler32(adler32(0, NULL, 0), o->lzo_in, (uInt)o->lzo_fill));
+    int rc = put(o, head, sizeof(head), err, errlen);
+    if (rc == VMA_OK)
+        rc = put(o, stored ? o->lzo_in : o->buf, stored ? o->lzo_fill : clen, err, errlen);
+    o->lzo_fill = 0;
+    return rc;
+}
+
+int vmai_output_open(struct vmai_output **out, int fd, enum vmai_codec codec, int level,
+                     char *err, size_t errlen)
+{
+    struct vmai_output *o = calloc(1, sizeof(*o));
+    *out = o;
+    if (o == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return VMA_ERR_NOMEM;
+    }
+    o->fd = fd;
+    o->codec = codec;
+    switch (codec) {
+    case VMAI_CODEC_NONE:
+        return VMA_OK;
+    case VMAI_CODEC_ZSTD: {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        o->cap = ZSTD_CStreamOutSize();
+        o->zstd = ZSTD_createCCtx();
+        if (o->zstd == NULL)
+            break;
+        ZSTD_CCtx_setParameter(o->zstd, ZSTD_c_compressionLevel, level);
+        ZSTD_CCtx_setParameter(o->zstd, ZSTD_c_checksumFlag, 1);
+        /* Worker threads compress while the caller produces the next data. */
+        ZSTD_CCtx_setParameter(o->zstd, ZSTD_c_nbWorkers, cores > 1 ? (int)cores : 1);
+        break;
+    }
+    case VMAI_CODEC_GZIP:
+        o->cap = 1u << 18;
+        if (deflateInit2(&o->gz, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            break;
+        o->gz_init = true;
+        break;
+    case VMAI_CODEC_LZO:
+        o->cap = LZO_BLOCK + LZO_BLOCK / 16 + 64 + 3;
+        if (lzo_init() != LZO_E_OK || (o->lzo_in = malloc(LZO_BLOCK)) == NULL ||
+            (o->lzo_work = malloc(LZO1X_1_MEM_COMPRESS)) == NULL)
+            break;
+        break;
+    }
+    o->buf = malloc(o->cap);
+    bool ok = o->buf != NULL && (codec != VMAI_CODEC_ZSTD || o->zstd != NULL) &&
+              (codec != VMAI_CODEC_GZIP || o->gz_init) &&
+              (codec != VMAI_CODEC_LZO || o->lzo_work != NULL);
+    if (!ok) {
+        snprintf(err, errlen, "cannot start the compressor (out of memory?)");
+        return VMA_ERR_NOMEM;
+    }
+    return codec == VMAI_CODEC_LZO ? lzop_header(o, err, errlen) : VMA_OK;
+}
+
+static int zstd_run(struct vmai_output *o, const void *buf, size_t len, ZSTD_EndDirective mode,
+                    char *err, size_t errlen)
+{
+    ZSTD_inBuffer in = {buf, len, 0};
+    for (;;) {
+        ZSTD_outBuffer ob = {o->buf, o->cap, 0};
+        size_t left = ZSTD_compressStream2(o->zstd, &ob, &in, mode);
+        if (ZSTD_isError(left)) {
+            snprintf(err, errlen, "zstd compression failed: %s", ZSTD_getErrorName(left));
+            return VMA_ERR_IO;
+        }
+        if (ob.pos > 0 && put(o, o->buf, ob.pos, err, errlen) != VMA_OK)
+            return VMA_ERR_IO;
+        if (mode == ZSTD_e_continue ? in.pos == in.size : left == 0)
+            return VMA_OK;
+    }
+}
+
+static int gzip_run(struct vmai_output *o, const void *buf, size_t len, int flush, char *err,
+                    size_t errlen)
+{
+    o->gz.next_in = (Bytef *)buf;
+    o->gz.avail_in = (uInt)len;
+    int zr;
+    do {
+        o->gz.next_out = o->buf;
+        o->gz.avail_out = (uInt)o->cap;
+        zr = deflate(&o->gz, flush);
+        if (zr == Z_STREAM_ERROR) {
+            snprintf(err, errlen, "gzip compression failed");
+            return VMA_ERR_IO;
+        }
+        size_t n = o->cap - o->gz.avail_out;
+        if (n > 0 && put(o, o->buf, n, err, errlen) != VMA_OK)
+            return VMA_ERR_IO;
+    } while (o->gz.avail_out == 0 || (flush == Z_FINISH && zr != Z_STREAM_END));
+    return VMA_OK;
+}
+
+int vmai_output_write(struct vmai_output *o, const void *buf, size_t len, char *err,
+                      size_t errlen)
+{
+    switch (o->codec) {
+    case VMAI_CODEC_ZSTD:
+        return zstd_run(o, buf, len, ZSTD_e_continue, err, errlen);
+    case VMAI_CODEC_GZIP:
+        return gzip_run(o, buf, len, Z_NO_FLUSH, err, errlen);
+    case VMAI_CODEC_LZO: {
+        const unsigned char *p = buf;
+        while (len > 0) {
+            size_t n = LZO_BLOCK - o->lzo_fill < len ? LZO_BLOCK - o->lzo_fill : len;
+            memcpy(o->lzo_in + o->lzo_fill, p, n);
+            o->lzo_fill += n;
+            p += n;
+            len -= n;
+            if (o->lzo_fill == LZO_BLOCK && lzop_block(o, err, errlen) != VMA_OK)
+                return VMA_ERR_IO;
+        }
+        return VMA_OK;
+    }
+    case VMAI_CODEC_NONE:
+        break;
+    }
+    return put(o, buf, len, err, errlen);
+}
+
+int vmai_output_finish(struct vmai_output *o, char *err, size_t errlen)
+{
+    static const unsigned char lzop_end[4];
+    switch (o->codec) {
+    case VMAI_CODEC_ZSTD:
+        return zstd_run(o, NULL, 0, ZSTD_e_end, err, errlen);
+    case VMAI_CODEC_GZIP:
+        return gzip_run(o, NULL, 0, Z_FINISH, err, errlen);
+    case VMAI_CODEC_LZO:
+        if (lzop_block(o, err, errlen) != VMA_OK)
+            return VMA_ERR_IO;
+        return put(o, lzop_end, sizeof(lzop_end), err, errlen);
+    case VMAI_CODEC_NONE:
+        break;
+    }
+    return VMA_OK;
+}
+
+void vmai_output_free(struct vmai_output *o)
+{
+    if (o == NULL)
+        return;
+    ZSTD_freeCCtx(o->zstd);
+    if (o->gz_init)
+        deflateEnd(&o->gz);
+    free(o->lzo_in);
+    free(o->lzo_work);
+    free(o->buf);
+    free(o);
+}
