@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages libvma needs to build, test, demo and bench.
+# Installs only what is missing; as non-root it lists what is missing and fails.
+set -euo pipefail
+
+packages=(
+    build-essential gcc   # C compiler and libc headers
+    clang                 # second compiler build in scripts/test.sh
+    libclang-rt-14-dev    # clang's sanitizer and libFuzzer runtimes (fuzz/run.sh)
+    meson ninja-build pkg-config
+    libssl-dev            # libcrypto: MD5 of headers
+    uuid-dev              # libuuid: archive uuids
+    libzstd-dev zlib1g-dev liblzo2-dev  # .vma.zst, .vma.gz, .vma.lzo in and out
+    zstd lzop             # CLI tests decompress golden archives with them
+    libcmocka-dev         # unit tests
+    e2fsprogs             # mkfs.ext4 -d, e2fsck, debugfs (demo)
+    openssl               # deterministic data generator (demo, bench)
+    time                  # /usr/bin/time (bench)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$p")
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: missing packages: ${missing[*]}" >&2
+    echo "deps.sh: install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
