@@ -9,7 +9,7 @@
 #include "fuzz.h"
 #include "vma.h"
 
-static char scratch[64];
+static char scratch[4096];
 
 static void clean_scratch(int must_be_empty)
 {
@@ -20,7 +20,7 @@ static void clean_scratch(int must_be_empty)
             continue;
         if (must_be_empty)
             abort(); /* a failed restore left a file behind */
-        char path[4200];
+        char path[sizeof(scratch) + 300];
         snprintf(path, sizeof(path), "%s/%s", scratch, e->d_name);
         unlink(path);
     }
@@ -28,12 +28,20 @@ static void clean_scratch(int must_be_empty)
         closedir(d);
 }
 
+static void remove_scratch(void)
+{
+    clean_scratch(0);
+    rmdir(scratch);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (scratch[0] == '\0') {
-        snprintf(scratch, sizeof(scratch), "/tmp/vma-fuzz-XXXXXX");
+        const char *tmp = getenv("TMPDIR");
+        snprintf(scratch, sizeof(scratch), "%s/vma-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (mkdtemp(scratch) == NULL)
             abort();
+        atexit(remove_scratch);
     }
     int fd = fuzz_memfd(data, size);
     if (fd < 0)
@@ -42,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = r ? vma_reader_open_fd(r, fd) : VMA_ERR_NOMEM;
     for (unsigned id = rc == VMA_OK ? vma_reader_next_device(r, 0) : 0; id != 0 && rc == VMA_OK;
          id = vma_reader_next_device(r, id)) {
-        char path[4200];
+        char path[sizeof(scratch) + 300];
         snprintf(path, sizeof(path), "%s/%u.raw", scratch, id);
         rc = vma_reader_target_create(r, id, path);
     }

@@ -1,7 +1,8 @@
 /*
  * The input byte layer: plain, zstd (libzstd), gzip (zlib) or lzop (the
- * lzop container around liblzo2's LZO1X), picked by magic bytes, and read
- * ahead by one producer thread into a ring of chunks. The consumer (the
+ * lzop container around liblzo2's LZO1X), picked by magic bytes. A
+ * compressed stream is decompressed ahead by one producer thread into a
+ * ring of chunks. The consumer (the
  * archive reader) copies out of the ring; the producer stops at the end of
  * the stream or at the first error, which the consumer sees at the same
  * position in the stream.
@@ -428,6 +429,15 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
 {
     unsigned char *dst = buf;
     size_t got = 0;
+    if (in->codec == CODEC_NONE) {
+        /* Plain archives are read straight into the caller's buffer: the
+         * kernel's read-ahead already overlaps I/O, and a ring would only
+         * add a copy. */
+        ssize_t n = produce_plain(in, dst, len);
+        if (n < 0)
+            snprintf(err, errlen, "%s", in->err);
+        return n;
+    }
     pthread_mutex_lock(&in->mu);
     while (got < len) {
         while (in->count == 0 && !in->done)
@@ -501,6 +511,8 @@ int vmai_input_open(struct vmai_input **out, int fd, char *err, size_t errlen)
             return VMA_ERR_NOMEM;
         }
     }
+    if (in->codec == CODEC_NONE)
+        return VMA_OK; /* no read-ahead thread: see vmai_input_read() */
     for (unsigned i = 0; i < RING_SLOTS; i++) {
         in->ring[i].data = malloc(CHUNK_SIZE);
         if (in->ring[i].data == NULL) {

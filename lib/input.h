@@ -1,8 +1,8 @@
 /*
  * The input byte layer: a descriptor, optionally decompressed (zstd, gzip,
- * lzop, recognized by their magic bytes), read ahead by a thread into a
- * small ring of chunks so that reading and decompressing overlap with the
- * reader's checks and writes. Knows nothing of VMA. Internal to libvma.
+ * lzop, recognized by their magic bytes); a compressed stream is
+ * decompressed ahead by a thread into a small ring of chunks so that
+ * decompressing overlaps with the reader's checks and writes. Knows nothing of VMA. Internal to libvma.
  * SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_INPUT_H
