@@ -79,6 +79,7 @@ struct vmai_input {
     unsigned head, count;   /* consumer takes ring[head]; count filled */
     bool done, stop;
     int status;             /* producer's error, VMA_OK at a clean end */
+    int pending;            /* codec error held back until its bytes are out */
     char err[VMAI_ERRLEN];
     size_t cur_pos;         /* consumer's position in ring[head] */
 };
@@ -134,6 +135,16 @@ static int raw_get(struct vmai_input *in, void *dst, size_t len, const char *wha
 
 /* --- codecs: each fills out[0..cap) and returns bytes, 0 at the end --- */
 
+/* An error after some bytes were produced: hand out the bytes now and the
+ * error on the next call, so it shows at its place in the stream. */
+static ssize_t fail_after(struct vmai_input *in, int status, size_t done)
+{
+    if (done == 0)
+        return status;
+    in->pending = status;
+    return (ssize_t)done;
+}
+
 static ssize_t produce_plain(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     size_t done = 0;
@@ -152,7 +163,8 @@ static ssize_t produce_plain(struct vmai_input *in, unsigned char *out, size_t c
         if (n < 0) {
             vmai_errorf(in->err, "read error after %llu bytes: %s",
                         (unsigned long long)(in->raw_total + done), strerror(errno));
-            return VMA_ERR_IO;
+            in->raw_total += done;
+            return fail_after(in, VMA_ERR_IO, done);
         }
         in->raw_eof = n == 0;
         done += (size_t)n;
@@ -167,7 +179,7 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
     while (ob.pos < ob.size) {
         int rc = raw_fill(in);
         if (rc != VMA_OK)
-            return rc;
+            return fail_after(in, rc, ob.pos);
         ZSTD_inBuffer ib = {in->raw, in->raw_len, in->raw_pos};
         size_t before = ob.pos, before_in = ib.pos;
         size_t ret = ZSTD_decompressStream(in->zstd, &ob, &ib);
@@ -176,7 +188,7 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
             vmai_errorf(in->err, "zstd stream corrupt near compressed byte %llu: %s",
                         (unsigned long long)(in->raw_total - in->raw_len + in->raw_pos),
                         ZSTD_getErrorName(ret));
-            return VMA_ERR_CORRUPT;
+            return fail_after(in, VMA_ERR_CORRUPT, ob.pos);
         }
         /* 0 means "a frame ended here"; a call on empty input after that
          * returns a hint for the next frame, which is not truncation. */
@@ -200,12 +212,12 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
     while (in->gz.avail_out > 0) {
         int rc = raw_fill(in);
         if (rc != VMA_OK)
-            return rc;
+            return fail_after(in, rc, cap - in->gz.avail_out);
         if (in->raw_pos == in->raw_len && in->raw_eof) {
             if (!in->gz_member_done) {
                 vmai_errorf(in->err, "gzip stream truncated after %llu compressed bytes",
                             (unsigned long long)in->raw_total);
-                return VMA_ERR_TRUNCATED;
+                return fail_after(in, VMA_ERR_TRUNCATED, cap - in->gz.avail_out);
             }
             break;
         }
@@ -223,7 +235,7 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
             vmai_errorf(in->err, "gzip stream corrupt near compressed byte %llu: %s",
                         (unsigned long long)(in->raw_total - in->raw_len + in->raw_pos),
                         in->gz.msg ? in->gz.msg : "inflate failed");
-            return VMA_ERR_CORRUPT;
+            return fail_after(in, VMA_ERR_CORRUPT, cap - in->gz.avail_out);
         }
     }
     return (ssize_t)(cap - in->gz.avail_out);
@@ -371,7 +383,7 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
     size_t done = 0;
     while (done < cap && !in->lzo_end) {
         if (in->lzo_pos == in->lzo_len && (rc = lzo_block(in)) != VMA_OK)
-            return rc;
+            return fail_after(in, rc, done);
         size_t n = in->lzo_len - in->lzo_pos;
         n = n < cap - done ? n : cap - done;
         memcpy(out + done, in->lzo_block + in->lzo_pos, n);
@@ -383,6 +395,8 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
 
 static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 {
+    if (in->pending != VMA_OK)
+        return in->pending;
     switch (in->codec) {
     case CODEC_ZSTD: return produce_zstd(in, out, cap);
     case CODEC_GZIP: return produce_gzip(in, out, cap);
@@ -433,7 +447,7 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
         /* Plain archives are read straight into the caller's buffer: the
          * kernel's read-ahead already overlaps I/O, and a ring would only
          * add a copy. */
-        ssize_t n = produce_plain(in, dst, len);
+        ssize_t n = produce(in, dst, len);
         if (n < 0)
             snprintf(err, errlen, "%s", in->err);
         return n;
