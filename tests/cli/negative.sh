@@ -1,0 +1,161 @@
+#!/bin/bash
+# Failures: exit 2 and exactly one stderr line starting "vma: ". Missing
+# and non-VMA files, truncated archives through standard input, corrupt
+# archives, and crafted names that try to leave the target directory.
+# SPDX-License-Identifier: MIT
+. "$(dirname "$0")/common.sh"
+
+A=$G/basic.vma
+NONE=$T/no-such.vma
+
+# --- missing files and non-archives -------------------------------------
+
+for cmd in "list" "config" "verify" "verify -v" "extract"; do
+    case_ "$cmd of a missing file"
+    if [ "$cmd" = extract ]; then
+        # shellcheck disable=SC2086
+        run "$VMA" $cmd "$NONE" "$T/x-missing"
+        check "no directory for a missing archive" [ ! -e "$T/x-missing" ]
+    else
+        # shellcheck disable=SC2086
+        run "$VMA" $cmd "$NONE"
+    fi
+    expect_failure
+    expect_err_has "$NONE"
+done
+
+head -c 20000 /dev/zero >"$T/zeros.bin"
+printf 'not an archive at all\n' >"$T/text.txt"
+cp "$G/basic.list" "$T/list.txt"
+for f in zeros.bin text.txt; do
+    for cmd in list config verify; do
+        case_ "$cmd of $f"
+        run "$VMA" $cmd "$T/$f"
+        expect_failure
+    done
+done
+
+case_ "verify of an empty stdin"
+run_in /dev/null "$VMA" verify -
+expect_failure
+expect_err_has "truncated"
+
+# --- truncated archives through standard input ------------------------
+
+# header, blob table, extent header, extent data, extent boundary, last byte
+for n in 100 12288 13000 13400 2000000 1238528 2426880 2959871; do
+    case_ "head -c $n | verify -"
+    head -c $n "$A" | "$VMA" verify - >"$T/out" 2>"$T/err"
+    RC=$?
+    expect_failure
+    expect_err_has "truncated"
+    if [ $n -gt 13312 ]; then
+        expect_err_re '^vma: verify failed - '
+    fi
+
+    case_ "head -c $n | extract -"
+    head -c $n "$A" | "$VMA" extract - "$T/tx-$n" >"$T/out" 2>"$T/err"
+    RC=$?
+    expect_failure keep-stdout
+    expect_err_has "truncated"
+    check "nothing left of the target directory" [ ! -e "$T/tx-$n" ]
+done
+
+case_ "verify -v of a truncated archive prints the list, then fails"
+head -c 1238528 "$A" >"$T/cut.vma"
+run "$VMA" verify -v "$T/cut.vma"
+expect_failure keep-stdout
+expect_err_re '^vma: verify failed - .*missing cluster'
+check "list lines first" cmp -s "$G/basic.list" <(head -n 5 "$T/out")
+
+# --- corrupt archives ---------------------------------------------------
+
+# patch FILE OFFSET BYTE-OCTAL: overwrite one byte
+patch() { printf "\\$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
+
+case_ "header MD5 mismatch"
+cp "$A" "$T/md5.vma"
+patch "$T/md5.vma" 40 377
+run "$VMA" list "$T/md5.vma"
+expect_failure
+expect_err_has "MD5"
+
+case_ "extent MD5 mismatch (second extent): verify"
+cp "$A" "$T/emd5.vma"
+patch "$T/emd5.vma" $((1238528 + 24)) 0
+run "$VMA" verify "$T/emd5.vma"
+expect_failure
+expect_err_re '^vma: verify failed - .*1238528'
+
+case_ "extent MD5 mismatch: extract removes what it made"
+run "$VMA" extract "$T/emd5.vma" "$T/emd5.dir"
+expect_failure keep-stdout
+expect_err_re '^vma: restore failed - '
+check "directory removed" [ ! -e "$T/emd5.dir" ]
+
+case_ "list of a corrupt extent still works (list reads the header only)"
+run "$VMA" list "$T/emd5.vma"
+expect_ok
+expect_out_file "$G/basic.list"
+
+# --- names that try to leave the target directory -----------------------
+
+# Renamed and re-signed by vma_craft: only the name rules can refuse them.
+mkdir -p "$T/jail"
+for spec in "config 0 ../x" "config 1 ../../escape" "config 0 /tmp/vma-abs-$$" \
+    "device 1 ../x" "device 2 a/b" "config 1 .." "device 1 ."; do
+    set -- $spec
+    kind=$1 idx=$2 name=$3
+    case_ "$kind named '$name'"
+    rm -f "$T/evil.vma"
+    if ! "$CRAFT" "rename-$kind" "$A" "$T/evil.vma" "$idx" "$name"; then
+        fail "vma_craft rename-$kind"
+        continue
+    fi
+    for cmd in list verify; do
+        run "$VMA" $cmd "$T/evil.vma"
+        expect_failure
+    done
+    run "$VMA" extract "$T/evil.vma" "$T/jail/target"
+    expect_failure keep-stdout
+    check "nothing written outside the target: $(ls -A "$T/jail" "$T" | tr '\n' ' ')" \
+        [ ! -e "$T/jail/x" -a ! -e "$T/x" -a ! -e "$T/jail/escape" -a ! -e "$T/escape" -a \
+        ! -e "/tmp/vma-abs-$$" -a ! -e "$T/jail/a" ]
+    check "no target directory left" [ ! -e "$T/jail/target" ]
+    run_in "$T/evil.vma" "$VMA" extract - "$T/jail/target"
+    expect_failure keep-stdout
+    check "nothing written outside the target (stdin)" \
+        [ ! -e "$T/jail/x" -a ! -e "$T/x" -a ! -e "$T/jail/escape" -a ! -e "$T/escape" ]
+done
+
+# The crafting itself is sound: a harmless new name is accepted.
+case_ "renamed config that is valid"
+"$CRAFT" rename-config "$A" "$T/ok.vma" 1 renamed.fw || fail "vma_craft"
+run "$VMA" verify "$T/ok.vma"
+expect_ok
+run "$VMA" config "$T/ok.vma" -c renamed.fw
+expect_ok
+run "$VMA" extract "$T/ok.vma" "$T/ok.dir"
+expect_ok
+check "renamed config extracted" [ -f "$T/ok.dir/renamed.fw" ]
+
+# --- output errors ------------------------------------------------------
+
+case_ "extract into a directory that cannot be made"
+run "$VMA" extract "$A" "$T/no/such/parent"
+expect_failure
+
+if [ -w /dev/full ]; then
+    case_ "list to a full stdout"
+    "$VMA" list "$A" >/dev/full 2>"$T/err"
+    RC=$?
+    : >"$T/out"
+    expect_failure
+    case_ "config to a full stdout"
+    "$VMA" config "$A" >/dev/full 2>"$T/err"
+    RC=$?
+    : >"$T/out"
+    expect_failure
+fi
+
+done_

@@ -1,0 +1,150 @@
+/*
+ * vma_craft: makes archives for the CLI tests that no writer would make.
+ *
+ *   vma_craft rename-config IN OUT INDEX NAME   config INDEX renamed
+ *   vma_craft rename-device IN OUT DEV_ID NAME  device DEV_ID renamed
+ *   vma_craft vmstate OUT VMSTATE_BIN DISK_RAW  an archive with a disk and a
+ *       vmstate stream (with zero blocks); also writes what `vma extract`
+ *       must produce for them
+ *
+ * The header is laid out again by tests/vmatest.h and re-signed (MD5), so
+ * only the reader's semantic checks can refuse the result; the extents
+ * are copied unchanged. Uses the internal format code only for parsing,
+ * integer helpers and MD5. Exit 0 on success, 1 with a message otherwise.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+#include "vmatest.h"
+
+static int die(const char *msg, const char *arg)
+{
+    fprintf(stderr, "vma_craft: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    return 1;
+}
+
+/* Parse IN, let `edit` change names, write OUT with a re-signed header. */
+static int rewrite(const char *in, const char *out, int is_config, unsigned index,
+                   const char *name)
+{
+    struct vt_buf b = {0};
+    if (vt_read_file(in, &b) != 0)
+        return die("cannot read", in);
+    static struct vmai_header h;
+    char err[512];
+    if (b.len < VMA_HEADER_FIXED_SIZE)
+        return die("too short", in);
+    uint32_t hs = vmai_get_be32(b.p + VMA_HOFF_HEADER_SIZE);
+    if (vmai_header_parse(b.p, b.len, &h, err, sizeof(err)) != VMA_OK)
+        return die(err, in);
+    static struct vt_hdr d;
+    memset(&d, 0, sizeof(d));
+    memcpy(d.uuid, h.uuid, 16);
+    d.ctime = h.ctime;
+    d.nconf = h.config_count;
+    for (unsigned i = 0; i < h.config_count; i++) {
+        d.conf[i].name.str = h.configs[i].name;
+        d.conf[i].data = h.configs[i].data;
+        d.conf[i].len = h.configs[i].len;
+    }
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
+        d.dev[i].name.str = h.devices[i].name;
+        d.dev[i].size = h.devices[i].size;
+    }
+    if (is_config) {
+        if (index >= h.config_count)
+            return die("no such config index", NULL);
+        d.conf[index].name.str = name;
+    } else {
+        if (index >= VMA_DEV_SLOTS || h.devices[index].name == NULL)
+            return die("no such dev_id", NULL);
+        d.dev[index].name.str = name;
+    }
+    struct vt_buf o = {0};
+    vt_header_build(&o, &d);
+    vt_append(&o, b.p + hs, b.len - hs);
+    if (vt_write_file(out, o.p, o.len, 1) != 0)
+        return die("cannot write", out);
+    vt_free(&o);
+    vt_free(&b);
+    return 0;
+}
+
+/* Expected bytes of a device from builder extents: stored blocks carry the
+ * builder pattern, zero blocks zeros. */
+static void expect_cluster(unsigned char *dst, unsigned dev, uint32_t cluster, uint16_t mask)
+{
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+        if (mask & (1u << b))
+            vt_block_fill(dst + b * VMA_BLOCK_SIZE, dev, cluster, b);
+        else
+            memset(dst + b * VMA_BLOCK_SIZE, 0, VMA_BLOCK_SIZE);
+    }
+}
+
+static int vmstate(const char *out, const char *vms_out, const char *disk_out)
+{
+    static const unsigned char uuid[16] = {0x76, 0x6d, 0x73, 0x74, 0x61, 0x74, 0x65, 0x21,
+                                           0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08};
+    const uint64_t disk_size = 3 * VMA_CLUSTER_SIZE + 512; /* 4 clusters */
+    const uint64_t vms_size = 2 * VMA_CLUSTER_SIZE + 1000; /* 3 clusters, cut */
+    static struct vt_hdr d;
+    memset(&d, 0, sizeof(d));
+    memcpy(d.uuid, uuid, 16);
+    d.ctime = 1700000000;
+    d.nconf = 1;
+    d.conf[0].name.str = "qemu-server.conf";
+    d.conf[0].data = "memory: 2048\nvmstate: local:state-100\n";
+    d.conf[0].len = strlen(d.conf[0].data);
+    d.dev[1].name.str = "drive-scsi0";
+    d.dev[1].size = disk_size;
+    d.dev[2].name.str = "vmstate";
+    d.dev[2].size = vms_size;
+    struct vt_buf o = {0};
+    vt_header_build(&o, &d);
+    /* the vmstate in order 0, 1, 2 between the disk clusters in any order;
+     * vmstate cluster 1 is all zero, the others have zero blocks */
+    static const struct vt_ent e0[] = {{1, 3, 0x0001}, {2, 0, 0x8f0f}, {1, 0, 0xffff}};
+    static const struct vt_ent e1[] = {{2, 1, 0x0000}, {1, 2, 0x0000}, {2, 2, 0x0003},
+                                       {1, 1, 0x1234}};
+    vt_extent(&o, uuid, e0, 3);
+    vt_extent(&o, uuid, e1, 4);
+    if (vt_write_file(out, o.p, o.len, 1) != 0)
+        return die("cannot write", out);
+    vt_free(&o);
+
+    unsigned char *disk = calloc(4, VMA_CLUSTER_SIZE);
+    unsigned char *vms = calloc(3, VMA_CLUSTER_SIZE);
+    if (disk == NULL || vms == NULL)
+        return die("out of memory", NULL);
+    const struct vt_ent *all[] = {&e0[0], &e0[1], &e0[2], &e1[0], &e1[1], &e1[2], &e1[3]};
+    for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        const struct vt_ent *e = all[i];
+        unsigned char *base = e->dev == 1 ? disk : vms;
+        expect_cluster(base + (size_t)e->cluster * VMA_CLUSTER_SIZE, e->dev, e->cluster, e->mask);
+    }
+    if (vt_write_file(vms_out, vms, vms_size, 1) != 0 ||
+        vt_write_file(disk_out, disk, disk_size, 1) != 0)
+        return die("cannot write the expected files", NULL);
+    free(disk);
+    free(vms);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 6 && strcmp(argv[1], "rename-config") == 0)
+        return rewrite(argv[2], argv[3], 1, (unsigned)strtoul(argv[4], NULL, 10), argv[5]);
+    if (argc == 6 && strcmp(argv[1], "rename-device") == 0)
+        return rewrite(argv[2], argv[3], 0, (unsigned)strtoul(argv[4], NULL, 10), argv[5]);
+    if (argc == 5 && strcmp(argv[1], "vmstate") == 0)
+        return vmstate(argv[2], argv[3], argv[4]);
+    fprintf(stderr,
+            "usage: vma_craft rename-config IN OUT INDEX NAME\n"
+            "       vma_craft rename-device IN OUT DEV_ID NAME\n"
+            "       vma_craft vmstate OUT VMSTATE_BIN DISK_RAW\n");
+    return 1;
+}
