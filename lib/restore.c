@@ -39,7 +39,7 @@ struct vmai_target {
     int fd_buffered;        /* for unaligned writes when fd is O_DIRECT, else -1 */
     bool own_fd;
     bool write_zeros;
-    bool can_punch;         /* fallocate zeroing still believed to work */
+    unsigned zero_mode;     /* 0 punch hole, 1 zero range, 2 write zeros */
     char *created_path;     /* made by target_create: removed on failure */
     uint64_t size;
     uint64_t vmstate_len;   /* bytes written to a vmstate file */
@@ -134,17 +134,19 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
     return VMA_OK;
 }
 
-/* Make [off, off+len) read as zeros on an existing target. */
+/* Make [off, off+len) read as zeros on an existing target: punch a hole
+ * (thin storage gets the space back), else zero the range in place, else
+ * write zeros; what the target refused once is not tried again. */
 static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, uint64_t off,
                        uint64_t len)
 {
-    if (t->can_punch) {
-        if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-                      (off_t)len) == 0) {
+    static const int modes[] = {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
+    for (; t->zero_mode < 2; t->zero_mode++) {
+        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0) {
             throttle_wait(t->throttle, len);
             return VMA_OK;
         }
-        t->can_punch = false; /* remember: fall back to writing zeros */
     }
     while (len > 0) {
         size_t n = len < VMA_BLOCK_SIZE ? (size_t)len : VMA_BLOCK_SIZE;
@@ -342,7 +344,6 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
     t->fd = fd;
     t->own_fd = true;
     t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
-    t->can_punch = true;
     t->write_behind = !(flags & VMA_TARGET_DIRECT); /* O_DIRECT bypasses the cache anyway */
     if (flags & VMA_TARGET_DIRECT) {
         t->fd_buffered = open(path, oflags);
@@ -366,7 +367,6 @@ int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
         return r->status;
     t->fd = fd;
     t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
-    t->can_punch = true;
     return VMA_OK;
 }
 
