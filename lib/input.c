@@ -68,7 +68,7 @@ struct vmai_input {
     uint32_t lzo_flags;
     bool lzo_header_done, lzo_end;
     unsigned char *lzo_block, *lzo_packed;
-    size_t lzo_len, lzo_pos;
+    size_t lzo_len, lzo_pos, lzo_cap;
 
     /* The ring, guarded by mu. */
     pthread_t thread;
@@ -333,11 +333,14 @@ static int lzo_block(struct vmai_input *in)
         if (i == 0)
             sum_d = be32(b); /* the first data checksum is the one we check */
     }
-    if (in->lzo_block == NULL) {
-        in->lzo_block = malloc(LZO_MAX_BLOCK);
-        in->lzo_packed = malloc(LZO_MAX_BLOCK);
-        if (in->lzo_block == NULL || in->lzo_packed == NULL) {
-            vmai_errorf(in->err, "out of memory for lzop blocks");
+    if (dst_len > in->lzo_cap) { /* lzop writes 256 KiB blocks; grow only as needed */
+        free(in->lzo_block);
+        free(in->lzo_packed);
+        in->lzo_block = malloc(dst_len);
+        in->lzo_packed = malloc(dst_len);
+        in->lzo_cap = in->lzo_block && in->lzo_packed ? dst_len : 0;
+        if (in->lzo_cap == 0) {
+            vmai_errorf(in->err, "out of memory for a %u-byte lzop block", dst_len);
             return VMA_ERR_NOMEM;
         }
     }
