@@ -25,6 +25,12 @@ truncate -s 131072 "$tmp/zero.raw"
 "$vma" create "$tmp/zero.vma" drive-z="$tmp/zero.raw"
 "$vma" create "$tmp/empty.vma"
 cp "$top/tests/golden/diskless.vma" "$top/tests/golden/zero-disk.vma" "$tmp/"
+# Compressed seeds lead the fuzzers into the zstd, gzip and lzop readers.
+for c in zstd gzip lzo; do
+    "$vma" create --compress=$c "$tmp/one-$c.vmaz" -c "$tmp/qemu-server.conf" drive-scsi0="$tmp/one.raw"
+    cp "$tmp/one-$c.vmaz" "$out/verify/"
+    cp "$tmp/one-$c.vmaz" "$out/extract/"
+done
 
 for f in "$tmp"/*.vma; do
     n=$(basename "$f" .vma)
