@@ -414,6 +414,8 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
         }
+        if (r->extent_done != NULL && (rc = r->extent_done(r)) != VMA_OK)
+            return rc;
         r->offset += VMA_EXTENT_HEADER_SIZE + (uint64_t)e.block_count * VMA_BLOCK_SIZE;
     }
 }

@@ -42,7 +42,17 @@ struct vma_reader {
     vma_progress_fn progress;
     void *progress_opaque;
 
+    /* Called after each extent's clusters were handed out, before its
+     * buffer is reused (restore flushes its merged writes there). */
+    int (*extent_done)(vma_reader *r);
+
     struct vmai_target *targets[VMA_DEV_SLOTS];
+    struct vmai_pending_write {     /* restore: stored blocks not yet written */
+        unsigned dev_id;            /* 0: none */
+        uint64_t off;
+        const unsigned char *data;  /* inside extent_data */
+        size_t len;
+    } pending;
     struct vmai_throttle *throttles; /* list of bandwidth groups */
 };
 

@@ -159,6 +159,35 @@ static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, ui
     return VMA_OK;
 }
 
+/* Write the merged run of stored blocks, if any. */
+static int flush_pending(vma_reader *r)
+{
+    struct vmai_pending_write *p = &r->pending;
+    if (p->dev_id == 0)
+        return VMA_OK;
+    unsigned dev_id = p->dev_id;
+    p->dev_id = 0;
+    return target_pwrite(r, dev_id, r->targets[dev_id], p->data, p->len, p->off);
+}
+
+/* Large I/O: stored blocks that follow each other both in the extent and on
+ * the device (a sequential backup's full clusters) go out as one write of
+ * up to an extent's size instead of one per cluster. */
+static int queue_write(vma_reader *r, unsigned dev_id, const unsigned char *data, size_t len,
+                       uint64_t off)
+{
+    struct vmai_pending_write *p = &r->pending;
+    if (p->dev_id == dev_id && p->off + p->len == off && p->data + p->len == data) {
+        p->len += len;
+        return VMA_OK;
+    }
+    int rc = flush_pending(r);
+    *p = (struct vmai_pending_write){dev_id, off, data, len};
+    return rc;
+}
+
+static int extent_done(vma_reader *r) { return flush_pending(r); }
+
 /* A disk cluster: runs of stored blocks are written with one pwrite each,
  * runs of zero blocks zeroed when asked; nothing past the device end. */
 static int disk_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t,
@@ -179,7 +208,7 @@ static int disk_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t,
             len = t->size - off;
         int rc = VMA_OK;
         if (stored)
-            rc = target_pwrite(r, dev_id, t, data, (size_t)len, off);
+            rc = queue_write(r, dev_id, data, (size_t)len, off);
         else if (t->write_zeros)
             rc = target_zero(r, dev_id, t, off, len);
         if (rc != VMA_OK)
@@ -447,6 +476,7 @@ int vma_reader_restore(vma_reader *r)
         if (r->targets[i] == NULL)
             return vmai_reader_fail(r, VMA_ERR_INVALID, "device '%s' has no restore target",
                                     vma_reader_device_name(r, i));
+    r->extent_done = extent_done;
     int rc = vmai_reader_run(r, restore_cluster, r);
     if (rc == VMA_OK)
         rc = targets_finish(r);
