@@ -387,6 +387,8 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
     while (done < cap && !in->lzo_end) {
         if (in->lzo_pos == in->lzo_len && (rc = lzo_block(in)) != VMA_OK)
             return fail_after(in, rc, done);
+        if (in->lzo_end)
+            break; /* the end mark: no block buffer to copy from */
         size_t n = in->lzo_len - in->lzo_pos;
         n = n < cap - done ? n : cap - done;
         memcpy(out + done, in->lzo_block + in->lzo_pos, n);
