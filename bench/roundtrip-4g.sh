@@ -8,10 +8,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-bash scripts/deps.sh
-[ -d build/meson-private ] || meson setup build
-ninja -C build vma
-vma=$repo/build/vma
+# VMA=<binary> uses that binary as it is; else build/vma is built.
+if [ -n "${VMA:-}" ]; then
+    vma=$(realpath "$VMA")
+else
+    bash scripts/deps.sh
+    [ -d build/meson-private ] || meson setup build
+    ninja -C build vma
+    vma=$repo/build/vma
+fi
 
 tmp=$(mktemp -d "${BENCH_DIR:-/var/tmp}/vma-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
