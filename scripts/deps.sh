@@ -15,7 +15,8 @@ packages=(
     libcmocka-dev         # unit tests
     e2fsprogs             # mkfs.ext4 -d, e2fsck, debugfs (demo)
     openssl               # deterministic data generator (demo, bench)
-    time                  # /usr/bin/time (bench)
+    time                  # /usr/bin/time (bench; peak memory in tests/cli/limits.sh)
+    valgrind              # the CLI tests once under memcheck (scripts/test.sh)
 )
 
 missing=()

@@ -16,6 +16,14 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/vma-cli.XXXXXX") || exit 99
 trap 'rm -rf "$T"' EXIT
 trap 'exit 143' TERM INT # so that the EXIT trap cleans up after a timeout
 
+# VMA_RUNNER: a prefix for every vma command (e.g. "valgrind -q
+# --error-exitcode=99 ..."); a wrapper script keeps "$VMA" one word.
+if [ -n "${VMA_RUNNER:-}" ]; then
+    printf '#!/bin/sh\nexec %s %q "$@"\n' "$VMA_RUNNER" "$VMA" >"$T/vma-runner" &&
+        chmod +x "$T/vma-runner" || exit 99
+    VMA=$T/vma-runner
+fi
+
 FAILS=0
 CHECKS=0
 CASE=""

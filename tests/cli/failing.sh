@@ -1,0 +1,229 @@
+#!/bin/bash
+# Failing environments (issue 3), without root: `create` into a pipe or
+# FIFO whose reader exits early, from a source that fails to read (EIO) or
+# shrinks while it is read (an LD_PRELOAD shim, tests/preload_shim.c), and
+# SIGINT/SIGTERM during `create` and `extract`. Every case: exit 2, one
+# clear stderr line, no success claimed, partial output removed.
+# Usage: failing.sh <vma> <golden-dir> <vma_craft> <libvmashim.so>
+# SPDX-License-Identifier: MIT
+. "$(dirname "$0")/common.sh"
+
+SHIM=${4:-}
+if [ -z "$SHIM" ] || [ ! -f "$SHIM" ]; then
+    echo "failing.sh: no preload shim given (4th argument)" >&2
+    exit 99
+fi
+A=$G/basic.vma
+# ASan builds: the shim comes before the ASan runtime in the library list.
+SHIM_ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+
+# data FILE BYTES: deterministic incompressible bytes (AES-CTR of zeros).
+data() {
+    head -c "$2" /dev/zero |
+        openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f \
+            -iv 00000000000000000000000000000000 >"$1" 2>/dev/null
+    [ "$(stat -c %s "$1")" = "$2" ] || { echo "failing.sh: cannot make $1" >&2; exit 99; }
+}
+
+mkdir -p "$T/src"
+data "$T/src/d4.raw" 4194304    # 4 MiB, every block data
+data "$T/src/d64.raw" 67108864  # 64 MiB, for the signal tests
+# 1 MiB of data, then a hole up to 8 MiB
+head -c 1048576 "$T/src/d4.raw" >"$T/src/holey.raw"
+truncate -s 8M "$T/src/holey.raw"
+
+# Every archive is written into $O (stdout goes to $T/out, as in common.sh).
+O=$T/o
+mkdir -p "$O"
+out_empty() {
+    check "nothing left in the output directory: $(ls -A "$O" | tr '\n' ' ')" \
+        [ -z "$(ls -A "$O")" ]
+}
+
+# shim_run VAR=VALUE... CMD...: run CMD with the shim preloaded.
+shim_run() {
+    env LD_PRELOAD="$SHIM" ASAN_OPTIONS="$SHIM_ASAN_OPTIONS" "$@" >"$T/out" 2>"$T/err"
+    RC=$?
+}
+
+# --- create into a pipe whose reader exits early ------------------------
+
+case_ "create into exec:head -c 1000 (reader exits early)"
+run "$VMA" create "exec:head -c 1000 >/dev/null" drive-scsi0="$T/src/d4.raw"
+expect_failure
+expect_err_has "Broken pipe"
+
+case_ "create --compress=zstd into exec:head -c 1000"
+run "$VMA" create --compress=zstd "exec:head -c 1000 >/dev/null" drive-scsi0="$T/src/d4.raw"
+expect_failure
+expect_err_has "Broken pipe"
+
+case_ "create into exec: that reads nothing"
+run "$VMA" create "exec:exec 0<&-; sleep 0" drive-scsi0="$T/src/d4.raw"
+expect_failure
+
+mkfifo "$T/pipe.fifo"
+case_ "create into a FIFO whose reader exits after 1000 bytes"
+head -c 1000 <"$T/pipe.fifo" >/dev/null &
+reader=$!
+run "$VMA" create "$T/pipe.fifo" drive-scsi0="$T/src/d4.raw"
+wait $reader
+expect_failure
+expect_err_has "Broken pipe"
+check "the FIFO is still a FIFO" [ -p "$T/pipe.fifo" ]
+
+case_ "create into a FIFO whose reader exits at once"
+(: <"$T/pipe.fifo") &
+reader=$!
+run "$VMA" create "$T/pipe.fifo" -c "$G/basic.conf" drive-scsi0="$T/src/d4.raw"
+wait $reader
+expect_failure
+expect_err_has "Broken pipe"
+
+# --- a source that fails to read ----------------------------------------
+
+for at in 0 1052672 1050000 4194303; do
+    case_ "create from a source with EIO at byte $at"
+    shim_run VMA_SHIM_PATH="$T/src/d4.raw" VMA_SHIM_EIO_AT=$at \
+        "$VMA" create "$O/eio.vma" drive-scsi0="$T/src/d4.raw"
+    expect_failure
+    expect_err "vma: read error on the source of device 'drive-scsi0' at offset $at: Input/output error
+"
+    check "no partial archive" [ ! -e "$O/eio.vma" ]
+    out_empty
+done
+
+case_ "create --compress=gzip from a source with EIO, second device"
+shim_run VMA_SHIM_PATH="$T/src/d4.raw" VMA_SHIM_EIO_AT=2097152 \
+    "$VMA" create --compress=gzip "$O/eio.vma.gz" -c "$G/basic.conf" \
+    drive-scsi0="$T/src/holey.raw" drive-scsi1="$T/src/d4.raw"
+expect_failure
+expect_err "vma: read error on the source of device 'drive-scsi1' at offset 2097152: Input/output error
+"
+out_empty
+
+case_ "create from a source with EIO into exec:"
+shim_run VMA_SHIM_PATH="$T/src/d4.raw" VMA_SHIM_EIO_AT=65536 \
+    "$VMA" create "exec:cat > '$O/exec.vma'" drive-scsi0="$T/src/d4.raw"
+expect_failure
+expect_err_has "Input/output error"
+# the command's own output file is not ours to remove; nothing is claimed
+check "no success claimed on stdout" [ ! -s "$T/out" ]
+rm -f "$O/exec.vma"
+
+# --- a source that shrinks while it is read -----------------------------
+
+case_ "create from a source cut from 4 MiB to 1 MiB + 100 while read"
+cp "$T/src/d4.raw" "$T/src/shrink.raw"
+shim_run VMA_SHIM_PATH="$T/src/shrink.raw" VMA_SHIM_SHRINK_AT=2097152 \
+    VMA_SHIM_SHRINK_TO=1048676 \
+    "$VMA" create "$O/shrink.vma" drive-scsi0="$T/src/shrink.raw"
+expect_failure
+expect_err "vma: source of device 'drive-scsi0' shrank while read: it ends at 2097152 of 4194304 bytes
+"
+check "the shim did cut the source" [ "$(stat -c %s "$T/src/shrink.raw")" = 1048676 ]
+out_empty
+
+case_ "create from a sparse source cut into its hole while read"
+cp --sparse=always "$T/src/holey.raw" "$T/src/shrink2.raw"
+shim_run VMA_SHIM_PATH="$T/src/shrink2.raw" VMA_SHIM_SHRINK_AT=0 VMA_SHIM_SHRINK_TO=4194304 \
+    "$VMA" create --compress=zstd "$O/shrink2.vma.zst" drive-scsi0="$T/src/shrink2.raw"
+expect_failure
+expect_err "vma: source of device 'drive-scsi0' shrank while read: 4194304 of 8388608 bytes
+"
+out_empty
+
+case_ "create from a source cut to 0 at the first read"
+cp "$T/src/d4.raw" "$T/src/shrink3.raw"
+shim_run VMA_SHIM_PATH="$T/src/shrink3.raw" VMA_SHIM_SHRINK_AT=0 VMA_SHIM_SHRINK_TO=0 \
+    "$VMA" create "$O/shrink3.vma" drive-scsi0="$T/src/shrink3.raw"
+expect_failure
+expect_err_has "shrank while read"
+out_empty
+
+# --- SIGINT and SIGTERM during create -----------------------------------
+
+# wait_for PATH: until PATH exists (the command is in flight); gives up
+# after 120 s so a broken build cannot hang the suite.
+wait_for() {
+    local i
+    for i in $(seq 1200); do
+        [ -e "$1" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+for sig in INT TERM; do
+    for compress in none zstd; do
+        case_ "SIG$sig during create (--compress=$compress)"
+        rm -f "$T/ready"
+        env LD_PRELOAD="$SHIM" ASAN_OPTIONS="$SHIM_ASAN_OPTIONS" VMA_SHIM_PATH="$T/src/d64.raw" \
+            VMA_SHIM_DELAY_US=20000 VMA_SHIM_READY="$T/ready" \
+            "$VMA" create --compress=$compress "$O/sig.vma" -c "$G/basic.conf" \
+            drive-scsi0="$T/src/d64.raw" >"$T/out" 2>"$T/err" &
+        pid=$!
+        # the shim makes "ready" at the first read of the source: the
+        # archive is open and the handlers are in place
+        check "create started reading" wait_for "$T/ready"
+        kill -$sig $pid
+        wait $pid
+        RC=$?
+        expect_failure
+        expect_err "vma: interrupted by signal
+"
+        check "no partial archive" [ ! -e "$O/sig.vma" ]
+        out_empty
+    done
+done
+
+# --- SIGINT and SIGTERM during extract ----------------------------------
+
+# Through a FIFO on stdin that we feed: the first 1238528 bytes (header and
+# extent 0), then the signal once the tmp-disk files exist, then the rest.
+mkfifo "$T/in.fifo"
+for sig in INT TERM; do
+    case_ "SIG$sig during extract - (tmp-disk files)"
+    "$VMA" extract - "$O/x" <"$T/in.fifo" >"$T/out" 2>"$T/err" &
+    pid=$!
+    exec 3>"$T/in.fifo"
+    head -c 1238528 "$A" >&3
+    check "extract made its files" wait_for "$O/x/tmp-disk-drive-efidisk0.raw"
+    kill -$sig $pid
+    (tail -c +1238529 "$A" >&3) 2>/dev/null # may meet EPIPE: vma stopped
+    exec 3>&-
+    wait $pid
+    RC=$?
+    expect_failure keep-stdout
+    expect_err "vma: interrupted by signal
+"
+    check "target directory removed" [ ! -e "$O/x" ]
+    out_empty
+done
+
+# With a restore map that throttles the writes to 256 KiB/s (8.5 MiB take
+# about 30 s): the signal comes once the configs are written.
+truncate -s 8388608 "$T/t0.raw"
+truncate -s 540672 "$T/t1.raw"
+cat >"$T/map" <<EOF
+throttling.bps=262144:throttling.group=g:1:drive-scsi0=$T/t0.raw
+throttling.group=g:0:drive-efidisk0=$T/t1.raw
+done
+EOF
+for sig in INT TERM; do
+    case_ "SIG$sig during extract -r (throttled)"
+    "$VMA" extract -r "$T/map" "$A" "$O/y" >"$T/out" 2>"$T/err" &
+    pid=$!
+    check "extract wrote the configs" wait_for "$O/y/qemu-server.fw"
+    kill -$sig $pid
+    wait $pid
+    RC=$?
+    expect_failure keep-stdout
+    expect_err "vma: interrupted by signal
+"
+    check "target directory removed" [ ! -e "$O/y" ]
+    check "the map's targets are the caller's and stay" [ -f "$T/t0.raw" -a -f "$T/t1.raw" ]
+    out_empty
+done
+
+done_

@@ -1,0 +1,105 @@
+#!/bin/bash
+# Failing environments that need a small file system (issue 3): `extract`
+# and `create` on a 2 MiB tmpfs that fills up. Exit 2 with one clear line
+# (ENOSPC), and everything they made is removed again. Needs root to mount;
+# skipped (77) otherwise.
+# SPDX-License-Identifier: MIT
+. "$(dirname "$0")/common.sh"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "fullfs.sh: SKIP: mounting a tmpfs needs root" >&2
+    exit 77
+fi
+M=$T/mnt
+mkdir -p "$M"
+if ! mount -t tmpfs -o size=2m,mode=0755 tmpfs "$M" 2>"$T/mount.err"; then
+    echo "fullfs.sh: SKIP: cannot mount a tmpfs: $(cat "$T/mount.err")" >&2
+    exit 77
+fi
+trap 'umount "$M" 2>/dev/null || umount -l "$M" 2>/dev/null; rm -rf "$T"' EXIT
+
+A=$G/basic.vma
+
+# data FILE BYTES: deterministic incompressible bytes (AES-CTR of zeros).
+data() {
+    head -c "$2" /dev/zero |
+        openssl enc -aes-128-ctr -nosalt -K 0f0e0d0c0b0a09080706050403020100 \
+            -iv 00000000000000000000000000000000 >"$1" 2>/dev/null
+}
+data "$T/d4.raw" 4194304
+
+mnt_is() {
+    local got
+    got=$(ls -A "$M" | paste -sd' ')
+    check "the tmpfs holds '$got', expected '$1'" [ "$got" = "$1" ]
+}
+
+# --- extract ------------------------------------------------------------
+
+# basic.vma stores 2.9 MB of data in an 8 MiB and a 528 KiB disk.
+case_ "extract into a 2 MiB tmpfs"
+run "$VMA" extract "$A" "$M/x"
+expect_failure keep-stdout
+expect_err_re '^vma: restore failed - .*No space left on device$'
+check "target directory removed" [ ! -e "$M/x" ]
+mnt_is ""
+
+case_ "extract - (stdin) into a 2 MiB tmpfs"
+run_in "$A" "$VMA" extract - "$M/x"
+expect_failure keep-stdout
+expect_err_has "No space left on device"
+mnt_is ""
+
+case_ "extract of a zstd archive into a 2 MiB tmpfs"
+run "$VMA" extract "$G/basic.vma.zst" "$M/x"
+expect_failure keep-stdout
+expect_err_has "No space left on device"
+mnt_is ""
+
+case_ "extract -v into a 2 MiB tmpfs"
+run "$VMA" extract -v "$A" "$M/x"
+expect_failure keep-stdout
+expect_err_has "No space left on device"
+no_totals() { ! grep -q '^total bytes read' "$T/out"; }
+check "no totals claimed" no_totals
+mnt_is ""
+
+# A file system already full: the configs cannot be written.
+case_ "extract into a full tmpfs"
+dd if=/dev/zero of="$M/filler" bs=64k 2>/dev/null
+run "$VMA" extract "$A" "$M/x"
+expect_failure keep-stdout
+expect_err_has "No space left on device"
+mnt_is "filler"
+rm -f "$M/filler"
+
+# --- create -------------------------------------------------------------
+
+for compress in none zstd gzip lzo; do
+    case_ "create --compress=$compress onto a 2 MiB tmpfs"
+    run "$VMA" create --compress=$compress "$M/out.vma" -c "$G/basic.conf" \
+        drive-scsi0="$T/d4.raw"
+    expect_failure
+    expect_err_has "No space left on device"
+    check "no partial archive" [ ! -e "$M/out.vma" ]
+    mnt_is ""
+done
+
+case_ "create onto a tmpfs with 100 KiB left"
+dd if=/dev/zero of="$M/filler" bs=1k count=1948 2>/dev/null
+run "$VMA" create "$M/out.vma" drive-scsi0="$T/d4.raw"
+expect_failure
+expect_err_has "No space left on device"
+mnt_is "filler"
+rm -f "$M/filler"
+
+# The tmpfs is fine for an archive that fits: the failures above are ENOSPC.
+case_ "create of a small archive onto the tmpfs works"
+head -c 65536 "$T/d4.raw" >"$T/d64k.raw"
+run "$VMA" create "$M/ok.vma" drive-scsi0="$T/d64k.raw"
+expect_ok
+run "$VMA" verify "$M/ok.vma"
+expect_ok
+rm -f "$M/ok.vma"
+
+done_
