@@ -1,10 +1,12 @@
 /*
  * The input byte layer: plain, zstd (libzstd), gzip (zlib) or lzop (the
  * lzop container around liblzo2's LZO1X), picked by magic bytes. A
- * compressed stream is decompressed ahead by one producer thread into a
- * ring of chunks. The consumer (the
- * archive reader) copies out of the ring; the producer stops at the end of
- * the stream or at the first error, which the consumer sees at the same
+ * compressed stream goes through two threads, each filling a ring of
+ * chunks (a bounded queue): one reads the compressed bytes, one decodes
+ * them, so that neither the kernel's copy nor the caller's work holds up
+ * the decoder, which is what limits the speed. The consumer (the archive
+ * reader) copies out of the decoded ring. Each stage stops at the end of
+ * its stream or at its first error, which the next stage sees at the same
  * position in the stream.
  * SPDX-License-Identifier: MIT
  */
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include <lzo/lzo1x.h>
+#define ZLIB_CONST /* next_in points into the read-only raw ring */
 #include <zlib.h>
 #include <zstd.h>
 
@@ -26,8 +29,8 @@
 #include "vma.h"
 
 #define CHUNK_SIZE (4u << 20)  /* decompressed bytes per ring slot */
+#define RAW_SIZE (1u << 20)    /* compressed bytes per ring slot */
 #define RING_SLOTS 4u
-#define RAW_SIZE (1u << 20)    /* compressed bytes per read(2) */
 #define SNIFF_LEN 9u
 #define LZO_MAX_BLOCK (64u << 20) /* lzop's own limit */
 
@@ -51,15 +54,38 @@ struct chunk {
     size_t len;
 };
 
+struct vmai_input;
+
+/* A bounded queue of chunks that one thread fills with fill() and the
+ * consumer empties; the state is guarded by mu. */
+struct ring {
+    ssize_t (*fill)(struct vmai_input *in, unsigned char *out, size_t cap);
+    size_t chunk_size;
+    struct vmai_input *in;
+    const char *err;        /* where fill() writes its messages */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct chunk slot[RING_SLOTS];
+    unsigned head, count;   /* the consumer takes slot[head]; count filled */
+    bool done, stop;
+    int status;             /* fill()'s error, VMA_OK at a clean end */
+    size_t cur_pos;         /* the consumer's position in slot[head] */
+    bool held;              /* slot[head] is lent out by ring_take() */
+};
+
 struct vmai_input {
     int fd;
     enum codec codec;
 
-    /* Compressed (or, for plain, sniffed) bytes not yet consumed. */
-    unsigned char *raw;
+    /* Compressed (or, for plain, sniffed) bytes not yet consumed: the
+     * sniffed bytes, then one chunk of the raw ring after another. */
+    unsigned char sniff[SNIFF_LEN];
+    const unsigned char *raw;
     size_t raw_len, raw_pos;
     bool raw_eof;
-    uint64_t raw_total;     /* compressed bytes read, for messages */
+    uint64_t raw_total;     /* compressed bytes taken, for messages */
 
     ZSTD_DCtx *zstd;
     size_t zstd_last;       /* last ZSTD_decompressStream result: 0 = frame end */
@@ -70,45 +96,251 @@ struct vmai_input {
     unsigned char *lzo_block, *lzo_packed;
     size_t lzo_len, lzo_pos, lzo_cap;
 
-    /* The ring, guarded by mu. */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct chunk ring[RING_SLOTS];
-    unsigned head, count;   /* consumer takes ring[head]; count filled */
-    bool done, stop;
-    int status;             /* producer's error, VMA_OK at a clean end */
-    int pending;            /* codec error held back until its bytes are out */
-    char err[VMAI_ERRLEN];
-    size_t cur_pos;         /* consumer's position in ring[head] */
+    struct ring raw_ring;   /* compressed bytes, filled by read_raw() */
+    struct ring ring;       /* decoded bytes, filled by produce() */
+    int pending;            /* decoder error held back until its bytes are out */
+    char err[VMAI_ERRLEN];  /* the decoder's (or plain reading's) message */
+    int raw_pending;        /* the same for the raw reader */
+    uint64_t raw_read;      /* bytes read(2) by the raw reader */
+    char raw_err[VMAI_ERRLEN];
 };
 
-/* --- compressed bytes from the descriptor --- */
+/* --- the rings --- */
 
+static void *ring_thread(void *arg)
+{
+    struct ring *r = arg;
+    int old;
+    /* Cancellation is only enabled inside a blocked read(2): see
+     * read_raw() and vmai_input_free(). */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->count == RING_SLOTS && !r->stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        bool stop = r->stop;
+        struct chunk *c = &r->slot[(r->head + r->count) % RING_SLOTS];
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            break;
+        ssize_t n = r->fill(r->in, c->data, r->chunk_size);
+        pthread_mutex_lock(&r->mu);
+        if (n > 0) {
+            c->len = (size_t)n;
+            r->count++;
+        } else {
+            r->status = n < 0 ? (int)n : VMA_OK;
+            r->done = true;
+        }
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (n <= 0)
+            break;
+    }
+    return NULL;
+}
+
+/* Allocate the slots and start the thread that fills them. */
+static int ring_start(struct ring *r, struct vmai_input *in, size_t chunk_size,
+                      ssize_t (*fill)(struct vmai_input *, unsigned char *, size_t),
+                      const char *errbuf)
+{
+    r->in = in;
+    r->fill = fill;
+    r->chunk_size = chunk_size;
+    r->err = errbuf;
+    for (unsigned i = 0; i < RING_SLOTS; i++)
+        if ((r->slot[i].data = malloc(chunk_size)) == NULL)
+            return VMA_ERR_NOMEM;
+    if (pthread_create(&r->thread, NULL, ring_thread, r) != 0)
+        return VMA_ERR_NOMEM;
+    r->started = true;
+    return VMA_OK;
+}
+
+/* Hand the consumed slot back to the filler. Called with mu held. */
+static void ring_advance(struct ring *r)
+{
+    r->head = (r->head + 1) % RING_SLOTS;
+    r->count--;
+    r->cur_pos = 0;
+    r->held = false;
+    pthread_cond_broadcast(&r->cv);
+}
+
+/* Wait for a filled slot. Called with mu held; returns false at the end of
+ * the stream (or when stopped), with *status the filler's result. */
+static bool ring_wait(struct ring *r, int *status)
+{
+    while (r->count == 0 && !r->done && !r->stop)
+        pthread_cond_wait(&r->cv, &r->mu);
+    if (r->count > 0)
+        return true;
+    *status = r->stop ? VMA_ERR_IO : r->status;
+    return false;
+}
+
+/* Lend out the next filled slot without copying it (the slot lent out
+ * before is handed back first). *len is 0 at a clean end. */
+static int ring_take(struct ring *r, const unsigned char **data, size_t *len)
+{
+    int status = VMA_OK;
+    pthread_mutex_lock(&r->mu);
+    if (r->held)
+        ring_advance(r);
+    if (ring_wait(r, &status)) {
+        r->held = true;
+        *data = r->slot[r->head].data;
+        *len = r->slot[r->head].len;
+    } else {
+        *data = NULL;
+        *len = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+/* Copy up to len bytes out of the ring; fewer only at the end. */
+static ssize_t ring_read(struct ring *r, unsigned char *dst, size_t len, char *err,
+                         size_t errlen)
+{
+    size_t got = 0;
+    int status = VMA_OK;
+    pthread_mutex_lock(&r->mu);
+    while (got < len && ring_wait(r, &status)) {
+        struct chunk *c = &r->slot[r->head];
+        size_t n = c->len - r->cur_pos < len - got ? c->len - r->cur_pos : len - got;
+        pthread_mutex_unlock(&r->mu); /* copy without holding the lock */
+        memcpy(dst + got, c->data + r->cur_pos, n);
+        pthread_mutex_lock(&r->mu);
+        got += n;
+        r->cur_pos += n;
+        if (r->cur_pos == c->len)
+            ring_advance(r);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (status != VMA_OK) {
+        snprintf(err, errlen, "%s", r->err);
+        return status;
+    }
+    return (ssize_t)got;
+}
+
+/* Ask the filler to stop, and wait for it. A filler blocked in read(2) on
+ * an idle pipe is cancelled there. */
+static void ring_stop(struct ring *r, bool cancel)
+{
+    if (!r->started)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (cancel)
+        pthread_cancel(r->thread);
+    pthread_join(r->thread, NULL);
+    r->started = false;
+}
+
+static void ring_free(struct ring *r)
+{
+    for (unsigned i = 0; i < RING_SLOTS; i++)
+        free(r->slot[i].data);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
+/* --- bytes from the descriptor --- */
+
+/* An error after some bytes were produced: hand out the bytes now and the
+ * error on the next call, so it shows at its place in the stream. */
+static ssize_t fail_after(int *pending, int status, size_t done)
+{
+    if (done == 0)
+        return status;
+    *pending = status;
+    return (ssize_t)done;
+}
+
+/* read(2) into out[*done..cap) until it is full or the file ends (*eof),
+ * or after one successful read(2) when `once`. Returns 0, or -1 with errno
+ * set. Only the raw reader thread is cancellable, and only inside read(2):
+ * the consumer may stop early while a pipe writer is idle. */
+static int read_upto(int fd, unsigned char *out, size_t cap, bool once, size_t *done,
+                     bool *eof)
+{
+    bool cancellable = once;
+    while (*done < cap && !*eof) {
+        int old;
+        if (cancellable)
+            pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+        ssize_t n = read(fd, out + *done, cap - *done);
+        int saved = errno;
+        if (cancellable)
+            pthread_setcancelstate(old, &old);
+        if (n < 0 && saved == EINTR)
+            continue;
+        if (n < 0) {
+            errno = saved;
+            return -1;
+        }
+        *eof = n == 0;
+        *done += (size_t)n;
+        if (once)
+            break;
+    }
+    return 0;
+}
+
+/* The raw ring's filler: compressed bytes as they come, one read(2) per
+ * chunk, so that what a slow pipe writer sent is decoded at once. */
+static ssize_t read_raw(struct vmai_input *in, unsigned char *out, size_t cap)
+{
+    if (in->raw_pending != VMA_OK)
+        return in->raw_pending;
+    size_t done = 0;
+    bool eof = false;
+    int rc = read_upto(in->fd, out, cap, true, &done, &eof);
+    if (rc != 0)
+        vmai_errorf(in->raw_err, "read error after %llu input bytes: %s",
+                    (unsigned long long)(in->raw_read + done), strerror(errno));
+    in->raw_read += done;
+    return rc != 0 ? fail_after(&in->raw_pending, VMA_ERR_IO, done) : (ssize_t)done;
+}
+
+/* The decoder's next compressed bytes, once the current ones are used up:
+ * the next chunk of the raw ring, taken without a copy. */
 static int raw_fill(struct vmai_input *in)
 {
     if (in->raw_pos < in->raw_len || in->raw_eof)
         return VMA_OK;
-    ssize_t n;
-    int old;
-    /* Only the read may be cancelled: the consumer may stop early while a
-     * pipe writer is idle. */
-    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-    do
-        n = read(in->fd, in->raw, RAW_SIZE);
-    while (n < 0 && errno == EINTR);
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-    if (n < 0) {
-        vmai_errorf(in->err, "read error after %llu input bytes: %s",
-                    (unsigned long long)in->raw_total, strerror(errno));
-        return VMA_ERR_IO;
+    const unsigned char *data;
+    size_t len;
+    int rc = ring_take(&in->raw_ring, &data, &len);
+    if (rc != VMA_OK) {
+        vmai_errorf(in->err, "%s", in->raw_err);
+        return rc;
     }
+    in->raw = data;
     in->raw_pos = 0;
-    in->raw_len = (size_t)n;
-    in->raw_total += (uint64_t)n;
-    in->raw_eof = n == 0;
+    in->raw_len = len;
+    in->raw_total += len;
+    in->raw_eof = len == 0;
     return VMA_OK;
+}
+
+/* True when the decoder has used up its compressed bytes and the raw ring
+ * has none ready: a decoder holding some output then hands it out rather
+ * than wait, so that a reader of a slow pipe sees each byte as it comes. */
+static bool raw_waiting(struct vmai_input *in)
+{
+    if (in->raw_pos < in->raw_len || in->raw_eof)
+        return false;
+    struct ring *r = &in->raw_ring;
+    pthread_mutex_lock(&r->mu);
+    bool waiting = r->count == (r->held ? 1u : 0u) && !r->done;
+    pthread_mutex_unlock(&r->mu);
+    return waiting;
 }
 
 /* Exactly len compressed bytes (lzop framing). */
@@ -133,53 +365,44 @@ static int raw_get(struct vmai_input *in, void *dst, size_t len, const char *wha
     return VMA_OK;
 }
 
-/* --- codecs: each fills out[0..cap) and returns bytes, 0 at the end --- */
-
-/* An error after some bytes were produced: hand out the bytes now and the
- * error on the next call, so it shows at its place in the stream. */
-static ssize_t fail_after(struct vmai_input *in, int status, size_t done)
-{
-    if (done == 0)
-        return status;
-    in->pending = status;
-    return (ssize_t)done;
-}
-
+/* A plain archive, read in the caller's thread: the sniffed bytes, then
+ * read(2) straight into the caller's buffer. */
 static ssize_t produce_plain(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     size_t done = 0;
-    if (in->raw_pos < in->raw_len) { /* the sniffed bytes first */
+    if (in->raw_pos < in->raw_len) {
         done = in->raw_len - in->raw_pos < cap ? in->raw_len - in->raw_pos : cap;
         memcpy(out, in->raw + in->raw_pos, done);
         in->raw_pos += done;
     }
-    while (done < cap && !in->raw_eof) {
-        int old;
-        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-        ssize_t n = read(in->fd, out + done, cap - done);
-        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            vmai_errorf(in->err, "read error after %llu bytes: %s",
-                        (unsigned long long)(in->raw_total + done), strerror(errno));
-            in->raw_total += done;
-            return fail_after(in, VMA_ERR_IO, done);
-        }
-        in->raw_eof = n == 0;
-        done += (size_t)n;
-    }
-    in->raw_total += done;
-    return (ssize_t)done;
+    size_t sniffed = done;
+    int rc = read_upto(in->fd, out, cap, false, &done, &in->raw_eof);
+    if (rc != 0)
+        vmai_errorf(in->err, "read error after %llu bytes: %s",
+                    (unsigned long long)(in->raw_read + done - sniffed), strerror(errno));
+    in->raw_read += done - sniffed;
+    return rc != 0 ? fail_after(&in->pending, VMA_ERR_IO, done) : (ssize_t)done;
+}
+
+/* --- codecs: each fills out[0..cap) and returns bytes, 0 at the end --- */
+
+/* The decoder has used up its compressed bytes: take the next ones. When
+ * none are ready and it holds `produced` bytes of output, it hands those
+ * out first (returns 1), so that a reader of a slow pipe sees each byte
+ * as soon as it arrives. Else VMA_OK or a negative status. */
+static int raw_more(struct vmai_input *in, size_t produced)
+{
+    if (produced > 0 && raw_waiting(in))
+        return 1;
+    return raw_fill(in);
 }
 
 static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     ZSTD_outBuffer ob = {out, cap, 0};
+    /* Decompress first, even from no new input: zstd may hold output that
+     * did not fit last time. */
     while (ob.pos < ob.size) {
-        int rc = raw_fill(in);
-        if (rc != VMA_OK)
-            return fail_after(in, rc, ob.pos);
         ZSTD_inBuffer ib = {in->raw, in->raw_len, in->raw_pos};
         size_t before = ob.pos, before_in = ib.pos;
         size_t ret = ZSTD_decompressStream(in->zstd, &ob, &ib);
@@ -188,14 +411,21 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
             vmai_errorf(in->err, "zstd stream corrupt near compressed byte %llu: %s",
                         (unsigned long long)(in->raw_total - in->raw_len + in->raw_pos),
                         ZSTD_getErrorName(ret));
-            return fail_after(in, VMA_ERR_CORRUPT, ob.pos);
+            return fail_after(&in->pending, VMA_ERR_CORRUPT, ob.pos);
         }
         /* 0 means "a frame ended here"; a call on empty input after that
          * returns a hint for the next frame, which is not truncation. */
         if (ob.pos != before || ib.pos != before_in)
             in->zstd_last = ret;
-        if (ob.pos == before && in->raw_pos == in->raw_len && in->raw_eof)
+        if (ob.pos == ob.size || in->raw_pos < in->raw_len)
+            continue;
+        if (in->raw_eof)
             break; /* nothing buffered, nothing left */
+        int rc = raw_more(in, ob.pos);
+        if (rc == 1)
+            break;
+        if (rc != VMA_OK)
+            return fail_after(&in->pending, rc, ob.pos);
     }
     if (ob.pos == 0 && in->zstd_last != 0) {
         vmai_errorf(in->err, "zstd stream truncated after %llu compressed bytes",
@@ -210,21 +440,22 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
     in->gz.next_out = out;
     in->gz.avail_out = (uInt)cap;
     while (in->gz.avail_out > 0) {
-        int rc = raw_fill(in);
-        if (rc != VMA_OK)
-            return fail_after(in, rc, cap - in->gz.avail_out);
-        if (in->raw_pos == in->raw_len && in->raw_eof) {
-            if (!in->gz_member_done) {
-                vmai_errorf(in->err, "gzip stream truncated after %llu compressed bytes",
-                            (unsigned long long)in->raw_total);
-                return fail_after(in, VMA_ERR_TRUNCATED, cap - in->gz.avail_out);
+        int rc;
+        if (in->gz_member_done) {
+            if (in->raw_pos == in->raw_len) {
+                if (in->raw_eof)
+                    break; /* the end, after a whole member */
+                if ((rc = raw_more(in, cap - in->gz.avail_out)) == 1)
+                    break;
+                if (rc != VMA_OK)
+                    return fail_after(&in->pending, rc, cap - in->gz.avail_out);
+                continue;
             }
-            break;
-        }
-        if (in->gz_member_done) { /* concatenated members, as gzip allows */
-            inflateReset(&in->gz);
+            inflateReset(&in->gz); /* concatenated members, as gzip allows */
             in->gz_member_done = false;
         }
+        /* Inflate first, even from no new input: zlib may hold output that
+         * did not fit last time. */
         in->gz.next_in = in->raw + in->raw_pos;
         in->gz.avail_in = (uInt)(in->raw_len - in->raw_pos);
         int zr = inflate(&in->gz, Z_NO_FLUSH);
@@ -235,8 +466,20 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
             vmai_errorf(in->err, "gzip stream corrupt near compressed byte %llu: %s",
                         (unsigned long long)(in->raw_total - in->raw_len + in->raw_pos),
                         in->gz.msg ? in->gz.msg : "inflate failed");
-            return fail_after(in, VMA_ERR_CORRUPT, cap - in->gz.avail_out);
+            return fail_after(&in->pending, VMA_ERR_CORRUPT, cap - in->gz.avail_out);
         }
+        if (in->gz.avail_out == 0 || in->raw_pos < in->raw_len || in->gz_member_done)
+            continue;
+        /* zlib wants more input */
+        if (in->raw_eof) {
+            vmai_errorf(in->err, "gzip stream truncated after %llu compressed bytes",
+                        (unsigned long long)in->raw_total);
+            return fail_after(&in->pending, VMA_ERR_TRUNCATED, cap - in->gz.avail_out);
+        }
+        if ((rc = raw_more(in, cap - in->gz.avail_out)) == 1)
+            break;
+        if (rc != VMA_OK)
+            return fail_after(&in->pending, rc, cap - in->gz.avail_out);
     }
     return (ssize_t)(cap - in->gz.avail_out);
 }
@@ -385,8 +628,10 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
     }
     size_t done = 0;
     while (done < cap && !in->lzo_end) {
+        if (in->lzo_pos == in->lzo_len && done > 0 && raw_waiting(in))
+            break; /* hand out what we have: see raw_more() */
         if (in->lzo_pos == in->lzo_len && (rc = lzo_block(in)) != VMA_OK)
-            return fail_after(in, rc, done);
+            return fail_after(&in->pending, rc, done);
         if (in->lzo_end)
             break; /* the end mark: no block buffer to copy from */
         size_t n = in->lzo_len - in->lzo_pos;
@@ -411,119 +656,59 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
     return produce_plain(in, out, cap);
 }
 
-/* --- the read-ahead thread --- */
-
-static void *producer(void *arg)
-{
-    struct vmai_input *in = arg;
-    int old;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-    for (;;) {
-        pthread_mutex_lock(&in->mu);
-        while (in->count == RING_SLOTS && !in->stop)
-            pthread_cond_wait(&in->cv, &in->mu);
-        bool stop = in->stop;
-        struct chunk *c = &in->ring[(in->head + in->count) % RING_SLOTS];
-        pthread_mutex_unlock(&in->mu);
-        if (stop)
-            break;
-        ssize_t n = produce(in, c->data, CHUNK_SIZE);
-        pthread_mutex_lock(&in->mu);
-        if (n > 0) {
-            c->len = (size_t)n;
-            in->count++;
-        } else {
-            in->status = n < 0 ? (int)n : VMA_OK;
-            in->done = true;
-        }
-        pthread_cond_broadcast(&in->cv);
-        pthread_mutex_unlock(&in->mu);
-        if (n <= 0)
-            break;
-    }
-    return NULL;
-}
+/* --- the interface --- */
 
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen)
 {
-    unsigned char *dst = buf;
-    size_t got = 0;
-    if (in->codec == CODEC_NONE) {
-        /* Plain archives are read straight into the caller's buffer: the
-         * kernel's read-ahead already overlaps I/O, and a ring would only
-         * add a copy. */
-        ssize_t n = produce(in, dst, len);
-        if (n < 0)
-            snprintf(err, errlen, "%s", in->err);
-        return n;
-    }
-    pthread_mutex_lock(&in->mu);
-    while (got < len) {
-        while (in->count == 0 && !in->done)
-            pthread_cond_wait(&in->cv, &in->mu);
-        if (in->count == 0) { /* the producer finished */
-            if (in->status != VMA_OK) {
-                snprintf(err, errlen, "%s", in->err);
-                pthread_mutex_unlock(&in->mu);
-                return in->status;
-            }
-            break;
-        }
-        struct chunk *c = &in->ring[in->head];
-        size_t n = c->len - in->cur_pos < len - got ? c->len - in->cur_pos : len - got;
-        pthread_mutex_unlock(&in->mu); /* copy without holding the lock */
-        memcpy(dst + got, c->data + in->cur_pos, n);
-        pthread_mutex_lock(&in->mu);
-        got += n;
-        in->cur_pos += n;
-        if (in->cur_pos == c->len) {
-            in->head = (in->head + 1) % RING_SLOTS;
-            in->count--;
-            in->cur_pos = 0;
-            pthread_cond_broadcast(&in->cv);
-        }
-    }
-    pthread_mutex_unlock(&in->mu);
-    return (ssize_t)got;
+    if (in->codec != CODEC_NONE)
+        return ring_read(&in->ring, buf, len, err, errlen);
+    /* Plain archives are read straight into the caller's buffer: the
+     * kernel's read-ahead already overlaps I/O, and a ring would only add a
+     * copy. */
+    ssize_t n = produce(in, buf, len);
+    if (n < 0)
+        snprintf(err, errlen, "%s", in->err);
+    return n;
 }
 
 int vmai_input_open(struct vmai_input **out, int fd, char *err, size_t errlen)
 {
-    *out = NULL;
     struct vmai_input *in = calloc(1, sizeof(*in));
-    if (in == NULL || (in->raw = malloc(RAW_SIZE)) == NULL) {
-        free(in);
+    *out = in;
+    if (in == NULL) {
         snprintf(err, errlen, "out of memory");
         return VMA_ERR_NOMEM;
     }
     in->fd = fd;
-    pthread_mutex_init(&in->mu, NULL);
-    pthread_cond_init(&in->cv, NULL);
-    *out = in;
+    in->raw = in->sniff;
+    pthread_mutex_init(&in->raw_ring.mu, NULL);
+    pthread_cond_init(&in->raw_ring.cv, NULL);
+    pthread_mutex_init(&in->ring.mu, NULL);
+    pthread_cond_init(&in->ring.cv, NULL);
 
-    ssize_t n = vmai_read_full(fd, in->raw, SNIFF_LEN);
+    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN);
     if (n < 0) {
         snprintf(err, errlen, "read error at offset 0: %s", strerror(errno));
         return VMA_ERR_IO;
     }
     in->raw_len = (size_t)n;
-    in->raw_total = (uint64_t)n;
+    in->raw_total = in->raw_read = (uint64_t)n;
     in->raw_eof = (size_t)n < SNIFF_LEN;
-    if ((size_t)n >= sizeof(zstd_magic) && memcmp(in->raw, zstd_magic, 4) == 0) {
+    if ((size_t)n >= sizeof(zstd_magic) && memcmp(in->sniff, zstd_magic, 4) == 0) {
         in->codec = CODEC_ZSTD;
         in->zstd = ZSTD_createDCtx();
         if (in->zstd == NULL) {
             snprintf(err, errlen, "out of memory for zstd");
             return VMA_ERR_NOMEM;
         }
-    } else if ((size_t)n >= sizeof(gzip_magic) && memcmp(in->raw, gzip_magic, 2) == 0) {
+    } else if ((size_t)n >= sizeof(gzip_magic) && memcmp(in->sniff, gzip_magic, 2) == 0) {
         in->codec = CODEC_GZIP;
         if (inflateInit2(&in->gz, 15 + 16) != Z_OK) {
             snprintf(err, errlen, "cannot start zlib");
             return VMA_ERR_NOMEM;
         }
         in->gz_init = true;
-    } else if ((size_t)n >= sizeof(lzop_magic) && memcmp(in->raw, lzop_magic, 9) == 0) {
+    } else if ((size_t)n >= sizeof(lzop_magic) && memcmp(in->sniff, lzop_magic, 9) == 0) {
         in->codec = CODEC_LZO;
         if (lzo_init() != LZO_E_OK) {
             snprintf(err, errlen, "cannot start liblzo2");
@@ -531,19 +716,12 @@ int vmai_input_open(struct vmai_input **out, int fd, char *err, size_t errlen)
         }
     }
     if (in->codec == CODEC_NONE)
-        return VMA_OK; /* no read-ahead thread: see vmai_input_read() */
-    for (unsigned i = 0; i < RING_SLOTS; i++) {
-        in->ring[i].data = malloc(CHUNK_SIZE);
-        if (in->ring[i].data == NULL) {
-            snprintf(err, errlen, "out of memory for the read-ahead buffers");
-            return VMA_ERR_NOMEM;
-        }
-    }
-    if (pthread_create(&in->thread, NULL, producer, in) != 0) {
-        snprintf(err, errlen, "cannot start the read-ahead thread");
+        return VMA_OK; /* no threads: see vmai_input_read() */
+    if (ring_start(&in->raw_ring, in, RAW_SIZE, read_raw, in->raw_err) != VMA_OK ||
+        ring_start(&in->ring, in, CHUNK_SIZE, produce, in->err) != VMA_OK) {
+        snprintf(err, errlen, "cannot start the read-ahead threads (out of memory?)");
         return VMA_ERR_NOMEM;
     }
-    in->thread_started = true;
     return VMA_OK;
 }
 
@@ -557,23 +735,15 @@ void vmai_input_free(struct vmai_input *in)
 {
     if (in == NULL)
         return;
-    if (in->thread_started) {
-        pthread_mutex_lock(&in->mu);
-        in->stop = true;
-        pthread_cond_broadcast(&in->cv);
-        pthread_mutex_unlock(&in->mu);
-        pthread_cancel(in->thread); /* only takes effect inside a blocked read */
-        pthread_join(in->thread, NULL);
-    }
-    for (unsigned i = 0; i < RING_SLOTS; i++)
-        free(in->ring[i].data);
+    /* The reader first: stopping it also wakes a decoder waiting for it. */
+    ring_stop(&in->raw_ring, true);
+    ring_stop(&in->ring, false);
+    ring_free(&in->raw_ring);
+    ring_free(&in->ring);
     ZSTD_freeDCtx(in->zstd);
     if (in->gz_init)
         inflateEnd(&in->gz);
     free(in->lzo_block);
     free(in->lzo_packed);
-    free(in->raw);
-    pthread_mutex_destroy(&in->mu);
-    pthread_cond_destroy(&in->cv);
     free(in);
 }

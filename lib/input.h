@@ -1,8 +1,9 @@
 /*
  * The input byte layer: a descriptor, optionally decompressed (zstd, gzip,
- * lzop, recognized by their magic bytes); a compressed stream is
- * decompressed ahead by a thread into a small ring of chunks so that
- * decompressing overlaps with the reader's checks and writes. Knows nothing of VMA. Internal to libvma.
+ * lzop, recognized by their magic bytes); a compressed stream is read
+ * and decompressed ahead by two threads, each filling a small ring of
+ * chunks, so that reading, decompressing and the reader's checks and writes
+ * overlap. Knows nothing of VMA. Internal to libvma.
  * SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_INPUT_H
@@ -25,7 +26,7 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
 /* "none", "zstd", "gzip" or "lzo". */
 const char *vmai_input_codec(const struct vmai_input *in);
 
-/* Stop the read-ahead thread and free everything. NULL is a no-op. */
+/* Stop the read-ahead threads and free everything. NULL is a no-op. */
 void vmai_input_free(struct vmai_input *in);
 
 #endif

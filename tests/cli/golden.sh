@@ -194,6 +194,27 @@ for ext in zst gz lzo; do
         rm -rf "$d"
     done
 
+    # A writer that stays connected after the archive (a slow or stalled
+    # source): list needs only the header, so it must answer at once, not
+    # when the writer closes. vma's time is bounded by a watchdog.
+    case_ "list of basic.vma.$ext from a pipe whose writer stays open"
+    rm -f "$T/open.fifo"
+    mkfifo "$T/open.fifo"
+    "$VMA" list - <"$T/open.fifo" >"$T/out" 2>"$T/err" &
+    pid=$!
+    exec 3>"$T/open.fifo"
+    cat "$z" >&3 2>/dev/null
+    for i in $(seq 600); do
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    check "list ended while the writer was still open" eval '! kill -0 $pid 2>/dev/null'
+    exec 3>&-
+    wait $pid
+    RC=$?
+    expect_ok
+    expect_out_file "$G/basic.list"
+
     case_ "verify of basic.vma.$ext cut in half"
     size=$(stat -c %s "$z")
     head -c $((size / 2)) "$z" >"$T/half.$ext"
