@@ -37,9 +37,24 @@ int cli_catch_signals(void);
 char *cli_path(const char *dir, const char *prefix, const char *name,
                const char *suffix);
 
+/* Let a caught SIGINT/SIGTERM cancel this reader or writer (NULL: none),
+ * so that a read or write waiting on an idle pipe stops at once. Clear it
+ * before the handle is freed. */
+void cli_cancel_on_signal(vma_reader *r, vma_writer *w);
+
 /* A reader on the archive at path ("-" = stdin), or NULL after printing
- * the library's message. */
+ * the library's message. A caught signal cancels it (see above). */
 vma_reader *cli_open_archive(const char *path);
+
+/* Free a reader from cli_open_archive(). NULL is a no-op. */
+void cli_close_archive(vma_reader *r);
+
+/* The start of list, config and verify: parse the options (opt() gets each
+ * one but -h and returns 0 to accept it; NULL accepts none), then open the
+ * one archive argument. NULL after printing usage or the error, with the
+ * exit code in *rc. */
+vma_reader *cli_archive_args(int argc, char **argv, const char *optstring,
+                             int (*opt)(int c, void *ctx), void *ctx, int *rc);
 
 /* Flush stdout; returns CLI_OK or fails with a message. */
 int cli_flush_stdout(void);

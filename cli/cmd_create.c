@@ -253,12 +253,14 @@ int cmd_create(int argc, char **argv)
         goto out;
     }
     c.w = vma_writer_new();
+    cli_cancel_on_signal(NULL, c.w);
     if (!c.w)
         rc = cli_fail("out of memory");
     else if (add_inputs(&c, config_paths, nconfig_paths, dev_args, need_format) == CLI_OK)
         rc = write_archive(&c, archive, compress, verbose);
 
 out:
+    cli_cancel_on_signal(NULL, NULL);
     vma_writer_free(c.w); /* removes a partial archive */
     for (i = 0; c.src && i < c.nsrc; i++) {
         if (c.src[i].fd >= 0)

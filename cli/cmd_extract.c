@@ -334,14 +334,14 @@ int cmd_extract(int argc, char **argv)
         return CLI_FAIL;
     if (mkdir(x.dir, 0777) < 0) {
         rc = cli_fail("unable to create target directory %s - %s", x.dir, strerror(errno));
-        vma_reader_free(x.r);
+        cli_close_archive(x.r);
         return rc;
     }
 
     rc = extract_run(&x, verbose);
     /* Freeing the reader first removes the files it created after a failed
      * restore; then ours go, and the directory if nothing else is in it. */
-    vma_reader_free(x.r);
+    cli_close_archive(x.r);
     for (i = 0; i < x.nfiles; i++) {
         if (rc != CLI_OK)
             unlink(x.files[i]);

@@ -2,30 +2,26 @@
  * vma verify <archive> [-v]: read everything and check every rule.
  * SPDX-License-Identifier: MIT
  */
-#include <unistd.h>
-
 #include "cli.h"
 #include "print.h"
 #include "progress.h"
 
+static int verify_option(int c, void *verbose)
+{
+    if (c != 'v')
+        return -1;
+    *(int *)verbose = 1;
+    return 0;
+}
+
 int cmd_verify(int argc, char **argv)
 {
     struct read_progress progress;
-    int c, rc, verbose = 0;
-    vma_reader *r;
+    int rc, verbose = 0;
+    vma_reader *r = cli_archive_args(argc, argv, "hv", verify_option, &verbose, &rc);
 
-    while ((c = cli_getopt(argc, argv, "hv")) != -1) {
-        if (c == 'v')
-            verbose = 1;
-        else
-            return cli_usage(c == 'h' ? stdout : stderr);
-    }
-    if (optind + 1 != argc)
-        return cli_usage(stderr);
-
-    r = cli_open_archive(argv[optind]);
     if (!r)
-        return CLI_FAIL;
+        return rc;
     rc = verbose ? print_list(r) : CLI_OK;
     if (rc == CLI_OK) {
         read_progress_start(&progress, r, verbose);
@@ -36,6 +32,6 @@ int cmd_verify(int argc, char **argv)
             rc = cli_flush_stdout();
         }
     }
-    vma_reader_free(r);
+    cli_close_archive(r);
     return rc;
 }

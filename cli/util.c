@@ -57,9 +57,34 @@ int cli_getopt(int argc, char **argv, const char *optstring)
     return getopt_long(argc, argv, optstring, longopts, NULL);
 }
 
+/* The handles a caught signal cancels; set and cleared by the main thread
+ * only, where the handler runs too (the library's threads block signals),
+ * so a handle is never cancelled while it is freed. */
+static vma_reader *volatile signal_reader;
+static vma_writer *volatile signal_writer;
+
 static void on_signal(int sig)
 {
+    vma_reader *r = signal_reader;
+    vma_writer *w = signal_writer;
+
     cli_signal = sig;
+    /* Wakes a read or write waiting on an idle pipe: the progress
+     * callbacks see cli_signal only between clusters. */
+    if (r)
+        vma_reader_cancel(r);
+    if (w)
+        vma_writer_cancel(w);
+}
+
+void cli_cancel_on_signal(vma_reader *r, vma_writer *w)
+{
+    signal_reader = r;
+    signal_writer = w;
+    if (cli_signal && r)
+        vma_reader_cancel(r);
+    if (cli_signal && w)
+        vma_writer_cancel(w);
 }
 
 int cli_catch_signals(void)
@@ -102,10 +127,38 @@ vma_reader *cli_open_archive(const char *path)
         cli_fail("out of memory");
         return NULL;
     }
+    cli_cancel_on_signal(r, NULL);
     if (vma_reader_open_path(r, path) != VMA_OK) {
         cli_fail("%s", vma_reader_error(r));
-        vma_reader_free(r);
+        cli_close_archive(r);
         return NULL;
     }
+    return r;
+}
+
+void cli_close_archive(vma_reader *r)
+{
+    cli_cancel_on_signal(NULL, NULL);
+    vma_reader_free(r);
+}
+
+vma_reader *cli_archive_args(int argc, char **argv, const char *optstring,
+                             int (*opt)(int c, void *ctx), void *ctx, int *rc)
+{
+    vma_reader *r;
+    int c;
+
+    while ((c = cli_getopt(argc, argv, optstring)) != -1) {
+        if (c == 'h' || c == '?' || !opt || opt(c, ctx) != 0) {
+            *rc = cli_usage(c == 'h' ? stdout : stderr);
+            return NULL;
+        }
+    }
+    if (optind + 1 != argc) {
+        *rc = cli_usage(stderr);
+        return NULL;
+    }
+    r = cli_open_archive(argv[optind]);
+    *rc = r ? CLI_OK : CLI_FAIL;
     return r;
 }

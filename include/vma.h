@@ -60,6 +60,7 @@ enum vma_status {
     VMA_ERR_NOT_FOUND = -8,   /* no such config or device */
     VMA_ERR_INCOMPLETE = -9,  /* writer: a device stream is open or short */
     VMA_ERR_CALLBACK = -10,   /* a caller's callback asked to stop */
+    VMA_ERR_CANCELED = -11,   /* vma_reader_cancel() or vma_writer_cancel() */
 };
 
 /* Stable name of a status ("VMA_ERR_CORRUPT"), or "unknown" for other values. */
@@ -96,6 +97,16 @@ int vma_reader_open_fd(vma_reader *r, int fd);
 
 /* The last error message, or "" when there was none. */
 const char *vma_reader_error(const vma_reader *r);
+
+/*
+ * Stop the reader's work: the open, read or restore in progress, or the
+ * next one, fails with VMA_ERR_CANCELED, and so does every later call (the
+ * failure is sticky). A call waiting for an idle pipe or FIFO wakes up at
+ * once; a restore removes its new files as after any failure. Safe from a
+ * signal handler and from any thread, at any time between
+ * vma_reader_new() and vma_reader_free().
+ */
+void vma_reader_cancel(vma_reader *r);
 
 /* How the archive is compressed, recognized by its magic bytes when opened:
  * "none", "zstd", "gzip" or "lzo" (the lzop file format). Every reader
@@ -227,11 +238,24 @@ typedef struct vma_writer vma_writer;
 vma_writer *vma_writer_new(void);
 
 /* Free a writer. If vma_writer_finish() did not succeed, a file the writer
- * created itself is removed and an exec: command is waited for. */
+ * created itself is removed and an exec: command is waited for (after a
+ * SIGTERM if the writer was cancelled). */
 void vma_writer_free(vma_writer *w);
 
 /* The last error message, or "" when there was none. */
 const char *vma_writer_error(const vma_writer *w);
+
+/*
+ * Stop the writer's work: the write_cluster, write_device_fd or finish in
+ * progress, or the next one, fails with VMA_ERR_CANCELED, and the archive
+ * is then never finished (vma_writer_free() removes a file it created). A
+ * write waiting for an idle pipe reader wakes up at once (from another
+ * thread, only between two write(2) calls; a signal handler's cancel also
+ * cuts a blocked write(2) short, as its EINTR does). Safe from a signal
+ * handler and from any thread, at any time between vma_writer_new() and
+ * vma_writer_free().
+ */
+void vma_writer_cancel(vma_writer *w);
 
 /* Set uuid and ctime; only before the first cluster is written. */
 int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16]);

@@ -77,6 +77,7 @@ struct ring {
 
 struct vmai_input {
     int fd;
+    const struct vmai_cancel *cancel;
     enum codec codec;
 
     /* Compressed (or, for plain, sniffed) bytes not yet consumed: the
@@ -152,7 +153,7 @@ static int ring_start(struct ring *r, struct vmai_input *in, size_t chunk_size,
     for (unsigned i = 0; i < RING_SLOTS; i++)
         if ((r->slot[i].data = malloc(chunk_size)) == NULL)
             return VMA_ERR_NOMEM;
-    if (pthread_create(&r->thread, NULL, ring_thread, r) != 0)
+    if (vmai_thread_start(&r->thread, ring_thread, r) != 0)
         return VMA_ERR_NOMEM;
     r->started = true;
     return VMA_OK;
@@ -264,22 +265,21 @@ static ssize_t fail_after(int *pending, int status, size_t done)
 
 /* read(2) into out[*done..cap) until it is full or the file ends (*eof),
  * or after one successful read(2) when `once`. Returns 0, or -1 with errno
- * set. Only the raw reader thread is cancellable, and only inside read(2):
- * the consumer may stop early while a pipe writer is idle. */
-static int read_upto(int fd, unsigned char *out, size_t cap, bool once, size_t *done,
-                     bool *eof)
+ * set (ECANCELED once the caller's switch is set). Only the raw reader
+ * thread is cancellable by vmai_input_free(), and only while it waits for
+ * data: the consumer may stop early while a pipe writer is idle. */
+static int read_upto(const struct vmai_input *in, unsigned char *out, size_t cap, bool once,
+                     size_t *done, bool *eof)
 {
     bool cancellable = once;
     while (*done < cap && !*eof) {
         int old;
         if (cancellable)
             pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-        ssize_t n = read(fd, out + *done, cap - *done);
+        ssize_t n = vmai_read_some(in->fd, out + *done, cap - *done, in->cancel);
         int saved = errno;
         if (cancellable)
             pthread_setcancelstate(old, &old);
-        if (n < 0 && saved == EINTR)
-            continue;
         if (n < 0) {
             errno = saved;
             return -1;
@@ -292,6 +292,18 @@ static int read_upto(int fd, unsigned char *out, size_t cap, bool once, size_t *
     return 0;
 }
 
+/* Say why read_upto() failed, after raw_read bytes; returns the status. */
+static int read_failed(const struct vmai_input *in, char *err)
+{
+    if (errno == ECANCELED) {
+        vmai_errorf(err, "cancelled");
+        return VMA_ERR_CANCELED;
+    }
+    vmai_errorf(err, "read error after %llu input bytes: %s", (unsigned long long)in->raw_read,
+                strerror(errno));
+    return VMA_ERR_IO;
+}
+
 /* The raw ring's filler: compressed bytes as they come, one read(2) per
  * chunk, so that what a slow pipe writer sent is decoded at once. */
 static ssize_t read_raw(struct vmai_input *in, unsigned char *out, size_t cap)
@@ -300,12 +312,10 @@ static ssize_t read_raw(struct vmai_input *in, unsigned char *out, size_t cap)
         return in->raw_pending;
     size_t done = 0;
     bool eof = false;
-    int rc = read_upto(in->fd, out, cap, true, &done, &eof);
-    if (rc != 0)
-        vmai_errorf(in->raw_err, "read error after %llu input bytes: %s",
-                    (unsigned long long)(in->raw_read + done), strerror(errno));
+    int rc = read_upto(in, out, cap, true, &done, &eof);
     in->raw_read += done;
-    return rc != 0 ? fail_after(&in->raw_pending, VMA_ERR_IO, done) : (ssize_t)done;
+    return rc != 0 ? fail_after(&in->raw_pending, read_failed(in, in->raw_err), done)
+                   : (ssize_t)done;
 }
 
 /* The decoder's next compressed bytes, once the current ones are used up:
@@ -376,12 +386,9 @@ static ssize_t produce_plain(struct vmai_input *in, unsigned char *out, size_t c
         in->raw_pos += done;
     }
     size_t sniffed = done;
-    int rc = read_upto(in->fd, out, cap, false, &done, &in->raw_eof);
-    if (rc != 0)
-        vmai_errorf(in->err, "read error after %llu bytes: %s",
-                    (unsigned long long)(in->raw_read + done - sniffed), strerror(errno));
+    int rc = read_upto(in, out, cap, false, &done, &in->raw_eof);
     in->raw_read += done - sniffed;
-    return rc != 0 ? fail_after(&in->pending, VMA_ERR_IO, done) : (ssize_t)done;
+    return rc != 0 ? fail_after(&in->pending, read_failed(in, in->err), done) : (ssize_t)done;
 }
 
 /* --- codecs: each fills out[0..cap) and returns bytes, 0 at the end --- */
@@ -628,8 +635,10 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
     }
     size_t done = 0;
     while (done < cap && !in->lzo_end) {
-        if (in->lzo_pos == in->lzo_len && done > 0 && raw_waiting(in))
-            break; /* hand out what we have: see raw_more() */
+        /* Hand out each block as soon as it is decoded: the next one may
+         * be only partly in (see raw_more()). */
+        if (in->lzo_pos == in->lzo_len && done > 0)
+            break;
         if (in->lzo_pos == in->lzo_len && (rc = lzo_block(in)) != VMA_OK)
             return fail_after(&in->pending, rc, done);
         if (in->lzo_end)
@@ -666,12 +675,15 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
      * kernel's read-ahead already overlaps I/O, and a ring would only add a
      * copy. */
     ssize_t n = produce(in, buf, len);
+    if (n >= 0 && (size_t)n < len && in->pending != VMA_OK)
+        n = in->pending; /* short because of an error: say which */
     if (n < 0)
         snprintf(err, errlen, "%s", in->err);
     return n;
 }
 
-int vmai_input_open(struct vmai_input **out, int fd, char *err, size_t errlen)
+int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
+                    char *err, size_t errlen)
 {
     struct vmai_input *in = calloc(1, sizeof(*in));
     *out = in;
@@ -680,16 +692,18 @@ int vmai_input_open(struct vmai_input **out, int fd, char *err, size_t errlen)
         return VMA_ERR_NOMEM;
     }
     in->fd = fd;
+    in->cancel = cancel;
     in->raw = in->sniff;
     pthread_mutex_init(&in->raw_ring.mu, NULL);
     pthread_cond_init(&in->raw_ring.cv, NULL);
     pthread_mutex_init(&in->ring.mu, NULL);
     pthread_cond_init(&in->ring.cv, NULL);
 
-    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN);
+    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel);
     if (n < 0) {
-        snprintf(err, errlen, "read error at offset 0: %s", strerror(errno));
-        return VMA_ERR_IO;
+        int rc = read_failed(in, in->err);
+        snprintf(err, errlen, "%s", in->err);
+        return rc;
     }
     in->raw_len = (size_t)n;
     in->raw_total = in->raw_read = (uint64_t)n;

@@ -14,9 +14,14 @@
 
 struct vmai_input;
 
+struct vmai_cancel;
+
 /* Start reading fd (not owned). Sniffs the first bytes to pick a codec.
- * Returns VMA_OK or a negative status with a message in err. */
-int vmai_input_open(struct vmai_input **in, int fd, char *err, size_t errlen);
+ * Once the switch cancel (may be NULL) is set, reads fail with
+ * VMA_ERR_CANCELED, also one waiting for an idle pipe writer. Returns
+ * VMA_OK or a negative status with a message in err. */
+int vmai_input_open(struct vmai_input **in, int fd, const struct vmai_cancel *cancel,
+                    char *err, size_t errlen);
 
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt

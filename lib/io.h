@@ -1,25 +1,61 @@
 /*
  * The thin I/O layer: whole reads and writes on descriptors, retried on
- * EINTR and short transfers, and the message buffer every handle keeps.
+ * EINTR and short transfers; the cancel switch that stops a read or write
+ * waiting on an idle pipe; and the message buffer every handle keeps.
  * Internal to libvma. SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_IO_H
 #define LIBVMA_IO_H
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #define VMAI_ERRLEN 512
 
+/* A cancel switch: a flag, and an eventfd that turns readable when the
+ * flag is set, so that a thread waiting in poll(2) wakes up. */
+struct vmai_cancel {
+    atomic_int fired;
+    int fd;
+};
+
+/* Returns 0, or -1 with errno when no eventfd can be made. */
+int vmai_cancel_open(struct vmai_cancel *c);
+void vmai_cancel_close(struct vmai_cancel *c);
+
+/* Set the switch. Async-signal-safe; any thread. */
+void vmai_cancel_fire(struct vmai_cancel *c);
+
+/* Whether the switch is set (false for NULL). */
+bool vmai_cancelled(const struct vmai_cancel *c);
+
+/* One read(2), retried on EINTR. With a switch, waits in poll(2) for data
+ * or the switch first, and fails with ECANCELED once it is set. */
+ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c);
+
 /* Read up to len bytes; stops early only at end of file. Returns the
- * number of bytes read, or -1 with errno set. */
-ssize_t vmai_read_full(int fd, void *buf, size_t len);
+ * number of bytes read, or -1 with errno set (ECANCELED as above). */
+ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c);
 
 /* Write all len bytes (at offset, or sequentially when offset < 0).
  * Returns 0, or -1 with errno set (ENOSPC for a write that makes no
- * progress). */
-int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset);
+ * progress; ECANCELED once the switch c, if not NULL, is set). */
+int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset,
+                    const struct vmai_cancel *c);
+
+/* The library's own threads block every signal, so that the caller's
+ * handlers run only in the caller's threads (a handler may then call
+ * vma_reader_cancel() on a handle that its thread frees later). */
+void vmai_signals_block(sigset_t *old);
+void vmai_signals_restore(const sigset_t *old);
+
+/* pthread_create() of a thread with every signal blocked. */
+int vmai_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 
 /* printf into an error buffer of VMAI_ERRLEN bytes. */
 void vmai_errorf(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

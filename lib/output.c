@@ -24,6 +24,7 @@
 
 struct vmai_output {
     int fd;
+    const struct vmai_cancel *cancel;
     enum vmai_codec codec;
     unsigned char *buf;      /* compressed bytes waiting for write(2) */
     size_t cap;
@@ -37,7 +38,11 @@ struct vmai_output {
 
 static int put(struct vmai_output *o, const void *buf, size_t len, char *err, size_t errlen)
 {
-    if (vmai_write_full(o->fd, buf, len, -1) != 0) {
+    if (vmai_write_full(o->fd, buf, len, -1, o->cancel) != 0) {
+        if (errno == ECANCELED) {
+            snprintf(err, errlen, "cancelled");
+            return VMA_ERR_CANCELED;
+        }
         snprintf(err, errlen, "write failed after %llu output bytes: %s",
                  (unsigned long long)o->written, strerror(errno));
         return VMA_ERR_IO;
@@ -124,8 +129,11 @@ static int lzop_block(struct vmai_output *o, char *err, size_t errlen)
     return rc;
 }
 
-int vmai_output_open(struct vmai_output **out, int fd, enum vmai_codec codec, int level,
-                     char *err, size_t errlen)
+static int zstd_run(struct vmai_output *o, const void *buf, size_t len, ZSTD_EndDirective mode,
+                    char *err, size_t errlen);
+
+int vmai_output_open(struct vmai_output **out, int fd, const struct vmai_cancel *cancel,
+                     enum vmai_codec codec, int level, char *err, size_t errlen)
 {
     struct vmai_output *o = calloc(1, sizeof(*o));
     *out = o;
@@ -134,6 +142,7 @@ int vmai_output_open(struct vmai_output **out, int fd, enum vmai_codec codec, in
         return VMA_ERR_NOMEM;
     }
     o->fd = fd;
+    o->cancel = cancel;
     o->codec = codec;
     switch (codec) {
     case VMAI_CODEC_NONE:
@@ -171,6 +180,15 @@ int vmai_output_open(struct vmai_output **out, int fd, enum vmai_codec codec, in
         snprintf(err, errlen, "cannot start the compressor (out of memory?)");
         return VMA_ERR_NOMEM;
     }
+    if (codec == VMAI_CODEC_ZSTD) {
+        /* zstd's first call starts its workers: do it now, with every
+         * signal blocked, as for all the library's threads (see io.h). */
+        sigset_t old;
+        vmai_signals_block(&old);
+        int rc = zstd_run(o, NULL, 0, ZSTD_e_continue, err, errlen);
+        vmai_signals_restore(&old);
+        return rc;
+    }
     return codec == VMAI_CODEC_LZO ? lzop_header(o, err, errlen) : VMA_OK;
 }
 
@@ -185,8 +203,9 @@ static int zstd_run(struct vmai_output *o, const void *buf, size_t len, ZSTD_End
             snprintf(err, errlen, "zstd compression failed: %s", ZSTD_getErrorName(left));
             return VMA_ERR_IO;
         }
-        if (ob.pos > 0 && put(o, o->buf, ob.pos, err, errlen) != VMA_OK)
-            return VMA_ERR_IO;
+        int rc = ob.pos > 0 ? put(o, o->buf, ob.pos, err, errlen) : VMA_OK;
+        if (rc != VMA_OK)
+            return rc;
         if (mode == ZSTD_e_continue ? in.pos == in.size : left == 0)
             return VMA_OK;
     }
@@ -207,8 +226,9 @@ static int gzip_run(struct vmai_output *o, const void *buf, size_t len, int flus
             return VMA_ERR_IO;
         }
         size_t n = o->cap - o->gz.avail_out;
-        if (n > 0 && put(o, o->buf, n, err, errlen) != VMA_OK)
-            return VMA_ERR_IO;
+        int rc = n > 0 ? put(o, o->buf, n, err, errlen) : VMA_OK;
+        if (rc != VMA_OK)
+            return rc;
     } while (o->gz.avail_out == 0 || (flush == Z_FINISH && zr != Z_STREAM_END));
     return VMA_OK;
 }
@@ -229,8 +249,9 @@ int vmai_output_write(struct vmai_output *o, const void *buf, size_t len, char *
             o->lzo_fill += n;
             p += n;
             len -= n;
-            if (o->lzo_fill == LZO_BLOCK && lzop_block(o, err, errlen) != VMA_OK)
-                return VMA_ERR_IO;
+            int rc = o->lzo_fill == LZO_BLOCK ? lzop_block(o, err, errlen) : VMA_OK;
+            if (rc != VMA_OK)
+                return rc;
         }
         return VMA_OK;
     }
@@ -248,10 +269,12 @@ int vmai_output_finish(struct vmai_output *o, char *err, size_t errlen)
         return zstd_run(o, NULL, 0, ZSTD_e_end, err, errlen);
     case VMAI_CODEC_GZIP:
         return gzip_run(o, NULL, 0, Z_FINISH, err, errlen);
-    case VMAI_CODEC_LZO:
-        if (lzop_block(o, err, errlen) != VMA_OK)
-            return VMA_ERR_IO;
+    case VMAI_CODEC_LZO: {
+        int rc = lzop_block(o, err, errlen);
+        if (rc != VMA_OK)
+            return rc;
         return put(o, lzop_end, sizeof(lzop_end), err, errlen);
+    }
     case VMAI_CODEC_NONE:
         break;
     }

@@ -14,10 +14,14 @@ enum vmai_codec { VMAI_CODEC_NONE, VMAI_CODEC_ZSTD, VMAI_CODEC_GZIP, VMAI_CODEC_
 int vmai_codec_parse(const char *spec, enum vmai_codec *codec, int *level);
 
 struct vmai_output;
+struct vmai_cancel;
 
 /* Start writing to fd (not owned). The lzop header goes out at once. *out
- * is set even on failure, for vmai_output_free(). */
-int vmai_output_open(struct vmai_output **out, int fd, enum vmai_codec codec, int level,
+ * is set even on failure, for vmai_output_free(). Once the switch cancel
+ * (may be NULL) is set, writes fail with VMA_ERR_CANCELED, also one
+ * waiting for an idle pipe reader. */
+int vmai_output_open(struct vmai_output **out, int fd, const struct vmai_cancel *cancel,
+                     enum vmai_codec codec, int level,
                      char *err, size_t errlen);
 
 /* Write len bytes (compressed as they go). */

@@ -19,8 +19,12 @@
 vma_reader *vma_reader_new(void)
 {
     vma_reader *r = calloc(1, sizeof(*r));
-    if (r != NULL)
-        r->fd = -1;
+    if (r == NULL)
+        return NULL;
+    r->fd = -1;
+    /* Without an eventfd (out of descriptors) a cancel still works, only a
+     * wait on an idle pipe in another thread is not cut short. */
+    vmai_cancel_open(&r->cancel);
     return r;
 }
 
@@ -30,6 +34,7 @@ void vma_reader_free(vma_reader *r)
         return;
     vmai_targets_free(r);
     vmai_input_free(r->in);
+    vmai_cancel_close(&r->cancel);
     if (r->own_fd && r->fd >= 0)
         close(r->fd);
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
@@ -54,6 +59,8 @@ int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
 
 const char *vma_reader_error(const vma_reader *r) { return r->err; }
 
+void vma_reader_cancel(vma_reader *r) { vmai_cancel_fire(&r->cancel); }
+
 /* Read exactly len bytes of the header; a short read is truncation. */
 static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_t at)
 {
@@ -71,7 +78,7 @@ static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_
 static int open_header(vma_reader *r)
 {
     char err[VMAI_ERRLEN];
-    int rc = vmai_input_open(&r->in, r->fd, err, sizeof(err));
+    int rc = vmai_input_open(&r->in, r->fd, &r->cancel, err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
@@ -378,6 +385,10 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 
     struct vmai_extent e;
     for (uint64_t extent_no = 0;; extent_no++) {
+        if (vmai_cancelled(&r->cancel))
+            return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at extent %llu (offset %llu)",
+                                    (unsigned long long)extent_no,
+                                    (unsigned long long)r->offset);
         rc = read_extent(r, extent_no, &e);
         if (rc == 1)
             return check_complete(r, extent_no);

@@ -22,6 +22,7 @@ struct vma_reader {
     int fd;
     bool own_fd;
     struct vmai_input *in;      /* bytes of the archive, decompressed */
+    struct vmai_cancel cancel;  /* vma_reader_cancel() */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
     bool restored;              /* vma_reader_restore() succeeded */

@@ -17,6 +17,7 @@ const char *vma_status_name(int status)
     case VMA_ERR_NOT_FOUND: return "VMA_ERR_NOT_FOUND";
     case VMA_ERR_INCOMPLETE: return "VMA_ERR_INCOMPLETE";
     case VMA_ERR_CALLBACK: return "VMA_ERR_CALLBACK";
+    case VMA_ERR_CANCELED: return "VMA_ERR_CANCELED";
     default: return "unknown";
     }
 }

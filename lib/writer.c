@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -56,6 +57,7 @@ struct vma_writer {
     enum vmai_codec codec;  /* compression of the output */
     int level;
     struct vmai_output *out;
+    struct vmai_cancel cancel; /* vma_writer_cancel() */
     bool sealed;            /* a cluster was accepted: no more setup */
     bool started;           /* header written */
     bool finished;
@@ -117,6 +119,7 @@ vma_writer *vma_writer_new(void)
         return NULL;
     }
     w->fd = -1;
+    vmai_cancel_open(&w->cancel); /* without it, see vma_reader_new() */
     uuid_generate(w->hdr.uuid);
     w->hdr.ctime = (int64_t)time(NULL);
     w->ext_len = VMA_EXTENT_HEADER_SIZE;
@@ -146,8 +149,13 @@ void vma_writer_free(vma_writer *w)
         return;
     if (w->own_fd && w->fd >= 0)
         close(w->fd);
-    if (w->child > 0)
+    if (w->child > 0) {
+        /* Closing the pipe ends a command that reads it; one that stalls
+         * would keep a cancelled writer waiting here. */
+        if (!w->finished && vmai_cancelled(&w->cancel))
+            kill(-w->child, SIGTERM);
         wait_child(w);
+    }
     if (!w->finished && w->created_path != NULL)
         unlink(w->created_path);
     free(w->created_path);
@@ -160,12 +168,15 @@ void vma_writer_free(vma_writer *w)
         free((void *)w->hdr.configs[i].data);
     }
     vmai_output_free(w->out);
+    vmai_cancel_close(&w->cancel);
     free(w->ext_buf);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }
 
 const char *vma_writer_error(const vma_writer *w) { return w->err; }
+
+void vma_writer_cancel(vma_writer *w) { vmai_cancel_fire(&w->cancel); }
 
 /* Calls that configure the archive: only before the first cluster. */
 static int check_setup(vma_writer *w, const char *what)
@@ -223,9 +234,16 @@ static int open_exec(vma_writer *w, const char *command)
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);
+    /* Its own process group, so that a cancel can stop all the command's
+     * processes (sh may fork them rather than exec). */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
     char *argv[] = {"sh", "-c", (char *)command, NULL};
     pid_t pid;
-    int err = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ);
+    int err = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(pipefd[0]);
     if (err != 0) {
@@ -374,7 +392,8 @@ static int write_out(vma_writer *w, const void *buf, size_t len)
     char err[VMAI_ERRLEN];
     int rc = VMA_OK;
     if (w->out == NULL)
-        rc = vmai_output_open(&w->out, w->fd, w->codec, w->level, err, sizeof(err));
+        rc = vmai_output_open(&w->out, w->fd, &w->cancel, w->codec, w->level, err,
+                              sizeof(err));
     if (rc == VMA_OK)
         rc = vmai_output_write(w->out, buf, len, err, sizeof(err));
     if (rc != VMA_OK)
@@ -491,6 +510,11 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     int rc = check_cluster(w, dev_id, cluster_num);
     if (rc != VMA_OK)
         goto out;
+    if (vmai_cancelled(&w->cancel)) {
+        rc = wfail(w, VMA_ERR_CANCELED, "cancelled at cluster %llu of device '%s'",
+                   (unsigned long long)cluster_num, w->hdr.devices[dev_id].name);
+        goto out;
+    }
     struct wdev *d = &w->dev[dev_id];
     w->sealed = true;
     if (w->ext_entries == CLUSTERS_PER_EXTENT && (rc = flush_extent(w)) != VMA_OK)
@@ -564,6 +588,8 @@ int vma_writer_finish(vma_writer *w)
         return w->status;
     if (w->finished)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
+    if (vmai_cancelled(&w->cancel))
+        return wfail(w, VMA_ERR_CANCELED, "cancelled before the archive was finished");
     for (unsigned i = 1; i <= w->device_count; i++)
         if (!w->dev[i].closed)
             return wfail(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
