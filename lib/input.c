@@ -331,7 +331,7 @@ static int raw_fill(struct vmai_input *in)
         vmai_errorf(in->err, "%s", in->raw_err);
         return rc;
     }
-    in->raw = data;
+    in->raw = data != NULL ? data : in->sniff; /* never NULL: raw + 0 must be valid */
     in->raw_pos = 0;
     in->raw_len = len;
     in->raw_total += len;
