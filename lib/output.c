@@ -43,7 +43,8 @@ static int put(struct vmai_output *o, const void *buf, size_t len, char *err, si
             snprintf(err, errlen, "cancelled");
             return VMA_ERR_CANCELED;
         }
-        snprintf(err, errlen, "write failed after %llu output bytes: %s",
+        /* where this write began: part of it may have gone out */
+        snprintf(err, errlen, "write of %zu bytes at output byte %llu failed: %s", len,
                  (unsigned long long)o->written, strerror(errno));
         return VMA_ERR_IO;
     }
