@@ -13,6 +13,8 @@
  * - The library never prints, exits or aborts because of what a file
  *   contains, and keeps no global state. Handles are independent.
  * - *_free(NULL) is a no-op.
+ * - Threads the library starts block every signal, so a caller's signal
+ *   handlers run only in the caller's own threads.
  * - Strings and buffers returned by accessors are owned by the handle and
  *   stay valid until it is freed.
  *
@@ -86,8 +88,10 @@ vma_reader *vma_reader_new(void);
 void vma_reader_free(vma_reader *r);
 
 /* Open an archive by path ("-" means standard input) and read and check its
- * header. Plain, zstd, gzip and lzop-compressed archives are read alike; a
- * thread reads (and decompresses) ahead while the caller works. May be called once per reader. On failure nothing is kept open. */
+ * header. Plain, zstd, gzip and lzop-compressed archives are read alike;
+ * for a compressed one, two threads read and decompress ahead while the
+ * caller works. May be called once per reader. On failure nothing is kept
+ * open. */
 int vma_reader_open_path(vma_reader *r, const char *path);
 
 /* As vma_reader_open_path(), on a descriptor the caller owns and closes
