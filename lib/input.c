@@ -112,8 +112,8 @@ static void *ring_thread(void *arg)
 {
     struct ring *r = arg;
     int old;
-    /* Cancellation is only enabled inside a blocked read(2): see
-     * read_raw() and vmai_input_free(). */
+    /* Cancellation is only enabled while the raw reader waits for input
+     * (poll(2) and read(2)): see read_upto() and vmai_input_free(). */
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
     for (;;) {
         pthread_mutex_lock(&r->mu);
@@ -227,8 +227,8 @@ static ssize_t ring_read(struct ring *r, unsigned char *dst, size_t len, char *e
     return (ssize_t)got;
 }
 
-/* Ask the filler to stop, and wait for it. A filler blocked in read(2) on
- * an idle pipe is cancelled there. */
+/* Ask the filler to stop, and wait for it. With `cancel`, a filler waiting
+ * for an idle pipe is cancelled there. */
 static void ring_stop(struct ring *r, bool cancel)
 {
     if (!r->started)
