@@ -17,6 +17,7 @@ packages=(
     openssl               # deterministic data generator (demo, bench)
     time                  # /usr/bin/time (bench; peak memory in tests/cli/limits.sh)
     valgrind              # the CLI tests once under memcheck (scripts/test.sh)
+    procps                # pgrep in tests/cli/failing.sh (exec: commands stopped)
 )
 
 missing=()

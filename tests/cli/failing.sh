@@ -143,6 +143,8 @@ out_empty
 
 # --- SIGINT and SIGTERM during create -----------------------------------
 
+command -v pgrep >/dev/null || { echo "failing.sh: pgrep is missing (Debian package procps)" >&2; exit 99; }
+
 # wait_for_process PATTERN: until a process matches PATTERN (pgrep -f).
 wait_for_process() {
     local i
