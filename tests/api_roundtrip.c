@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -29,6 +28,7 @@
 #include <cmocka.h>
 
 #include "vma.h"
+#include "rmtree.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -2320,7 +2320,6 @@ static void source_short(uint64_t file_len, uint64_t source_size)
 static void t_write_device_fd_short_mid(void **state) { (void)state; source_short(100000, 200000); }
 static void t_write_device_fd_short_cluster(void **state) { (void)state; source_short(2 * CL, 4 * CL); }
 
-
 /* ---------------------------------------------------------------- */
 /* compressed archives                                               */
 /* ---------------------------------------------------------------- */
@@ -2516,15 +2515,6 @@ static void t_writer_compression(void **state)
 
 /* ---------------------------------------------------------------- */
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -2593,6 +2583,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_writer_compression),
     };
     int rc = cmocka_run_group_tests_name("api_roundtrip", tests, NULL, NULL);
-    nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    vt_rm_tree(g_tmp);
     return rc;
 }

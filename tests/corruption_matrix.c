@@ -50,7 +50,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -69,6 +68,7 @@
 #include "format.h"
 #include "vma.h"
 #include "vmatest.h"
+#include "rmtree.h"
 
 extern char **environ;
 
@@ -193,17 +193,6 @@ static uint64_t rnd_below(uint64_t n) { return n ? rnd() % n : 0; }
 /* ---------------------------------------------------------------- */
 /* files and directories                                             */
 /* ---------------------------------------------------------------- */
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_tree(const char *path) { nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* Sorted, '/'-joined names in a directory ("" if empty, "?" if unreadable). */
 static void dir_list(const char *path, char *out, size_t outlen)
@@ -336,7 +325,7 @@ static int api_restore(int fd, char *msg, size_t msglen, char *left, size_t left
     vma_reader_free(r);
     dir_list(g_scratch, left, leftlen);
     if (left[0] != 0) {
-        rm_tree(g_scratch);
+        vt_rm_tree(g_scratch);
         if (mkdir(g_scratch, 0755) != 0)
             die("mkdir %s: %s", g_scratch, strerror(errno));
     }
@@ -525,7 +514,7 @@ static int cli_check_file(struct cls *c, const char *desc, const char *file,
     if (after[0] != 0 || before_jail[0] != 0) {
         /* the target directory (or anything else) was left behind */
         failf(c, desc, "vma extract left '%s' in the jail directory", after);
-        rm_tree(g_jail);
+        vt_rm_tree(g_jail);
         if (mkdir(g_jail, 0755) != 0)
             die("mkdir: %s", strerror(errno));
         ok = 0;
@@ -1798,7 +1787,7 @@ static void setup_dirs(void)
 static void cleanup(void)
 {
     if (g_work[0])
-        rm_tree(g_work);
+        vt_rm_tree(g_work);
 }
 
 static void on_signal(int sig)

@@ -12,7 +12,6 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -29,6 +28,7 @@
 #include "format.h"
 #include "vma.h"
 #include "vmatest.h"
+#include "rmtree.h"
 
 static const char *golden_dir = "tests/golden";
 static struct vt_buf g_basic, g_diskless, g_std, g_vms;
@@ -1065,15 +1065,6 @@ static void ok_free_null(void **state)
 
 /* ---------------------------------------------------------------- */
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static int load(const char *name, struct vt_buf *b)
 {
     char path[4096];
@@ -1134,7 +1125,7 @@ int main(int argc, char **argv)
     }
     int rc = _cmocka_run_group_tests("negative_reader", tests, nfixed + ncases, NULL, NULL);
     free(tests);
-    nftw(g_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    vt_rm_tree(g_tmpdir);
     vt_free(&g_basic);
     vt_free(&g_diskless);
     vt_free(&g_std);
