@@ -96,8 +96,6 @@ void vmai_md5_zeroed(const unsigned char *buf, size_t len, size_t md5_off,
     EVP_MD_CTX_free(ctx);
 }
 
-unsigned vmai_popcount16(uint16_t mask) { return (unsigned)__builtin_popcount(mask); }
-
 bool vmai_is_zero(const void *buf, size_t len)
 {
     const unsigned char *p = buf;

@@ -131,8 +131,16 @@ int vmai_extent_parse(const unsigned char buf[VMA_EXTENT_HEADER_SIZE],
 void vmai_extent_encode(unsigned char buf[VMA_EXTENT_HEADER_SIZE],
                         const unsigned char uuid[16], const struct vmai_extent *e);
 
-/* Number of set bits in a mask. */
-unsigned vmai_popcount16(uint16_t mask);
+/* Number of set bits in a mask. Inline bit arithmetic: without -mpopcnt,
+ * __builtin_popcount is a libgcc call, and this runs once per cluster. */
+static inline unsigned vmai_popcount16(uint16_t mask)
+{
+    unsigned v = mask;
+    v = v - ((v >> 1) & 0x5555u);
+    v = (v & 0x3333u) + ((v >> 2) & 0x3333u);
+    v = (v + (v >> 4)) & 0x0f0fu;
+    return (v + (v >> 8)) & 0x1fu;
+}
 
 /* 1 if the buffer is all zero bytes. Fast for 4 KiB blocks. */
 bool vmai_is_zero(const void *buf, size_t len);

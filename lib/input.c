@@ -78,6 +78,7 @@ struct ring {
 struct vmai_input {
     int fd;
     const struct vmai_cancel *cancel;
+    bool may_block;         /* a pipe or the like: reads wait in poll(2) */
     enum codec codec;
 
     /* Compressed (or, for plain, sniffed) bytes not yet consumed: the
@@ -276,7 +277,8 @@ static int read_upto(const struct vmai_input *in, unsigned char *out, size_t cap
         int old;
         if (cancellable)
             pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-        ssize_t n = vmai_read_some(in->fd, out + *done, cap - *done, in->cancel);
+        ssize_t n =
+            vmai_read_some(in->fd, out + *done, cap - *done, in->cancel, in->may_block);
         int saved = errno;
         if (cancellable)
             pthread_setcancelstate(old, &old);
@@ -693,13 +695,14 @@ int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *c
     }
     in->fd = fd;
     in->cancel = cancel;
+    in->may_block = vmai_fd_may_block(fd);
     in->raw = in->sniff;
     pthread_mutex_init(&in->raw_ring.mu, NULL);
     pthread_cond_init(&in->raw_ring.cv, NULL);
     pthread_mutex_init(&in->ring.mu, NULL);
     pthread_cond_init(&in->ring.cv, NULL);
 
-    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel);
+    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel, in->may_block);
     if (n < 0) {
         int rc = read_failed(in, in->err);
         snprintf(err, errlen, "%s", in->err);

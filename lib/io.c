@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -60,10 +61,32 @@ static int wait_ready(int fd, short events, const struct vmai_cancel *c)
     }
 }
 
-ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c)
+bool vmai_fd_may_block(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
+/* Before a read or write: with a switch, fail once it is set, and on a
+ * descriptor that may block, wait in poll(2) for it or the switch. */
+static int ready(int fd, short events, const struct vmai_cancel *c, bool may_block)
+{
+    if (c == NULL)
+        return 0;
+    if (may_block)
+        return wait_ready(fd, events, c);
+    if (vmai_cancelled(c)) {
+        errno = ECANCELED;
+        return -1;
+    }
+    return 0;
+}
+
+ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c,
+                       bool may_block)
 {
     for (;;) {
-        if (c != NULL && wait_ready(fd, POLLIN, c) < 0)
+        if (ready(fd, POLLIN, c, may_block) < 0)
             return -1;
         ssize_t n = read(fd, buf, len);
         if (n >= 0 || errno != EINTR)
@@ -71,11 +94,12 @@ ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *
     }
 }
 
-ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c)
+ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c,
+                       bool may_block)
 {
     size_t done = 0;
     while (done < len) {
-        ssize_t n = vmai_read_some(fd, (char *)buf + done, len - done, c);
+        ssize_t n = vmai_read_some(fd, (char *)buf + done, len - done, c, may_block);
         if (n < 0)
             return -1;
         if (n == 0)
@@ -86,11 +110,11 @@ ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *
 }
 
 int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset,
-                    const struct vmai_cancel *c)
+                    const struct vmai_cancel *c, bool may_block)
 {
     size_t done = 0;
     while (done < len) {
-        if (c != NULL && wait_ready(fd, POLLOUT, c) < 0)
+        if (ready(fd, POLLOUT, c, may_block) < 0)
             return -1;
         ssize_t n;
         if (offset >= 0)

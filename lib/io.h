@@ -34,19 +34,26 @@ void vmai_cancel_fire(struct vmai_cancel *c);
 /* Whether the switch is set (false for NULL). */
 bool vmai_cancelled(const struct vmai_cancel *c);
 
-/* One read(2), retried on EINTR. With a switch, waits in poll(2) for data
- * or the switch first, and fails with ECANCELED once it is set. */
-ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c);
+/* Whether read(2) or write(2) on fd may wait for another process (a
+ * pipe, FIFO, socket or terminal), unlike a regular file or block device. */
+bool vmai_fd_may_block(int fd);
+
+/* One read(2), retried on EINTR. With a switch c, fails with ECANCELED
+ * once it is set, and when may_block (see above), first waits in poll(2)
+ * for data or the switch. */
+ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c,
+                       bool may_block);
 
 /* Read up to len bytes; stops early only at end of file. Returns the
  * number of bytes read, or -1 with errno set (ECANCELED as above). */
-ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c);
+ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c,
+                       bool may_block);
 
 /* Write all len bytes (at offset, or sequentially when offset < 0).
  * Returns 0, or -1 with errno set (ENOSPC for a write that makes no
- * progress; ECANCELED once the switch c, if not NULL, is set). */
+ * progress; ECANCELED as for reads). */
 int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset,
-                    const struct vmai_cancel *c);
+                    const struct vmai_cancel *c, bool may_block);
 
 /* The library's own threads block every signal, so that the caller's
  * handlers run only in the caller's threads (a handler may then call

@@ -25,6 +25,7 @@
 struct vmai_output {
     int fd;
     const struct vmai_cancel *cancel;
+    bool may_block;          /* a pipe or the like: writes wait in poll(2) */
     enum vmai_codec codec;
     unsigned char *buf;      /* compressed bytes waiting for write(2) */
     size_t cap;
@@ -38,7 +39,7 @@ struct vmai_output {
 
 static int put(struct vmai_output *o, const void *buf, size_t len, char *err, size_t errlen)
 {
-    if (vmai_write_full(o->fd, buf, len, -1, o->cancel) != 0) {
+    if (vmai_write_full(o->fd, buf, len, -1, o->cancel, o->may_block) != 0) {
         if (errno == ECANCELED) {
             snprintf(err, errlen, "cancelled");
             return VMA_ERR_CANCELED;
@@ -144,6 +145,7 @@ int vmai_output_open(struct vmai_output **out, int fd, const struct vmai_cancel 
     }
     o->fd = fd;
     o->cancel = cancel;
+    o->may_block = vmai_fd_may_block(fd);
     o->codec = codec;
     switch (codec) {
     case VMAI_CODEC_NONE:

@@ -125,7 +125,7 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
     if (t->fd_buffered >= 0 && (off % VMA_BLOCK_SIZE != 0 || len % VMA_BLOCK_SIZE != 0))
         fd = t->fd_buffered;
     throttle_wait(t->throttle, len);
-    if (vmai_write_full(fd, buf, len, (int64_t)off, NULL) != 0)
+    if (vmai_write_full(fd, buf, len, (int64_t)off, NULL, false) != 0)
         return vmai_reader_fail(r, VMA_ERR_IO,
                                 "write to device '%s' at offset %llu (%zu bytes) failed: %s",
                                 vma_reader_device_name(r, dev_id), (unsigned long long)off, len,
@@ -230,7 +230,7 @@ static int vmstate_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t
             src = data;
             data += VMA_BLOCK_SIZE;
         }
-        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, NULL) != 0)
+        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, NULL, false) != 0)
             return vmai_reader_fail(r, VMA_ERR_IO, "write of vmstate '%s' at byte %llu failed: %s",
                                     vma_reader_device_name(r, dev_id),
                                     (unsigned long long)t->vmstate_len, strerror(errno));
