@@ -168,28 +168,10 @@ static void reader_cancel_in_data(const char *golden)
     free(archive);
 }
 
-static void t_reader_cancel_plain(void **state)
+/* state: the golden archive's name (cmocka_unit_test_prestate) */
+static void t_reader_cancel_in_data(void **state)
 {
-    (void)state;
-    reader_cancel_in_data("basic.vma");
-}
-
-static void t_reader_cancel_zstd(void **state)
-{
-    (void)state;
-    reader_cancel_in_data("basic.vma.zst");
-}
-
-static void t_reader_cancel_gzip(void **state)
-{
-    (void)state;
-    reader_cancel_in_data("basic.vma.gz");
-}
-
-static void t_reader_cancel_lzo(void **state)
-{
-    (void)state;
-    reader_cancel_in_data("basic.vma.lzo");
+    reader_cancel_in_data(*state);
 }
 
 /* A cancel before the call: open and read of a whole file fail at once. */
@@ -300,16 +282,10 @@ static void writer_cancel_on_full_pipe(const char *compression)
     close(p[1]);
 }
 
-static void t_writer_cancel_plain(void **state)
+/* state: the compression (cmocka_unit_test_prestate) */
+static void t_writer_cancel_on_full_pipe(void **state)
 {
-    (void)state;
-    writer_cancel_on_full_pipe("none");
-}
-
-static void t_writer_cancel_zstd(void **state)
-{
-    (void)state;
-    writer_cancel_on_full_pipe("zstd");
+    writer_cancel_on_full_pipe(*state);
 }
 
 /* Cancelled before finish: no archive is left. */
@@ -410,14 +386,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* feeders meet EPIPE when a reader stops */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_reader_cancel_in_header),
-        cmocka_unit_test(t_reader_cancel_plain),
-        cmocka_unit_test(t_reader_cancel_zstd),
-        cmocka_unit_test(t_reader_cancel_gzip),
-        cmocka_unit_test(t_reader_cancel_lzo),
+        cmocka_unit_test_prestate(t_reader_cancel_in_data, "basic.vma"),
+        cmocka_unit_test_prestate(t_reader_cancel_in_data, "basic.vma.zst"),
+        cmocka_unit_test_prestate(t_reader_cancel_in_data, "basic.vma.gz"),
+        cmocka_unit_test_prestate(t_reader_cancel_in_data, "basic.vma.lzo"),
         cmocka_unit_test(t_reader_cancel_before),
         cmocka_unit_test(t_reader_cancel_restore),
-        cmocka_unit_test(t_writer_cancel_plain),
-        cmocka_unit_test(t_writer_cancel_zstd),
+        cmocka_unit_test_prestate(t_writer_cancel_on_full_pipe, "none"),
+        cmocka_unit_test_prestate(t_writer_cancel_on_full_pipe, "zstd"),
         cmocka_unit_test(t_writer_cancel_removes_file),
         cmocka_unit_test(t_threads_block_signals),
     };

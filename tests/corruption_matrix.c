@@ -377,6 +377,7 @@ static int api_check(struct cls *c, const char *desc, int fd, const struct expec
 /* the CLI                                                           */
 /* ---------------------------------------------------------------- */
 
+/* A thread writes a buffer into a pipe for vma's stdin, then closes it. */
 struct feed {
     int fd;
     const unsigned char *p;
@@ -1596,28 +1597,14 @@ static void resigned_headers(struct base *B)
 /* every length N, and head -c N | vma verify -                      */
 /* ---------------------------------------------------------------- */
 
-struct pipefeed {
-    int fd;
-    const unsigned char *p;
-    size_t len;
-};
-
-static void *pipe_writer(void *arg)
-{
-    struct pipefeed *f = arg;
-    (void)vt_write_fd(f->fd, f->p, f->len);
-    close(f->fd);
-    return NULL;
-}
-
 static int api_verify_pipe(const unsigned char *p, size_t len, char *msg, size_t msglen)
 {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0)
         die("pipe: %s", strerror(errno));
-    struct pipefeed f = {pfd[1], p, len};
+    struct feed f = {pfd[1], p, len};
     pthread_t th;
-    if (pthread_create(&th, NULL, pipe_writer, &f) != 0)
+    if (pthread_create(&th, NULL, feed_thread, &f) != 0)
         die("pthread_create failed");
     vma_reader *r = vma_reader_new();
     if (r == NULL)
