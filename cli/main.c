@@ -3,6 +3,7 @@
  * This file only picks the command; each command lives in cmd_<name>.c.
  * SPDX-License-Identifier: MIT
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
@@ -27,6 +28,11 @@ int main(int argc, char **argv)
         return cli_usage(stderr);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
         return cli_usage(stdout);
+    /* The loaded library's version: the command has none of its own. */
+    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+        printf("vma (libvma) %s\n", vma_version());
+        return cli_flush_stdout();
+    }
     for (i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (!strcmp(argv[1], commands[i].name)) {
             /* The command sees its options from argv[1] on; getopt's own

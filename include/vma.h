@@ -31,6 +31,35 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------ */
+/* Export and version                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Marks the public functions: the library is built with hidden visibility,
+ * so only what carries VMA_API is exported (lib/vmarchive.map lists it). */
+#if defined(__GNUC__) || defined(__clang__)
+#define VMA_API __attribute__((visibility("default")))
+#else
+#define VMA_API
+#endif
+
+/* Version of this header; meson.build's project version (a test checks
+ * that they agree). VMA_VERSION_NUMBER is MAJOR * 10000 + MINOR * 100 +
+ * PATCH, for #if comparisons. */
+#define VMA_VERSION_MAJOR 0
+#define VMA_VERSION_MINOR 2
+#define VMA_VERSION_PATCH 0
+#define VMA_VERSION_NUMBER \
+    (VMA_VERSION_MAJOR * 10000 + VMA_VERSION_MINOR * 100 + VMA_VERSION_PATCH)
+#define VMA_VERSION_STRING "0.2.0"
+
+/* Version of the library actually loaded ("0.2.0"), which may be newer
+ * than the header a program was built with. A static string. */
+VMA_API const char *vma_version(void);
+
+/* The same as a number (VMA_VERSION_NUMBER of the library's build). */
+VMA_API unsigned vma_version_number(void);
+
+/* ------------------------------------------------------------------ */
 /* Format constants                                                    */
 /* ------------------------------------------------------------------ */
 
@@ -66,12 +95,12 @@ enum vma_status {
 };
 
 /* Stable name of a status ("VMA_ERR_CORRUPT"), or "unknown" for other values. */
-const char *vma_status_name(int status);
+VMA_API const char *vma_status_name(int status);
 
 /* A name check shared by reader and writer: returns 1 if name may be used
  * as a device or config name (non-empty, at most VMA_MAX_NAME_LEN bytes,
  * no '/', not "." or ".."), else 0. */
-int vma_name_is_valid(const char *name);
+VMA_API int vma_name_is_valid(const char *name);
 
 /* ------------------------------------------------------------------ */
 /* Reader                                                              */
@@ -80,27 +109,27 @@ int vma_name_is_valid(const char *name);
 typedef struct vma_reader vma_reader;
 
 /* Allocate a reader. Returns NULL only when out of memory. */
-vma_reader *vma_reader_new(void);
+VMA_API vma_reader *vma_reader_new(void);
 
 /* Free a reader, its buffers and the descriptors it opened itself. If
  * vma_reader_restore() did not succeed, files made by
  * vma_reader_target_create() are removed. */
-void vma_reader_free(vma_reader *r);
+VMA_API void vma_reader_free(vma_reader *r);
 
 /* Open an archive by path ("-" means standard input) and read and check its
  * header. Plain, zstd, gzip and lzop-compressed archives are read alike;
  * for a compressed one, two threads read and decompress ahead while the
  * caller works. May be called once per reader. On failure nothing is kept
  * open. */
-int vma_reader_open_path(vma_reader *r, const char *path);
+VMA_API int vma_reader_open_path(vma_reader *r, const char *path);
 
 /* As vma_reader_open_path(), on a descriptor the caller owns and closes
  * after vma_reader_free(). The descriptor is read sequentially from its
  * current position (pipes work). */
-int vma_reader_open_fd(vma_reader *r, int fd);
+VMA_API int vma_reader_open_fd(vma_reader *r, int fd);
 
 /* The last error message, or "" when there was none. */
-const char *vma_reader_error(const vma_reader *r);
+VMA_API const char *vma_reader_error(const vma_reader *r);
 
 /*
  * Stop the reader's work: the open, read or restore in progress, or the
@@ -110,39 +139,39 @@ const char *vma_reader_error(const vma_reader *r);
  * signal handler and from any thread, at any time between
  * vma_reader_new() and vma_reader_free().
  */
-void vma_reader_cancel(vma_reader *r);
+VMA_API void vma_reader_cancel(vma_reader *r);
 
 /* How the archive is compressed, recognized by its magic bytes when opened:
  * "none", "zstd", "gzip" or "lzo" (the lzop file format). Every reader
  * function works the same on all of them. */
-const char *vma_reader_compression(const vma_reader *r);
+VMA_API const char *vma_reader_compression(const vma_reader *r);
 
 /* Header accessors: valid after a successful open. */
-void vma_reader_uuid(const vma_reader *r, unsigned char uuid[16]);
-int64_t vma_reader_ctime(const vma_reader *r);
+VMA_API void vma_reader_uuid(const vma_reader *r, unsigned char uuid[16]);
+VMA_API int64_t vma_reader_ctime(const vma_reader *r);
 
 /* Number of configs, and config index (0-based, in header slot order).
  * name, data and len may each be NULL. Returns VMA_ERR_NOT_FOUND for an
  * index out of range. */
-unsigned vma_reader_config_count(const vma_reader *r);
-int vma_reader_config(const vma_reader *r, unsigned index, const char **name,
-                      const void **data, size_t *len);
+VMA_API unsigned vma_reader_config_count(const vma_reader *r);
+VMA_API int vma_reader_config(const vma_reader *r, unsigned index, const char **name,
+                              const void **data, size_t *len);
 
 /* Find a config by name. Returns VMA_OK or VMA_ERR_NOT_FOUND. */
-int vma_reader_find_config(const vma_reader *r, const char *name,
-                           const void **data, size_t *len);
+VMA_API int vma_reader_find_config(const vma_reader *r, const char *name,
+                                   const void **data, size_t *len);
 
 /* Iterate over the devices: returns the first dev_id greater than `after`
  * that is in use, or 0 when there is none. Start with after = 0. */
-unsigned vma_reader_next_device(const vma_reader *r, unsigned after);
+VMA_API unsigned vma_reader_next_device(const vma_reader *r, unsigned after);
 
 /* Device accessors; for an unused dev_id: NULL, 0, 0. */
-const char *vma_reader_device_name(const vma_reader *r, unsigned dev_id);
-uint64_t vma_reader_device_size(const vma_reader *r, unsigned dev_id);
-int vma_reader_device_is_vmstate(const vma_reader *r, unsigned dev_id);
+VMA_API const char *vma_reader_device_name(const vma_reader *r, unsigned dev_id);
+VMA_API uint64_t vma_reader_device_size(const vma_reader *r, unsigned dev_id);
+VMA_API int vma_reader_device_is_vmstate(const vma_reader *r, unsigned dev_id);
 
 /* dev_id of the device with this name, or 0. */
-unsigned vma_reader_find_device(const vma_reader *r, const char *name);
+VMA_API unsigned vma_reader_find_device(const vma_reader *r, const char *name);
 
 /*
  * Called once per stored cluster, in archive order. `data` holds the
@@ -165,7 +194,7 @@ typedef int (*vma_progress_fn)(void *opaque, uint64_t clusters_read,
                                uint64_t bytes_consumed);
 
 /* Set (or clear with fn = NULL) the progress callback. */
-void vma_reader_set_progress(vma_reader *r, vma_progress_fn fn, void *opaque);
+VMA_API void vma_reader_set_progress(vma_reader *r, vma_progress_fn fn, void *opaque);
 
 /*
  * Read every extent after the header, checking every rule of the format:
@@ -175,15 +204,16 @@ void vma_reader_set_progress(vma_reader *r, vma_progress_fn fn, void *opaque);
  * (verify). May be called once per reader, and not together with
  * vma_reader_restore().
  */
-int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque);
+VMA_API int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque);
 
 /*
  * Counters after (or during) a read: clusters read, bytes of clusters that
  * were stored all-zero (mask 0), and bytes of zero blocks inside partly
  * stored clusters. Any pointer may be NULL.
  */
-void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
-                         uint64_t *zero_cluster_bytes, uint64_t *zero_block_bytes);
+VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
+                                 uint64_t *zero_cluster_bytes,
+                                 uint64_t *zero_block_bytes);
 
 /* --- Restore: one target per device, then vma_reader_restore() --- */
 
@@ -198,21 +228,21 @@ void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
  * holes. For the vmstate device: a sequential file, zero blocks written as
  * zeros, cut to the recorded size. Removed again if the restore fails.
  */
-int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path);
+VMA_API int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path);
 
 /*
  * Open an existing file or block device as the target of a disk. Its size
  * must be at least the device size and at most 4 MiB more. Not for vmstate.
  */
-int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path,
-                           unsigned flags);
+VMA_API int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path,
+                                   unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
  * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. */
-int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);
+VMA_API int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);
 
 /* Read but do not write this device (its clusters are still checked). */
-int vma_reader_target_skip(vma_reader *r, unsigned dev_id);
+VMA_API int vma_reader_target_skip(vma_reader *r, unsigned dev_id);
 
 /*
  * Limit the write bandwidth of dev_id to bytes_per_second (0 = no limit).
@@ -220,8 +250,8 @@ int vma_reader_target_skip(vma_reader *r, unsigned dev_id);
  * throttling groups do; the group's limit is the last non-zero one set (a
  * device may join a group with 0 without resetting its rate).
  */
-int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
-                            uint64_t bytes_per_second, const char *group);
+VMA_API int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
+                                    uint64_t bytes_per_second, const char *group);
 
 /*
  * Read the whole archive (as vma_reader_read()) and write every device to
@@ -229,7 +259,7 @@ int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
  * (fsync) at the end. On failure, files made by vma_reader_target_create()
  * are removed; existing targets may hold partial data.
  */
-int vma_reader_restore(vma_reader *r);
+VMA_API int vma_reader_restore(vma_reader *r);
 
 /* ------------------------------------------------------------------ */
 /* Writer                                                              */
@@ -239,15 +269,15 @@ typedef struct vma_writer vma_writer;
 
 /* Allocate a writer with a random uuid and the current time as ctime.
  * Returns NULL only when out of memory. */
-vma_writer *vma_writer_new(void);
+VMA_API vma_writer *vma_writer_new(void);
 
 /* Free a writer. If vma_writer_finish() did not succeed, a file the writer
  * created itself is removed and an exec: command is waited for (after a
  * SIGTERM if the writer was cancelled). */
-void vma_writer_free(vma_writer *w);
+VMA_API void vma_writer_free(vma_writer *w);
 
 /* The last error message, or "" when there was none. */
-const char *vma_writer_error(const vma_writer *w);
+VMA_API const char *vma_writer_error(const vma_writer *w);
 
 /*
  * Stop the writer's work: the write_cluster, write_device_fd or finish in
@@ -259,11 +289,11 @@ const char *vma_writer_error(const vma_writer *w);
  * handler and from any thread, at any time between vma_writer_new() and
  * vma_writer_free().
  */
-void vma_writer_cancel(vma_writer *w);
+VMA_API void vma_writer_cancel(vma_writer *w);
 
 /* Set uuid and ctime; only before the first cluster is written. */
-int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16]);
-int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
+VMA_API int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16]);
+VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
 
 /*
  * Output, once per writer, before the first cluster:
@@ -274,7 +304,7 @@ int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
  * The caller should ignore SIGPIPE so that a reader that goes away gives
  * VMA_ERR_IO (EPIPE) instead of killing the process.
  */
-int vma_writer_open_path(vma_writer *w, const char *path);
+VMA_API int vma_writer_open_path(vma_writer *w, const char *path);
 
 /*
  * Compress the archive as it is written (before the first cluster):
@@ -283,16 +313,16 @@ int vma_writer_open_path(vma_writer *w, const char *path);
  * The result is what `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into
  * the plain archive, and what vma_reader_open_*() reads directly.
  */
-int vma_writer_set_compression(vma_writer *w, const char *spec);
+VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 
 /* Write to a descriptor the caller owns (file, pipe, stdout). */
-int vma_writer_open_fd(vma_writer *w, int fd);
+VMA_API int vma_writer_open_fd(vma_writer *w, int fd);
 
 /* Add a config (before the first cluster). The name and data are copied.
  * Only the base name of `name` is stored; at most VMA_MAX_CONFIGS, each at most VMA_MAX_CONFIG_SIZE bytes,
  * names valid (vma_name_is_valid()) and unique. */
-int vma_writer_add_config(vma_writer *w, const char *name, const void *data,
-                          size_t len);
+VMA_API int vma_writer_add_config(vma_writer *w, const char *name, const void *data,
+                                  size_t len);
 
 /*
  * Register a device (before the first cluster): returns its dev_id (1..254)
@@ -300,7 +330,7 @@ int vma_writer_add_config(vma_writer *w, const char *name, const void *data,
  * recorded as given. The device named "vmstate" is the VM state stream: its
  * clusters must come in order 0, 1, 2, ... and its size is not a bound.
  */
-int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size);
+VMA_API int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size);
 
 /*
  * Write one 64 KiB cluster of a device. `data` is VMA_CLUSTER_SIZE bytes,
@@ -311,19 +341,19 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size);
  * and vma_writer_device_stats() may be called from several threads at once
  * on one writer; everything else must not run concurrently with them.
  */
-int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_num,
-                             const void *data);
+VMA_API int vma_writer_write_cluster(vma_writer *w, unsigned dev_id,
+                                     uint64_t cluster_num, const void *data);
 
 /* Close a device stream. A disk must have had all its clusters written
  * (else VMA_ERR_INCOMPLETE); no cluster may follow. */
-int vma_writer_close_device(vma_writer *w, unsigned dev_id);
+VMA_API int vma_writer_close_device(vma_writer *w, unsigned dev_id);
 
 /*
  * Finish the archive: every device must be closed. Writes the header if
  * nothing was written yet, flushes the last extent and closes the output
  * (waiting for an exec: command). On success the archive is complete.
  */
-int vma_writer_finish(vma_writer *w);
+VMA_API int vma_writer_finish(vma_writer *w);
 
 /*
  * Write a whole disk from a raw source (regular file or block device) and
@@ -333,8 +363,8 @@ int vma_writer_finish(vma_writer *w);
  * the end of a source whose size is not a multiple of 512 read as zeros up
  * to `size` (the caller may round the size up, as the deployed tool does).
  */
-int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
-                               uint64_t source_size);
+VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
+                                       uint64_t source_size);
 
 /* Called after each cluster the writer accepts, with the totals over all
  * devices: bytes accepted and zero bytes among them. Return 0 to go on,
@@ -346,12 +376,13 @@ typedef int (*vma_write_progress_fn)(void *opaque, uint64_t bytes_written,
 /* Set (or clear with fn = NULL) the progress callback; not while clusters
  * are being written. The callback runs on the writing thread, under the
  * writer's lock. */
-void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn, void *opaque);
+VMA_API void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn,
+                                     void *opaque);
 
 /* Statistics of one device: bytes of clusters accepted so far (counted up
  * to the device end) and how many of them were zero. */
-int vma_writer_device_stats(vma_writer *w, unsigned dev_id, uint64_t *bytes_written,
-                            uint64_t *zero_bytes);
+VMA_API int vma_writer_device_stats(vma_writer *w, unsigned dev_id,
+                                    uint64_t *bytes_written, uint64_t *zero_bytes);
 
 #ifdef __cplusplus
 }
