@@ -18,6 +18,8 @@ packages=(
     time                  # /usr/bin/time (bench; peak memory in tests/cli/limits.sh)
     valgrind              # the CLI tests once under memcheck (scripts/test.sh)
     procps                # pgrep in tests/cli/failing.sh (exec: commands stopped)
+    man-db groff-base     # man --warnings renders the man pages (tests/man.sh)
+    binutils              # nm -D: the exported symbols (tests/symbols.sh)
 )
 
 missing=()

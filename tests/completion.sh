@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Bash completion (completions/vma.bash): sources it and checks COMPREPLY
+# for commands, options, --compress codecs, create -d formats, file names,
+# and the device names `vma list` gives for `extract -d`.
+#
+# Usage: completion.sh <completions/vma.bash> <vma> <golden-dir>
+# SPDX-License-Identifier: MIT
+set -u
+[ $# = 3 ] || { echo "usage: $0 <vma.bash> <vma> <golden-dir>" >&2; exit 99; }
+comp=$(realpath "$1") vma=$(realpath "$2") golden=$(realpath "$3")
+T=$(mktemp -d "${TMPDIR:-/tmp}/vma-completion.XXXXXX") || exit 99
+trap 'rm -rf "$T"' EXIT
+fails=0 checks=0
+
+# shellcheck source=/dev/null
+source "$comp" || { echo "FAIL: sourcing $comp" >&2; exit 1; }
+complete -p vma | grep -q -- '-F _vma' || { echo "FAIL: vma has no completion" >&2; exit 1; }
+complete -p vmarchive | grep -q -- '-F _vma' || { echo "FAIL: vmarchive has no completion" >&2; exit 1; }
+
+cp "$golden/basic.vma" "$T/basic.vma"
+: >"$T/notes.txt"
+mkdir "$T/restore-dir"
+cd "$T" || exit 99
+
+# expect LINE WANT...: completing at the end of LINE gives exactly the
+# words WANT (in any order).
+expect() {
+    local line=$1 got want
+    shift
+    COMP_LINE=$line COMP_POINT=${#line} COMPREPLY=()
+    _vma "$vma"
+    got=$(printf '%s\n' "${COMPREPLY[@]}" | sed '/^$/d' | sort)
+    want=$(printf '%s\n' "$@" | sed '/^$/d' | sort)
+    checks=$((checks + 1))
+    if [ "$got" != "$want" ]; then
+        fails=$((fails + 1))
+        echo "FAIL: '$line': got [$(echo $got)], expected [$(echo $want)]" >&2
+    fi
+}
+
+expect "vma " list config create extract verify --help --version
+expect "vma ex" extract
+expect "vma c" config create
+expect "vma extract -" -v -d -r --help
+expect "vma create x.vma --comp" --compress=
+# bash completes after the last '=' or ':' of a word (COMP_WORDBREAKS).
+expect "vma create x.vma --compress=zs" zstd zstd:1 zstd:3 zstd:19
+expect "vma create x.vma --compress=zstd:1" 1 19
+expect "vma create x.vma -d format=q" qcow2: qed:
+expect "vma create x.vma -d format=raw:disk0=not" notes.txt
+# Device names from `vma list` of the archive on the line.
+expect "vma extract basic.vma -d " drive-scsi0 drive-efidisk0
+expect "vma extract -v basic.vma -d drive-s" drive-scsi0
+expect "vma extract basic.vma -d drive-scsi0,drive-e" drive-scsi0,drive-efidisk0
+expect "vma extract -d " # no archive on the line yet: nothing
+expect "vma extract missing.vma -d " # unreadable archive: nothing, no error
+expect "vma config basic.vma -c qemu-server.f" qemu-server.fw
+# Archives for the first argument, directories for extract's target.
+expect "vma verify ba" basic.vma
+expect "vma extract basic.vma rest" restore-dir
+
+[ $fails = 0 ] || exit 1
+echo "completion.sh: $checks cases"
