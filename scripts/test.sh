@@ -6,6 +6,8 @@
 #      LeakSanitizer or UBSan report aborts the process and fails its test,
 #   4. and once more the CLI tests and the corruption matrix's CLI sample
 #      of build/ under valgrind (memcheck; any error or definite leak fails),
+#   5. the Debian packages (scripts/debian-check.sh: build, lintian, dpkg -x,
+#      the installed command and a pkg-config program; counted as one test),
 # all with warnings as errors. Prints the time of each stage; exits
 # non-zero on any failure.
 set -euo pipefail
@@ -100,6 +102,15 @@ if command -v valgrind >/dev/null; then
     count build/meson-logs/testlog-valgrind.json
 else
     echo "test.sh: valgrind is missing (scripts/deps.sh installs it)" >&2
+    status=1
+fi
+
+# The Debian packages, built from a copy of the tree in a temporary
+# directory and tried after dpkg -x (about 45 s here).
+if stage "debian packages (scripts/debian-check.sh)" bash scripts/debian-check.sh; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
     status=1
 fi
 
