@@ -23,7 +23,9 @@ int cli_usage(FILE *f);
  * failure is then the EINTR or cancelled callback the signal caused. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* getopt() that also maps "--help" to 'h'. */
+/* getopt_long() over `optstring` with two long options: "--help" returns
+ * 'h' and "--compress=<c>" returns 'Z' (only create accepts it: for the
+ * other commands 'Z' is an unknown option, so a usage error). */
 int cli_getopt(int argc, char **argv, const char *optstring);
 
 /* Set by the SIGINT/SIGTERM handler; the only global of the CLI. */

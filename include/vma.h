@@ -2,6 +2,9 @@
  * libvma: read and write VMA ("Virtual Machine Archive") backups, the format
  * Proxmox VE writes for every QEMU VM backup.
  *
+ * Installed as <includedir>/vmarchive/vma.h with the library
+ * libvmarchive.so.0: build with `pkg-config --cflags --libs vmarchive`.
+ *
  * Conventions that hold for every function below:
  * - Functions returning int return VMA_OK (0) or a negative VMA_ERR_* code.
  *   After a failure, vma_reader_error() / vma_writer_error() give a one-line
@@ -357,11 +360,13 @@ VMA_API int vma_writer_finish(vma_writer *w);
 
 /*
  * Write a whole disk from a raw source (regular file or block device) and
- * close its stream: reads `size` bytes from offset 0 with pread(), skipping
- * holes of sparse files (SEEK_DATA/SEEK_HOLE) without reading them. A read
- * error or a source shorter than `size` fails with VMA_ERR_IO; bytes past
- * the end of a source whose size is not a multiple of 512 read as zeros up
- * to `size` (the caller may round the size up, as the deployed tool does).
+ * close its stream: reads `source_size` bytes from offset 0 with pread(),
+ * skipping holes of sparse files (SEEK_DATA/SEEK_HOLE) without reading
+ * them; the rest of the device, up to the size given to
+ * vma_writer_add_device(), is written as zeros (so a caller may round the
+ * size up to 512 bytes, as the deployed tool does). `source_size` larger
+ * than the device fails with VMA_ERR_INVALID; a read error or a source
+ * shorter than `source_size` with VMA_ERR_IO.
  */
 VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                        uint64_t source_size);
