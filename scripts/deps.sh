@@ -20,6 +20,7 @@ packages=(
     procps                # pgrep in tests/cli/failing.sh (exec: commands stopped)
     man-db groff-base     # man --warnings renders the man pages (tests/man.sh)
     binutils              # nm -D: the exported symbols (tests/symbols.sh)
+    dpkg-dev debhelper lintian  # build and check the Debian packages (scripts/debian-check.sh)
 )
 
 missing=()
