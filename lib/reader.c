@@ -399,6 +399,14 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             const struct vmai_blockinfo *bi = &e.info[i];
             if (bi->dev_id == 0)
                 continue;
+            /* Before each cluster: no callback starts after a cancel returned. */
+            if (vmai_cancelled(&r->cancel))
+                return vmai_reader_fail(r, VMA_ERR_CANCELED,
+                                        "cancelled at cluster %u of device %u in extent %llu "
+                                        "(offset %llu)",
+                                        bi->cluster_num, bi->dev_id,
+                                        (unsigned long long)extent_no,
+                                        (unsigned long long)r->offset);
             rc = check_cluster(r, bi, i, extent_no, r->offset);
             if (rc != VMA_OK)
                 return rc;

@@ -16,20 +16,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "reader_internal.h"
-
-/* Bandwidth group: a shared budget of bytes per second. */
-struct vmai_throttle {
-    struct vmai_throttle *next;
-    char *group;            /* NULL: private to one device */
-    uint64_t bps;
-    uint64_t bytes;         /* written since start */
-    struct timespec start;
-    bool started;
-};
+#include "throttle.h"
 
 enum target_kind { TARGET_SKIP, TARGET_DISK, TARGET_VMSTATE };
 
@@ -52,29 +42,13 @@ struct vmai_target {
 /* Aligned so O_DIRECT targets can write it. */
 static const unsigned char zero_block[VMA_BLOCK_SIZE] __attribute__((aligned(4096)));
 
-/* --- throttling --- */
-
-static void throttle_wait(struct vmai_throttle *t, uint64_t bytes)
+/* Wait for the device's bandwidth budget; a cancel ends the wait at once. */
+static int throttle(vma_reader *r, struct vmai_target *t, uint64_t bytes)
 {
-    if (t == NULL || t->bps == 0)
-        return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (!t->started) {
-        t->start = now;
-        t->started = true;
-    }
-    t->bytes += bytes;
-    /* The time at which t->bytes are allowed: start + bytes / bps. */
-    double due = (double)t->bytes / (double)t->bps;
-    double elapsed = (double)(now.tv_sec - t->start.tv_sec) +
-                     (double)(now.tv_nsec - t->start.tv_nsec) / 1e9;
-    if (due > elapsed) {
-        double wait = due - elapsed;
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
-    }
+    if (vmai_throttle_wait(t->throttle, bytes, r->clock, &r->cancel) == 0)
+        return VMA_OK;
+    return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
+                            (unsigned long long)r->offset);
 }
 
 /* --- writes --- */
@@ -124,7 +98,13 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
      * device whose size is not a multiple of 4 KiB goes the buffered way. */
     if (t->fd_buffered >= 0 && (off % VMA_BLOCK_SIZE != 0 || len % VMA_BLOCK_SIZE != 0))
         fd = t->fd_buffered;
-    throttle_wait(t->throttle, len);
+    /* Every write (a merged one may cover an extent) looks at the switch. */
+    if (vmai_cancelled(&r->cancel))
+        return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
+                                (unsigned long long)r->offset);
+    int rc = throttle(r, t, len);
+    if (rc != VMA_OK)
+        return rc;
     if (vmai_write_full(fd, buf, len, (int64_t)off, NULL, false) != 0)
         return vmai_reader_fail(r, VMA_ERR_IO,
                                 "write to device '%s' at offset %llu (%zu bytes) failed: %s",
@@ -143,10 +123,8 @@ static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, ui
     static const int modes[] = {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                 FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
     for (; t->zero_mode < 2; t->zero_mode++) {
-        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0) {
-            throttle_wait(t->throttle, len);
-            return VMA_OK;
-        }
+        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0)
+            return throttle(r, t, len);
     }
     while (len > 0) {
         size_t n = len < VMA_BLOCK_SIZE ? (size_t)len : VMA_BLOCK_SIZE;
@@ -415,21 +393,9 @@ int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_s
     struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
     if (t == NULL)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "device %u has no target to limit", dev_id);
-    struct vmai_throttle *g = NULL;
-    for (g = r->throttles; g != NULL && group != NULL; g = g->next)
-        if (g->group != NULL && strcmp(g->group, group) == 0)
-            break;
-    if (g == NULL) {
-        g = calloc(1, sizeof(*g));
-        if (g == NULL || (group != NULL && (g->group = strdup(group)) == NULL)) {
-            free(g);
-            return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
-        }
-        g->next = r->throttles;
-        r->throttles = g;
-    }
-    if (bytes_per_second != 0 || g->bps == 0)
-        g->bps = bytes_per_second;
+    struct vmai_throttle *g = vmai_throttle_get(&r->throttles, group, bytes_per_second);
+    if (g == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
     t->throttle = g;
     return VMA_OK;
 }
@@ -504,10 +470,11 @@ void vmai_targets_free(vma_reader *r)
         free(t);
         r->targets[i] = NULL;
     }
-    while (r->throttles != NULL) {
-        struct vmai_throttle *g = r->throttles;
-        r->throttles = g->next;
-        free(g->group);
-        free(g);
-    }
+    vmai_throttle_free_all(&r->throttles);
+}
+
+const struct vmai_throttle *vmai_target_throttle(const vma_reader *r, unsigned dev_id)
+{
+    return dev_id < VMA_DEV_SLOTS && r->targets[dev_id] != NULL ? r->targets[dev_id]->throttle
+                                                                 : NULL;
 }

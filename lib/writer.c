@@ -131,11 +131,13 @@ static int wait_child(vma_writer *w)
     int st;
     pid_t child = w->child;
     w->child = 0;
-    while (waitpid(child, &st, 0) < 0) {
-        if (errno != EINTR)
-            return wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
-                         strerror(errno));
-    }
+    /* A cancel ends the wait: the command's group is terminated, reaped. */
+    if (vmai_child_wait(child, &st, &w->cancel) != 0)
+        return errno == ECANCELED
+                   ? wfail(w, VMA_ERR_CANCELED, "cancelled while waiting for the exec: command "
+                                                "(it was terminated)")
+                   : wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
+                           strerror(errno));
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return VMA_OK;
     if (WIFSIGNALED(st))
