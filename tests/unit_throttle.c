@@ -155,6 +155,24 @@ static void make_archive(const char *path, unsigned n)
     vma_writer_free(w);
 }
 
+/* A reader on a new archive of n one-cluster devices in dir, each with a
+ * new file as its target; clk (may be NULL) is the throttles' clock. */
+static vma_reader *open_with_targets(const char *dir, unsigned n, const struct vmai_clock *clk)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/a.vma", dir);
+    make_archive(path, n);
+    vma_reader *r = vma_reader_new();
+    assert_non_null(r);
+    assert_int_equal(vma_reader_open_path(r, path), VMA_OK);
+    r->clock = clk;
+    for (unsigned id = 1; id <= n; id++) {
+        snprintf(path, sizeof(path), "%s/d%u.raw", dir, id);
+        assert_int_equal(vma_reader_target_create(r, id, path), VMA_OK);
+    }
+    return r;
+}
+
 /* Each target's limit as the restore map gives it: d1 and d4 private,
  * d2 and d3 in group g (d3 joins with 0). The defect made d4 join g. */
 static void t_targets_get_their_own_budget(void **state)
@@ -162,16 +180,7 @@ static void t_targets_get_their_own_budget(void **state)
     (void)state;
     char dir[] = "/tmp/vma-throttle-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/a.vma", dir);
-    make_archive(path, 5);
-    vma_reader *r = vma_reader_new();
-    assert_non_null(r);
-    assert_int_equal(vma_reader_open_path(r, path), VMA_OK);
-    for (unsigned id = 1; id <= 5; id++) {
-        snprintf(path, sizeof(path), "%s/d%u.raw", dir, id);
-        assert_int_equal(vma_reader_target_create(r, id, path), VMA_OK);
-    }
+    vma_reader *r = open_with_targets(dir, 5, NULL);
     assert_int_equal(vma_reader_target_limit(r, 1, 1000, NULL), VMA_OK);
     assert_int_equal(vma_reader_target_limit(r, 2, 2000, "g"), VMA_OK);
     assert_int_equal(vma_reader_target_limit(r, 3, 0, "g"), VMA_OK);
@@ -201,20 +210,10 @@ static void t_restore_budget_on_fake_clock(void **state)
     (void)state;
     char dir[] = "/tmp/vma-throttle-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/a.vma", dir);
-    make_archive(path, 2);
-    vma_reader *r = vma_reader_new();
-    assert_non_null(r);
-    assert_int_equal(vma_reader_open_path(r, path), VMA_OK);
     struct fake_clock f;
     struct vmai_clock clk;
     fake_init(&f, &clk);
-    r->clock = &clk;
-    for (unsigned id = 1; id <= 2; id++) {
-        snprintf(path, sizeof(path), "%s/d%u.raw", dir, id);
-        assert_int_equal(vma_reader_target_create(r, id, path), VMA_OK);
-    }
+    vma_reader *r = open_with_targets(dir, 2, &clk);
     assert_int_equal(vma_reader_target_limit(r, 1, 65536, NULL), VMA_OK);
     assert_int_equal(vma_reader_target_limit(r, 2, 131072, NULL), VMA_OK);
     assert_int_equal(vma_reader_restore(r), VMA_OK);

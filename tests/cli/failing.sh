@@ -189,6 +189,20 @@ ends_within() {
     return 1
 }
 
+# stop_with SIG PID [keep-stdout]: send SIG; PID must end within 20 s
+# (else it is killed) and fail as a signal makes it: exit 2, the one line
+# "interrupted by signal".
+stop_with() {
+    kill -$1 $2
+    check "vma ended at once after SIG$1" ends_within 20 $2
+    kill -KILL $2 2>/dev/null
+    wait $2
+    RC=$?
+    expect_failure ${3:-}
+    expect_err "vma: interrupted by signal
+"
+}
+
 # wait_for_line FILE REGEX: until a line of FILE matches (120 s at most).
 wait_for_line() {
     local i
@@ -250,14 +264,7 @@ for map in group private; do
         pid=$!
         check "extract wrote the configs" wait_for "$O/y/qemu-server.fw"
         sleep 1 # in the throttle's first wait by now
-        kill -$sig $pid
-        check "extract ended at once, not after the throttle's wait" ends_within 20 $pid
-        kill -KILL $pid 2>/dev/null
-        wait $pid
-        RC=$?
-        expect_failure keep-stdout
-        expect_err "vma: interrupted by signal
-"
+        stop_with $sig $pid keep-stdout
         check "target directory removed" [ ! -e "$O/y" ]
         check "the map's targets are the caller's and stay" [ -f "$T/t0.raw" -a -f "$T/t1.raw" ]
         out_empty
@@ -274,14 +281,7 @@ for sig in INT TERM; do
     pid=$!
     check "extract printed the list" wait_for_line "$T/out" "^CTIME: "
     sleep 0.3 # in the wait for the map by now
-    kill -$sig $pid
-    check "extract ended at once" ends_within 20 $pid
-    kill -KILL $pid 2>/dev/null
-    wait $pid
-    RC=$?
-    expect_failure keep-stdout
-    expect_err "vma: interrupted by signal
-"
+    stop_with $sig $pid keep-stdout
     check "target directory removed" [ ! -e "$O/n" ]
     out_empty
 done
@@ -347,14 +347,7 @@ for sig in INT TERM; do
     pid=$!
     # the sleep starts once cat saw the end of the archive
     check "the archive was written, the command lingers" wait_for_process "^$linger\$"
-    kill -$sig $pid
-    check "create ended at once" ends_within 20 $pid
-    kill -KILL $pid 2>/dev/null
-    wait $pid
-    RC=$?
-    expect_failure
-    expect_err "vma: interrupted by signal
-"
+    stop_with $sig $pid
     check "the command's processes are gone" ends_within_cmd 20 "$linger"
     for p in $(pgrep -f "$linger\$"); do kill -KILL $p; done # after a failure only
     out_empty
