@@ -13,21 +13,27 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "rmtree.h"
 #include "vma.h"
 
 static const char *golden_dir = "tests/golden";
@@ -194,6 +200,20 @@ static void t_reader_cancel_before(void **state)
     vma_reader_free(r);
 }
 
+/* After a failed restore, the directory holds nothing; it is removed. */
+static void restore_dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    unsigned left = 0;
+    while ((e = readdir(d)) != NULL)
+        left += e->d_name[0] != '.';
+    closedir(d);
+    assert_int_equal(left, 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* A restore that is cancelled removes the files it made. */
 static void t_reader_cancel_restore(void **state)
 {
@@ -220,15 +240,7 @@ static void t_reader_cancel_restore(void **state)
     vma_reader_free(r);
     close(rfd);
     feeder_stop(&f);
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    unsigned left = 0;
-    while ((e = readdir(d)) != NULL)
-        left += e->d_name[0] != '.';
-    closedir(d);
-    assert_int_equal(left, 0);
-    rmdir(dir);
+    restore_dir_empty(dir);
     free(archive);
 }
 
@@ -311,6 +323,319 @@ static void t_writer_cancel_removes_file(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* --- counted latency: nothing starts after cancel() returned ---------- */
+
+/* A cluster callback that cancels the reader itself on cluster `at` and
+ * counts the callbacks after that: none may come. */
+struct self_cancel {
+    vma_reader *r;
+    unsigned calls, at, after;
+};
+
+/* One callback: counted as "after" once cancel() has returned. */
+static void self_cancel_step(struct self_cancel *s)
+{
+    if (s->calls >= s->at)
+        s->after++;
+    if (++s->calls == s->at)
+        vma_reader_cancel(s->r);
+}
+
+static int cancel_in_callback(void *opaque, unsigned dev_id, uint32_t cluster_num,
+                              uint16_t mask, const unsigned char *data)
+{
+    (void)dev_id, (void)cluster_num, (void)mask, (void)data;
+    self_cancel_step(opaque);
+    return 0;
+}
+
+/* state: the golden archive's name. The cancel comes mid-extent (the
+ * first extent holds up to 59 clusters). */
+static void t_reader_no_callback_after_cancel(void **state)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", golden_dir, (const char *)*state);
+    struct self_cancel s = {.r = vma_reader_new(), .at = 3};
+    assert_non_null(s.r);
+    assert_int_equal(vma_reader_open_path(s.r, path), VMA_OK);
+    assert_int_equal(vma_reader_read(s.r, cancel_in_callback, &s), VMA_ERR_CANCELED);
+    assert_int_equal(s.after, 0);
+    assert_int_equal(s.calls, s.at);
+    vma_reader_free(s.r);
+}
+
+/* Another thread cancels while the second callback runs, then raises a
+ * flag; a callback that starts after the flag was raised is counted. */
+struct other_cancel {
+    vma_reader *r;
+    atomic_int calls, cancelled, after;
+};
+
+static int callback_held(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
+                         const unsigned char *data)
+{
+    (void)dev_id, (void)cluster_num, (void)mask, (void)data;
+    struct other_cancel *o = opaque;
+    if (atomic_load(&o->cancelled))
+        atomic_fetch_add(&o->after, 1);
+    if (atomic_fetch_add(&o->calls, 1) + 1 == 2)
+        while (!atomic_load(&o->cancelled)) /* held until cancel() returned */
+            sched_yield();
+    return 0;
+}
+
+static void *cancel_on_second_call(void *arg)
+{
+    struct other_cancel *o = arg;
+    while (atomic_load(&o->calls) < 2)
+        sched_yield();
+    vma_reader_cancel(o->r);
+    atomic_store(&o->cancelled, 1);
+    return NULL;
+}
+
+static void t_reader_no_callback_after_other_thread_cancel(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/basic.vma.zst", golden_dir);
+    struct other_cancel o = {.r = vma_reader_new()};
+    assert_non_null(o.r);
+    assert_int_equal(vma_reader_open_path(o.r, path), VMA_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_on_second_call, &o), 0);
+    assert_int_equal(vma_reader_read(o.r, callback_held, &o), VMA_ERR_CANCELED);
+    pthread_join(t, NULL);
+    assert_int_equal(atomic_load(&o.calls), 2);
+    assert_int_equal(atomic_load(&o.after), 0);
+    vma_reader_free(o.r);
+}
+
+/* A restore whose progress callback cancels on cluster `at` and counts
+ * the calls after: none (each comes after a cluster was written). */
+static int progress_cancel(void *opaque, uint64_t clusters_read, uint64_t bytes_consumed)
+{
+    (void)clusters_read, (void)bytes_consumed;
+    self_cancel_step(opaque);
+    return 0;
+}
+
+/* A reader on golden basic.vma with a new file as every device's target
+ * in a new directory dir (mkdtemp template). */
+static vma_reader *restore_setup(char *dir)
+{
+    char path[4096];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/basic.vma", golden_dir);
+    vma_reader *r = vma_reader_new();
+    assert_non_null(r);
+    assert_int_equal(vma_reader_open_path(r, path), VMA_OK);
+    for (unsigned id = vma_reader_next_device(r, 0); id; id = vma_reader_next_device(r, id)) {
+        snprintf(path, sizeof(path), "%s/disk-%u.raw", dir, id);
+        assert_int_equal(vma_reader_target_create(r, id, path), VMA_OK);
+    }
+    return r;
+}
+
+static void t_restore_no_cluster_after_cancel(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    struct self_cancel s = {.r = restore_setup(dir), .at = 2};
+    vma_reader_set_progress(s.r, progress_cancel, &s);
+    assert_int_equal(vma_reader_restore(s.r), VMA_ERR_CANCELED);
+    assert_int_equal(s.after, 0);
+    assert_int_equal(s.calls, s.at);
+    vma_reader_free(s.r);
+    restore_dir_empty(dir);
+}
+
+/* A restore limited to 1 byte/s would take 97 days for basic.vma's 8 MiB
+ * disk: a cancel from another thread ends it in the throttle's wait (that
+ * the restore returns at all shows it), and no cluster follows. */
+struct throttled {
+    vma_reader *r;
+    atomic_int calls, cancelled, after;
+};
+
+static int progress_count(void *opaque, uint64_t clusters_read, uint64_t bytes_consumed)
+{
+    (void)clusters_read, (void)bytes_consumed;
+    struct throttled *t = opaque;
+    if (atomic_load(&t->cancelled))
+        atomic_fetch_add(&t->after, 1);
+    atomic_fetch_add(&t->calls, 1);
+    return 0;
+}
+
+static void *cancel_throttled(void *arg)
+{
+    struct throttled *t = arg;
+    while (atomic_load(&t->calls) < 1)
+        sched_yield();
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* the restore sleeps in the throttle by now */
+    vma_reader_cancel(t->r);
+    atomic_store(&t->cancelled, 1);
+    return NULL;
+}
+
+/* state: the throttling group, or NULL for private limits */
+static void t_restore_throttled_cancel(void **state)
+{
+    const char *group = *state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    struct throttled t = {.r = restore_setup(dir)};
+    for (unsigned id = vma_reader_next_device(t.r, 0); id; id = vma_reader_next_device(t.r, id))
+        assert_int_equal(vma_reader_target_limit(t.r, id, 1, group), VMA_OK);
+    vma_reader_set_progress(t.r, progress_count, &t);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_throttled, &t), 0);
+    int rc = vma_reader_restore(t.r);
+    pthread_join(th, NULL);
+    assert_int_equal(rc, VMA_ERR_CANCELED);
+    assert_non_null(strstr(vma_reader_error(t.r), "cancelled"));
+    assert_int_equal(atomic_load(&t.after), 0);
+    vma_reader_free(t.r);
+    restore_dir_empty(dir);
+}
+
+/* Writers: two threads write clusters while a third cancels, then raises
+ * a flag; a write_cluster that started after the flag and was accepted is
+ * counted. */
+struct racing_writers {
+    vma_writer *w;
+    unsigned dev_id;
+    atomic_int accepted, cancelled, after;
+};
+
+struct writer_thread {
+    pthread_t thread;
+    struct racing_writers *rw;
+    uint64_t first;
+    int rc;
+};
+
+static void *write_clusters(void *arg)
+{
+    struct writer_thread *wt = arg;
+    struct racing_writers *rw = wt->rw;
+    wt->rc = VMA_OK;
+    /* zero clusters (NULL data): fast, and the format is the same */
+    for (uint64_t n = wt->first; wt->rc == VMA_OK; n += 2) {
+        int late = atomic_load(&rw->cancelled);
+        wt->rc = vma_writer_write_cluster(rw->w, rw->dev_id, n, NULL);
+        if (wt->rc == VMA_OK)
+            atomic_fetch_add(late ? &rw->after : &rw->accepted, 1);
+    }
+    return NULL;
+}
+
+static void t_writer_no_cluster_after_cancel(void **state)
+{
+    (void)state;
+    struct racing_writers rw = {.w = vma_writer_new()};
+    assert_non_null(rw.w);
+    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(null_fd >= 0);
+    assert_int_equal(vma_writer_open_fd(rw.w, null_fd), VMA_OK);
+    int id = vma_writer_add_device(rw.w, "drive-scsi0", (uint64_t)1 << 40);
+    assert_true(id > 0);
+    rw.dev_id = (unsigned)id;
+    struct writer_thread wt[2] = {{.rw = &rw, .first = 0}, {.rw = &rw, .first = 1}};
+    for (unsigned i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&wt[i].thread, NULL, write_clusters, &wt[i]), 0);
+    while (atomic_load(&rw.accepted) < 1000)
+        sched_yield();
+    vma_writer_cancel(rw.w);
+    atomic_store(&rw.cancelled, 1);
+    for (unsigned i = 0; i < 2; i++) {
+        pthread_join(wt[i].thread, NULL);
+        assert_int_equal(wt[i].rc, VMA_ERR_CANCELED);
+    }
+    assert_int_equal(atomic_load(&rw.after), 0);
+    assert_int_equal(vma_writer_finish(rw.w), VMA_ERR_CANCELED);
+    vma_writer_free(rw.w);
+    close(null_fd);
+}
+
+/* --- the wait for an exec: command ----------------------------------- */
+
+/* Whether the process group pgid is gone within 20 s. */
+static bool group_gone(pid_t pgid)
+{
+    for (unsigned i = 0; i < 200; i++) {
+        /* orphans of the group are ours to reap (main() makes this process
+         * their subreaper): a zombie would still count */
+        while (waitpid(-pgid, NULL, WNOHANG) > 0)
+            ;
+        if (kill(-pgid, 0) != 0 && errno == ESRCH)
+            return true;
+        struct timespec pause = {0, 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return false;
+}
+
+struct exec_cancel {
+    vma_writer *w;
+    char marker[4200];
+};
+
+/* Cancel once the command has read the whole archive and lingers. */
+static void *cancel_when_lingering(void *arg)
+{
+    struct exec_cancel *e = arg;
+    for (unsigned i = 0; i < 1200 && access(e->marker, F_OK) != 0; i++) {
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* finish waits for the command by now */
+    vma_writer_cancel(e->w);
+    return NULL;
+}
+
+/* A command that reads the archive to its end but does not exit: finish
+ * waits for it; the cancel ends the wait and the command's whole process
+ * group (the shell and its sleep) is gone, also when it ignores SIGTERM.
+ * state: a prefix for the command ("" or "trap '' TERM; "). */
+static void t_writer_cancel_exec_wait(void **state)
+{
+    const char *prefix = *state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct exec_cancel e = {.w = vma_writer_new()};
+    assert_non_null(e.w);
+    snprintf(e.marker, sizeof(e.marker), "%s/lingering", dir);
+    char cmd[9000];
+    snprintf(cmd, sizeof(cmd),
+             "exec:%secho $$ >%s/pid; cat >/dev/null; : >%s; sleep 600", prefix, dir, e.marker);
+    assert_int_equal(vma_writer_open_path(e.w, cmd), VMA_OK);
+    int id = vma_writer_add_device(e.w, "drive-scsi0", VMA_CLUSTER_SIZE);
+    assert_true(id > 0);
+    static unsigned char cluster[VMA_CLUSTER_SIZE] = {1};
+    assert_int_equal(vma_writer_write_cluster(e.w, (unsigned)id, 0, cluster), VMA_OK);
+    assert_int_equal(vma_writer_close_device(e.w, (unsigned)id), VMA_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_when_lingering, &e), 0);
+    int rc = vma_writer_finish(e.w);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, VMA_ERR_CANCELED);
+    assert_non_null(strstr(vma_writer_error(e.w), "exec: command"));
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/pid", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int pgid = 0;
+    assert_int_equal(fscanf(f, "%d", &pgid), 1);
+    fclose(f);
+    assert_true(pgid > 1);
+    assert_true(group_gone((pid_t)pgid));
+    vma_writer_free(e.w);
+    vt_rm_tree(dir);
+}
+
 /* --- the library's threads block signals ---------------------------- */
 
 /* Every thread of this process but the caller's has SIGINT and SIGTERM
@@ -384,6 +709,7 @@ int main(int argc, char **argv)
     if (argc > 1)
         golden_dir = argv[1];
     signal(SIGPIPE, SIG_IGN); /* feeders meet EPIPE when a reader stops */
+    prctl(PR_SET_CHILD_SUBREAPER, 1); /* see group_gone() */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_reader_cancel_in_header),
         cmocka_unit_test_prestate(t_reader_cancel_in_data, "basic.vma"),
@@ -395,6 +721,15 @@ int main(int argc, char **argv)
         cmocka_unit_test_prestate(t_writer_cancel_on_full_pipe, "none"),
         cmocka_unit_test_prestate(t_writer_cancel_on_full_pipe, "zstd"),
         cmocka_unit_test(t_writer_cancel_removes_file),
+        cmocka_unit_test_prestate(t_reader_no_callback_after_cancel, "basic.vma"),
+        cmocka_unit_test_prestate(t_reader_no_callback_after_cancel, "basic.vma.zst"),
+        cmocka_unit_test(t_reader_no_callback_after_other_thread_cancel),
+        cmocka_unit_test(t_restore_no_cluster_after_cancel),
+        cmocka_unit_test_prestate(t_restore_throttled_cancel, NULL),
+        cmocka_unit_test_prestate(t_restore_throttled_cancel, "g"),
+        cmocka_unit_test(t_writer_no_cluster_after_cancel),
+        cmocka_unit_test_prestate(t_writer_cancel_exec_wait, ""),
+        cmocka_unit_test_prestate(t_writer_cancel_exec_wait, "trap '' TERM; "),
         cmocka_unit_test(t_threads_block_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
