@@ -132,9 +132,17 @@ int vma_reader_open_path(vma_reader *r, const char *path)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive path");
     if (strcmp(path, "-") == 0)
         return vma_reader_open_fd(r, STDIN_FILENO);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: open(2) of a FIFO would wait for a writer where a cancel
+     * cannot end it; reads wait in poll(2) instead (see vmai_read_some). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(e));
+    }
     r->fd = fd;
     r->own_fd = true;
     int rc = open_header(r);

@@ -34,6 +34,7 @@ struct vmai_target {
     uint64_t size;
     uint64_t vmstate_len;   /* bytes written to a vmstate file */
     bool write_behind;      /* keep the page cache from filling up */
+    bool may_block;         /* vmstate into a pipe or the like (target_fd) */
     uint64_t win_lo, win_hi, win_bytes; /* written since the last writeback */
     uint64_t prev_lo, prev_hi;          /* the window before, under writeback */
     struct vmai_throttle *throttle;
@@ -208,8 +209,10 @@ static int vmstate_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t
             src = data;
             data += VMA_BLOCK_SIZE;
         }
-        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, NULL, false) != 0)
-            return vmai_reader_fail(r, VMA_ERR_IO, "write of vmstate '%s' at byte %llu failed: %s",
+        /* A caller's descriptor may be a pipe: a cancel ends its wait. */
+        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, &r->cancel, t->may_block) != 0)
+            return vmai_reader_fail(r, errno == ECANCELED ? VMA_ERR_CANCELED : VMA_ERR_IO,
+                                    "write of vmstate '%s' at byte %llu failed: %s",
                                     vma_reader_device_name(r, dev_id),
                                     (unsigned long long)t->vmstate_len, strerror(errno));
         t->vmstate_len += VMA_BLOCK_SIZE;
@@ -374,6 +377,7 @@ int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
         return r->status;
     t->fd = fd;
     t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    t->may_block = vmstate && vmai_fd_may_block(fd);
     return VMA_OK;
 }
 

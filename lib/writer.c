@@ -258,6 +258,29 @@ static int open_exec(vma_writer *w, const char *command)
     return VMA_OK;
 }
 
+/* open(2) of a FIFO for writing waits for a reader, and a cancel could not
+ * end that wait: try without blocking every 10 ms until a reader is there
+ * (ENXIO until then), then make the descriptor blocking again. */
+static int open_fifo(vma_writer *w, const char *path)
+{
+    for (;;) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0) {
+            int fl = fcntl(fd, F_GETFL);
+            if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
+                return fd;
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        if (errno != ENXIO && errno != EINTR)
+            return -1;
+        if (vmai_cancel_sleep(&w->cancel, 10000000) != 0)
+            return -1;
+    }
+}
+
 int vma_writer_open_path(vma_writer *w, const char *path)
 {
     int rc = check_output(w);
@@ -272,7 +295,10 @@ int vma_writer_open_path(vma_writer *w, const char *path)
     if (stat(path, &st) == 0) {
         if (!S_ISFIFO(st.st_mode))
             return wrefuse(w, VMA_ERR_EXISTS, "%s already exists (never overwritten)", path);
-        fd = open(path, O_WRONLY | O_CLOEXEC);
+        fd = open_fifo(w, path);
+        if (fd < 0 && errno == ECANCELED)
+            return wfail(w, VMA_ERR_CANCELED, "cancelled while waiting for a reader of %s",
+                         path);
     } else {
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd >= 0 && (w->created_path = strdup(path)) == NULL) {

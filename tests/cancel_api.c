@@ -636,6 +636,92 @@ static void t_writer_cancel_exec_wait(void **state)
     vt_rm_tree(dir);
 }
 
+/* --- FIFOs whose other end never opens, a vmstate pipe that stalls ---- */
+
+/* open of a FIFO that no writer opens: the cancel ends the wait. */
+static void t_reader_cancel_in_fifo_open(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/in.fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    vma_reader *r = vma_reader_new();
+    assert_non_null(r);
+    struct canceller c;
+    canceller_start(&c, r, NULL);
+    int rc = vma_reader_open_path(r, path);
+    pthread_join(c.thread, NULL);
+    assert_int_equal(rc, VMA_ERR_CANCELED);
+    vma_reader_free(r);
+    vt_rm_tree(dir);
+}
+
+/* open_path of a FIFO that no reader opens: the cancel ends the wait. */
+static void t_writer_cancel_in_fifo_open(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/out.fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    struct canceller c;
+    canceller_start(&c, NULL, w);
+    int rc = vma_writer_open_path(w, path);
+    pthread_join(c.thread, NULL);
+    assert_int_equal(rc, VMA_ERR_CANCELED);
+    assert_non_null(strstr(vma_writer_error(w), "cancelled"));
+    vma_writer_free(w);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode)); /* the FIFO is left alone */
+    vt_rm_tree(dir);
+}
+
+/* The vmstate restored into a pipe (target_fd) that nobody reads: the
+ * write waits, and the cancel ends it. */
+static void t_restore_cancel_vmstate_pipe(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/vmstate.vma", dir);
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    assert_int_equal(vma_writer_open_path(w, path), VMA_OK);
+    int id = vma_writer_add_device(w, VMA_VMSTATE_NAME, 16 * VMA_CLUSTER_SIZE);
+    assert_true(id > 0);
+    static unsigned char cluster[VMA_CLUSTER_SIZE];
+    memset(cluster, 0x77, sizeof(cluster));
+    for (uint64_t n = 0; n < 16; n++)
+        assert_int_equal(vma_writer_write_cluster(w, (unsigned)id, n, cluster), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, (unsigned)id), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fill_pipe(p[1]);
+    vma_reader *r = vma_reader_new();
+    assert_non_null(r);
+    assert_int_equal(vma_reader_open_path(r, path), VMA_OK);
+    assert_int_equal(vma_reader_target_fd(r, (unsigned)id, p[1], 0), VMA_OK);
+    struct canceller c;
+    canceller_start(&c, r, NULL);
+    int rc = vma_reader_restore(r);
+    pthread_join(c.thread, NULL);
+    assert_int_equal(rc, VMA_ERR_CANCELED);
+    vma_reader_free(r);
+    close(p[0]);
+    close(p[1]);
+    vt_rm_tree(dir);
+}
+
 /* --- the library's threads block signals ---------------------------- */
 
 /* Every thread of this process but the caller's has SIGINT and SIGTERM
@@ -730,6 +816,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_writer_no_cluster_after_cancel),
         cmocka_unit_test_prestate(t_writer_cancel_exec_wait, ""),
         cmocka_unit_test_prestate(t_writer_cancel_exec_wait, "trap '' TERM; "),
+        cmocka_unit_test(t_reader_cancel_in_fifo_open),
+        cmocka_unit_test(t_writer_cancel_in_fifo_open),
+        cmocka_unit_test(t_restore_cancel_vmstate_pipe),
         cmocka_unit_test(t_threads_block_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -286,6 +286,28 @@ for sig in INT TERM; do
     out_empty
 done
 
+# FIFOs whose other end nobody opens: `create` waits for a reader of its
+# archive, `extract` for a writer; the signal ends either wait.
+for sig in INT TERM; do
+    case_ "SIG$sig while create waits for a reader of its FIFO"
+    rm -f "$T/noreader.fifo"
+    mkfifo "$T/noreader.fifo"
+    "$VMA" create "$T/noreader.fifo" drive-scsi0="$T/src/d4.raw" >"$T/out" 2>"$T/err" &
+    pid=$!
+    sleep 0.5 # in the wait by now
+    stop_with $sig $pid
+    check "the FIFO is still a FIFO" [ -p "$T/noreader.fifo" ]
+
+    case_ "SIG$sig while extract waits for a writer of its archive FIFO"
+    rm -f "$T/nowriter.fifo"
+    mkfifo "$T/nowriter.fifo"
+    "$VMA" extract "$T/nowriter.fifo" "$O/w" >"$T/out" 2>"$T/err" &
+    pid=$!
+    sleep 0.5
+    stop_with $sig $pid
+    out_empty
+done
+
 # --- signals while a pipe is idle ----------------------------------------
 # The other end of the pipe is open, but nothing moves: vma waits in the
 # library, not between clusters, and the signal must still stop it at once
