@@ -638,43 +638,26 @@ static void t_writer_cancel_exec_wait(void **state)
 
 /* --- FIFOs whose other end never opens, a vmstate pipe that stalls ---- */
 
-/* open of a FIFO that no writer opens: the cancel ends the wait. */
-static void t_reader_cancel_in_fifo_open(void **state)
+/* open of a FIFO whose other end nobody opens: the cancel ends the wait.
+ * state: "reader" or "writer". */
+static void t_cancel_in_fifo_open(void **state)
 {
-    (void)state;
+    bool writer = strcmp(*state, "writer") == 0;
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char path[4096];
-    snprintf(path, sizeof(path), "%s/in.fifo", dir);
+    snprintf(path, sizeof(path), "%s/x.fifo", dir);
     assert_int_equal(mkfifo(path, 0600), 0);
-    vma_reader *r = vma_reader_new();
-    assert_non_null(r);
+    vma_reader *r = writer ? NULL : vma_reader_new();
+    vma_writer *w = writer ? vma_writer_new() : NULL;
+    assert_true(r != NULL || w != NULL);
     struct canceller c;
-    canceller_start(&c, r, NULL);
-    int rc = vma_reader_open_path(r, path);
+    canceller_start(&c, r, w);
+    int rc = writer ? vma_writer_open_path(w, path) : vma_reader_open_path(r, path);
     pthread_join(c.thread, NULL);
     assert_int_equal(rc, VMA_ERR_CANCELED);
+    assert_non_null(strstr(writer ? vma_writer_error(w) : vma_reader_error(r), "cancelled"));
     vma_reader_free(r);
-    vt_rm_tree(dir);
-}
-
-/* open_path of a FIFO that no reader opens: the cancel ends the wait. */
-static void t_writer_cancel_in_fifo_open(void **state)
-{
-    (void)state;
-    char dir[] = "/tmp/vma-cancel-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/out.fifo", dir);
-    assert_int_equal(mkfifo(path, 0600), 0);
-    vma_writer *w = vma_writer_new();
-    assert_non_null(w);
-    struct canceller c;
-    canceller_start(&c, NULL, w);
-    int rc = vma_writer_open_path(w, path);
-    pthread_join(c.thread, NULL);
-    assert_int_equal(rc, VMA_ERR_CANCELED);
-    assert_non_null(strstr(vma_writer_error(w), "cancelled"));
     vma_writer_free(w);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -816,8 +799,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_writer_no_cluster_after_cancel),
         cmocka_unit_test_prestate(t_writer_cancel_exec_wait, ""),
         cmocka_unit_test_prestate(t_writer_cancel_exec_wait, "trap '' TERM; "),
-        cmocka_unit_test(t_reader_cancel_in_fifo_open),
-        cmocka_unit_test(t_writer_cancel_in_fifo_open),
+        cmocka_unit_test_prestate(t_cancel_in_fifo_open, "reader"),
+        cmocka_unit_test_prestate(t_cancel_in_fifo_open, "writer"),
         cmocka_unit_test(t_restore_cancel_vmstate_pipe),
         cmocka_unit_test(t_threads_block_signals),
     };
