@@ -44,18 +44,20 @@ bool vmai_cancelled(const struct vmai_cancel *c)
     return c != NULL && atomic_load(&c->fired) != 0;
 }
 
-/* Wait until fd is ready for `events` or the switch fires. Returns 0, or
- * -1 with errno (ECANCELED once fired). After a signal's EINTR the switch
- * is looked at again, so a handler's cancel takes effect at once. */
+/* Wait until fd is ready for `events` or the switch (if any) fires.
+ * Returns 0, or -1 with errno (ECANCELED once fired). After a signal's
+ * EINTR the switch is looked at again, so a handler's cancel takes effect
+ * at once. */
 static int wait_ready(int fd, short events, const struct vmai_cancel *c)
 {
-    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = c->fd, .events = POLLIN}};
+    int cfd = c != NULL ? c->fd : -1;
+    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = cfd, .events = POLLIN}};
     for (;;) {
         if (vmai_cancelled(c)) {
             errno = ECANCELED;
             return -1;
         }
-        int n = poll(p, c->fd >= 0 ? 2 : 1, -1);
+        int n = poll(p, cfd >= 0 ? 2 : 1, -1);
         if (n < 0 && errno != EINTR)
             return -1;
         /* POLLERR/POLLHUP/POLLNVAL: the read or write reports it. */
@@ -196,8 +198,11 @@ ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *
         if (ready(fd, POLLIN, c, may_block) < 0)
             return -1;
         ssize_t n = read(fd, buf, len);
-        if (n >= 0 || errno != EINTR)
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
             return n;
+        /* A descriptor with O_NONBLOCK: wait here, not in read(2). */
+        if (errno == EAGAIN && wait_ready(fd, POLLIN, c) < 0)
+            return -1;
     }
 }
 
@@ -230,6 +235,10 @@ int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset,
             n = write(fd, (const char *)buf + done, len - done);
         if (n < 0) {
             if (errno == EINTR)
+                continue;
+            /* O_NONBLOCK (our own pipe and FIFO ends have it, so that a
+             * write(2) never blocks where a cancel cannot end it) */
+            if (errno == EAGAIN && wait_ready(fd, POLLOUT, c) == 0)
                 continue;
             return -1;
         }

@@ -252,6 +252,10 @@ static int open_exec(vma_writer *w, const char *command)
         close(pipefd[1]);
         return wfail(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
     }
+    /* Our end only: writes then wait in poll(2), where a cancel ends them. */
+    int fl = fcntl(pipefd[1], F_GETFL);
+    if (fl >= 0)
+        fcntl(pipefd[1], F_SETFL, fl | O_NONBLOCK);
     w->child = pid;
     w->fd = pipefd[1];
     w->own_fd = true;
@@ -260,20 +264,14 @@ static int open_exec(vma_writer *w, const char *command)
 
 /* open(2) of a FIFO for writing waits for a reader, and a cancel could not
  * end that wait: try without blocking every 10 ms until a reader is there
- * (ENXIO until then), then make the descriptor blocking again. */
+ * (ENXIO until then). The descriptor stays O_NONBLOCK: writes wait in
+ * poll(2), where a cancel ends them. */
 static int open_fifo(vma_writer *w, const char *path)
 {
     for (;;) {
         int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
-        if (fd >= 0) {
-            int fl = fcntl(fd, F_GETFL);
-            if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
-                return fd;
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
+        if (fd >= 0)
+            return fd;
         if (errno != ENXIO && errno != EINTR)
             return -1;
         if (vmai_cancel_sleep(&w->cancel, 10000000) != 0)

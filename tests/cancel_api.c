@@ -258,15 +258,11 @@ static void fill_pipe(int fd)
     assert_int_equal(fcntl(fd, F_SETFL, flags), 0);
 }
 
-static void writer_cancel_on_full_pipe(const char *compression)
+/* Write incompressible clusters until a canceller (started here) stops
+ * the writer, whose output stalls: write_cluster and then finish fail
+ * with VMA_ERR_CANCELED. */
+static void write_until_cancelled(vma_writer *w)
 {
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    fill_pipe(p[1]);
-    vma_writer *w = vma_writer_new();
-    assert_non_null(w);
-    assert_int_equal(vma_writer_set_compression(w, compression), VMA_OK);
-    assert_int_equal(vma_writer_open_fd(w, p[1]), VMA_OK);
     int id = vma_writer_add_device(w, "drive-scsi0", 256u << 20);
     assert_true(id > 0);
     unsigned char *cluster = malloc(VMA_CLUSTER_SIZE);
@@ -288,8 +284,20 @@ static void writer_cancel_on_full_pipe(const char *compression)
     assert_true(n < 4096);
     assert_non_null(strstr(vma_writer_error(w), "cancelled"));
     assert_int_equal(vma_writer_finish(w), VMA_ERR_CANCELED);
-    vma_writer_free(w);
     free(cluster);
+}
+
+static void writer_cancel_on_full_pipe(const char *compression)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fill_pipe(p[1]);
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    assert_int_equal(vma_writer_set_compression(w, compression), VMA_OK);
+    assert_int_equal(vma_writer_open_fd(w, p[1]), VMA_OK);
+    write_until_cancelled(w);
+    vma_writer_free(w);
     close(p[0]);
     close(p[1]);
 }
@@ -577,6 +585,29 @@ static bool group_gone(pid_t pgid)
     return false;
 }
 
+/* Wait until path exists (60 s at most: a broken build fails later). */
+static void wait_for_file(const char *path)
+{
+    for (unsigned i = 0; i < 1200 && access(path, F_OK) != 0; i++) {
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* The pid the exec: command wrote into dir/pid (its process group). */
+static pid_t read_pid(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/pid", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int pid = 0;
+    assert_int_equal(fscanf(f, "%d", &pid), 1);
+    fclose(f);
+    assert_true(pid > 1);
+    return (pid_t)pid;
+}
+
 struct exec_cancel {
     vma_writer *w;
     char marker[4200];
@@ -586,10 +617,7 @@ struct exec_cancel {
 static void *cancel_when_lingering(void *arg)
 {
     struct exec_cancel *e = arg;
-    for (unsigned i = 0; i < 1200 && access(e->marker, F_OK) != 0; i++) {
-        struct timespec pause = {0, 50 * 1000 * 1000};
-        nanosleep(&pause, NULL);
-    }
+    wait_for_file(e->marker);
     struct timespec pause = {0, 100 * 1000 * 1000};
     nanosleep(&pause, NULL); /* finish waits for the command by now */
     vma_writer_cancel(e->w);
@@ -623,16 +651,30 @@ static void t_writer_cancel_exec_wait(void **state)
     pthread_join(t, NULL);
     assert_int_equal(rc, VMA_ERR_CANCELED);
     assert_non_null(strstr(vma_writer_error(e.w), "exec: command"));
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/pid", dir);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    int pgid = 0;
-    assert_int_equal(fscanf(f, "%d", &pgid), 1);
-    fclose(f);
-    assert_true(pgid > 1);
-    assert_true(group_gone((pid_t)pgid));
+    assert_true(group_gone(read_pid(dir)));
     vma_writer_free(e.w);
+    vt_rm_tree(dir);
+}
+
+/* A command that never reads (our pipe to it stays full): a cancel from
+ * another thread ends the write, and freeing the writer ends the command
+ * (a write(2) blocked in the kernel could not be woken: our end of the
+ * pipe is O_NONBLOCK, the wait is in poll(2)). */
+static void t_writer_cancel_exec_stalled(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vma-cancel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "exec:echo $$ >%s/pid; exec sleep 600", dir);
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    assert_int_equal(vma_writer_open_path(w, cmd), VMA_OK);
+    snprintf(cmd, sizeof(cmd), "%s/pid", dir);
+    wait_for_file(cmd); /* the command runs */
+    write_until_cancelled(w);
+    vma_writer_free(w);
+    assert_true(group_gone(read_pid(dir)));
     vt_rm_tree(dir);
 }
 
@@ -799,6 +841,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_writer_no_cluster_after_cancel),
         cmocka_unit_test_prestate(t_writer_cancel_exec_wait, ""),
         cmocka_unit_test_prestate(t_writer_cancel_exec_wait, "trap '' TERM; "),
+        cmocka_unit_test(t_writer_cancel_exec_stalled),
         cmocka_unit_test_prestate(t_cancel_in_fifo_open, "reader"),
         cmocka_unit_test_prestate(t_cancel_in_fifo_open, "writer"),
         cmocka_unit_test(t_restore_cancel_vmstate_pipe),
