@@ -378,6 +378,15 @@ static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
     return VMA_OK;
 }
 
+/* The failure of a read cancelled while it hands out the cluster bi. */
+static int cancelled_at(vma_reader *r, const struct vmai_blockinfo *bi, uint64_t extent_no)
+{
+    return vmai_reader_fail(r, VMA_ERR_CANCELED,
+                            "cancelled at cluster %u of device %u in extent %llu (offset %llu)",
+                            bi->cluster_num, bi->dev_id, (unsigned long long)extent_no,
+                            (unsigned long long)r->offset);
+}
+
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
     if (r->status != VMA_OK)
@@ -409,12 +418,7 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                 continue;
             /* Before each cluster: no callback starts after a cancel returned. */
             if (vmai_cancelled(&r->cancel))
-                return vmai_reader_fail(r, VMA_ERR_CANCELED,
-                                        "cancelled at cluster %u of device %u in extent %llu "
-                                        "(offset %llu)",
-                                        bi->cluster_num, bi->dev_id,
-                                        (unsigned long long)extent_no,
-                                        (unsigned long long)r->offset);
+                return cancelled_at(r, bi, extent_no);
             rc = check_cluster(r, bi, i, extent_no, r->offset);
             if (rc != VMA_OK)
                 return rc;
@@ -432,6 +436,8 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
             data += (size_t)stored * VMA_BLOCK_SIZE;
+            if (r->progress != NULL && vmai_cancelled(&r->cancel))
+                return cancelled_at(r, bi, extent_no);
             if (r->progress != NULL &&
                 r->progress(r->progress_opaque, r->clusters,
                             r->offset + VMA_EXTENT_HEADER_SIZE +

@@ -43,13 +43,18 @@ struct vmai_target {
 /* Aligned so O_DIRECT targets can write it. */
 static const unsigned char zero_block[VMA_BLOCK_SIZE] __attribute__((aligned(4096)));
 
+static int cancelled(vma_reader *r)
+{
+    return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled in the extent at offset %llu",
+                            (unsigned long long)r->offset);
+}
+
 /* Wait for the device's bandwidth budget; a cancel ends the wait at once. */
 static int throttle(vma_reader *r, struct vmai_target *t, uint64_t bytes)
 {
     if (vmai_throttle_wait(t->throttle, bytes, r->clock, &r->cancel) == 0)
         return VMA_OK;
-    return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
-                            (unsigned long long)r->offset);
+    return cancelled(r);
 }
 
 /* --- writes --- */
@@ -101,8 +106,7 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
         fd = t->fd_buffered;
     /* Every write (a merged one may cover an extent) looks at the switch. */
     if (vmai_cancelled(&r->cancel))
-        return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
-                                (unsigned long long)r->offset);
+        return cancelled(r);
     int rc = throttle(r, t, len);
     if (rc != VMA_OK)
         return rc;
@@ -123,6 +127,8 @@ static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, ui
 {
     static const int modes[] = {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                 FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
+    if (vmai_cancelled(&r->cancel))
+        return cancelled(r);
     for (; t->zero_mode < 2; t->zero_mode++) {
         if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0)
             return throttle(r, t, len);

@@ -373,11 +373,23 @@ static void t_reader_no_callback_after_cancel(void **state)
 }
 
 /* Another thread cancels while the second callback runs, then raises a
- * flag; a callback that starts after the flag was raised is counted. */
+ * flag; a cluster or progress callback that starts after the flag was
+ * raised is counted. */
 struct other_cancel {
     vma_reader *r;
-    atomic_int calls, cancelled, after;
+    atomic_int calls, cancelled, after, progress;
 };
+
+/* Progress calls are counted too, and after the flag as "after". */
+static int progress_after_cancel(void *opaque, uint64_t clusters_read, uint64_t bytes_consumed)
+{
+    (void)clusters_read, (void)bytes_consumed;
+    struct other_cancel *o = opaque;
+    if (atomic_load(&o->cancelled))
+        atomic_fetch_add(&o->after, 1);
+    atomic_fetch_add(&o->progress, 1);
+    return 0;
+}
 
 static int callback_held(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
                          const unsigned char *data)
@@ -411,11 +423,14 @@ static void t_reader_no_callback_after_other_thread_cancel(void **state)
     assert_non_null(o.r);
     assert_int_equal(vma_reader_open_path(o.r, path), VMA_OK);
     pthread_t t;
+    vma_reader_set_progress(o.r, progress_after_cancel, &o);
     assert_int_equal(pthread_create(&t, NULL, cancel_on_second_call, &o), 0);
     assert_int_equal(vma_reader_read(o.r, callback_held, &o), VMA_ERR_CANCELED);
     pthread_join(t, NULL);
     assert_int_equal(atomic_load(&o.calls), 2);
     assert_int_equal(atomic_load(&o.after), 0);
+    /* the progress of cluster 2 would come after cancel() returned */
+    assert_int_equal(atomic_load(&o.progress), 1);
     vma_reader_free(o.r);
 }
 
