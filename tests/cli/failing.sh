@@ -203,6 +203,16 @@ stop_with() {
 "
 }
 
+# wait_for_open PID PATH: until PID has PATH open (120 s at most).
+wait_for_open() {
+    local i
+    for i in $(seq 1200); do
+        ls -l /proc/$1/fd 2>/dev/null | grep -qF -- "-> $2" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # wait_for_line FILE REGEX: until a line of FILE matches (120 s at most).
 wait_for_line() {
     local i
@@ -294,7 +304,9 @@ for sig in INT TERM; do
     mkfifo "$T/noreader.fifo"
     "$VMA" create "$T/noreader.fifo" drive-scsi0="$T/src/d4.raw" >"$T/out" 2>"$T/err" &
     pid=$!
-    sleep 0.5 # in the wait by now
+    # the source is opened after the handlers are set, before the archive
+    check "create opened its source" wait_for_open $pid "$T/src/d4.raw"
+    sleep 0.3 # in the wait by now
     stop_with $sig $pid
     check "the FIFO is still a FIFO" [ -p "$T/noreader.fifo" ]
 
@@ -303,7 +315,7 @@ for sig in INT TERM; do
     mkfifo "$T/nowriter.fifo"
     "$VMA" extract "$T/nowriter.fifo" "$O/w" >"$T/out" 2>"$T/err" &
     pid=$!
-    sleep 0.5
+    check "extract opened the FIFO" wait_for_open $pid "$T/nowriter.fifo"
     stop_with $sig $pid
     out_empty
 done
