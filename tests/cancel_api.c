@@ -5,6 +5,11 @@
  * makes that call fail, the failure is sticky, a cancelled writer leaves
  * no file behind, and the library's own threads block every signal (so
  * that a handler that cancels runs only in the caller's threads).
+ * Every other wait ends too: a 1 B/s throttle, a FIFO nobody opens, a
+ * vmstate pipe nobody reads, an exec: command that does not read or does
+ * not exit (its process group is gone after). The latency is counted, not
+ * timed: no cluster, progress or write_cluster call is accepted once
+ * cancel() has returned.
  *
  * Usage: cancel_api <golden-dir>
  * SPDX-License-Identifier: MIT

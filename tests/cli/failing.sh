@@ -2,7 +2,9 @@
 # Failing environments (issue 3), without root: `create` into a pipe or
 # FIFO whose reader exits early, from a source that fails to read (EIO) or
 # shrinks while it is read (an LD_PRELOAD shim, tests/preload_shim.c), and
-# SIGINT/SIGTERM during `create` and `extract`. Every case: exit 2, one
+# SIGINT/SIGTERM during `create` and `extract` in each of their waits (an
+# idle pipe, a FIFO nobody opens, a throttle, an exec: command that does
+# not read or does not exit). Every case: exit 2, one
 # clear stderr line, no success claimed, partial output removed.
 # Usage: failing.sh <vma> <golden-dir> <vma_craft> <libvmashim.so>
 # SPDX-License-Identifier: MIT
