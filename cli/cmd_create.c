@@ -260,6 +260,10 @@ int cmd_create(int argc, char **argv)
         rc = write_archive(&c, archive, compress, verbose);
 
 out:
+    /* A failed archive is never finished: cancelled, freeing the writer
+     * terminates an exec: command at once instead of waiting for it. */
+    if (rc != CLI_OK && c.w)
+        vma_writer_cancel(c.w);
     cli_cancel_on_signal(NULL, NULL);
     vma_writer_free(c.w); /* removes a partial archive */
     for (i = 0; c.src && i < c.nsrc; i++) {

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -103,46 +104,103 @@ static int write_configs(struct extract *x)
     return CLI_OK;
 }
 
-/* Read map lines until EOF, an empty line or "done". */
+/* Wait until the map has data or its writer closed it. poll(2) in 100 ms
+ * steps: a signal stops the wait even when it comes just before poll(2)
+ * (then EINTR). */
+static int map_wait(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    while (!cli_signal) {
+        int n = poll(&p, 1, 100);
+
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+    errno = EINTR;
+    return -1;
+}
+
+/* One map line, parsed and added to x->map. */
+static int add_map_line(struct extract *x, const char *line, size_t *alloc)
+{
+    char *msg;
+
+    if (x->map_len == *alloc) {
+        size_t want = *alloc ? 2 * *alloc : 8;
+        void *p = realloc(x->map, want * sizeof *x->map);
+
+        if (!p)
+            return cli_fail("out of memory");
+        x->map = p;
+        *alloc = want;
+    }
+    if (restore_map_parse(line, &x->map[x->map_len], &msg) < 0) {
+        int rc = cli_fail("read map failed - %s", msg ? msg : "out of memory");
+
+        free(msg);
+        return rc;
+    }
+    x->map_len++;
+    return CLI_OK;
+}
+
+/*
+ * Read map lines until EOF, an empty line or "done". The map is opened
+ * without blocking (open(2) of a FIFO waits for a writer, and a signal
+ * could not stop it) and every read waits in map_wait() first.
+ */
 static int read_map(struct extract *x)
 {
-    FILE *f = fopen(x->map_path, "r");
-    char *line = NULL;
-    size_t cap = 0, alloc = 0;
-    ssize_t n;
-    int rc = CLI_OK;
+    int fd = open(x->map_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    char *buf = NULL;
+    size_t len = 0, cap = 0, alloc = 0;
+    int rc = CLI_OK, eof = 0;
 
-    if (!f)
+    if (fd < 0)
         return cli_fail("unable to open fifo %s - %s", x->map_path, strerror(errno));
-    while (rc == CLI_OK && (n = getline(&line, &cap, f)) >= 0) {
-        char *msg;
+    while (rc == CLI_OK) {
+        char *nl = len ? memchr(buf, '\n', len) : NULL;
+        size_t n;
 
-        if (n > 0 && line[n - 1] == '\n')
-            line[--n] = '\0';
-        if (n == 0 || !strcmp(line, "done"))
-            break;
-        if (x->map_len == alloc) {
-            size_t want = alloc ? 2 * alloc : 8;
-            void *p = realloc(x->map, want * sizeof *x->map);
+        if (!nl && !eof) {
+            ssize_t got;
 
-            if (!p) {
-                rc = cli_fail("out of memory");
+            if (len + 1 >= cap) { /* room for the data and a final NUL */
+                char *p = realloc(buf, cap ? 2 * cap : 4096);
+
+                if (!p) {
+                    rc = cli_fail("out of memory");
+                    break;
+                }
+                buf = p;
+                cap = cap ? 2 * cap : 4096;
+            }
+            if (map_wait(fd) < 0) {
+                rc = cli_fail("read map failed - %s", strerror(errno));
                 break;
             }
-            x->map = p;
-            alloc = want;
+            got = read(fd, buf + len, cap - len - 1);
+            if (got > 0)
+                len += (size_t)got;
+            else if (got == 0)
+                eof = 1;
+            else if (errno != EAGAIN && errno != EINTR)
+                rc = cli_fail("read map failed - %s", strerror(errno));
+            continue;
         }
-        if (restore_map_parse(line, &x->map[x->map_len], &msg) < 0) {
-            rc = cli_fail("read map failed - %s", msg ? msg : "out of memory");
-            free(msg);
-        } else {
-            x->map_len++;
-        }
+        n = nl ? (size_t)(nl - buf) : len;
+        buf[n] = '\0';
+        if (n == 0 || !strcmp(buf, "done"))
+            break;
+        rc = add_map_line(x, buf, &alloc);
+        len -= n + (nl ? 1 : 0);
+        memmove(buf, buf + n + (nl ? 1 : 0), len);
     }
-    if (rc == CLI_OK && ferror(f))
-        rc = cli_fail("read map failed - %s", strerror(errno));
-    free(line);
-    fclose(f);
+    free(buf);
+    close(fd);
     return rc;
 }
 

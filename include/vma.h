@@ -128,7 +128,7 @@ VMA_API int vma_reader_open_path(vma_reader *r, const char *path);
 
 /* As vma_reader_open_path(), on a descriptor the caller owns and closes
  * after vma_reader_free(). The descriptor is read sequentially from its
- * current position (pipes work). */
+ * current position (pipes work; O_NONBLOCK is fine: reads wait in poll). */
 VMA_API int vma_reader_open_fd(vma_reader *r, int fd);
 
 /* The last error message, or "" when there was none. */
@@ -137,10 +137,18 @@ VMA_API const char *vma_reader_error(const vma_reader *r);
 /*
  * Stop the reader's work: the open, read or restore in progress, or the
  * next one, fails with VMA_ERR_CANCELED, and so does every later call (the
- * failure is sticky). A call waiting for an idle pipe or FIFO wakes up at
- * once; a restore removes its new files as after any failure. Safe from a
- * signal handler and from any thread, at any time between
- * vma_reader_new() and vma_reader_free().
+ * failure is sticky); a restore removes its new files as after any
+ * failure. Safe from a signal handler and from any thread, at any time
+ * between vma_reader_new() and vma_reader_free().
+ * Latency, once this call has returned:
+ * - no cluster callback, progress callback or target write starts (a
+ *   callback already running finishes first);
+ * - every wait inside the library ends within 100 ms: reading an idle
+ *   pipe or FIFO, opening a FIFO that no writer has opened yet, a
+ *   bandwidth limit's wait (vma_reader_target_limit()), writing the
+ *   vmstate into a pipe given to vma_reader_target_fd().
+ * Not cut short: a read(2), write(2) or fsync(2) of a regular file or
+ * block device that the kernel is already doing.
  */
 VMA_API void vma_reader_cancel(vma_reader *r);
 
@@ -249,9 +257,10 @@ VMA_API int vma_reader_target_skip(vma_reader *r, unsigned dev_id);
 
 /*
  * Limit the write bandwidth of dev_id to bytes_per_second (0 = no limit).
- * Devices given the same non-NULL group share one limit, as QEMU's
- * throttling groups do; the group's limit is the last non-zero one set (a
- * device may join a group with 0 without resetting its rate).
+ * Without a group (NULL) the limit is the device's own. Devices given the
+ * same non-NULL group share one limit, as QEMU's throttling groups do; the
+ * group's limit is the last non-zero one set (a device may join a group
+ * with 0 without resetting its rate). A cancel ends a limit's wait.
  */
 VMA_API int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
                                     uint64_t bytes_per_second, const char *group);
@@ -275,22 +284,34 @@ typedef struct vma_writer vma_writer;
 VMA_API vma_writer *vma_writer_new(void);
 
 /* Free a writer. If vma_writer_finish() did not succeed, a file the writer
- * created itself is removed and an exec: command is waited for (after a
- * SIGTERM if the writer was cancelled). */
+ * created itself is removed and an exec: command is waited for; if the
+ * writer was cancelled, the command is ended first as vma_writer_cancel()
+ * says (so cancel before freeing a failed writer whose command may never
+ * exit). */
 VMA_API void vma_writer_free(vma_writer *w);
 
 /* The last error message, or "" when there was none. */
 VMA_API const char *vma_writer_error(const vma_writer *w);
 
 /*
- * Stop the writer's work: the write_cluster, write_device_fd or finish in
- * progress, or the next one, fails with VMA_ERR_CANCELED, and the archive
- * is then never finished (vma_writer_free() removes a file it created). A
- * write waiting for an idle pipe reader wakes up at once (from another
- * thread, only between two write(2) calls; a signal handler's cancel also
- * cuts a blocked write(2) short, as its EINTR does). Safe from a signal
- * handler and from any thread, at any time between vma_writer_new() and
- * vma_writer_free().
+ * Stop the writer's work: the open_path, write_cluster, write_device_fd or
+ * finish in progress, or the next one, fails with VMA_ERR_CANCELED, and
+ * the archive is then never finished (vma_writer_free() removes a file it
+ * created). Safe from a signal handler and from any thread, at any time
+ * between vma_writer_new() and vma_writer_free().
+ * Latency, once this call has returned:
+ * - no write_cluster is accepted (each fails with VMA_ERR_CANCELED);
+ * - every wait inside the library ends within 100 ms: a write into a pipe
+ *   or FIFO whose reader is idle, open_path of a FIFO that no reader has
+ *   opened yet, finish waiting for an exec: command to exit. An exec:
+ *   command's process group then gets SIGTERM, SIGKILL 50 ms later if it
+ *   is still there, and is reaped.
+ * The exec: pipe and FIFOs from open_path are non-blocking, so their
+ * writes wait in poll(2), where the cancel ends them. A descriptor given
+ * to vma_writer_open_fd() is used as it is: a write(2) already blocked in
+ * the kernel on a blocking pipe ends only when the reader makes room or a
+ * signal interrupts it (a handler's cancel then takes effect); give it
+ * O_NONBLOCK to have the library wait in poll(2) instead.
  */
 VMA_API void vma_writer_cancel(vma_writer *w);
 
@@ -302,7 +323,8 @@ VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
  * Output, once per writer, before the first cluster:
  * - "exec:<command>": run the command with /bin/sh -c and write the archive
  *   to its standard input; finish fails if it exits non-zero.
- * - an existing FIFO: opened for writing.
+ * - an existing FIFO: opened for writing once a reader has opened it
+ *   (a cancel ends that wait).
  * - otherwise a new file (VMA_ERR_EXISTS if the path exists).
  * The caller should ignore SIGPIPE so that a reader that goes away gives
  * VMA_ERR_IO (EPIPE) instead of killing the process.

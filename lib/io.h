@@ -34,6 +34,21 @@ void vmai_cancel_fire(struct vmai_cancel *c);
 /* Whether the switch is set (false for NULL). */
 bool vmai_cancelled(const struct vmai_cancel *c);
 
+/* Sleep ns nanoseconds, or less when the switch is set: 0, or -1 with
+ * errno ECANCELED. A set switch ends the sleep at once (its eventfd wakes
+ * ppoll(2)); without an eventfd the flag is looked at every 10 ms. */
+int vmai_cancel_sleep(const struct vmai_cancel *c, uint64_t ns);
+
+/*
+ * Wait for a child (the leader of its own process group) to exit, and
+ * reap it into *status: 0, or -1 with errno. The wait polls a pidfd
+ * together with the switch's eventfd (without pidfd_open(2), Linux < 5.3,
+ * it looks every 10 ms). Once the switch is set, the group gets SIGTERM,
+ * 50 ms to end and then SIGKILL; the child is reaped and the call fails
+ * with ECANCELED (*status set).
+ */
+int vmai_child_wait(pid_t pid, int *status, const struct vmai_cancel *c);
+
 /* Whether read(2) or write(2) on fd may wait for another process (a
  * pipe, FIFO, socket or terminal), unlike a regular file or block device. */
 bool vmai_fd_may_block(int fd);

@@ -132,9 +132,17 @@ int vma_reader_open_path(vma_reader *r, const char *path)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive path");
     if (strcmp(path, "-") == 0)
         return vma_reader_open_fd(r, STDIN_FILENO);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: open(2) of a FIFO would wait for a writer where a cancel
+     * cannot end it; reads wait in poll(2) instead (see vmai_read_some). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(e));
+    }
     r->fd = fd;
     r->own_fd = true;
     int rc = open_header(r);
@@ -370,6 +378,15 @@ static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
     return VMA_OK;
 }
 
+/* The failure of a read cancelled while it hands out the cluster bi. */
+static int cancelled_at(vma_reader *r, const struct vmai_blockinfo *bi, uint64_t extent_no)
+{
+    return vmai_reader_fail(r, VMA_ERR_CANCELED,
+                            "cancelled at cluster %u of device %u in extent %llu (offset %llu)",
+                            bi->cluster_num, bi->dev_id, (unsigned long long)extent_no,
+                            (unsigned long long)r->offset);
+}
+
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
     if (r->status != VMA_OK)
@@ -399,6 +416,9 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             const struct vmai_blockinfo *bi = &e.info[i];
             if (bi->dev_id == 0)
                 continue;
+            /* Before each cluster: no callback starts after a cancel returned. */
+            if (vmai_cancelled(&r->cancel))
+                return cancelled_at(r, bi, extent_no);
             rc = check_cluster(r, bi, i, extent_no, r->offset);
             if (rc != VMA_OK)
                 return rc;
@@ -416,6 +436,8 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
             data += (size_t)stored * VMA_BLOCK_SIZE;
+            if (r->progress != NULL && vmai_cancelled(&r->cancel))
+                return cancelled_at(r, bi, extent_no);
             if (r->progress != NULL &&
                 r->progress(r->progress_opaque, r->clusters,
                             r->offset + VMA_EXTENT_HEADER_SIZE +

@@ -16,20 +16,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "reader_internal.h"
-
-/* Bandwidth group: a shared budget of bytes per second. */
-struct vmai_throttle {
-    struct vmai_throttle *next;
-    char *group;            /* NULL: private to one device */
-    uint64_t bps;
-    uint64_t bytes;         /* written since start */
-    struct timespec start;
-    bool started;
-};
+#include "throttle.h"
 
 enum target_kind { TARGET_SKIP, TARGET_DISK, TARGET_VMSTATE };
 
@@ -44,6 +34,7 @@ struct vmai_target {
     uint64_t size;
     uint64_t vmstate_len;   /* bytes written to a vmstate file */
     bool write_behind;      /* keep the page cache from filling up */
+    bool may_block;         /* vmstate into a pipe or the like (target_fd) */
     uint64_t win_lo, win_hi, win_bytes; /* written since the last writeback */
     uint64_t prev_lo, prev_hi;          /* the window before, under writeback */
     struct vmai_throttle *throttle;
@@ -52,29 +43,18 @@ struct vmai_target {
 /* Aligned so O_DIRECT targets can write it. */
 static const unsigned char zero_block[VMA_BLOCK_SIZE] __attribute__((aligned(4096)));
 
-/* --- throttling --- */
-
-static void throttle_wait(struct vmai_throttle *t, uint64_t bytes)
+static int cancelled(vma_reader *r)
 {
-    if (t == NULL || t->bps == 0)
-        return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (!t->started) {
-        t->start = now;
-        t->started = true;
-    }
-    t->bytes += bytes;
-    /* The time at which t->bytes are allowed: start + bytes / bps. */
-    double due = (double)t->bytes / (double)t->bps;
-    double elapsed = (double)(now.tv_sec - t->start.tv_sec) +
-                     (double)(now.tv_nsec - t->start.tv_nsec) / 1e9;
-    if (due > elapsed) {
-        double wait = due - elapsed;
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
-    }
+    return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled in the extent at offset %llu",
+                            (unsigned long long)r->offset);
+}
+
+/* Wait for the device's bandwidth budget; a cancel ends the wait at once. */
+static int throttle(vma_reader *r, struct vmai_target *t, uint64_t bytes)
+{
+    if (vmai_throttle_wait(t->throttle, bytes, r->clock, &r->cancel) == 0)
+        return VMA_OK;
+    return cancelled(r);
 }
 
 /* --- writes --- */
@@ -124,7 +104,12 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
      * device whose size is not a multiple of 4 KiB goes the buffered way. */
     if (t->fd_buffered >= 0 && (off % VMA_BLOCK_SIZE != 0 || len % VMA_BLOCK_SIZE != 0))
         fd = t->fd_buffered;
-    throttle_wait(t->throttle, len);
+    /* Every write (a merged one may cover an extent) looks at the switch. */
+    if (vmai_cancelled(&r->cancel))
+        return cancelled(r);
+    int rc = throttle(r, t, len);
+    if (rc != VMA_OK)
+        return rc;
     if (vmai_write_full(fd, buf, len, (int64_t)off, NULL, false) != 0)
         return vmai_reader_fail(r, VMA_ERR_IO,
                                 "write to device '%s' at offset %llu (%zu bytes) failed: %s",
@@ -142,11 +127,11 @@ static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, ui
 {
     static const int modes[] = {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                 FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
+    if (vmai_cancelled(&r->cancel))
+        return cancelled(r);
     for (; t->zero_mode < 2; t->zero_mode++) {
-        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0) {
-            throttle_wait(t->throttle, len);
-            return VMA_OK;
-        }
+        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0)
+            return throttle(r, t, len);
     }
     while (len > 0) {
         size_t n = len < VMA_BLOCK_SIZE ? (size_t)len : VMA_BLOCK_SIZE;
@@ -230,8 +215,10 @@ static int vmstate_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t
             src = data;
             data += VMA_BLOCK_SIZE;
         }
-        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, NULL, false) != 0)
-            return vmai_reader_fail(r, VMA_ERR_IO, "write of vmstate '%s' at byte %llu failed: %s",
+        /* A caller's descriptor may be a pipe: a cancel ends its wait. */
+        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, &r->cancel, t->may_block) != 0)
+            return vmai_reader_fail(r, errno == ECANCELED ? VMA_ERR_CANCELED : VMA_ERR_IO,
+                                    "write of vmstate '%s' at byte %llu failed: %s",
                                     vma_reader_device_name(r, dev_id),
                                     (unsigned long long)t->vmstate_len, strerror(errno));
         t->vmstate_len += VMA_BLOCK_SIZE;
@@ -396,6 +383,7 @@ int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
         return r->status;
     t->fd = fd;
     t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    t->may_block = vmstate && vmai_fd_may_block(fd);
     return VMA_OK;
 }
 
@@ -415,21 +403,9 @@ int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_s
     struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
     if (t == NULL)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "device %u has no target to limit", dev_id);
-    struct vmai_throttle *g = NULL;
-    for (g = r->throttles; g != NULL && group != NULL; g = g->next)
-        if (g->group != NULL && strcmp(g->group, group) == 0)
-            break;
-    if (g == NULL) {
-        g = calloc(1, sizeof(*g));
-        if (g == NULL || (group != NULL && (g->group = strdup(group)) == NULL)) {
-            free(g);
-            return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
-        }
-        g->next = r->throttles;
-        r->throttles = g;
-    }
-    if (bytes_per_second != 0 || g->bps == 0)
-        g->bps = bytes_per_second;
+    struct vmai_throttle *g = vmai_throttle_get(&r->throttles, group, bytes_per_second);
+    if (g == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
     t->throttle = g;
     return VMA_OK;
 }
@@ -504,10 +480,11 @@ void vmai_targets_free(vma_reader *r)
         free(t);
         r->targets[i] = NULL;
     }
-    while (r->throttles != NULL) {
-        struct vmai_throttle *g = r->throttles;
-        r->throttles = g->next;
-        free(g->group);
-        free(g);
-    }
+    vmai_throttle_free_all(&r->throttles);
+}
+
+const struct vmai_throttle *vmai_target_throttle(const vma_reader *r, unsigned dev_id)
+{
+    return dev_id < VMA_DEV_SLOTS && r->targets[dev_id] != NULL ? r->targets[dev_id]->throttle
+                                                                 : NULL;
 }

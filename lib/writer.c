@@ -131,11 +131,13 @@ static int wait_child(vma_writer *w)
     int st;
     pid_t child = w->child;
     w->child = 0;
-    while (waitpid(child, &st, 0) < 0) {
-        if (errno != EINTR)
-            return wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
-                         strerror(errno));
-    }
+    /* A cancel ends the wait: the command's group is terminated, reaped. */
+    if (vmai_child_wait(child, &st, &w->cancel) != 0)
+        return errno == ECANCELED
+                   ? wfail(w, VMA_ERR_CANCELED, "cancelled while waiting for the exec: command "
+                                                "(it was terminated)")
+                   : wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
+                           strerror(errno));
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return VMA_OK;
     if (WIFSIGNALED(st))
@@ -250,10 +252,31 @@ static int open_exec(vma_writer *w, const char *command)
         close(pipefd[1]);
         return wfail(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
     }
+    /* Our end only: writes then wait in poll(2), where a cancel ends them. */
+    int fl = fcntl(pipefd[1], F_GETFL);
+    if (fl >= 0)
+        fcntl(pipefd[1], F_SETFL, fl | O_NONBLOCK);
     w->child = pid;
     w->fd = pipefd[1];
     w->own_fd = true;
     return VMA_OK;
+}
+
+/* open(2) of a FIFO for writing waits for a reader, and a cancel could not
+ * end that wait: try without blocking every 10 ms until a reader is there
+ * (ENXIO until then). The descriptor stays O_NONBLOCK: writes wait in
+ * poll(2), where a cancel ends them. */
+static int open_fifo(vma_writer *w, const char *path)
+{
+    for (;;) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0)
+            return fd;
+        if (errno != ENXIO && errno != EINTR)
+            return -1;
+        if (vmai_cancel_sleep(&w->cancel, 10000000) != 0)
+            return -1;
+    }
 }
 
 int vma_writer_open_path(vma_writer *w, const char *path)
@@ -270,7 +293,10 @@ int vma_writer_open_path(vma_writer *w, const char *path)
     if (stat(path, &st) == 0) {
         if (!S_ISFIFO(st.st_mode))
             return wrefuse(w, VMA_ERR_EXISTS, "%s already exists (never overwritten)", path);
-        fd = open(path, O_WRONLY | O_CLOEXEC);
+        fd = open_fifo(w, path);
+        if (fd < 0 && errno == ECANCELED)
+            return wfail(w, VMA_ERR_CANCELED, "cancelled while waiting for a reader of %s",
+                         path);
     } else {
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd >= 0 && (w->created_path = strdup(path)) == NULL) {

@@ -116,6 +116,46 @@ expect_out_file "$G/basic.list"
 check "f0 digest" [ "$(sha "$T/f0.raw")" = "$SHA0" ]
 check "f1 digest" [ "$(sha "$T/f1.raw")" = "$SHA1" ]
 
+# The map is read without a blocking open(2): a writer that opens the FIFO
+# late, sends one line at a time and keeps it open after "done" works.
+case_ "map from a FIFO, written slowly, kept open after done"
+new_target "$T/s0.raw" $S0
+new_target "$T/s1.raw" $S1
+rm -f "$T/map.fifo"
+mkfifo "$T/map.fifo"
+"$VMA" extract -r "$T/map.fifo" "$A" "$T/slow.dir" >"$T/out" 2>"$T/err" &
+vpid=$!
+sleep 0.3 # vma waits for a writer before there is one
+{
+    printf '%s\n' "0:drive-scsi0=$T/s0.raw"
+    sleep 0.3
+    printf '%s' "1:drive-efidisk0="
+    sleep 0.3
+    printf '%s\n' "$T/s1.raw" done
+    # stays open until vma has finished
+    while kill -0 $vpid 2>/dev/null; do sleep 0.1; done
+} >"$T/map.fifo" &
+wpid=$!
+wait $vpid
+RC=$?
+wait $wpid
+expect_ok
+expect_out_file "$G/basic.list"
+check "s0 digest" [ "$(sha "$T/s0.raw")" = "$SHA0" ]
+check "s1 digest" [ "$(sha "$T/s1.raw")" = "$SHA1" ]
+
+case_ "map FIFO closed by its writer without a line"
+rm -f "$T/map.fifo"
+mkfifo "$T/map.fifo"
+(sleep 0.3; : >"$T/map.fifo") &
+wpid=$!
+run "$VMA" extract -r "$T/map.fifo" "$A" "$T/empty.dir"
+wait $wpid
+expect_failure keep-stdout
+expect_err "vma: no device name mapping for drive-scsi0
+"
+check "target directory removed" [ ! -e "$T/empty.dir" ]
+
 # 1: writes zero blocks, 0: leaves them: targets filled with 0xAA
 # (octal 252) first.
 case_ "map 1: on a dirty target"
