@@ -45,6 +45,17 @@ extern "C" {
 #define VMA_MAX_DEVICE_SIZE (((uint64_t)1 << 32) * VMA_CLUSTER_SIZE)
 /* Name of the device that carries the VM's saved RAM state. */
 #define VMA_VMSTATE_NAME "vmstate"
+/* The reader's memory follows what the archive holds, not the sizes its
+ * device table declares: the sets of clusters read so far cost about one
+ * bit per cluster where clusters are dense and 2 bytes where scattered,
+ * and may never exceed VMA_READER_MAP_FLOOR bytes plus 1/VMA_READER_MAP_RATIO
+ * of the archive bytes read (a 1 GiB archive: 24 MiB). Clusters scattered
+ * beyond that (only a crafted archive does it: a real one ends with every
+ * cluster named, one bit each, and each costs at least 8.7 archive bytes)
+ * fail the read with VMA_ERR_LIMIT. Whole process for any archive under
+ * 1 GiB decompressed: at most 64 MiB, whatever its devices declare. */
+#define VMA_READER_MAP_FLOOR ((uint64_t)8 << 20)
+#define VMA_READER_MAP_RATIO 64u
 
 /* ------------------------------------------------------------------ */
 /* Status codes (pinned: values never change)                          */

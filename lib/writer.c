@@ -22,6 +22,7 @@
 
 #include <uuid/uuid.h>
 
+#include "clusterset.h"
 #include "format.h"
 #include "io.h"
 #include "output.h"
@@ -40,7 +41,7 @@ struct wdev {
     uint64_t clusters;      /* clusters the device needs (disks) */
     uint64_t written;       /* clusters accepted */
     uint64_t next;          /* vmstate: next cluster number */
-    uint64_t *seen;         /* disks: one bit per cluster */
+    struct vmai_cset seen;  /* disks: clusters accepted (sparse) */
     uint64_t bytes;         /* bytes accepted, counted up to the device end */
     uint64_t zero_bytes;
 };
@@ -66,6 +67,7 @@ struct vma_writer {
     unsigned device_count;
     uint64_t blob_bytes;    /* blob buffer bytes so far, for the header limit */
     struct wdev dev[VMA_DEV_SLOTS];
+    size_t seen_mem;        /* bytes of the cluster sets */
 
     struct vmai_extent ext;
     unsigned ext_entries;
@@ -161,7 +163,7 @@ void vma_writer_free(vma_writer *w)
     free(w->created_path);
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
         free((char *)w->hdr.devices[i].name);
-        free(w->dev[i].seen);
+        vmai_cset_free(&w->dev[i].seen);
     }
     for (unsigned i = 0; i < w->hdr.config_count; i++) {
         free((char *)w->hdr.configs[i].name);
@@ -372,8 +374,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
         return wfail(w, VMA_ERR_NOMEM, "out of memory");
     if (!vmstate) {
         d->clusters = vmai_cluster_count(size);
-        d->seen = calloc((size_t)((d->clusters + 63) / 64), sizeof(uint64_t));
-        if (d->seen == NULL) {
+        if (vmai_cset_init(&d->seen, d->clusters, &w->seen_mem) != 0) {
             free(n);
             return wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'", name);
         }
@@ -487,7 +488,7 @@ static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
         return wrefuse(w, VMA_ERR_INVALID,
                        "cluster %llu is past the end of device '%s' (%llu clusters)",
                        (unsigned long long)n, hd->name, (unsigned long long)d->clusters);
-    if (d->seen[n / 64] & ((uint64_t)1 << (n % 64)))
+    if (vmai_cset_contains(&d->seen, n))
         return wrefuse(w, VMA_ERR_INVALID, "cluster %llu of device '%s' was already written",
                        (unsigned long long)n, hd->name);
     return VMA_OK;
@@ -516,6 +517,11 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
         goto out;
     }
     struct wdev *d = &w->dev[dev_id];
+    if (!w->hdr.devices[dev_id].is_vmstate && vmai_cset_insert(&d->seen, cluster_num) < 0) {
+        rc = wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'",
+                   w->hdr.devices[dev_id].name);
+        goto out;
+    }
     w->sealed = true;
     if (w->ext_entries == CLUSTERS_PER_EXTENT && (rc = flush_extent(w)) != VMA_OK)
         goto out;
@@ -547,8 +553,6 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     w->total_zero += zeros;
     if (w->hdr.devices[dev_id].is_vmstate)
         d->next++;
-    else
-        d->seen[cluster_num / 64] |= (uint64_t)1 << (cluster_num % 64);
     if (w->progress != NULL && w->progress(w->progress_opaque, w->total_bytes, w->total_zero) != 0)
         rc = wfail(w, VMA_ERR_CALLBACK, "cancelled at cluster %llu of device '%s'",
                    (unsigned long long)cluster_num, w->hdr.devices[dev_id].name);
