@@ -38,9 +38,24 @@ int cli_fail(const char *fmt, ...)
     if (cli_signal) {
         fputs("interrupted by signal", stderr);
     } else {
+        char *msg = NULL;
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        int n = vasprintf(&msg, fmt, ap);
         va_end(ap);
+        if (n < 0)
+            fputs("out of memory for an error message", stderr);
+        /* The message may quote names and map lines: it stays one line and
+         * drives no terminal (control characters as \n, \x1b). */
+        for (int i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)msg[i];
+            if (c == '\n')
+                fputs("\\n", stderr);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(stderr, "\\x%02x", c);
+            else
+                fputc(c, stderr);
+        }
+        free(msg);
     }
     fputc('\n', stderr);
     return CLI_FAIL;

@@ -32,6 +32,11 @@ int vma_name_is_valid(const char *name)
     /* Names become file names on extract: never a path, never . or .. */
     if (memchr(name, '/', len) != NULL)
         return 0;
+    /* Names are printed one per line (list, DEVINFO) and parsed by other
+     * tools: no control character may forge a line or drive a terminal. */
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return 0;
     if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return 0;
     return 1;

@@ -312,9 +312,12 @@ int vma_writer_add_config(vma_writer *w, const char *name, const void *data, siz
         return wrefuse(w, VMA_ERR_INVALID, "add_config: missing name or data");
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
+    char q[280];
     if (!vma_name_is_valid(base))
-        return wrefuse(w, VMA_ERR_INVALID, "config name '%.64s' is empty, '.', '..' or too long",
-                       base);
+        return wrefuse(w, VMA_ERR_INVALID,
+                       "config name '%s' is empty, '.', '..', has control characters or is "
+                       "too long",
+                       vmai_escape(q, sizeof(q), base, 64));
     if (len > VMA_MAX_CONFIG_SIZE)
         return wrefuse(w, VMA_ERR_LIMIT, "config '%s' has %zu bytes; at most %u are allowed",
                        base, len, VMA_MAX_CONFIG_SIZE);
@@ -348,11 +351,12 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
     int rc = check_setup(w, "add_device");
     if (rc != VMA_OK)
         return rc;
+    char q[280];
     if (!vma_name_is_valid(name))
         return wrefuse(w, VMA_ERR_INVALID,
-                       "device name '%.64s' is empty, contains '/', is '.' or '..', or is "
-                       "too long",
-                       name ? name : "");
+                       "device name '%s' is empty, contains '/' or control characters, is "
+                       "'.' or '..', or is too long",
+                       vmai_escape(q, sizeof(q), name, 64));
     bool vmstate = strcmp(name, VMA_VMSTATE_NAME) == 0;
     if (size == 0 || (!vmstate && size > VMA_MAX_DEVICE_SIZE))
         return wrefuse(w, VMA_ERR_LIMIT,

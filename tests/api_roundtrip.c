@@ -1185,11 +1185,16 @@ static void t_writer_bad_names(void **state)
     (void)state;
     char *path = tpath("badnames.vma");
     vma_writer *w = new_writer(path);
-    static const char *bad[] = {"", ".", "..", "a/b", "/abs", "dir/", "../x"};
+    static const char *bad[] = {"",     ".",       "..",      "a/b",     "/abs",
+                                "dir/", "../x",    "a\nb",    "a\rb",    "\tb",
+                                "\x1b[31m", "d\x7f", "\x01",   "x\nDEV: dev_id=2"};
     for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         EXPECT_RC(VMA_ERR_INVALID, vma_writer_add_device(w, bad[i], CL), vma_writer_error, w);
+    /* the last one's message quotes it escaped, on one line */
+    assert_non_null(strstr(vma_writer_error(w), "'x\\nDEV: dev_id=2'"));
+    assert_null(strchr(vma_writer_error(w), '\n'));
     /* config names: the base name must be valid */
-    static const char *badcfg[] = {"", ".", "..", "dir/", "/", "a/.."};
+    static const char *badcfg[] = {"", ".", "..", "dir/", "/", "a/..", "a\nb", "c\x1b", "\x7f"};
     for (unsigned i = 0; i < sizeof(badcfg) / sizeof(badcfg[0]); i++)
         EXPECT_RC(VMA_ERR_INVALID, vma_writer_add_config(w, badcfg[i], "x", 1), vma_writer_error, w);
     /* too long: refused (the header names VMA_ERR_LIMIT for a name too

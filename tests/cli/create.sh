@@ -251,6 +251,21 @@ run "$VMA" create "$T/badname.vma" ..="$A"
 expect_failure
 check "no archive left" [ ! -e "$T/badname.vma" ]
 
+# Names are printed one per line: a control character could forge lines.
+for name in $'drive\nDEV: evil' $'drive\r' $'\x1b[2J' $'d\x7f'; do
+    case_ "create with a device name holding a control character: $(printf %q "$name")"
+    run "$VMA" create "$T/ctl.vma" "$name=$A"
+    expect_failure
+    expect_err_has "control characters"
+    check "no archive left" [ ! -e "$T/ctl.vma" ]
+done
+case_ "create with a config name holding a newline"
+printf 'x' >"$T/cfg/nl"$'\n'"x.conf"
+run "$VMA" create "$T/ctl.vma" -c "$T/cfg/nl"$'\n'"x.conf" drive-scsi0="$A"
+expect_failure
+expect_err_has "'nl\\nx.conf'"
+check "no archive left" [ ! -e "$T/ctl.vma" ]
+
 case_ "create into a missing directory"
 run "$VMA" create "$T/no/such/dir.vma" drive-scsi0="$A"
 expect_failure

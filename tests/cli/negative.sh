@@ -128,6 +128,32 @@ for spec in "config 0 ../x" "config 1 ../../escape" "config 0 /tmp/vma-abs-$$" \
         [ ! -e "$T/jail/x" -a ! -e "$T/x" -a ! -e "$T/jail/escape" -a ! -e "$T/escape" ]
 done
 
+# --- names that try to forge output lines ------------------------------
+
+absent() { ! grep -q "$@"; }
+
+for spec in "device 1" "config 0"; do
+    set -- $spec
+    kind=$1 idx=$2
+    name=$'x\nDEV: dev_id=9 size: 1 devname: forged\x1b[0m'
+    case_ "$kind name with a newline and an escape"
+    rm -f "$T/forge.vma"
+    "$CRAFT" "rename-$kind" "$A" "$T/forge.vma" "$idx" "$name" || fail "vma_craft"
+    for cmd in list verify "extract-to-dir"; do
+        if [ $cmd = extract-to-dir ]; then
+            run "$VMA" extract -v "$T/forge.vma" "$T/forge.dir"
+            expect_failure keep-stdout
+            check "no target directory left" [ ! -e "$T/forge.dir" ]
+        else
+            run "$VMA" $cmd "$T/forge.vma"
+            expect_failure
+        fi
+        check "$cmd: no forged line" absent 'forged' "$T/out"
+        check "$cmd: no escape byte on stderr" absent $'\x1b' "$T/err"
+        expect_err_has "'x\\nDEV: dev_id=9 size: 1 devname: forged\\x1b[0m'"
+    done
+done
+
 # The crafting itself is sound: a harmless new name is accepted.
 case_ "renamed config that is valid"
 "$CRAFT" rename-config "$A" "$T/ok.vma" 1 renamed.fw || fail "vma_craft"
