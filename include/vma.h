@@ -207,8 +207,9 @@ void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
 /*
  * Create a new file at `path` (must not exist) as the target of dev_id. For
  * a disk: a sparse file of exactly the device size, zero blocks left as
- * holes. For the vmstate device: a sequential file, zero blocks written as
- * zeros, cut to the recorded size. Removed again if the restore fails.
+ * holes. For the vmstate device: the stream up to the recorded size, zero
+ * blocks as holes; bytes past the size are never written (disk use stays
+ * within the recorded sizes). Removed again if the restore fails.
  */
 int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path);
 
@@ -220,7 +221,9 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path,
                            unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
- * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. */
+ * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. For the
+ * vmstate device the stream is written sequentially (zero blocks as
+ * zeros, so pipes work) and stops at the recorded size. */
 int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);
 
 /* Read but do not write this device (its clusters are still checked). */
