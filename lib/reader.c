@@ -131,8 +131,12 @@ int vma_reader_open_path(vma_reader *r, const char *path)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
     if (path == NULL)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive path");
-    if (strcmp(path, "-") == 0)
+    if (strcmp(path, "-") == 0) {
+        /* Closed, descriptor 0 would be whatever is opened next. */
+        if (fcntl(STDIN_FILENO, F_GETFD) < 0)
+            return vmai_reader_fail(r, VMA_ERR_IO, "standard input is closed");
         return vma_reader_open_fd(r, STDIN_FILENO);
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));

@@ -233,6 +233,18 @@ static int open_exec(vma_writer *w, const char *command)
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
                      strerror(errno));
+    /* With descriptor 0 closed the read end could be 0, and a dup2 onto
+     * itself would leave it close-on-exec: the command without stdin. */
+    pipefd[0] = vmai_fd_above_std(pipefd[0]);
+    pipefd[1] = vmai_fd_above_std(pipefd[1]);
+    if (pipefd[0] < 0 || pipefd[1] < 0) {
+        int e = errno;
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        if (pipefd[1] >= 0)
+            close(pipefd[1]);
+        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command, strerror(e));
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);

@@ -165,6 +165,60 @@ run "$VMA" extract "$T/ok.vma" "$T/ok.dir"
 expect_ok
 check "renamed config extracted" [ -f "$T/ok.dir/renamed.fw" ]
 
+# --- closed standard descriptors -------------------------------------------
+
+# With descriptor 0 closed, "-" must not read whatever is opened next (the
+# library's eventfd once took descriptor 0 and vma hung reading it).
+for cmd in list verify extract; do
+    case_ "$cmd - with standard input closed"
+    dir=
+    [ $cmd = extract ] && dir=$T/closed.dir
+    timeout 10 "$VMA" $cmd - $dir <&- >"$T/out" 2>"$T/err"
+    RC=$?
+    expect_failure
+    expect_err "vma: standard input is closed
+"
+    [ -n "$dir" ] && check "no target directory left" [ ! -e "$dir" ]
+done
+
+case_ "list with standard output closed"
+timeout 10 "$VMA" list "$A" >&- 2>"$T/err"
+RC=$?
+: >"$T/out"
+expect_failure
+expect_err "vma: standard output is closed
+"
+
+case_ "extract with standard output closed (DEVINFO lines)"
+timeout 10 "$VMA" extract "$A" "$T/closed.dir" >&- 2>"$T/err"
+RC=$?
+: >"$T/out"
+expect_failure
+check "no target directory left" [ ! -e "$T/closed.dir" ]
+
+case_ "verify with standard output closed prints nothing and succeeds"
+timeout 10 "$VMA" verify "$A" >&- 2>"$T/err"
+RC=$?
+expect_ok
+
+case_ "list and a failing verify with standard error closed"
+timeout 10 "$VMA" list "$A" 2>&- >"$T/out"
+RC=$?
+expect_rc 0
+check "list output" grep -q '^DEV: dev_id=1 ' "$T/out"
+head -c 20000 "$A" >"$T/short.vma"
+timeout 10 "$VMA" verify "$T/short.vma" 2>&- >"$T/out"
+RC=$?
+expect_rc 2
+
+case_ "create into exec: with all three closed"
+head -c 1048576 /dev/urandom >"$T/closed.raw"
+timeout 20 "$VMA" create "exec:cat >'$T/closed.vma'" drive-scsi0="$T/closed.raw" <&- >&- 2>&-
+RC=$?
+expect_rc 0
+run "$VMA" verify "$T/closed.vma"
+expect_ok
+
 # --- output errors ------------------------------------------------------
 
 case_ "extract into a directory that cannot be made"
