@@ -33,6 +33,11 @@ extern volatile sig_atomic_t cli_signal;
  * EINTR) and ignore SIGPIPE. Returns 0 or -1. */
 int cli_catch_signals(void);
 
+/* extract makes files named <config> and tmp-disk-<devname>.raw (then
+ * disk-<devname>.raw): each must fit a file name, 255 bytes (NAME_MAX). */
+#define CLI_FILE_NAME_MAX 255u
+#define CLI_DEVNAME_MAX (CLI_FILE_NAME_MAX - (unsigned)(sizeof("tmp-disk-.raw") - 1))
+
 /* "dir/<prefix><name><suffix>" in a new string, or NULL when out of memory. */
 char *cli_path(const char *dir, const char *prefix, const char *name,
                const char *suffix);
