@@ -50,10 +50,13 @@ int cli_fail(const char *fmt, ...)
          * drives no terminal (control characters as \n, \x1b). */
         for (int i = 0; i < n; i++) {
             unsigned char c = (unsigned char)msg[i];
+            unsigned char next = i + 1 < n ? (unsigned char)msg[i + 1] : 0;
             if (c == '\n')
                 fputs("\\n", stderr);
             else if (c < 0x20 || c == 0x7f)
                 fprintf(stderr, "\\x%02x", c);
+            else if (c == 0xc2 && next >= 0x80 && next <= 0x9f) /* C1 in UTF-8 */
+                fprintf(stderr, "\\x%02x\\x%02x", c, msg[++i] & 0xff);
             else
                 fputc(c, stderr);
         }

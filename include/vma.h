@@ -81,8 +81,9 @@ const char *vma_status_name(int status);
 
 /* A name check shared by reader and writer: returns 1 if name may be used
  * as a device or config name (non-empty, at most VMA_MAX_NAME_LEN bytes,
- * no '/', no control character (0x01-0x1f, 0x7f), not "." or ".."), else
- * 0. Names a reader returns always pass it, so they print as one line. */
+ * no '/', no control character: 0x01-0x1f, 0x7f, or U+0080-U+009F as
+ * UTF-8; not "." or ".."), else 0. Names a reader returns always pass it,
+ * so they print as one line and drive no terminal. */
 int vma_name_is_valid(const char *name);
 
 /* ------------------------------------------------------------------ */

@@ -461,15 +461,22 @@ const char *vmai_escape(char *dst, size_t dstlen, const char *s, size_t max)
     size_t o = 0, i = 0;
     for (; s != NULL && s[i] != '\0' && i < max; i++) {
         unsigned char c = (unsigned char)s[i];
-        char e[5] = {(char)c, 0, 0, 0, 0};
+        char e[9] = {(char)c, 0};
         if (c == '\\' || c == '\n' || c == '\r' || c == '\t') {
             e[0] = '\\';
             e[1] = c == '\\' ? '\\' : c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            e[0] = '\\';
-            e[1] = 'x';
-            e[2] = hex[c >> 4];
-            e[3] = hex[c & 15];
+        } else if (c < 0x20 || c == 0x7f || (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 &&
+                                             (unsigned char)s[i + 1] <= 0x9f)) {
+            /* C0, DEL and UTF-8 C1 (two bytes) as \xNN each */
+            unsigned n = c == 0xc2 ? 2 : 1;
+            for (unsigned k = 0; k < n; k++) {
+                unsigned char b = (unsigned char)s[i + k];
+                e[4 * k] = '\\';
+                e[4 * k + 1] = 'x';
+                e[4 * k + 2] = hex[b >> 4];
+                e[4 * k + 3] = hex[b & 15];
+            }
+            i += n - 1;
         }
         size_t n = strlen(e);
         if (o + n + 4 > dstlen) /* room for "..." and the NUL */

@@ -459,6 +459,8 @@ static void m_dev_name_tab(struct vt_buf *b) { build_dev_named(b, "\td"); }
 static void m_dev_name_esc(struct vt_buf *b) { build_dev_named(b, "d\x1b]0;title\x07"); }
 static void m_dev_name_del(struct vt_buf *b) { build_dev_named(b, "\x7f"); }
 static void m_dev_name_ctrl_1f(struct vt_buf *b) { build_dev_named(b, "d\x1f"); }
+static void m_dev_name_nel(struct vt_buf *b) { build_dev_named(b, "d\xc2\x85" "DEV: x"); }
+static void m_cfg_name_csi(struct vt_buf *b) { build_conf_named(b, "\xc2\x9b" "2J"); }
 static void m_cfg_name_too_long(struct vt_buf *b)
 {
     char *n = malloc(VMA_MAX_NAME_LEN + 2);
@@ -777,6 +779,8 @@ static const struct ncase cases[] = {
     OPENCASE(m_dev_name_esc, NULL, VMA_ERR_CORRUPT, "'d\\x1b]0;title\\x07'", "device 1"),
     OPENCASE(m_dev_name_del, NULL, VMA_ERR_CORRUPT, "'\\x7f'", "device 1"),
     OPENCASE(m_dev_name_ctrl_1f, NULL, VMA_ERR_CORRUPT, "'d\\x1f'", "device 1"),
+    OPENCASE(m_dev_name_nel, NULL, VMA_ERR_CORRUPT, "'d\\xc2\\x85DEV: x'", "device 1"),
+    OPENCASE(m_cfg_name_csi, NULL, VMA_ERR_CORRUPT, "'\\xc2\\x9b2J'", "config 0"),
     /* header: devices */
     OPENCASE(m_dev_slot255, NULL, VMA_ERR_CORRUPT, "slot 255", "drive-scsi1"),
     OPENCASE(m_dev_size_over_max, &g_basic, VMA_ERR_CORRUPT, "281474976710657", "drive-scsi0"),
