@@ -46,8 +46,9 @@ extern "C" {
 /* Name of the device that carries the VM's saved RAM state. */
 #define VMA_VMSTATE_NAME "vmstate"
 /* The reader's memory follows what the archive holds, not the sizes its
- * device table declares: the sets of clusters read so far cost about one
- * bit per cluster where clusters are dense and 2 bytes where scattered,
+ * device table declares: the sets of clusters read so far cost at most one
+ * bit per cluster where clusters are dense (nothing for complete runs of
+ * 64 Ki clusters) and 2 bytes where scattered,
  * and may never exceed VMA_READER_MAP_FLOOR bytes plus 1/VMA_READER_MAP_RATIO
  * of the archive bytes read (a 1 GiB archive: 24 MiB). Clusters scattered
  * beyond that (only a crafted archive does it: a real one ends with every

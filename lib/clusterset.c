@@ -33,6 +33,30 @@ static size_t leaf_bytes(uint32_t cap)
     return sizeof(struct leaf) + data;
 }
 
+/* A leaf whose clusters are all present is freed and points here: a
+ * complete device, the common end state, costs its directory only. */
+static struct leaf full_leaf;
+#define FULL (&full_leaf)
+
+static uint64_t leaf_len(const struct vmai_cset *s, uint64_t n)
+{
+    uint64_t base = n / LEAF_SPAN * LEAF_SPAN;
+    return s->count - base < LEAF_SPAN ? s->count - base : LEAF_SPAN;
+}
+
+/* Count one more cluster in *lp; a leaf that became full is freed. */
+static void leaf_added(struct vmai_cset *s, struct leaf **lp, uint64_t n)
+{
+    struct leaf *l = *lp;
+    l->n++;
+    s->stored++;
+    if (l->n == leaf_len(s, n)) {
+        *s->mem -= leaf_bytes(l->cap) + MALLOC_EXTRA;
+        free(l);
+        *lp = FULL;
+    }
+}
+
 int vmai_cset_init(struct vmai_cset *s, uint64_t count, size_t *mem)
 {
     memset(s, 0, sizeof(*s));
@@ -56,7 +80,8 @@ void vmai_cset_free(struct vmai_cset *s)
             if (s->top[t] == NULL)
                 continue;
             for (unsigned m = 0; m < MID_SLOTS; m++)
-                free(s->top[t]->leaf[m]);
+                if (s->top[t]->leaf[m] != FULL)
+                    free(s->top[t]->leaf[m]);
             free(s->top[t]);
         }
         free(s->top);
@@ -113,6 +138,8 @@ int vmai_cset_insert(struct vmai_cset *s, uint64_t n)
     struct leaf **lp = &(*midp)->leaf[(n / LEAF_SPAN) % MID_SLOTS];
     struct leaf *l = *lp;
     uint16_t x = (uint16_t)(n % LEAF_SPAN);
+    if (l == FULL)
+        return 0;
     if (l == NULL) {
         l = malloc(leaf_bytes(ARRAY_FIRST));
         if (l == NULL)
@@ -127,8 +154,7 @@ int vmai_cset_insert(struct vmai_cset *s, uint64_t n)
         if (l->data[x / 64] & bit)
             return 0;
         l->data[x / 64] |= bit;
-        l->n++;
-        s->stored++;
+        leaf_added(s, lp, n);
         return 1;
     }
     uint16_t *v = (uint16_t *)l->data;
@@ -157,8 +183,7 @@ int vmai_cset_insert(struct vmai_cset *s, uint64_t n)
     }
     memmove(v + pos + 1, v + pos, (size_t)(l->n - pos) * sizeof(*v));
     v[pos] = x;
-    l->n++;
-    s->stored++;
+    leaf_added(s, lp, n);
     return 1;
 }
 
@@ -167,8 +192,8 @@ int vmai_cset_contains(const struct vmai_cset *s, uint64_t n)
     if (n >= s->count)
         return 0;
     const struct leaf *l = find_leaf(s, n);
-    if (l == NULL)
-        return 0;
+    if (l == NULL || l == FULL)
+        return l == FULL;
     uint16_t x = (uint16_t)(n % LEAF_SPAN);
     if (l->cap == 0)
         return (l->data[x / 64] >> (x % 64)) & 1;
@@ -183,10 +208,9 @@ uint64_t vmai_cset_first_missing(const struct vmai_cset *s)
         return s->count;
     for (uint64_t base = 0; base < s->count; base += LEAF_SPAN) {
         const struct leaf *l = find_leaf(s, base);
-        uint64_t len = s->count - base < LEAF_SPAN ? s->count - base : LEAF_SPAN;
         if (l == NULL)
             return base;
-        if (l->n == len)
+        if (l == FULL)
             continue;
         if (l->cap != 0) {
             const uint16_t *v = (const uint16_t *)l->data;
@@ -195,7 +219,7 @@ uint64_t vmai_cset_first_missing(const struct vmai_cset *s)
                 i++;
             return base + i;
         }
-        /* Bits past len are never set, and one below len is clear. */
+        /* Bits past the leaf's end are never set, and one before it is clear. */
         for (unsigned w = 0; w < BITMAP_WORDS; w++)
             if (~l->data[w] != 0)
                 return base + (uint64_t)w * 64 + (uint64_t)__builtin_ctzll(~l->data[w]);

@@ -4,8 +4,9 @@
  * (one pointer per 2^24 clusters, at most 256), middle nodes of 256 leaf
  * pointers and leaves of 2^16 clusters, each allocated when its first
  * cluster arrives. A leaf is a sorted array of 16-bit offsets while it
- * holds up to 4096 clusters (2 bytes each), then an 8 KiB bitmap, so a
- * full device costs one bit per cluster plus 0.1 %.
+ * holds up to 4096 clusters (2 bytes each), then an 8 KiB bitmap (one bit
+ * per cluster), and is freed once full: a complete device costs only its
+ * directory (2 KiB per 1 TiB).
  * Internal to libvma. SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_CLUSTERSET_H

@@ -3,7 +3,7 @@
  * then streams the extents and enforces every rule of the format (known
  * devices, cluster range, no duplicates, vmstate order, truncation, no
  * missing cluster at the end). Memory: sparse cluster sets that grow with
- * the clusters read (about one bit per cluster once a range is dense),
+ * the clusters read (at most one bit per cluster once a range is dense),
  * bounded by the bytes read, plus one extent buffer.
  * SPDX-License-Identifier: MIT
  */

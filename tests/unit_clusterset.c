@@ -140,11 +140,35 @@ static void test_memory(void **state)
     struct vmai_cset s;
     uint64_t count = (uint64_t)1 << 24; /* 1 TiB */
     assert_int_equal(vmai_cset_init(&s, count, &mem), 0);
-    for (uint64_t n = 0; n < count; n++)
-        vmai_cset_insert(&s, n);
-    assert_int_equal(vmai_cset_first_missing(&s), count);
+    /* every other cluster: one bit per cluster, within 1 % of a bitmap */
+    for (uint64_t n = 0; n < count; n += 2)
+        assert_int_equal(vmai_cset_insert(&s, n), 1);
+    assert_int_equal(vmai_cset_first_missing(&s), 1);
     assert_true(mem >= count / 8);
-    assert_true(mem < count / 8 + count / 8 / 100); /* within 1 % of a plain bitmap */
+    assert_true(mem < count / 8 + count / 8 / 100);
+    /* the rest: full leaves are freed, the complete set costs its directory */
+    for (uint64_t n = 1; n < count; n += 2)
+        assert_int_equal(vmai_cset_insert(&s, n), 1);
+    assert_int_equal(vmai_cset_first_missing(&s), count);
+    assert_true(mem < 4096);
+    for (uint64_t n = 0; n < count; n += 4099) {
+        assert_true(vmai_cset_contains(&s, n));
+        assert_int_equal(vmai_cset_insert(&s, n), 0);
+    }
+    vmai_cset_free(&s);
+
+    /* a small device: its one short leaf is full while still an array */
+    mem = 0;
+    assert_int_equal(vmai_cset_init(&s, 3, &mem), 0);
+    size_t empty = mem;
+    assert_int_equal(vmai_cset_insert(&s, 2), 1);
+    assert_int_equal(vmai_cset_insert(&s, 0), 1);
+    assert_int_equal(vmai_cset_first_missing(&s), 1);
+    assert_int_equal(vmai_cset_insert(&s, 1), 1);
+    assert_int_equal(vmai_cset_first_missing(&s), 3);
+    assert_int_equal(vmai_cset_insert(&s, 1), 0);
+    assert_true(vmai_cset_contains(&s, 0) && vmai_cset_contains(&s, 2));
+    assert_int_equal(mem, empty + 2048 + 16); /* the middle node only */
     vmai_cset_free(&s);
 
     mem = 0;
