@@ -35,8 +35,8 @@ static size_t leaf_bytes(uint32_t cap)
 
 /* A leaf whose clusters are all present is freed and points here: a
  * complete device, the common end state, costs its directory only. */
-static struct leaf full_leaf;
-#define FULL (&full_leaf)
+static const struct leaf full_leaf; /* only its address is used */
+#define FULL ((struct leaf *)&full_leaf)
 
 static uint64_t leaf_len(const struct vmai_cset *s, uint64_t n)
 {
