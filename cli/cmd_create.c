@@ -107,8 +107,11 @@ static int open_source(struct source *s)
 {
     struct stat st;
 
-    s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+    /* O_NONBLOCK: a FIFO would block open() until a writer came, before
+     * the check below could refuse it. */
+    s->fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0 ||
+        fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK) < 0)
         return cli_fail("%s: %s", s->path, strerror(errno));
     if (S_ISREG(st.st_mode)) {
         s->size = (uint64_t)st.st_size;
@@ -152,7 +155,14 @@ static int add_inputs(struct create *c, char **config_paths, size_t nconfig_path
         struct source *s = &c->src[i];
         int id;
 
-        if (parse_device(dev_args[i], need_format, i, s) != CLI_OK || open_source(s) != CLI_OK)
+        if (parse_device(dev_args[i], need_format, i, s) != CLI_OK)
+            return CLI_FAIL;
+        /* What create accepts, extract must restore. */
+        if (strlen(s->name) > CLI_DEVNAME_MAX)
+            return cli_fail("device name '%.32s...' has %zu bytes; at most %u fit the file "
+                            "name tmp-disk-<name>.raw that extract makes (255 bytes)",
+                            s->name, strlen(s->name), CLI_DEVNAME_MAX);
+        if (open_source(s) != CLI_OK)
             return CLI_FAIL;
         id = vma_writer_add_device(c->w, s->name, s->recorded);
         if (id < 0)

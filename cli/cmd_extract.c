@@ -49,9 +49,14 @@ static int check_names(struct extract *x)
     const char *name;
 
     for (i = 0; i < vma_reader_config_count(x->r); i++) {
-        if (vma_reader_config(x->r, i, &name, NULL, NULL) == VMA_OK &&
-            (!vma_name_is_valid(name) || strchr(name, '/')))
+        if (vma_reader_config(x->r, i, &name, NULL, NULL) != VMA_OK)
+            continue;
+        if (!vma_name_is_valid(name) || strchr(name, '/'))
             return cli_fail("refusing config name '%s'", name);
+        if (strlen(name) > CLI_FILE_NAME_MAX)
+            return cli_fail("config name '%.32s...' has %zu bytes, more than a file name may "
+                            "have (%u); read it with 'vma config -c'",
+                            name, strlen(name), CLI_FILE_NAME_MAX);
     }
     for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
         name = vma_reader_device_name(x->r, id);
@@ -254,6 +259,11 @@ static int set_disk_target(struct extract *x, unsigned id)
                 st = vma_reader_target_limit(x->r, id, e->bps, e->group);
         }
     } else {
+        if (strlen(name) > CLI_DEVNAME_MAX)
+            return cli_fail("device name '%.32s...' has %zu bytes: tmp-disk-<name>.raw "
+                            "would pass the 255-byte file name limit (at most %u bytes fit); "
+                            "restore it with -r to a path of your choice",
+                            name, strlen(name), CLI_DEVNAME_MAX);
         path = cli_path(x->dir, "tmp-disk-", name, ".raw");
         if (add_file(x, path) != CLI_OK)
             return CLI_FAIL;

@@ -24,6 +24,8 @@ int main(int argc, char **argv)
     static char progname[] = "vma";
     size_t i;
 
+    if (cli_std_fds_init() != 0)
+        return CLI_FAIL;
     if (argc < 2)
         return cli_usage(stderr);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))

@@ -3,11 +3,13 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -38,9 +40,27 @@ int cli_fail(const char *fmt, ...)
     if (cli_signal) {
         fputs("interrupted by signal", stderr);
     } else {
+        char *msg = NULL;
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        int n = vasprintf(&msg, fmt, ap);
         va_end(ap);
+        if (n < 0)
+            fputs("out of memory for an error message", stderr);
+        /* The message may quote names and map lines: it stays one line and
+         * drives no terminal (control characters as \n, \x1b). */
+        for (int i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)msg[i];
+            unsigned char next = i + 1 < n ? (unsigned char)msg[i + 1] : 0;
+            if (c == '\n')
+                fputs("\\n", stderr);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(stderr, "\\x%02x", c);
+            else if (c == 0xc2 && next >= 0x80 && next <= 0x9f) /* C1 in UTF-8 */
+                fprintf(stderr, "\\x%02x\\x%02x", c, msg[++i] & 0xff);
+            else
+                fputc(c, stderr);
+        }
+        free(msg);
     }
     fputc('\n', stderr);
     return CLI_FAIL;
@@ -112,9 +132,35 @@ char *cli_path(const char *dir, const char *prefix, const char *name,
     return p;
 }
 
+static unsigned char std_closed[3];
+
+int cli_std_fds_init(void)
+{
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        /* Opened the other way round: the slot is taken, and reads or
+         * writes on it still fail (EBADF) as on a closed descriptor. */
+        int n = open("/dev/null", fd == STDIN_FILENO ? O_WRONLY : O_RDONLY);
+        if (n < 0)
+            return -1;
+        if (n != fd) { /* lower ones are open: n is fd, but be sure */
+            if (dup2(n, fd) < 0)
+                return -1;
+            close(n);
+        }
+        std_closed[fd] = 1;
+    }
+    return 0;
+}
+
+int cli_std_was_closed(int fd) { return fd >= 0 && fd <= 2 && std_closed[fd]; }
+
 int cli_flush_stdout(void)
 {
-    if (fflush(stdout) != 0 || ferror(stdout))
+    if ((fflush(stdout) != 0 || ferror(stdout)) && std_closed[STDOUT_FILENO])
+        return cli_fail("standard output is closed");
+    if (ferror(stdout))
         return cli_fail("write error on standard output - %s", strerror(errno));
     return CLI_OK;
 }
@@ -128,6 +174,11 @@ vma_reader *cli_open_archive(const char *path)
         return NULL;
     }
     cli_cancel_on_signal(r, NULL);
+    if (strcmp(path, "-") == 0 && cli_std_was_closed(STDIN_FILENO)) {
+        cli_fail("standard input is closed");
+        cli_close_archive(r);
+        return NULL;
+    }
     if (vma_reader_open_path(r, path) != VMA_OK) {
         cli_fail("%s", vma_reader_error(r));
         cli_close_archive(r);

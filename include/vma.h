@@ -77,6 +77,18 @@ VMA_API unsigned vma_version_number(void);
 #define VMA_MAX_DEVICE_SIZE (((uint64_t)1 << 32) * VMA_CLUSTER_SIZE)
 /* Name of the device that carries the VM's saved RAM state. */
 #define VMA_VMSTATE_NAME "vmstate"
+/* The reader's memory follows what the archive holds, not the sizes its
+ * device table declares: the sets of clusters read so far cost at most one
+ * bit per cluster where clusters are dense (nothing for complete runs of
+ * 64 Ki clusters) and 2 bytes where scattered,
+ * and may never exceed VMA_READER_MAP_FLOOR bytes plus 1/VMA_READER_MAP_RATIO
+ * of the archive bytes read (a 1 GiB archive: 24 MiB). Clusters scattered
+ * beyond that (only a crafted archive does it: a real one ends with every
+ * cluster named, one bit each, and each costs at least 8.7 archive bytes)
+ * fail the read with VMA_ERR_LIMIT. Whole process for any archive under
+ * 1 GiB decompressed: at most 64 MiB, whatever its devices declare. */
+#define VMA_READER_MAP_FLOOR ((uint64_t)8 << 20)
+#define VMA_READER_MAP_RATIO 64u
 
 /* ------------------------------------------------------------------ */
 /* Status codes (pinned: values never change)                          */
@@ -102,7 +114,9 @@ VMA_API const char *vma_status_name(int status);
 
 /* A name check shared by reader and writer: returns 1 if name may be used
  * as a device or config name (non-empty, at most VMA_MAX_NAME_LEN bytes,
- * no '/', not "." or ".."), else 0. */
+ * no '/', no control character: 0x01-0x1f, 0x7f, or U+0080-U+009F as
+ * UTF-8; not "." or ".."), else 0. Names a reader returns always pass it,
+ * so they print as one line and drive no terminal. */
 VMA_API int vma_name_is_valid(const char *name);
 
 /* ------------------------------------------------------------------ */
@@ -236,8 +250,9 @@ VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
 /*
  * Create a new file at `path` (must not exist) as the target of dev_id. For
  * a disk: a sparse file of exactly the device size, zero blocks left as
- * holes. For the vmstate device: a sequential file, zero blocks written as
- * zeros, cut to the recorded size. Removed again if the restore fails.
+ * holes. For the vmstate device: the stream up to the recorded size, zero
+ * blocks as holes; bytes past the size are never written (disk use stays
+ * within the recorded sizes). Removed again if the restore fails.
  */
 VMA_API int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path);
 
@@ -249,7 +264,9 @@ VMA_API int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *p
                                    unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
- * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. */
+ * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. For the
+ * vmstate device the stream is written sequentially (zero blocks as
+ * zeros, so pipes work) and stops at the recorded size. */
 VMA_API int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);
 
 /* Read but do not write this device (its clusters are still checked). */

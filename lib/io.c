@@ -1,6 +1,7 @@
 /* Whole reads and writes, retried on EINTR and short transfers, and the
  * cancel switch that stops them. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,10 +15,21 @@
 
 #include "io.h"
 
+int vmai_fd_above_std(int fd)
+{
+    if (fd < 0 || fd > STDERR_FILENO)
+        return fd;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return high;
+}
+
 int vmai_cancel_open(struct vmai_cancel *c)
 {
     atomic_init(&c->fired, 0);
-    c->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    c->fd = vmai_fd_above_std(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     return c->fd < 0 ? -1 : 0;
 }
 

@@ -64,6 +64,12 @@ ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *
 ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c,
                        bool may_block);
 
+/* The library's own descriptors (eventfd, pipes) never take 0, 1 or 2:
+ * when a process runs with those closed, a later "-" (standard input)
+ * must not find one of ours there. Returns fd moved to 3 or above
+ * (close-on-exec), fd itself if already there or negative, or -1. */
+int vmai_fd_above_std(int fd);
+
 /* Write all len bytes (at offset, or sequentially when offset < 0).
  * Returns 0, or -1 with errno set (ENOSPC for a write that makes no
  * progress; ECANCELED as for reads). */

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clusterset.h"
 #include "format.h"
 #include "input.h"
 #include "io.h"
@@ -31,7 +32,8 @@ struct vma_reader {
     unsigned char *header_buf;  /* header_size bytes; hdr points into it */
     struct vmai_header hdr;
 
-    uint64_t *seen[VMA_DEV_SLOTS];   /* one bit per cluster of each disk */
+    struct vmai_cset seen[VMA_DEV_SLOTS]; /* clusters of each disk read so far */
+    size_t seen_mem;                 /* bytes the sets allocated */
     uint64_t vmstate_next[VMA_DEV_SLOTS];
     unsigned char *extent_head;      /* 512 bytes */
     unsigned char *extent_data;      /* 4096-aligned, up to 59 clusters */

@@ -4,7 +4,8 @@
  *  - new sparse file: zero blocks stay holes;
  *  - existing file or block device: zero blocks punched/zeroed or written
  *    only when asked (map "1:"), else left alone ("0:");
- *  - vmstate: a sequential file, zero blocks written as zeros;
+ *  - vmstate: a new file (zero blocks as holes) or a caller's descriptor
+ *    (zero blocks as zeros), nothing past the recorded size;
  *  - skip: nothing is written (the reader still checks every rule).
  * SPDX-License-Identifier: MIT
  */
@@ -32,7 +33,7 @@ struct vmai_target {
     unsigned zero_mode;     /* 0 punch hole, 1 zero range, 2 write zeros */
     char *created_path;     /* made by target_create: removed on failure */
     uint64_t size;
-    uint64_t vmstate_len;   /* bytes written to a vmstate file */
+    uint64_t vmstate_len;   /* vmstate: bytes of the stream so far */
     bool write_behind;      /* keep the page cache from filling up */
     bool may_block;         /* vmstate into a pipe or the like (target_fd) */
     uint64_t win_lo, win_hi, win_bytes; /* written since the last writeback */
@@ -205,23 +206,34 @@ static int disk_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t,
     return VMA_OK;
 }
 
-/* A vmstate cluster: all 16 blocks in order, zero blocks as zeros. */
+/* A vmstate cluster: its 16 blocks continue the stream. Bytes past the
+ * recorded size are discarded unwritten (the format says the size field
+ * cuts the stream, and an archive may carry any number of clusters past
+ * it), so disk use never exceeds the size. In a new file zero blocks stay
+ * holes (the file is sized at the end); a caller's descriptor, maybe a
+ * pipe, gets them as zeros. */
 static int vmstate_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t, uint16_t mask,
                            const unsigned char *data)
 {
+    bool holes = t->created_path != NULL;
     for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
         const unsigned char *src = zero_block;
         if (mask & (1u << b)) {
             src = data;
             data += VMA_BLOCK_SIZE;
         }
+        uint64_t pos = t->vmstate_len;
+        t->vmstate_len += VMA_BLOCK_SIZE;
+        if (pos >= t->size || (holes && src == zero_block))
+            continue;
+        size_t len = t->size - pos < VMA_BLOCK_SIZE ? (size_t)(t->size - pos) : VMA_BLOCK_SIZE;
         /* A caller's descriptor may be a pipe: a cancel ends its wait. */
-        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, &r->cancel, t->may_block) != 0)
+        if (vmai_write_full(t->fd, src, len, holes ? (int64_t)pos : -1, &r->cancel,
+                            t->may_block) != 0)
             return vmai_reader_fail(r, errno == ECANCELED ? VMA_ERR_CANCELED : VMA_ERR_IO,
                                     "write of vmstate '%s' at byte %llu failed: %s",
-                                    vma_reader_device_name(r, dev_id),
-                                    (unsigned long long)t->vmstate_len, strerror(errno));
-        t->vmstate_len += VMA_BLOCK_SIZE;
+                                    vma_reader_device_name(r, dev_id), (unsigned long long)pos,
+                                    strerror(errno));
     }
     return VMA_OK;
 }
@@ -420,10 +432,11 @@ static int targets_finish(vma_reader *r)
             continue;
         const char *name = vma_reader_device_name(r, i);
         if (t->kind == TARGET_VMSTATE) {
-            /* 64 KiB per cluster, cut to the recorded size. */
+            /* 64 KiB per cluster up to the recorded size; nothing past it
+             * was written, trailing zero blocks of a new file become a hole. */
             uint64_t len = t->vmstate_len < t->size ? t->vmstate_len : t->size;
-            if (t->own_fd && ftruncate(t->fd, (off_t)len) != 0)
-                return vmai_reader_fail(r, VMA_ERR_IO, "cannot cut vmstate '%s' to %llu bytes: %s",
+            if (t->created_path != NULL && ftruncate(t->fd, (off_t)len) != 0)
+                return vmai_reader_fail(r, VMA_ERR_IO, "cannot size vmstate '%s' to %llu bytes: %s",
                                         name, (unsigned long long)len, strerror(errno));
         }
         if (fsync(t->fd) != 0 && errno != EINVAL && errno != EROFS)

@@ -22,6 +22,7 @@
 
 #include <uuid/uuid.h>
 
+#include "clusterset.h"
 #include "format.h"
 #include "io.h"
 #include "output.h"
@@ -40,7 +41,7 @@ struct wdev {
     uint64_t clusters;      /* clusters the device needs (disks) */
     uint64_t written;       /* clusters accepted */
     uint64_t next;          /* vmstate: next cluster number */
-    uint64_t *seen;         /* disks: one bit per cluster */
+    struct vmai_cset seen;  /* disks: clusters accepted (sparse) */
     uint64_t bytes;         /* bytes accepted, counted up to the device end */
     uint64_t zero_bytes;
 };
@@ -66,6 +67,7 @@ struct vma_writer {
     unsigned device_count;
     uint64_t blob_bytes;    /* blob buffer bytes so far, for the header limit */
     struct wdev dev[VMA_DEV_SLOTS];
+    size_t seen_mem;        /* bytes of the cluster sets */
 
     struct vmai_extent ext;
     unsigned ext_entries;
@@ -163,7 +165,7 @@ void vma_writer_free(vma_writer *w)
     free(w->created_path);
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
         free((char *)w->hdr.devices[i].name);
-        free(w->dev[i].seen);
+        vmai_cset_free(&w->dev[i].seen);
     }
     for (unsigned i = 0; i < w->hdr.config_count; i++) {
         free((char *)w->hdr.configs[i].name);
@@ -233,6 +235,18 @@ static int open_exec(vma_writer *w, const char *command)
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
                      strerror(errno));
+    /* With descriptor 0 closed the read end could be 0, and a dup2 onto
+     * itself would leave it close-on-exec: the command without stdin. */
+    pipefd[0] = vmai_fd_above_std(pipefd[0]);
+    pipefd[1] = vmai_fd_above_std(pipefd[1]);
+    if (pipefd[0] < 0 || pipefd[1] < 0) {
+        int e = errno;
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        if (pipefd[1] >= 0)
+            close(pipefd[1]);
+        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command, strerror(e));
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);
@@ -336,9 +350,12 @@ int vma_writer_add_config(vma_writer *w, const char *name, const void *data, siz
         return wrefuse(w, VMA_ERR_INVALID, "add_config: missing name or data");
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
+    char q[280];
     if (!vma_name_is_valid(base))
-        return wrefuse(w, VMA_ERR_INVALID, "config name '%.64s' is empty, '.', '..' or too long",
-                       base);
+        return wrefuse(w, VMA_ERR_INVALID,
+                       "config name '%s' is empty, '.', '..', has control characters or is "
+                       "too long",
+                       vmai_escape(q, sizeof(q), base, 64));
     if (len > VMA_MAX_CONFIG_SIZE)
         return wrefuse(w, VMA_ERR_LIMIT, "config '%s' has %zu bytes; at most %u are allowed",
                        base, len, VMA_MAX_CONFIG_SIZE);
@@ -372,11 +389,12 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
     int rc = check_setup(w, "add_device");
     if (rc != VMA_OK)
         return rc;
+    char q[280];
     if (!vma_name_is_valid(name))
         return wrefuse(w, VMA_ERR_INVALID,
-                       "device name '%.64s' is empty, contains '/', is '.' or '..', or is "
-                       "too long",
-                       name ? name : "");
+                       "device name '%s' is empty, contains '/' or control characters, is "
+                       "'.' or '..', or is too long",
+                       vmai_escape(q, sizeof(q), name, 64));
     bool vmstate = strcmp(name, VMA_VMSTATE_NAME) == 0;
     if (size == 0 || (!vmstate && size > VMA_MAX_DEVICE_SIZE))
         return wrefuse(w, VMA_ERR_LIMIT,
@@ -398,8 +416,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
         return wfail(w, VMA_ERR_NOMEM, "out of memory");
     if (!vmstate) {
         d->clusters = vmai_cluster_count(size);
-        d->seen = calloc((size_t)((d->clusters + 63) / 64), sizeof(uint64_t));
-        if (d->seen == NULL) {
+        if (vmai_cset_init(&d->seen, d->clusters, &w->seen_mem) != 0) {
             free(n);
             return wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'", name);
         }
@@ -513,7 +530,7 @@ static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
         return wrefuse(w, VMA_ERR_INVALID,
                        "cluster %llu is past the end of device '%s' (%llu clusters)",
                        (unsigned long long)n, hd->name, (unsigned long long)d->clusters);
-    if (d->seen[n / 64] & ((uint64_t)1 << (n % 64)))
+    if (vmai_cset_contains(&d->seen, n))
         return wrefuse(w, VMA_ERR_INVALID, "cluster %llu of device '%s' was already written",
                        (unsigned long long)n, hd->name);
     return VMA_OK;
@@ -542,6 +559,11 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
         goto out;
     }
     struct wdev *d = &w->dev[dev_id];
+    if (!w->hdr.devices[dev_id].is_vmstate && vmai_cset_insert(&d->seen, cluster_num) < 0) {
+        rc = wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'",
+                   w->hdr.devices[dev_id].name);
+        goto out;
+    }
     w->sealed = true;
     if (w->ext_entries == CLUSTERS_PER_EXTENT && (rc = flush_extent(w)) != VMA_OK)
         goto out;
@@ -573,8 +595,6 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     w->total_zero += zeros;
     if (w->hdr.devices[dev_id].is_vmstate)
         d->next++;
-    else
-        d->seen[cluster_num / 64] |= (uint64_t)1 << (cluster_num % 64);
     if (w->progress != NULL && w->progress(w->progress_opaque, w->total_bytes, w->total_zero) != 0)
         rc = wfail(w, VMA_ERR_CALLBACK, "cancelled at cluster %llu of device '%s'",
                    (unsigned long long)cluster_num, w->hdr.devices[dev_id].name);

@@ -340,6 +340,41 @@ run "$VMA" extract -r "$T/no-such.map" "$A" "$T/nomap.dir"
 expect_failure keep-stdout
 check "directory removed" [ ! -e "$T/nomap.dir" ]
 
+# --- names longer than a file name -----------------------------------------
+
+# A foreign archive may name a device with up to 1024 bytes; extract says
+# which limit the name breaks, and restores it with -r to a path given.
+n300=$(printf 'd%.0s' $(seq 300))
+"$CRAFT" rename-device "$A" "$T/longdev.vma" 1 "$n300" || fail "vma_craft"
+case_ "extract of a device with a 300-byte name"
+run "$VMA" extract "$T/longdev.vma" "$T/longdev.dir"
+expect_failure keep-stdout
+expect_err_has "has 300 bytes: tmp-disk-<name>.raw would pass the 255-byte file name limit"
+expect_err_has "restore it with -r"
+check "no target directory left" [ ! -e "$T/longdev.dir" ]
+case_ "extract -r of a device with a 300-byte name"
+new_target "$T/long0.raw" $S0
+run_map longmap "0:$n300=$T/long0.raw
+skip=drive-efidisk0
+"
+run "$VMA" extract -r "$T/longmap.map" "$T/longdev.vma" "$T/longmap.dir"
+expect_rc 0
+check "disk restored through -r" [ "$(sha "$T/long0.raw")" = "$SHA0" ]
+rm -rf "$T/longmap.dir" "$T/long0.raw"
+case_ "extract -d of the other disk skips the long name"
+run "$VMA" extract -d drive-efidisk0 "$T/longdev.vma" "$T/longd.dir"
+expect_ok
+rm -rf "$T/longd.dir"
+
+"$CRAFT" rename-config "$A" "$T/longcfg.vma" 0 "$n300" || fail "vma_craft"
+case_ "extract of a config with a 300-byte name"
+run "$VMA" extract "$T/longcfg.vma" "$T/longcfg.dir"
+expect_failure
+expect_err_has "has 300 bytes, more than a file name may have (255); read it with 'vma config -c'"
+check "no target directory left" [ ! -e "$T/longcfg.dir" ]
+run "$VMA" config "$T/longcfg.vma" -c "$n300"
+expect_ok
+
 # --- vmstate --------------------------------------------------------------
 
 case_ "extract an archive with a vmstate stream"
