@@ -63,7 +63,8 @@ static void draw(double t)
     human(total, sizeof total, (double)bar.total);
     human(speed, sizeof speed, rate);
     if (bar.done >= bar.total) {
-        snprintf(eta, sizeof eta, "%02u:%02u", (unsigned)elapsed / 60, (unsigned)elapsed % 60);
+        snprintf(eta, sizeof eta, "in %u:%02u:%02u", (unsigned)elapsed / 3600,
+                 (unsigned)elapsed / 60 % 60, (unsigned)elapsed % 60);
     } else if (rate > 0 && elapsed >= 0.5) {
         double left = (double)(bar.total - bar.done) / rate;
 
