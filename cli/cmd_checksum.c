@@ -258,13 +258,12 @@ static int select_devices(struct checksum *cs, const char *list, unsigned *count
 static int start_workers(struct checksum *cs, unsigned ndev)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned id, i = 0;
+    unsigned id, i = 0, n;
 
-    cs->nworkers = ndev < (unsigned)(cores > 0 ? cores : 1) ? ndev : (unsigned)cores;
-    if (cs->nworkers > MAX_WORKERS)
-        cs->nworkers = MAX_WORKERS;
-    if (cs->nworkers == 0)
-        cs->nworkers = 1;
+    n = cores > 0 ? (unsigned)cores : 1;
+    n = ndev < n ? ndev : n;
+    n = n > MAX_WORKERS ? MAX_WORKERS : n ? n : 1;
+    /* cs->nworkers counts the threads started (what stop_workers joins). */
     for (id = 1; id < DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
 
@@ -274,9 +273,9 @@ static int start_workers(struct checksum *cs, unsigned ndev)
         d->md = EVP_MD_CTX_new();
         if (!d->md || EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1)
             return cli_fail("cannot start SHA-256 (OpenSSL)");
-        cs->worker_of[id] = (unsigned char)(i++ % cs->nworkers);
+        cs->worker_of[id] = (unsigned char)(i++ % n);
     }
-    for (i = 0; i < cs->nworkers; i++) {
+    for (i = 0; i < n; i++) {
         struct worker *w = &cs->workers[i];
         int err;
 
@@ -285,9 +284,11 @@ static int start_workers(struct checksum *cs, unsigned ndev)
         pthread_cond_init(&w->changed, NULL);
         err = pthread_create(&w->thread, NULL, worker_main, w);
         if (err) {
-            cs->nworkers = i;
+            pthread_mutex_destroy(&w->lock);
+            pthread_cond_destroy(&w->changed);
             return cli_fail("cannot start a thread - %s", strerror(err));
         }
+        cs->nworkers = i + 1;
     }
     return CLI_OK;
 }
