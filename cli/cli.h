@@ -23,9 +23,10 @@ int cli_usage(FILE *f);
  * failure is then the EINTR or cancelled callback the signal caused. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* getopt_long() over `optstring` with two long options: "--help" returns
- * 'h' and "--compress=<c>" returns 'Z' (only create accepts it: for the
- * other commands 'Z' is an unknown option, so a usage error). */
+/* getopt_long() over `optstring` with long options: "--help" returns
+ * 'h', "--compress=<c>" 'Z', "--output-format=<f>" 'J', "--progress" 'p',
+ * "--no-progress" 'P', "--uuid=<u>" 'U', "--ctime=<t>" 'T'. A command
+ * that does not take one treats it as an unknown option (a usage error). */
 int cli_getopt(int argc, char **argv, const char *optstring);
 
 /* Set by the SIGINT/SIGTERM handler. */
@@ -82,5 +83,6 @@ int cmd_config(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_create(int argc, char **argv);
+int cmd_checksum(int argc, char **argv);
 
 #endif

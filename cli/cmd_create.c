@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "create_identity.h"
 #include "progress.h"
+#include "progress_bar.h"
 
 struct source {
     char *name;        /* device name */
@@ -216,7 +218,7 @@ int cmd_create(int argc, char **argv)
     char **config_paths, **dev_args;
     size_t nconfig_paths = 0, i;
     int opt, rc = CLI_FAIL, verbose = 0, need_format = 1;
-    const char *archive, *compress = NULL;
+    const char *archive, *compress = NULL, *uuid = NULL, *ctime = NULL;
 
     memset(&c, 0, sizeof c);
     /* No option or argument occurs more often than argc. */
@@ -229,9 +231,15 @@ int cmd_create(int argc, char **argv)
     }
     for (i = 0; i < (size_t)argc; i++)
         c.src[i].fd = -1;
-    while ((opt = cli_getopt(argc, argv, "hvc:d:")) != -1) {
+    while ((opt = cli_getopt(argc, argv, "hvpc:d:")) != -1) {
         if (opt == 'Z') {
             compress = optarg;
+        } else if (opt == 'U') {
+            uuid = optarg;
+        } else if (opt == 'T') {
+            ctime = optarg;
+        } else if (opt == 'p' || opt == 'P') {
+            progress_bar_mode(opt == 'p' ? PROGRESS_BAR_ON : PROGRESS_BAR_OFF);
         } else if (opt == 'v') {
             verbose = 1;
         } else if (opt == 'c') {
@@ -266,6 +274,8 @@ int cmd_create(int argc, char **argv)
     cli_cancel_on_signal(NULL, c.w);
     if (!c.w)
         rc = cli_fail("out of memory");
+    else if (create_identity(c.w, uuid, ctime) != CLI_OK)
+        rc = CLI_FAIL;
     else if (add_inputs(&c, config_paths, nconfig_paths, dev_args, need_format) == CLI_OK)
         rc = write_archive(&c, archive, compress, verbose);
 

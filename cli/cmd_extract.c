@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "print.h"
 #include "progress.h"
+#include "progress_bar.h"
 #include "restore_map.h"
 
 #define DEV_SLOTS 256 /* dev_ids are 1..255 */
@@ -376,10 +377,16 @@ int cmd_extract(int argc, char **argv)
     size_t i;
 
     memset(&x, 0, sizeof x);
-    while ((c = cli_getopt(argc, argv, "hvd:r:")) != -1) {
+    while ((c = cli_getopt(argc, argv, "hvpd:r:")) != -1) {
         switch (c) {
         case 'v':
             verbose = 1;
+            break;
+        case 'p':
+            progress_bar_mode(PROGRESS_BAR_ON);
+            break;
+        case 'P':
+            progress_bar_mode(PROGRESS_BAR_OFF);
             break;
         case 'd':
             x.drives = optarg;

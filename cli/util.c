@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
+#include "json.h"
+#include "progress_bar.h"
 
 volatile sig_atomic_t cli_signal;
 
@@ -23,10 +26,15 @@ static const char usage_text[] =
     "vma config <filename> [-c <config>]\n"
     "vma create <filename> [-v] [--compress=zstd[:N]|gzip[:N]|lzo] [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
     "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
-    "vma verify <filename> [-v]\n";
+    "vma verify <filename> [-v]\n"
+    "vma checksum <filename> [-d <drive-list>]\n"
+    "(vma <command> --help: the command's options)\n";
 
 int cli_usage(FILE *f)
 {
+    /* Help asked for after a command: that command's usage only. */
+    if (f == stdout && cli_help_current(f) == 0)
+        return CLI_OK;
     fputs(usage_text, f);
     return f == stdout ? CLI_OK : CLI_USAGE;
 }
@@ -35,6 +43,7 @@ int cli_fail(const char *fmt, ...)
 {
     va_list ap;
 
+    progress_bar_end(); /* the message goes on a line of its own */
     fflush(stdout); /* keep the order of stdout and stderr on a terminal */
     fputs("vma: ", stderr);
     if (cli_signal) {
@@ -63,6 +72,9 @@ int cli_fail(const char *fmt, ...)
         free(msg);
     }
     fputc('\n', stderr);
+    va_start(ap, fmt); /* the same message for --output-format=json */
+    cli_json_error(cli_signal ? "interrupted by signal" : NULL, fmt, ap);
+    va_end(ap);
     return CLI_FAIL;
 }
 
@@ -71,6 +83,11 @@ int cli_getopt(int argc, char **argv, const char *optstring)
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "compress", required_argument, NULL, 'Z' }, /* create only */
+        { "output-format", required_argument, NULL, 'J' },
+        { "progress", no_argument, NULL, 'p' },
+        { "no-progress", no_argument, NULL, 'P' },
+        { "uuid", required_argument, NULL, 'U' },  /* create only */
+        { "ctime", required_argument, NULL, 'T' }, /* create only */
         { NULL, 0, NULL, 0 },
     };
 

@@ -21,6 +21,8 @@ packages=(
     man-db groff-base     # man --warnings renders the man pages (tests/man.sh)
     binutils              # nm -D: the exported symbols (tests/symbols.sh)
     dpkg-dev debhelper lintian  # build and check the Debian packages (scripts/debian-check.sh)
+    jq                    # parses --output-format=json in tests/cli/json.sh and checksum.sh
+    bsdutils              # script(1): a pty for the progress bar test (tests/cli/progress.sh)
 )
 
 missing=()
