@@ -472,8 +472,7 @@ static void reason(struct vmai_nbd *c, char *out, size_t len)
             put(out, len, "qemu-nbd was killed by signal %d (%s)", WTERMSIG(c->wstatus),
                      strsignal(WTERMSIG(c->wstatus)));
         else
-            put(out, len, "qemu-nbd exited with status %d (%s)",
-                     WEXITSTATUS(c->wstatus), nbd_msg);
+            put(out, len, "qemu-nbd exited early with status %d", WEXITSTATUS(c->wstatus));
         return;
     }
     put(out, len, "%s", nbd_msg);
@@ -511,7 +510,9 @@ static int lost(struct vmai_nbd *c, char *err)
     return -1;
 }
 
-int vmai_nbd_poll(struct vmai_nbd *c, char *err)
+/* One poll(2) round, waiting at most timeout_ms (-1: until something
+ * happens), then nbd_aio_notify_*. */
+static int poll_round(struct vmai_nbd *c, int timeout_ms, char *err)
 {
     if (vmai_cancelled(c->cancel))
         return cancelled(err);
@@ -530,12 +531,15 @@ int vmai_nbd_poll(struct vmai_nbd *c, char *err)
         p[n++] = (struct pollfd){.fd = c->cancel->fd, .events = POLLIN};
     if (c->err_fd >= 0)
         p[n++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
-    if (poll(p, n, -1) < 0) {
+    int ready = poll(p, n, timeout_ms);
+    if (ready < 0) {
         if (errno == EINTR)
             return 0; /* the caller loops; a cancel is seen next time */
         vmai_errorf(err, "poll: %s", strerror(errno));
         return -1;
     }
+    if (ready == 0)
+        return 0;
     stderr_drain(c);
     if (vmai_cancelled(c->cancel))
         return cancelled(err);
@@ -548,6 +552,10 @@ int vmai_nbd_poll(struct vmai_nbd *c, char *err)
         return lost(c, err);
     return 0;
 }
+
+int vmai_nbd_poll(struct vmai_nbd *c, char *err) { return poll_round(c, -1, err); }
+
+int vmai_nbd_progress(struct vmai_nbd *c, char *err) { return poll_round(c, 0, err); }
 
 int vmai_nbd_drain(struct vmai_nbd *c, unsigned max, char *err)
 {
