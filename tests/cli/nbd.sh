@@ -380,6 +380,50 @@ $OK1
 "
 expect_map_failure nosrv "cannot open target nbd+unix:///?socket=$T/none.sock of device 'drive-scsi0'" "$G/basic.list"
 
+# An NBD server that fails: nbdkit's error filter on writes, and an eval
+# plugin whose flush fails. The server's own messages go to $T/e*.err.
+# nbd_server NAME ARGS...: start nbdkit on $T/NAME.sock.
+nbd_server() {
+    local name=$1
+    shift
+    rm -f "$T/$name.sock"
+    nbdkit -f -U "$T/$name.sock" "$@" 2>"$T/$name.err" &
+    SRV=$!
+    PIDS+=($SRV)
+    wait_for_socket "$T/$name.sock"
+}
+stop_server() { kill $SRV 2>/dev/null; wait $SRV 2>/dev/null; }
+
+case_ "NBD server: ENOSPC on write"
+if nbd_server ewrite --filter=error memory size=$S0 error-pwrite-rate=1 error=ENOSPC; then
+    run_map ewrite "0:drive-scsi0=nbd+unix:///?socket=$T/ewrite.sock
+$OK1
+"
+    expect_map_failure ewrite "vma: restore failed - device 'drive-scsi0', target nbd+unix:///?socket=$T/ewrite.sock: write of " "$G/basic.list"
+    expect_err_has "failed: No space left on device"
+fi
+stop_server
+
+case_ "NBD server: EIO on write-zeroes (1:)"
+if nbd_server ezero --filter=error memory size=$S0 error-zero-rate=1 error=EIO; then
+    run_map ezero "1:drive-scsi0=nbd+unix:///?socket=$T/ezero.sock
+$OK1
+"
+    expect_map_failure ezero "target nbd+unix:///?socket=$T/ezero.sock: write-zeroes of " "$G/basic.list"
+    expect_err_has "failed: Input/output error"
+fi
+stop_server
+
+case_ "NBD server: the flush fails"
+if nbd_server eflush eval get_size="echo $S0" pwrite='cat >/dev/null' can_write='exit 0' \
+    can_flush='exit 0' flush='echo "EIO flush refused" >&2; exit 1'; then
+    run_map eflush "0:drive-scsi0=nbd+unix:///?socket=$T/eflush.sock
+$OK1
+"
+    expect_map_failure eflush "vma: restore failed - device 'drive-scsi0', target nbd+unix:///?socket=$T/eflush.sock: flush failed: Input/output error" "$G/basic.list"
+fi
+stop_server
+
 case_ "qemu-nbd not installed"
 mkdir -p "$T/nobin"
 printf '%s\n' "format=qcow2:0:drive-scsi0=$T/r0.qcow2" "$OK1" >"$T/nobin.map"
