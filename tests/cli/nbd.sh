@@ -429,10 +429,41 @@ case_ "qemu-nbd not installed"
 mkdir -p "$T/nobin"
 runner=${VMA_RUNNER:-}
 runner=${runner%% *}
-[ -n "$runner" ] && ln -s "$(command -v "$runner")" "$T/nobin/"
+# link_runner DIR: a wrapper that runs the runner from its real place.
+link_runner() {
+    [ -z "$runner" ] && return 0
+    printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v "$runner")" >"$1/$runner"
+    chmod +x "$1/$runner"
+}
+link_runner "$T/nobin"
 printf '%s\n' "format=qcow2:0:drive-scsi0=$T/r0.qcow2" "$OK1" >"$T/nobin.map"
 run env PATH="$T/nobin" "$VMA" extract -r "$T/nobin.map" "$A" "$T/nobin.dir"
 expect_map_failure nobin "qemu-nbd not found in PATH: install the Debian package qemu-utils" "$G/basic.list"
+
+# A qemu-nbd that never answers: SIGINT must end the wait for its start,
+# and vma must stop and reap it.
+case_ "SIGINT while qemu-nbd does not start"
+mkdir -p "$T/hangbin"
+printf '#!/bin/sh\necho $$ >"%s"\nexec sleep 600\n' "$T/hang.pid" >"$T/hangbin/qemu-nbd"
+chmod +x "$T/hangbin/qemu-nbd"
+link_runner "$T/hangbin"
+rm -f "$T/hang.pid"
+printf '%s\n' "format=qcow2:0:drive-scsi0=$T/r0.qcow2" "$OK1" >"$T/hang.map"
+env PATH="$T/hangbin:/usr/bin:/bin" "$VMA" extract -r "$T/hang.map" "$A" "$T/hang.dir" \
+    >"$T/out" 2>"$T/err" &
+vpid=$!
+for i in $(seq 1 100); do
+    [ -s "$T/hang.pid" ] && break
+    sleep 0.1
+done
+hpid=$(cat "$T/hang.pid" 2>/dev/null)
+kill -INT $vpid
+wait $vpid
+RC=$?
+expect_map_failure hang "vma: interrupted by signal" "$G/basic.list"
+check "the hanging qemu-nbd was started" [ -n "$hpid" ]
+gone() { [ -n "$1" ] && ! kill -0 "$1" 2>/dev/null; }
+check "the hanging qemu-nbd was stopped" gone "$hpid"
 
 # qemu-nbd killed while it serves a throttled restore (a few seconds).
 case_ "qemu-nbd killed mid-restore"
