@@ -232,7 +232,7 @@ int vma_target_is_nbd(const char *format, const char *path);
  * The export's size must be at least the device size and at most 4 MiB
  * more. Zero blocks are sent as NBD write-zeroes (zero clusters in qcow2,
  * not data) with VMA_TARGET_WRITE_ZEROS, else left alone. Writes go out
- * many at a time (at most 64 requests or 64 MiB in flight); the restore
+ * many at a time (at most 64 requests or 32 MiB in flight); the restore
  * ends with one flush and a clean disconnect. qemu-nbd is stopped and
  * reaped by vma_reader_restore() or vma_reader_free(), also after any
  * failure or cancel; the temporary directory is removed. Not for vmstate.
