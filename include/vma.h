@@ -226,7 +226,10 @@ int vma_target_is_nbd(const char *format, const char *path);
  *   temporary directory, started with --format=<format> (raw when NULL),
  *   --cache=writeback, or none / writethrough / directsync (with
  *   --aio=native) as VMA_TARGET_DIRECT / VMA_TARGET_SYNC ask, and with
- *   VMA_TARGET_WRITE_ZEROS --discard=unmap. Its output is never printed:
+ *   VMA_TARGET_WRITE_ZEROS --discard=unmap; its environment gets
+ *   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432 (its per-request
+ *   buffers reused, not mapped afresh) unless GLIBC_TUNABLES is set. Its
+ *   output is never printed:
  *   its error becomes the reader's message (with the Debian package to
  *   install when qemu-nbd or a block module is missing).
  * The export's size must be at least the device size and at most 4 MiB
