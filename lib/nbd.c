@@ -621,7 +621,7 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
     c->err_fd = -1;
     c->h = nbd_create();
     if (c->h == NULL) {
-        vmai_errorf(err, "%s", nbd_get_error());
+        vmai_errorf(err, "%s", nbd_get_error() ? nbd_get_error() : "nbd_create failed");
         free(c);
         return -1;
     }
