@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <libnbd.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,13 +65,15 @@ static void drop_log(vma_source *s)
 }
 
 /* Close the connection; nbd_close() waits for the qemu-nbd it started,
- * which exits when its only client goes. */
+ * which exits when its only client goes (or at once, killed). */
 static void disconnect(vma_source *s, bool graceful)
 {
     if (s->h == NULL)
         return;
     if (graceful && nbd_aio_is_ready(s->h))
         nbd_shutdown(s->h, 0);
+    else /* read-only, nothing to lose: not waiting for reads it is doing */
+        nbd_kill_subprocess(s->h, SIGKILL);
     nbd_close(s->h);
     s->h = NULL;
 }
@@ -131,7 +134,7 @@ static bool find_program(const char *prog, char *buf, size_t len)
     return false;
 }
 
-/* The last non-empty line qemu-nbd wrote, without its "qemu-nbd: " prefix. */
+/* What qemu-nbd wrote, its lines joined, without its "qemu-nbd: " prefix. */
 static void read_log(const vma_source *s, char *out, size_t len)
 {
     char buf[2048];
@@ -142,11 +145,16 @@ static void read_log(const vma_source *s, char *out, size_t len)
     while (fgets(buf, sizeof(buf), f) != NULL) {
         buf[strcspn(buf, "\n")] = '\0';
         const char *line = strncmp(buf, "qemu-nbd: ", 10) ? buf : buf + 10;
-        size_t n = strlen(line) < len - 1 ? strlen(line) : len - 1;
-        if (n > 0) { /* cut to fit */
-            memcpy(out, line, n);
-            out[n] = '\0';
+        size_t have = strlen(out);
+        if (*line == '\0' || have + 2 >= len)
+            continue;
+        if (have > 0) { /* one line: "Failed to get lock" + "Is another process..." */
+            memcpy(out + have, " ", 2);
+            have++;
         }
+        size_t n = strlen(line) < len - 1 - have ? strlen(line) : len - 1 - have;
+        memcpy(out + have, line, n); /* cut to fit */
+        out[have + n] = '\0';
     }
     fclose(f);
 }
