@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libnbd.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -26,36 +25,6 @@
 #include <unistd.h>
 
 #include "nbd.h"
-
-extern char **environ;
-
-#define STDERR_KEEP 4096 /* the tail of qemu-nbd's stderr we keep */
-
-struct vmai_nbd {
-    struct nbd_handle *h;
-    const struct vmai_cancel *cancel;
-    uint64_t size;
-    pid_t pid;      /* qemu-nbd, or -1 for a direct URI connection */
-    bool connecting; /* in the handshake: a failure is qemu-nbd's own */
-    bool reaped;
-    int wstatus;    /* wait status once reaped */
-    int pidfd;      /* readable once qemu-nbd exits; -1 without kernel support */
-    int err_fd;     /* read end of qemu-nbd's stdout+stderr; -1 at EOF */
-    size_t errlen;
-    char errbuf[STDERR_KEEP];
-    char dir[96]; /* mkdtemp directory, "" once removed */
-    char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
-};
-
-/* snprintf that may cut: messages are bounded. */
-__attribute__((format(printf, 3, 4))) static void put(char *out, size_t len, const char *fmt,
-                                                      ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(out, len, fmt, ap);
-    va_end(ap);
-}
 
 /* --- which path goes where --- */
 
@@ -92,6 +61,40 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path)
             return VMAI_NBD_QEMU;
     }
     return VMAI_NBD_NONE;
+}
+
+#ifdef VMA_HAVE_NBD /* the rest needs libnbd */
+
+#include <libnbd.h>
+
+extern char **environ;
+
+#define STDERR_KEEP 4096 /* the tail of qemu-nbd's stderr we keep */
+
+struct vmai_nbd {
+    struct nbd_handle *h;
+    const struct vmai_cancel *cancel;
+    uint64_t size;
+    pid_t pid;      /* qemu-nbd, or -1 for a direct URI connection */
+    bool connecting; /* in the handshake: a failure is qemu-nbd's own */
+    bool reaped;
+    int wstatus;    /* wait status once reaped */
+    int pidfd;      /* readable once qemu-nbd exits; -1 without kernel support */
+    int err_fd;     /* read end of qemu-nbd's stdout+stderr; -1 at EOF */
+    size_t errlen;
+    char errbuf[STDERR_KEEP];
+    char dir[96]; /* mkdtemp directory, "" once removed */
+    char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+/* snprintf that may cut: messages are bounded. */
+__attribute__((format(printf, 3, 4))) static void put(char *out, size_t len, const char *fmt,
+                                                      ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, len, fmt, ap);
+    va_end(ap);
 }
 
 /* --- qemu-nbd's stderr --- */
@@ -700,3 +703,5 @@ void vmai_nbd_close(struct vmai_nbd *c)
         close(c->err_fd);
     free(c);
 }
+
+#endif /* VMA_HAVE_NBD */

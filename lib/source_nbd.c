@@ -10,7 +10,6 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
-#include <libnbd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +20,15 @@
 #include "io.h"
 #include "nbd.h"
 #include "writer_internal.h"
+
+int vma_source_needed(const char *format, const char *path)
+{
+    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
+}
+
+#ifdef VMA_HAVE_NBD /* the rest needs libnbd */
+
+#include <libnbd.h>
 
 /* libnbd's message without its "nbd_aio_pread: " style prefix. */
 static const char *nbd_msg(void)
@@ -72,11 +80,6 @@ void vma_source_free(vma_source *s)
 const char *vma_source_error(const vma_source *s) { return s->err; }
 uint64_t vma_source_size(const vma_source *s) { return s->size; }
 void vma_source_cancel(vma_source *s) { vmai_cancel_fire(&s->cancel); }
-
-int vma_source_needed(const char *format, const char *path)
-{
-    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
-}
 
 static int sfail(vma_source *s, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -425,3 +428,31 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
     free(p.ext);
     return rc;
 }
+
+#else /* built without libnbd: the calls exist and say why they fail */
+
+struct vma_source {
+    char err[VMAI_ERRLEN];
+};
+
+vma_source *vma_source_new(void) { return calloc(1, sizeof(vma_source)); }
+void vma_source_free(vma_source *s) { free(s); }
+const char *vma_source_error(const vma_source *s) { return s->err; }
+uint64_t vma_source_size(const vma_source *s) { (void)s; return 0; }
+void vma_source_cancel(vma_source *s) { (void)s; }
+
+int vma_source_open(vma_source *s, const char *format, const char *path)
+{
+    snprintf(s->err, sizeof(s->err), "%s: cannot read %s images: libvma was built without "
+             "NBD support (libnbd)", path ? path : "(null)", format ? format : "raw");
+    return VMA_ERR_INVALID;
+}
+
+int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s)
+{
+    (void)dev_id;
+    (void)s;
+    return vmai_writer_fail(w, VMA_ERR_INVALID, "built without NBD support (libnbd)");
+}
+
+#endif
