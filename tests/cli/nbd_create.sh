@@ -288,23 +288,41 @@ run "$VMA" create "$O/a.vma" -d "format=qcow2:drive-scsi0=$S/top.qcow2" \
 expect_clean_failure
 expect_err_has "nope.qcow2"
 
+# sigterm_create SPEC [PATTERN]: SIGTERM a create from SPEC one second
+# after its start (or after a qemu-nbd matching PATTERN runs).
+sigterm_create() {
+    rm -rf "$O"/*
+    "$VMA" create "$O/a.vma" -d "$1" >"$T/out" 2>"$T/err" &
+    pid=$!
+    if [ -n "${2:-}" ]; then
+        for i in $(seq 300); do pgrep -f "$2" >/dev/null && break; sleep 0.1; done
+        check "vma started qemu-nbd" pgrep -f "$2"
+    fi
+    sleep 1
+    kill -TERM $pid
+    check "create ended long before the server's delay" ends_within 30 $pid
+    wait $pid
+    RC=$?
+    [ -n "${VMA_RUNNER:-}" ] && sed -i '/^--[0-9]*-- /d' "$T/err"
+    stop_servers
+    expect_clean_failure
+    expect_err "vma: interrupted by signal
+"
+}
+
+# SIGTERM while the source opens: the NBD server stalls its handshake for
+# 120 s, reached directly (URI) and by qemu-nbd (nbd:unix: path).
+for spec in "nbd+unix:///?socket=$T/stall.sock" "nbd:unix:$T/stall.sock"; do
+    rm -f "$T/stall.sock"
+    serve "$T/stall.sock" nbdkit -f -U "$T/stall.sock" --filter=delay memory 1M delay-open=120
+    case_ "SIGTERM while the handshake of $spec stalls"
+    sigterm_create "format=raw:drive-scsi0=$spec"
+done
+
 # SIGTERM while reads are in flight: qemu-nbd serves an NBD export (QEMU's
 # nbd:unix: protocol path) whose every read takes 5 s.
 serve "$T/slow.sock" nbdkit -f -U "$T/slow.sock" --filter=delay pattern size=64M delay-read=5
 case_ "SIGTERM during create from a slow NBD source"
-rm -rf "$O"/*
-"$VMA" create "$O/a.vma" -d "format=raw:drive-scsi0=nbd:unix:$T/slow.sock" >"$T/out" 2>"$T/err" &
-pid=$!
-for i in $(seq 300); do pgrep -f "qemu-nbd --format=.*$T/slow.sock" >/dev/null && break; sleep 0.1; done
-check "vma started qemu-nbd" pgrep -f "qemu-nbd --format=.*$T/slow.sock"
-sleep 1 # reads in flight
-kill -TERM $pid
-wait $pid
-RC=$?
-[ -n "${VMA_RUNNER:-}" ] && sed -i '/^--[0-9]*-- /d' "$T/err"
-stop_servers
-expect_clean_failure
-expect_err "vma: interrupted by signal
-"
+sigterm_create "format=raw:drive-scsi0=nbd:unix:$T/slow.sock" "qemu-nbd --format=.*$T/slow.sock"
 
 done_
