@@ -148,6 +148,20 @@ qemu-io -f raw -c "write -P 0x33 64k 128k" -c "write -P 0x44 3M 4k" \
 roundtrip "nbd+unix:// (nbdkit memory)" raw "nbd+unix:///?socket=$T/m.sock"
 check "the export holds the data written" \
     [ "$(od -An -tx1 -j 65536 -N 1 "$O/x/disk-drive-scsi0.raw" | tr -d ' ')" = 33 ]
+
+# An export whose size is no multiple of 512 (nor of a cluster): recorded
+# rounded up to 512, the tail stored as zeros.
+serve "$T/p.sock" nbdkit -f -U "$T/p.sock" pattern size=1000001
+case_ "create from an export of 1000001 bytes"
+rm -rf "$O"/*
+run "$VMA" create "$O/a.vma" -d "format=raw:odd=nbd+unix:///?socket=$T/p.sock"
+expect_ok
+run "$VMA" list "$O/a.vma"
+check "recorded size 1000448" grep -q "size: 1000448 devname: odd" "$T/out"
+run "$VMA" extract "$O/a.vma" "$O/x"
+qemu-img convert -O raw -f raw "nbd+unix:///?socket=$T/p.sock" "$T/want.raw"
+truncate -s 1000448 "$T/want.raw"
+check "the export's bytes, then zeros" cmp -s "$O/x/disk-odd.raw" "$T/want.raw"
 stop_servers
 
 # --- holes and zero extents are not read ------------------------------------
