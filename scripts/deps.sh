@@ -18,10 +18,10 @@ packages=(
     time                  # /usr/bin/time (bench; peak memory in tests/cli/limits.sh)
     valgrind              # the CLI tests once under memcheck (scripts/test.sh)
     procps                # pgrep in tests/cli/failing.sh (exec: commands stopped)
-    libnbd-dev            # NBD client: create from images through qemu-nbd, nbd:// URIs
-    qemu-utils            # qemu-nbd (serves images read-only), qemu-img/qemu-io in tests
-    qemu-block-extra      # QEMU's rbd, iscsi, ssh ... drivers for qemu-nbd
-    nbdkit                # NBD exports in tests/cli/nbd_create.sh (memory, log, delay)
+    libnbd-dev            # NBD targets and sources: qcow2, vmdk, rbd:, iscsi://, nbd://
+    qemu-utils            # qemu-nbd (started by vma for such targets), qemu-img (tests)
+    qemu-block-extra      # qemu-nbd's rbd/iscsi/ssh/curl/gluster/nfs modules
+    nbdkit libnbd-bin jq  # tests/cli/nbd.sh: nbdkit exports, nbdcopy, qemu-img map JSON
 )
 
 missing=()
