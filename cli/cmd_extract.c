@@ -252,7 +252,7 @@ static int set_disk_target(struct extract *x, unsigned id)
             st = vma_reader_target_skip(x->r, id);
         } else {
             /* qcow2, vmdk, rbd:, iscsi://, nbd:// ...: through NBD. */
-            if (vma_target_is_nbd(e->format, e->path))
+            if (vma_path_needs_nbd(e->format, e->path))
                 st = vma_reader_target_nbd(x->r, id, e->format, e->path, e->flags);
             else if (!restore_map_is_raw(e))
                 return cli_fail("%s: no format= given and not a .raw file or /dev/ device "

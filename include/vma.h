@@ -264,13 +264,16 @@ VMA_API int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *p
                                    unsigned flags);
 
 /*
- * Whether vma_reader_target_nbd() is the way to (format, path): 1 for a
- * format other than "raw" (format may be NULL), for a QEMU protocol
- * filename ("rbd:", "iscsi:", "nbd:", "ssh:", "http:", "https:",
+ * Whether a disk at (format, path) goes through NBD, as a restore target
+ * (vma_reader_target_nbd()) or a backup source (vma_source_open()): 1 for
+ * a format other than "raw" (format may be NULL, meaning raw), for a QEMU
+ * protocol filename ("rbd:", "iscsi:", "nbd:", "ssh:", "http:", "https:",
  * "gluster:", "nfs:", ...), and for an NBD URI ("nbd://", "nbd+unix://",
- * ...); 0 for a plain file or block device path (vma_reader_target_open()).
+ * ...); 0 for a plain file or block device path (vma_reader_target_open(),
+ * vma_writer_write_device_fd()). The same answer with or without NBD
+ * support in the build.
  */
-VMA_API int vma_target_is_nbd(const char *format, const char *path);
+VMA_API int vma_path_needs_nbd(const char *format, const char *path);
 
 /*
  * Open an existing disk image as the target of a disk, through NBD:
@@ -446,6 +449,72 @@ VMA_API int vma_writer_finish(vma_writer *w);
  */
 VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                        uint64_t source_size);
+
+/* ------------------------------------------------------------------ */
+/* Disk images: format signatures, and sources read through NBD        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The disk image format whose signature the source starts with (or, for a
+ * fixed VHD, ends with): "qcow2", "qcow", "vmdk" (sparse extent or
+ * descriptor file), "vdi", "vhdx", "qed" or "vpc"; NULL when there is none
+ * or the descriptor cannot be read at an offset (a pipe). Reads with
+ * pread() only and leaves the file offset where it was. A raw disk that
+ * starts with such bytes is rare; an image backed up as raw bytes is a
+ * useless backup, so callers refuse such a source unless told it is raw.
+ */
+VMA_API const char *vma_image_format_guess(int fd);
+
+/*
+ * A disk image read through NBD (libnbd): any format and QEMU protocol
+ * path that qemu-nbd opens (qcow2 with its backing chain, vmdk, vdi, vhdx,
+ * qed, raw, "rbd:pool/image", "iscsi://...", ...), served by a qemu-nbd
+ * that the source starts read-only over socket activation and stops again;
+ * or a raw NBD export given as an "nbd://", "nbds://", "nbd+unix://" URI,
+ * connected to directly. Built without libnbd (meson -Dnbd=disabled),
+ * vma_source_open() fails with VMA_ERR_INVALID.
+ */
+typedef struct vma_source vma_source;
+
+/* Allocate a source. Returns NULL only when out of memory. */
+VMA_API vma_source *vma_source_new(void);
+
+/* Disconnect, stop and reap the qemu-nbd the source started, free it. */
+VMA_API void vma_source_free(vma_source *s);
+
+/* The last error message, or "" when there was none. */
+VMA_API const char *vma_source_error(const vma_source *s);
+
+/*
+ * Open `path` as an image of `format` (a qemu-nbd format name: "qcow2",
+ * "vmdk", "raw", ...), for a (format, path) that vma_path_needs_nbd().
+ * The image is never written, and is opened with QEMU's image locking, so
+ * an image a running VM writes is refused. Fails with VMA_ERR_NOT_FOUND
+ * when qemu-nbd is not installed, VMA_ERR_IO when it cannot open the
+ * image (the message has qemu-nbd's reason), VMA_ERR_CANCELED after
+ * vma_source_cancel(). Once per source.
+ */
+VMA_API int vma_source_open(vma_source *s, const char *format, const char *path);
+
+/* Virtual size of the opened image in bytes (0 before a successful open). */
+VMA_API uint64_t vma_source_size(const vma_source *s);
+
+/* Stop an open in progress (or the next one). Safe from a signal handler
+ * and from any thread between vma_source_new() and vma_source_free(). */
+VMA_API void vma_source_cancel(vma_source *s);
+
+/*
+ * Write a whole disk from an opened source and close its stream, as
+ * vma_writer_write_device_fd() does from a descriptor: the size of the
+ * device must be at least the source's. Extents the server reports as
+ * zero (block status, "base:allocation") become all-zero clusters without
+ * being read; the rest is read with many requests in flight, so clusters
+ * reach the writer out of order. vma_writer_cancel() stops it at once.
+ * Errors go to the writer's message, naming the device and offset. The
+ * connection ends here, on success (qemu-nbd's exit is checked) and on
+ * failure alike; vma_source_free() is still needed.
+ */
+VMA_API int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 
 /* Called after each cluster the writer accepts, with the totals over all
  * devices: bytes accepted and zero bytes among them. Return 0 to go on,

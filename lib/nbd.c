@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "nbd.h"
+#include "vma.h"
 
 /* --- which path goes where --- */
 
@@ -63,6 +64,11 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path)
     return VMAI_NBD_NONE;
 }
 
+int vma_path_needs_nbd(const char *format, const char *path)
+{
+    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
+}
+
 #ifdef VMA_HAVE_NBD /* the rest needs libnbd */
 
 #include <libnbd.h>
@@ -78,6 +84,7 @@ struct vmai_nbd {
     pid_t pid;      /* qemu-nbd, or -1 for a direct URI connection */
     bool connecting; /* in the handshake: a failure is qemu-nbd's own */
     bool reaped;
+    bool readonly;  /* nothing to flush: a stop need not wait */
     int wstatus;    /* wait status once reaped */
     int err_fd;     /* read end of qemu-nbd's stdout+stderr; -1 at EOF */
     size_t errlen;
@@ -212,13 +219,14 @@ static bool child_wait(struct vmai_nbd *c, int timeout_ms, bool cancellable)
     return true;
 }
 
-/* Stop and reap qemu-nbd: SIGTERM, then SIGKILL after 5 s. Not
+/* Stop and reap qemu-nbd: SIGTERM, then SIGKILL after 5 s (a read-only one,
+ * with nothing to flush, at once: it may be stuck opening rbd:). Not
  * cancellable: a cancelled restore must still leave nothing running. */
 static void child_stop(struct vmai_nbd *c)
 {
     if (c->pid <= 0 || c->reaped)
         return;
-    kill(c->pid, SIGTERM);
+    kill(c->pid, c->readonly ? SIGKILL : SIGTERM);
     if (!child_wait(c, 5000, false)) {
         kill(c->pid, SIGKILL);
         child_wait(c, -1, false);
@@ -617,12 +625,19 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
         return -1;
     }
     c->cancel = cancel;
+    c->readonly = (flags & VMAI_NBD_READONLY) != 0;
     c->pid = -1;
     c->err_fd = -1;
     c->h = nbd_create();
     if (c->h == NULL) {
         vmai_errorf(err, "%s", nbd_get_error() ? nbd_get_error() : "nbd_create failed");
         free(c);
+        return -1;
+    }
+    if ((flags & VMAI_NBD_BLOCK_STATUS) &&
+        nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
+        vmai_errorf(err, "%s", nbd_get_error());
+        vmai_nbd_close(c);
         return -1;
     }
     int rc;
@@ -663,6 +678,11 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
     c->size = (uint64_t)size;
     *out = c;
     return 0;
+}
+
+void vmai_nbd_set_cancel(struct vmai_nbd *c, const struct vmai_cancel *cancel)
+{
+    c->cancel = cancel;
 }
 
 struct nbd_handle *vmai_nbd_handle(struct vmai_nbd *c) { return c->h; }

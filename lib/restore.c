@@ -417,11 +417,6 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
     return VMA_OK;
 }
 
-int vma_target_is_nbd(const char *format, const char *path)
-{
-    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
-}
-
 int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
                           const char *path, unsigned flags)
 {
@@ -434,7 +429,7 @@ int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
     if (vma_reader_device_is_vmstate(r, dev_id))
         return vmai_reader_fail(r, VMA_ERR_INVALID,
                                 "the vmstate device '%s' needs a new file (target_create)", name);
-    if (!vma_target_is_nbd(format, path))
+    if (!vma_path_needs_nbd(format, path))
         return vmai_reader_fail(r, VMA_ERR_INVALID,
                                 "target %s of device '%s' is a raw file: use target_open", path,
                                 name);

@@ -87,9 +87,9 @@ static void t_is_nbd(void **state)
         {"qcow2", "nbd+unix:///?socket=/run/x.sock", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int got = vma_target_is_nbd(cases[i].format, cases[i].path);
+        int got = vma_path_needs_nbd(cases[i].format, cases[i].path);
         if (got != cases[i].want)
-            fail_msg("vma_target_is_nbd(%s, %s) = %d, want %d",
+            fail_msg("vma_path_needs_nbd(%s, %s) = %d, want %d",
                      cases[i].format ? cases[i].format : "NULL",
                      cases[i].path ? cases[i].path : "NULL", got, cases[i].want);
     }
