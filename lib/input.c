@@ -473,11 +473,10 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
                 zstd_window_error(in);
                 in->raw_pos = ib.pos;
                 return fail_after(&in->pending, VMA_ERR_LIMIT, ob.pos);
-            } else {
-                vmai_errorf(in->err, "zstd stream corrupt near compressed byte %llu: %s",
-                            (unsigned long long)(raw_offset(in) + (ib.pos - before_in)),
-                            ZSTD_getErrorName(ret));
             }
+            vmai_errorf(in->err, "zstd stream corrupt near compressed byte %llu: %s",
+                        (unsigned long long)(raw_offset(in) + (ib.pos - before_in)),
+                        ZSTD_getErrorName(ret));
             in->raw_pos = ib.pos;
             return fail_after(&in->pending, VMA_ERR_CORRUPT, ob.pos);
         }

@@ -19,33 +19,37 @@ P=$G/basic.vma        # the plain archive every framing must read like
 SIZE=$(stat -c %s "$P")
 HALF=1000001          # split point: inside an extent, not aligned
 
+# run_on HOW FILE CMD [ARGS...]: vma CMD on FILE given by path (HOW=file)
+# or through a pipe into standard input (HOW=pipe), then ARGS; as run.
+run_on() {
+    local how=$1 f=$2 cmd=$3
+    shift 3
+    if [ "$how" = file ]; then
+        "$VMA" "$cmd" "$f" "$@" >"$T/out" 2>"$T/err"
+    else
+        cat "$f" | "$VMA" "$cmd" - "$@" >"$T/out" 2>"$T/err"
+    fi
+    RC=$?
+}
+
 # same_as_plain NAME FILE: list, verify and extract of FILE, from the file
 # and from a pipe, give what they give for the plain archive.
 same_as_plain() {
     local name=$1 f=$2 how d
     for how in file pipe; do
         case_ "$name: list ($how)"
-        if [ $how = file ]; then run "$VMA" list "$f"; else
-            cat "$f" | "$VMA" list - >"$T/out" 2>"$T/err"
-            RC=$?
-        fi
+        run_on $how "$f" list
         expect_ok
         expect_out_file "$G/basic.list"
 
         case_ "$name: verify ($how)"
-        if [ $how = file ]; then run "$VMA" verify "$f"; else
-            cat "$f" | "$VMA" verify - >"$T/out" 2>"$T/err"
-            RC=$?
-        fi
+        run_on $how "$f" verify
         expect_ok
         expect_out_empty
 
         case_ "$name: extract ($how)"
         d=$T/x
-        if [ $how = file ]; then run "$VMA" extract "$f" "$d"; else
-            cat "$f" | "$VMA" extract - "$d" >"$T/out" 2>"$T/err"
-            RC=$?
-        fi
+        run_on $how "$f" extract "$d"
         expect_ok
         dir_sha256 "$d" >"$T/got.sha256" 2>/dev/null
         check "sha256 after extract" cmp -s "$G/basic.sha256" "$T/got.sha256"
@@ -60,10 +64,7 @@ refused() {
     local name=$1 f=$2 msg=$3 how
     for how in file pipe; do
         case_ "$name: refused ($how)"
-        if [ $how = file ]; then run "$VMA" verify "$f"; else
-            cat "$f" | "$VMA" verify - >"$T/out" 2>"$T/err"
-            RC=$?
-        fi
+        run_on $how "$f" verify
         expect_failure
         expect_err "vma: $msg
 "
@@ -190,10 +191,7 @@ cp "$L" "$T/flip.lzo"
 printf '\xff' | dd of="$T/flip.lzo" bs=1 seek=$((start[3] + 12 + datalen[3] / 2)) conv=notrunc status=none
 for how in file pipe; do
     case_ "lzop corrupt block 3 ($how)"
-    if [ $how = file ]; then run "$VMA" verify "$T/flip.lzo"; else
-        cat "$T/flip.lzo" | "$VMA" verify - >"$T/out" 2>"$T/err"
-        RC=$?
-    fi
+    run_on $how "$T/flip.lzo" verify
     expect_failure
     expect_err_re "^vma: verify failed - .*: lzop block 3 at compressed byte ${start[3]}: (checksum mismatch|does not decompress)\$"
 done
