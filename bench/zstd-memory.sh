@@ -9,14 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-# VMA=<binary> uses that binary as it is; else build/vma is built.
-if [ -n "${VMA:-}" ]; then
-    vma=$(realpath "$VMA")
-else
-    [ -d build/meson-private ] || meson setup build
-    ninja -C build vma
-    vma=$repo/build/vma
-fi
+# VMA=<binary>, else build/vma as it is (build it first).
+vma=$(realpath "${VMA:-build/vma}")
+[ -x "$vma" ] || { echo "zstd-memory.sh: no $vma: meson compile -C build, or set VMA" >&2; exit 1; }
 
 tmp=$(mktemp -d "${BENCH_DIR:-/var/tmp}/vma-zstdmem.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
