@@ -297,12 +297,13 @@ int vma_writer_open_path(vma_writer *w, const char *path);
  * `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into the plain archive,
  * and what vma_reader_open_*() reads directly.
  * zstd compresses in worker threads, one per core but at most 4 (levels
- * 1-9) or 2 (levels 10-22), in jobs of at most 8 MiB; levels 20-22 keep
- * level 19's 8 MiB window (no --long needed to read them). Its memory is
- * thus bounded whatever the core count: at most about 256 MB at any level
- * (measured peaks: about 40 MB at level 1 and 110 MB at level 3 with four
- * workers, 230 MB at levels 19-22 with two; figures per level in the
- * README).
+ * 1-9) or 2 (levels 10-22), in jobs of at most 8 MiB (2 MiB from level
+ * 17, so that a cancel, which waits for the jobs under way, is quick);
+ * levels 20-22 keep level 19's 8 MiB window (no --long needed to read
+ * them). Its memory is thus bounded whatever the core count: at most
+ * about 256 MB at any level (measured peaks: about 40 MB at level 1 and
+ * 110 MB at level 3 with four workers, 195 MB at levels 15-22 with two;
+ * figures per level in the README).
  */
 int vma_writer_set_compression(vma_writer *w, const char *spec);
 
