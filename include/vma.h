@@ -168,7 +168,15 @@ VMA_API void vma_reader_cancel(vma_reader *r);
 
 /* How the archive is compressed, recognized by its magic bytes when opened:
  * "none", "zstd", "gzip" or "lzo" (the lzop file format). Every reader
- * function works the same on all of them. */
+ * function works the same on all of them. Accepted framings, as the
+ * reference tools accept them: zstd streams of several frames, with
+ * skippable frames anywhere (also first, as pzstd writes); zstd windows up
+ * to 128 MiB (a larger one, from --long=28 and up, fails with VMA_ERR_LIMIT
+ * and a message that says its size and to decompress with
+ * `zstd -dc --long=31`); gzip streams of several members, with zero bytes
+ * after the last one (other bytes there fail); lzop files with a CRC-32
+ * header checksum, an extra field or the multipart flag (a filter, unknown
+ * flags, methods other than LZO1X or a newer format version fail). */
 VMA_API const char *vma_reader_compression(const vma_reader *r);
 
 /* Header accessors: valid after a successful open. */
@@ -379,7 +387,13 @@ VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
 /*
  * Output, once per writer, before the first cluster:
  * - "exec:<command>": run the command with /bin/sh -c and write the archive
- *   to its standard input; finish fails if it exits non-zero.
+ *   to its standard input; finish fails if it exits non-zero, and so does
+ *   a write it stopped reading (even when it exits with 0), with its exit
+ *   status or signal in the message. The library reads the command's
+ *   standard error: its lines go through to the process's standard error
+ *   as they come, except the last, which is held until the command ends
+ *   and then either goes through too (success) or ends the one-line
+ *   message (failure; control characters escaped, at most 200 bytes).
  * - an existing FIFO: opened for writing once a reader has opened it
  *   (a cancel ends that wait).
  * - otherwise a new file (VMA_ERR_EXISTS if the path exists).
@@ -390,10 +404,18 @@ VMA_API int vma_writer_open_path(vma_writer *w, const char *path);
 
 /*
  * Compress the archive as it is written (before the first cluster):
- * "zstd" or "zstd:LEVEL" (1-22, default 3, using every core), "gzip" or
- * "gzip:LEVEL" (1-9, default 6), "lzo" (the lzop file format), "none".
- * The result is what `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into
- * the plain archive, and what vma_reader_open_*() reads directly.
+ * "zstd" or "zstd:LEVEL" (1-22, default 3), "gzip" or "gzip:LEVEL" (1-9,
+ * default 6), "lzo" (the lzop file format), "none". The result is what
+ * `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into the plain archive,
+ * and what vma_reader_open_*() reads directly.
+ * zstd compresses in worker threads, one per core but at most 4 (levels
+ * 1-9) or 2 (levels 10-22), in jobs of at most 8 MiB (2 MiB from level
+ * 17, so that a cancel, which waits for the jobs under way, is quick);
+ * levels 20-22 keep level 19's 8 MiB window (no --long needed to read
+ * them). Its memory is thus bounded whatever the core count: at most
+ * about 256 MB at any level (measured peaks: about 40 MB at level 1 and
+ * 110 MB at level 3 with four workers, 195 MB at levels 15-22 with two;
+ * figures per level in the README).
  */
 VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 

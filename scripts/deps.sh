@@ -11,7 +11,7 @@ packages=(
     libssl-dev            # libcrypto: MD5 of headers
     uuid-dev              # libuuid: archive uuids
     libzstd-dev zlib1g-dev liblzo2-dev  # .vma.zst, .vma.gz, .vma.lzo in and out
-    zstd lzop             # CLI tests decompress golden archives with them
+    zstd lzop             # CLI tests decompress golden archives and build framings (pzstd is in zstd)
     libcmocka-dev         # unit tests
     e2fsprogs             # mkfs.ext4 -d, e2fsck, debugfs (demo)
     openssl               # deterministic data generator (demo, bench)
