@@ -294,6 +294,18 @@ VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
                                  uint64_t *zero_cluster_bytes,
                                  uint64_t *zero_block_bytes);
 
+/* Expand a cluster as the cluster callback gives it (mask, packed
+ * blocks) into VMA_CLUSTER_SIZE bytes at `out`: the stored blocks in
+ * place, zeros where the mask bit is clear. `out` must not overlap
+ * `data`. */
+VMA_API void vma_cluster_expand(uint16_t mask, const unsigned char *data,
+                                unsigned char *out);
+
+/* Fraction of the archive's clusters read so far, 0.0 to 1.0 (the
+ * clusters the device table declares; 1.0 once they are all read). Safe
+ * from any thread during a read, like vma_reader_counters(). */
+VMA_API double vma_reader_progress(const vma_reader *r);
+
 /* --- Restore: one target per device, then vma_reader_restore() --- */
 
 /* Flags for vma_reader_target_open() and vma_reader_target_fd(). */

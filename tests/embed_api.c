@@ -539,6 +539,57 @@ static void t_messages(void **state)
     close(out);
 }
 
+/* --- consumer helpers ---------------------------------------------------- */
+
+static void t_cluster_expand(void **state)
+{
+    (void)state;
+    static unsigned char packed[2 * VMA_BLOCK_SIZE], out[CL];
+    memset(packed, 0xaa, VMA_BLOCK_SIZE);
+    memset(packed + VMA_BLOCK_SIZE, 0xbb, VMA_BLOCK_SIZE);
+    memset(out, 0x11, sizeof(out));
+    vma_cluster_expand(0x8001, packed, out); /* blocks 0 and 15 */
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+        unsigned char want = b == 0 ? 0xaa : b == 15 ? 0xbb : 0;
+        const unsigned char *p = out + (size_t)b * VMA_BLOCK_SIZE;
+        assert_int_equal(p[0], want);
+        assert_int_equal(p[VMA_BLOCK_SIZE - 1], want);
+    }
+    vma_cluster_expand(0, NULL, out);
+    for (size_t i = 0; i < CL; i += 997)
+        assert_int_equal(out[i], 0);
+}
+
+struct fraction {
+    vma_reader *r;
+    double last;
+    int bad;
+};
+
+static int watch_fraction(void *opaque, uint64_t clusters, uint64_t bytes)
+{
+    struct fraction *f = opaque;
+    double now = vma_reader_progress(f->r);
+    (void)clusters, (void)bytes;
+    f->bad |= now < f->last || now > 1.0;
+    f->last = now;
+    return 0;
+}
+
+static void t_progress_fraction(void **state)
+{
+    (void)state;
+    vma_reader *r = vma_reader_new();
+    struct fraction f = {.r = r};
+    assert_true(vma_reader_progress(r) == 0.0);
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma")), VMA_OK);
+    vma_reader_set_progress(r, watch_fraction, &f);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+    assert_false(f.bad);
+    assert_true(vma_reader_progress(r) == 1.0);
+    vma_reader_free(r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -564,6 +615,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_path_is_a_path),
         cmocka_unit_test(t_counts_agree),
         cmocka_unit_test(t_messages),
+        cmocka_unit_test(t_cluster_expand),
+        cmocka_unit_test(t_progress_fraction),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     vt_rm_tree(dir);
