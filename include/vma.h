@@ -177,6 +177,27 @@ VMA_API int vma_reader_open_path(vma_reader *r, const char *path);
  * threads it started before returning. */
 VMA_API int vma_reader_open_fd(vma_reader *r, int fd);
 
+/*
+ * A source of archive bytes for vma_reader_open_callback(), as libarchive's
+ * archive_read_open() takes one: copy up to len bytes into buf and return
+ * how many (at least 1), 0 at the end of the archive, or -1 on an error
+ * (set errno: its strerror() goes into the message). Plain and compressed
+ * archives work alike; for a compressed one the callback runs on a
+ * read-ahead thread of the reader, never two calls at once.
+ */
+typedef ptrdiff_t (*vma_read_fn)(void *opaque, void *buf, size_t len);
+
+/* As vma_reader_open_path(), reading the archive through fn (the
+ * embedder's own transport). A cancel takes effect when a call of fn
+ * has returned (the library cannot interrupt it); vma_reader_free() waits
+ * for a call in progress. */
+VMA_API int vma_reader_open_callback(vma_reader *r, vma_read_fn fn, void *opaque);
+
+/* As vma_reader_open_path(), on len bytes in memory (plain or
+ * compressed). The buffer is not copied: it must stay valid and unchanged
+ * until vma_reader_free(). */
+VMA_API int vma_reader_open_memory(vma_reader *r, const void *buf, size_t len);
+
 /* The last error message, or "" when there was none. Not for a thread
  * other than the one using the reader (use vma_last_error() there). */
 VMA_API const char *vma_reader_error(const vma_reader *r);

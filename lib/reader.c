@@ -101,10 +101,19 @@ static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_
     return VMA_OK;
 }
 
+/* The input layer's view of open_callback's source. */
+static ssize_t call_source(void *opaque, void *buf, size_t len)
+{
+    vma_reader *r = opaque;
+    return (ssize_t)r->read_fn(r->read_opaque, buf, len);
+}
+
 static int open_header(vma_reader *r)
 {
     char err[VMAI_ERRLEN];
-    int rc = vmai_input_open(&r->in, r->fd, &r->cancel, err, sizeof(err));
+    int rc = r->read_fn != NULL ? vmai_input_open_fn(&r->in, call_source, r, &r->cancel, err,
+                                                     sizeof(err))
+                                : vmai_input_open(&r->in, r->fd, &r->cancel, err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
@@ -154,6 +163,7 @@ static int open_failed(vma_reader *r, int rc)
         close(r->fd);
     r->fd = -1;
     r->own_fd = false;
+    r->read_fn = NULL;
     if (r->status != VMA_ERR_CANCELED)
         r->status = VMA_OK;
     return rc;
@@ -165,26 +175,65 @@ static int open_checked(vma_reader *r)
     return rc == VMA_OK ? rc : open_failed(r, rc);
 }
 
-int vma_reader_open_fd(vma_reader *r, int fd)
+/* What every open checks first; `bad` (an argument's fault) says why. */
+static int may_open(vma_reader *r, const char *bad)
 {
-    if (r->opened || r->fd >= 0)
+    if (r->opened || r->fd >= 0 || r->read_fn != NULL)
         return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is already open");
-    if (fd < 0)
-        return vmai_reader_refuse(r, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    if (bad != NULL)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "%s", bad);
     if (r->status != VMA_OK)
         return vmai_reader_refuse(r, r->status, "%s", "");
+    return VMA_OK;
+}
+
+int vma_reader_open_callback(vma_reader *r, vma_read_fn fn, void *opaque)
+{
+    int rc = may_open(r, fn == NULL ? "no read callback" : NULL);
+    if (rc != VMA_OK)
+        return rc;
+    r->read_fn = fn;
+    r->read_opaque = opaque;
+    return open_checked(r);
+}
+
+/* open_memory's source: the next bytes of the buffer. */
+static ptrdiff_t read_memory(void *opaque, void *buf, size_t len)
+{
+    vma_reader *r = opaque;
+    size_t n = r->mem_len - r->mem_pos < len ? r->mem_len - r->mem_pos : len;
+    memcpy(buf, r->mem + r->mem_pos, n);
+    r->mem_pos += n;
+    return (ptrdiff_t)n;
+}
+
+int vma_reader_open_memory(vma_reader *r, const void *buf, size_t len)
+{
+    int rc = may_open(r, buf == NULL && len > 0 ? "no buffer" : NULL);
+    if (rc != VMA_OK)
+        return rc;
+    r->mem = buf;
+    r->mem_len = len;
+    r->mem_pos = 0;
+    return vma_reader_open_callback(r, read_memory, r);
+}
+
+int vma_reader_open_fd(vma_reader *r, int fd)
+{
+    char bad[64];
+    snprintf(bad, sizeof(bad), "bad file descriptor %d", fd);
+    int rc = may_open(r, fd < 0 ? bad : NULL);
+    if (rc != VMA_OK)
+        return rc;
     r->fd = fd;
     return open_checked(r);
 }
 
 int vma_reader_open_path(vma_reader *r, const char *path)
 {
-    if (r->opened || r->fd >= 0)
-        return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is already open");
-    if (path == NULL)
-        return vmai_reader_refuse(r, VMA_ERR_INVALID, "no archive path");
-    if (r->status != VMA_OK)
-        return vmai_reader_refuse(r, r->status, "%s", "");
+    int rc = may_open(r, path == NULL ? "no archive path" : NULL);
+    if (rc != VMA_OK)
+        return rc;
     if (strcmp(path, "-") == 0) {
         /* Closed, descriptor 0 would be whatever is opened next. */
         if (fcntl(STDIN_FILENO, F_GETFD) < 0)

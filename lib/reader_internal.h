@@ -25,6 +25,10 @@ struct vma_reader {
     int fd;
     bool own_fd;
     struct vmai_input *in;      /* bytes of the archive, decompressed */
+    vma_read_fn read_fn;        /* open_callback's source, or NULL */
+    void *read_opaque;
+    const unsigned char *mem;   /* open_memory's buffer and position */
+    size_t mem_len, mem_pos;
     struct vmai_cancel cancel;  /* vma_reader_cancel() */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */

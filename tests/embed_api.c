@@ -11,11 +11,13 @@
  * SPDX-License-Identifier: MIT
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -333,14 +335,14 @@ static void t_device_stats_from_progress(void **state)
 
 struct poller {
     vma_reader *r;
-    volatile int done;
+    atomic_int done;
     uint64_t seen;
 };
 
 static void *poll_counters(void *arg)
 {
     struct poller *p = arg;
-    while (!p->done) {
+    while (!atomic_load_explicit(&p->done, memory_order_relaxed)) {
         uint64_t c = 0;
         vma_reader_counters(p->r, &c, NULL, NULL);
         if (c < p->seen)
@@ -359,7 +361,7 @@ static void t_counters_from_another_thread(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, poll_counters, &p), 0);
     assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
-    __atomic_store_n(&p.done, 1, __ATOMIC_RELAXED);
+    atomic_store_explicit(&p.done, 1, memory_order_relaxed);
     pthread_join(t, NULL);
     uint64_t c = 0;
     vma_reader_counters(r, &c, NULL, NULL);
@@ -590,6 +592,114 @@ static void t_progress_fraction(void **state)
     vma_reader_free(r);
 }
 
+/* --- archive input from memory and from a callback ------------------------ */
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    assert_true(fd >= 0 && fstat(fd, &st) == 0);
+    unsigned char *p = malloc((size_t)st.st_size);
+    assert_non_null(p);
+    assert_int_equal(read(fd, p, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return p;
+}
+
+static uint64_t clusters_of(vma_reader *r)
+{
+    uint64_t c = 0;
+    vma_reader_counters(r, &c, NULL, NULL);
+    return c;
+}
+
+static void t_open_memory(void **state)
+{
+    (void)state;
+    const char *names[] = {"basic.vma", "basic.vma.zst", "basic.vma.gz", "basic.vma.lzo"};
+    for (unsigned i = 0; i < 4; i++) {
+        size_t len;
+        unsigned char *buf = slurp(gpath(names[i]), &len);
+        vma_reader *r = vma_reader_new();
+        assert_int_equal(vma_reader_open_memory(r, buf, len), VMA_OK);
+        assert_int_equal(vma_reader_open_memory(r, buf, len), VMA_ERR_INVALID);
+        assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+        assert_int_equal(clusters_of(r), 137);
+        vma_reader_free(r);
+        /* cut short: refused, nothing kept (threads included) */
+        pthread_t warm;
+        assert_int_equal(pthread_create(&warm, NULL, nothing, NULL), 0);
+        pthread_join(warm, NULL);
+        int before = threads_now();
+        r = vma_reader_new();
+        int rc = vma_reader_open_memory(r, buf, 100);
+        assert_true(rc == VMA_ERR_TRUNCATED || rc == VMA_ERR_CORRUPT);
+        assert_int_equal(threads_now(), before);
+        assert_int_equal(vma_reader_status(r), VMA_OK);
+        vma_reader_free(r);
+        free(buf);
+    }
+}
+
+struct source {
+    int fd;
+    unsigned calls, fail_at, cancel_at;
+    vma_reader *r;
+};
+
+/* Odd-sized reads, an error or a cancel on the given call. */
+static ptrdiff_t read_source(void *opaque, void *buf, size_t len)
+{
+    struct source *s = opaque;
+    if (++s->calls == s->fail_at) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (s->calls == s->cancel_at)
+        vma_reader_cancel(s->r);
+    return read(s->fd, buf, len < 777 ? len : 777);
+}
+
+static int run_source(const char *name, unsigned fail_at, unsigned cancel_at, int *open_rc,
+                      char *msg, size_t msglen)
+{
+    struct source s = {.fd = open(gpath(name), O_RDONLY), .fail_at = fail_at,
+                       .cancel_at = cancel_at};
+    assert_true(s.fd >= 0);
+    vma_reader *r = s.r = vma_reader_new();
+    *open_rc = vma_reader_open_callback(r, read_source, &s);
+    int rc = *open_rc == VMA_OK ? vma_reader_read(r, NULL, NULL) : *open_rc;
+    snprintf(msg, msglen, "%s", vma_reader_error(r));
+    if (rc == VMA_OK)
+        assert_int_equal(clusters_of(r), 137);
+    vma_reader_free(r);
+    close(s.fd);
+    return rc;
+}
+
+static void t_open_callback(void **state)
+{
+    (void)state;
+    char msg[600];
+    int open_rc;
+    assert_int_equal(run_source("basic.vma", 0, 0, &open_rc, msg, sizeof(msg)), VMA_OK);
+    assert_int_equal(run_source("basic.vma.zst", 0, 0, &open_rc, msg, sizeof(msg)), VMA_OK);
+    assert_int_equal(run_source("basic.vma.gz", 0, 0, &open_rc, msg, sizeof(msg)), VMA_OK);
+    /* an error of the source: VMA_ERR_IO with its errno, at open or later */
+    assert_int_equal(run_source("basic.vma", 2, 0, &open_rc, msg, sizeof(msg)), VMA_ERR_IO);
+    assert_non_null(strstr(msg, strerror(EPROTO)));
+    assert_int_equal(run_source("basic.vma.zst", 200, 0, &open_rc, msg, sizeof(msg)),
+                     VMA_ERR_IO);
+    assert_int_equal(open_rc, VMA_OK);
+    assert_non_null(strstr(msg, strerror(EPROTO)));
+    /* a cancel while the source runs takes effect once it returned */
+    assert_int_equal(run_source("basic.vma", 100, 50, &open_rc, msg, sizeof(msg)),
+                     VMA_ERR_CANCELED);
+    assert_int_equal(run_source("basic.vma.zst", 0, 50, &open_rc, msg, sizeof(msg)),
+                     VMA_ERR_CANCELED);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -617,6 +727,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_messages),
         cmocka_unit_test(t_cluster_expand),
         cmocka_unit_test(t_progress_fraction),
+        cmocka_unit_test(t_open_memory),
+        cmocka_unit_test(t_open_callback),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     vt_rm_tree(dir);
