@@ -23,6 +23,16 @@ struct vmai_cancel;
 int vmai_input_open(struct vmai_input **in, int fd, const struct vmai_cancel *cancel,
                     char *err, size_t errlen);
 
+/* A source of bytes other than a descriptor: returns the count read (at
+ * most len), 0 at the end, or -1 with errno set. */
+typedef ssize_t (*vmai_read_fn)(void *opaque, void *buf, size_t len);
+
+/* As vmai_input_open(), reading through fn. For a compressed stream fn is
+ * called from a read-ahead thread (never concurrently); a cancel takes
+ * effect when a call has returned, and vmai_input_free() waits for it. */
+int vmai_input_open_fn(struct vmai_input **in, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, char *err, size_t errlen);
+
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt
  * or truncated compressed stream). */
