@@ -7,7 +7,9 @@
 #   4. with clang and -fsanitize=thread (build-tsan/): the tests that use
 #      threads (embed_api, cancel_api, api_roundtrip); any report fails,
 #   5. and once more the CLI tests and the corruption matrix's CLI sample
-#      of build/ under valgrind (memcheck; any error or definite leak fails),
+#      of build/, a sample of their vma commands (the first and every
+#      third of each script) under valgrind (memcheck; any error or
+#      definite leak fails),
 #   6. the Debian packages (scripts/debian-check.sh: build, lintian, dpkg -x,
 #      the installed command and a pkg-config program; counted as one test),
 # all with warnings as errors. Prints the time of each stage; exits
@@ -115,7 +117,7 @@ stage "tsan: meson test (threaded tests)" \
     "${tsan_tests[@]}" || status=1
 count build-tsan/meson-logs/testlog.json
 
-# The CLI tests again with every vma command under valgrind (the setup is
+# The CLI tests again with a sample of their vma commands under valgrind (the setup is
 # in tests/meson.build; the matrix drives the CLI on every 25th case).
 if command -v valgrind >/dev/null; then
     stage "valgrind: CLI tests + matrix sample (build/)" \
