@@ -35,6 +35,7 @@ void vma_reader_free(vma_reader *r)
         return;
     vmai_targets_free(r);
     vmai_input_free(r->in);
+    vmai_salvage_free(r->salvage);
     vmai_cancel_close(&r->cancel);
     if (r->own_fd && r->fd >= 0)
         close(r->fd);
@@ -107,7 +108,7 @@ static int open_header(vma_reader *r)
                           VMA_HEADER_FIXED_SIZE);
     if (rc != VMA_OK)
         return rc;
-    rc = vmai_header_parse(buf, hsize, &r->hdr, err, sizeof(err));
+    rc = vmai_salvage_header(r, buf, hsize, err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     r->offset = hsize;
@@ -410,6 +411,8 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
     int rc = alloc_stream_state(r);
     if (rc != VMA_OK)
         return rc;
+    if (r->salvage != NULL)
+        return vmai_salvage_run(r, fn, opaque);
 
     struct vmai_extent e;
     for (uint64_t extent_no = 0;; extent_no++) {
