@@ -185,7 +185,8 @@ static uint64_t device_bytes(const vma_reader *r, unsigned id, int want)
 
 struct totals {
     uint64_t recovered, lost, extents_skipped, bytes_skipped;
-    int forced;
+    int forced;       /* the header's MD5 was wrong */
+    int stream_error; /* the compressed stream broke */
 };
 
 static void totals(const struct salvage *s, struct totals *t)
@@ -201,6 +202,8 @@ static void totals(const struct salvage *s, struct totals *t)
 
         if (e->kind == VMA_SALVAGE_HEADER_MD5)
             t->forced = 1;
+        if (e->kind == VMA_SALVAGE_STREAM)
+            t->stream_error = 1;
         if (e->kind == VMA_SALVAGE_BAD_EXTENT || e->kind == VMA_SALVAGE_BAD_RULES ||
             e->kind == VMA_SALVAGE_TRUNCATED) {
             t->extents_skipped++;
@@ -210,12 +213,13 @@ static void totals(const struct salvage *s, struct totals *t)
 }
 
 /* 0: nothing lost; 3: partial; 2: nothing recovered though something was
- * lost. A forced header is never "nothing lost": its table is unproven. */
+ * lost. A forced header or a broken stream is never "nothing lost": the
+ * device table, or data before a zstd/gzip checksum, is unproven. */
 static int exit_status(const struct totals *t)
 {
     if (t->lost > 0 && t->recovered == 0)
         return CLI_FAIL;
-    return t->lost > 0 || t->forced ? CLI_PARTIAL : CLI_OK;
+    return t->lost > 0 || t->forced || t->stream_error ? CLI_PARTIAL : CLI_OK;
 }
 
 static const char *verdict(int rc)
@@ -258,8 +262,8 @@ static void write_text(FILE *f, const struct salvage *s, const struct totals *t,
                 (unsigned long long)s->events[i].length, s->events[i].message);
     if (s->unlisted)
         fprintf(f, "%zu more events not listed\n", s->unlisted);
-    fprintf(f, "total: recovered %llu bytes, lost %llu bytes, %llu extents skipped (%llu "
-               "archive bytes)\n",
+    fprintf(f, "total: recovered %llu bytes, lost %llu bytes, %llu damaged or cut "
+               "extents skipped (%llu archive bytes)\n",
             (unsigned long long)t->recovered, (unsigned long long)t->lost,
             (unsigned long long)t->extents_skipped, (unsigned long long)t->bytes_skipped);
     fprintf(f, "verdict: %s\n",

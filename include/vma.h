@@ -336,7 +336,10 @@ typedef void (*vma_salvage_fn)(void *opaque, int event, uint64_t offset, uint64_
  *   window. Restored files keep their full size, lost ranges left as holes.
  * - Every cluster handed out comes from an extent whose header passed
  *   every check. Data blocks carry no checksum in the format: a flipped
- *   bit inside stored data is handed out as it is.
+ *   bit inside stored data is handed out as it is. lzop checks each block
+ *   before its bytes are used; zstd and gzip check a frame or member only
+ *   at its end, so bytes of a damaged frame may be handed out before the
+ *   STREAM event says the stream broke (the event says so).
  * - A header whose MD5 is wrong fails the open (VMA_ERR_CORRUPT) unless
  *   flags has VMA_SALVAGE_FORCE_HEADER and the rest of its structure is
  *   consistent; the device table and configs are then taken as they are.

@@ -102,6 +102,20 @@ int vmai_salvage_header(vma_reader *r, const unsigned char *buf, size_t len, cha
     return VMA_OK;
 }
 
+/* The input failed at offset: nothing more can be read. zstd and gzip
+ * check a frame or member at its end, after handing out its bytes; lzop
+ * checks each block first. */
+static void stream_failed(vma_reader *r, uint64_t offset, const char *err)
+{
+    const char *codec = vmai_input_codec(r->in);
+    bool late = strcmp(codec, "zstd") == 0 || strcmp(codec, "gzip") == 0;
+    r->salvage->ended = true;
+    event(r, VMA_SALVAGE_STREAM, offset, 0, "the stream ends here: %s%s", err,
+          late ? "; bytes handed out before it from the same compressed frame or member "
+                 "are unproven (its checksum comes at its end)"
+               : "");
+}
+
 /* Have at least `need` unread bytes in the window, unless the input ends.
  * Returns the unread count, or a fatal status (cancel). */
 static ssize_t fill(vma_reader *r, size_t need)
@@ -121,8 +135,7 @@ static ssize_t fill(vma_reader *r, size_t need)
         return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
                                 (unsigned long long)(s->base + s->len));
     if (n < 0) {
-        s->ended = true;
-        event(r, VMA_SALVAGE_STREAM, s->base + s->len, 0, "the stream ends here: %s", err);
+        stream_failed(r, s->base + s->len, err);
         return (ssize_t)(s->len - s->pos);
     }
     if ((size_t)n < WINDOW_SIZE - s->len)
@@ -151,8 +164,7 @@ static ssize_t read_data(vma_reader *r, unsigned char *dst, size_t len)
     s->base += s->len;
     s->pos = s->len = 0;
     if (n < 0) {
-        s->ended = true;
-        event(r, VMA_SALVAGE_STREAM, s->base, 0, "the stream ends here: %s", err);
+        stream_failed(r, s->base, err);
         return (ssize_t)have;
     }
     s->base += (uint64_t)n;
