@@ -112,7 +112,9 @@ salvage_case() {
             cmp -s "$T/want-disk" "$out/salvaged-disk-${NAME[$d]}.raw"
     done
     check "configs as usual" cmp -s "$T/ref/qemu-server.conf" "$out/qemu-server.conf"
-    # verify --salvage prints the same report and writes nothing
+    # verify --salvage prints the same report (for one case of each kind:
+    # the suite also runs under valgrind)
+    [ "${VERIFY_TOO:-}" = 1 ] || return 0
     run "$VMA" verify --salvage "$arch"
     expect_rc "$want_rc"
     check "verify --salvage prints the text report" cmp -s "$T/out" "$out/salvage-report.txt"
@@ -124,7 +126,7 @@ salvage_case() {
 all_from() { seq "$1" $((NEXT - 1)); }
 
 # --- intact ---------------------------------------------------------------
-salvage_case intact "$A" 0
+VERIFY_TOO=1 salvage_case intact "$A" 0
 expect_err_empty
 check "intact: verdict complete" [ "$(jq -r .verdict "$T/s-intact/salvage-report.json")" = complete ]
 
@@ -133,10 +135,11 @@ for k in $(seq 0 $((NEXT - 1))); do
     off=$(ext_off "$k")
     rc=3
     [ "$k" = 0 ] && rc=2
-    for cut in "$off" $((off + 100)) $((off + 512)) $((off + 512 + 5000)) $((off + $(ext_len "$k") - 1)); do
+    for cut in "$off" $((off + 100)) $((off + 512 + 5000)) $((off + $(ext_len "$k") - 1)); do
         head -c "$cut" "$A" >"$T/cut.vma"
         # shellcheck disable=SC2046
-        salvage_case "cut-$k-$cut" "$T/cut.vma" "$rc" $(all_from "$k")
+        VERIFY_TOO=$([ "$cut" = $((off + 512 + 5000)) ] && echo 1) \
+            salvage_case "cut-$k-$cut" "$T/cut.vma" "$rc" $(all_from "$k")
         [ "$k" = 0 ] && expect_err_has "nothing could be recovered"
     done
 done
@@ -146,7 +149,7 @@ for k in $(seq 0 $((NEXT - 1))); do
     for at in 0 30 $((40 + 8 * 2 + 3)) $((40 + 8 * 2 + 7)); do
         cp "$A" "$T/flip.vma"
         printf '\x5a' | dd of="$T/flip.vma" bs=1 seek=$(($(ext_off "$k") + at)) conv=notrunc status=none
-        salvage_case "flip-$k-$at" "$T/flip.vma" 3 "$k"
+        VERIFY_TOO=$([ "$at" = 30 ] && echo 1) salvage_case "flip-$k-$at" "$T/flip.vma" 3 "$k"
         expect_err_has "partial: some data lost"
         check "report says why" grep -q "bad-extent at archive offset $(ext_off "$k")" \
             "$T/s-flip-$k-$at/salvage-report.txt"
@@ -167,7 +170,7 @@ check "data flip: exactly one byte differs" [ "$n" = 1 ]
 o2=$(ext_off 2)
 { head -c "$o2" "$A"; head -c 30000 /dev/urandom; printf 'VMAE'; head -c 9000 /dev/urandom
   tail -c +$((o2 + 1)) "$A"; } >"$T/garbage.vma"
-salvage_case garbage "$T/garbage.vma" 0
+VERIFY_TOO=1 salvage_case garbage "$T/garbage.vma" 0
 check "garbage reported" grep -q "bad-extent at archive offset $o2, 39004 bytes" \
     "$T/s-garbage/salvage-report.txt"
 
