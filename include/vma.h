@@ -168,7 +168,15 @@ VMA_API void vma_reader_cancel(vma_reader *r);
 
 /* How the archive is compressed, recognized by its magic bytes when opened:
  * "none", "zstd", "gzip" or "lzo" (the lzop file format). Every reader
- * function works the same on all of them. */
+ * function works the same on all of them. Accepted framings, as the
+ * reference tools accept them: zstd streams of several frames, with
+ * skippable frames anywhere (also first, as pzstd writes); zstd windows up
+ * to 128 MiB (a larger one, from --long=28 and up, fails with VMA_ERR_LIMIT
+ * and a message that says its size and to decompress with
+ * `zstd -dc --long=31`); gzip streams of several members, with zero bytes
+ * after the last one (other bytes there fail); lzop files with a CRC-32
+ * header checksum, an extra field or the multipart flag (a filter, unknown
+ * flags, methods other than LZO1X or a newer format version fail). */
 VMA_API const char *vma_reader_compression(const vma_reader *r);
 
 /* Header accessors: valid after a successful open. */
@@ -262,6 +270,46 @@ VMA_API int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char 
  */
 VMA_API int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path,
                                    unsigned flags);
+
+/*
+ * Whether a disk at (format, path) goes through NBD, as a restore target
+ * (vma_reader_target_nbd()) or a backup source (vma_source_open()): 1 for
+ * a format other than "raw" (format may be NULL, meaning raw), for a QEMU
+ * protocol filename ("rbd:", "iscsi:", "nbd:", "ssh:", "http:", "https:",
+ * "gluster:", "nfs:", ...), and for an NBD URI ("nbd://", "nbd+unix://",
+ * ...); 0 for a plain file or block device path (vma_reader_target_open(),
+ * vma_writer_write_device_fd()). The same answer with or without NBD
+ * support in the build.
+ */
+VMA_API int vma_path_needs_nbd(const char *format, const char *path);
+
+/*
+ * Open an existing disk image as the target of a disk, through NBD:
+ * - an NBD URI with format NULL or "raw": libnbd connects to that server;
+ * - anything else (qcow2, vmdk, ... files; rbd:, iscsi://, ... paths; an
+ *   NBD URI holding an image of another format): a private `qemu-nbd`
+ *   (found in PATH; Debian qemu-utils, plus qemu-block-extra for rbd,
+ *   iscsi, ssh, curl, gluster, nfs) serves it on a unix socket in a new
+ *   temporary directory, started with --format=<format> (raw when NULL),
+ *   --cache=writeback, or none / writethrough / directsync (with
+ *   --aio=native) as VMA_TARGET_DIRECT / VMA_TARGET_SYNC ask, and with
+ *   VMA_TARGET_WRITE_ZEROS --discard=unmap; its environment gets
+ *   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432 (its per-request
+ *   buffers reused, not mapped afresh) unless GLIBC_TUNABLES is set. Its
+ *   output is never printed:
+ *   its error becomes the reader's message (with the Debian package to
+ *   install when qemu-nbd or a block module is missing).
+ * The export's size must be at least the device size and at most 4 MiB
+ * more. Zero blocks are sent as NBD write-zeroes (zero clusters in qcow2,
+ * not data) with VMA_TARGET_WRITE_ZEROS, else left alone. Writes go out
+ * many at a time (at most 64 requests or 32 MiB in flight); the restore
+ * ends with one flush and a clean disconnect. qemu-nbd is stopped and
+ * reaped by vma_reader_restore() or vma_reader_free(), also after any
+ * failure or cancel; the temporary directory is removed. Not for vmstate.
+ * Without NBD support in the build (meson -Dnbd=disabled): VMA_ERR_INVALID.
+ */
+VMA_API int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
+                                  const char *path, unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
  * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. For the
@@ -408,7 +456,13 @@ VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
 /*
  * Output, once per writer, before the first cluster:
  * - "exec:<command>": run the command with /bin/sh -c and write the archive
- *   to its standard input; finish fails if it exits non-zero.
+ *   to its standard input; finish fails if it exits non-zero, and so does
+ *   a write it stopped reading (even when it exits with 0), with its exit
+ *   status or signal in the message. The library reads the command's
+ *   standard error: its lines go through to the process's standard error
+ *   as they come, except the last, which is held until the command ends
+ *   and then either goes through too (success) or ends the one-line
+ *   message (failure; control characters escaped, at most 200 bytes).
  * - an existing FIFO: opened for writing once a reader has opened it
  *   (a cancel ends that wait).
  * - otherwise a new file (VMA_ERR_EXISTS if the path exists).
@@ -419,10 +473,18 @@ VMA_API int vma_writer_open_path(vma_writer *w, const char *path);
 
 /*
  * Compress the archive as it is written (before the first cluster):
- * "zstd" or "zstd:LEVEL" (1-22, default 3, using every core), "gzip" or
- * "gzip:LEVEL" (1-9, default 6), "lzo" (the lzop file format), "none".
- * The result is what `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into
- * the plain archive, and what vma_reader_open_*() reads directly.
+ * "zstd" or "zstd:LEVEL" (1-22, default 3), "gzip" or "gzip:LEVEL" (1-9,
+ * default 6), "lzo" (the lzop file format), "none". The result is what
+ * `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into the plain archive,
+ * and what vma_reader_open_*() reads directly.
+ * zstd compresses in worker threads, one per core but at most 4 (levels
+ * 1-9) or 2 (levels 10-22), in jobs of at most 8 MiB (2 MiB from level
+ * 17, so that a cancel, which waits for the jobs under way, is quick);
+ * levels 20-22 keep level 19's 8 MiB window (no --long needed to read
+ * them). Its memory is thus bounded whatever the core count: at most
+ * about 256 MB at any level (measured peaks: about 40 MB at level 1 and
+ * 110 MB at level 3 with four workers, 195 MB at levels 15-22 with two;
+ * figures per level in the README).
  */
 VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 
@@ -478,6 +540,72 @@ VMA_API int vma_writer_finish(vma_writer *w);
  */
 VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                        uint64_t source_size);
+
+/* ------------------------------------------------------------------ */
+/* Disk images: format signatures, and sources read through NBD        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The disk image format whose signature the source starts with (or, for a
+ * fixed VHD, ends with): "qcow2", "qcow", "vmdk" (sparse extent or
+ * descriptor file), "vdi", "vhdx", "qed" or "vpc"; NULL when there is none
+ * or the descriptor cannot be read at an offset (a pipe). Reads with
+ * pread() only and leaves the file offset where it was. A raw disk that
+ * starts with such bytes is rare; an image backed up as raw bytes is a
+ * useless backup, so callers refuse such a source unless told it is raw.
+ */
+VMA_API const char *vma_image_format_guess(int fd);
+
+/*
+ * A disk image read through NBD (libnbd): any format and QEMU protocol
+ * path that qemu-nbd opens (qcow2 with its backing chain, vmdk, vdi, vhdx,
+ * qed, raw, "rbd:pool/image", "iscsi://...", ...), served by a qemu-nbd
+ * that the source starts read-only over socket activation and stops again;
+ * or a raw NBD export given as an "nbd://", "nbds://", "nbd+unix://" URI,
+ * connected to directly. Built without libnbd (meson -Dnbd=disabled),
+ * vma_source_open() fails with VMA_ERR_INVALID.
+ */
+typedef struct vma_source vma_source;
+
+/* Allocate a source. Returns NULL only when out of memory. */
+VMA_API vma_source *vma_source_new(void);
+
+/* Disconnect, stop and reap the qemu-nbd the source started, free it. */
+VMA_API void vma_source_free(vma_source *s);
+
+/* The last error message, or "" when there was none. */
+VMA_API const char *vma_source_error(const vma_source *s);
+
+/*
+ * Open `path` as an image of `format` (a qemu-nbd format name: "qcow2",
+ * "vmdk", "raw", ...), for a (format, path) that vma_path_needs_nbd().
+ * The image is never written, and is opened with QEMU's image locking, so
+ * an image a running VM writes is refused. Fails with VMA_ERR_NOT_FOUND
+ * when qemu-nbd is not installed, VMA_ERR_IO when it cannot open the
+ * image (the message has qemu-nbd's reason), VMA_ERR_CANCELED after
+ * vma_source_cancel(). Once per source.
+ */
+VMA_API int vma_source_open(vma_source *s, const char *format, const char *path);
+
+/* Virtual size of the opened image in bytes (0 before a successful open). */
+VMA_API uint64_t vma_source_size(const vma_source *s);
+
+/* Stop an open in progress (or the next one). Safe from a signal handler
+ * and from any thread between vma_source_new() and vma_source_free(). */
+VMA_API void vma_source_cancel(vma_source *s);
+
+/*
+ * Write a whole disk from an opened source and close its stream, as
+ * vma_writer_write_device_fd() does from a descriptor: the size of the
+ * device must be at least the source's. Extents the server reports as
+ * zero (block status, "base:allocation") become all-zero clusters without
+ * being read; the rest is read with many requests in flight, so clusters
+ * reach the writer out of order. vma_writer_cancel() stops it at once.
+ * Errors go to the writer's message, naming the device and offset. The
+ * connection ends here, on success (qemu-nbd's exit is checked) and on
+ * failure alike; vma_source_free() is still needed.
+ */
+VMA_API int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 
 /* Called after each cluster the writer accepts, with the totals over all
  * devices: bytes accepted and zero bytes among them. Return 0 to go on,

@@ -22,6 +22,7 @@
 
 #include <uuid/uuid.h>
 
+#include "childerr.h"
 #include "clusterset.h"
 #include "format.h"
 #include "io.h"
@@ -55,6 +56,8 @@ struct vma_writer {
     bool own_fd;
     char *created_path;     /* removed unless finished */
     pid_t child;            /* exec: command, or 0 */
+    char *command;          /* its text, for messages */
+    struct vmai_childerr *child_err; /* its standard error */
     enum vmai_codec codec;  /* compression of the output */
     int level;
     struct vmai_output *out;
@@ -128,6 +131,24 @@ vma_writer *vma_writer_new(void)
     return w;
 }
 
+/* How the exec: command ended, in the one line of a failure: its status
+ * and the last line of its standard error (the lines before went through
+ * to ours; see childerr.h). A command that succeeded has its last line let
+ * through too. */
+static int child_result(vma_writer *w, int st)
+{
+    bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    const char *last = w->child_err ? vmai_childerr_finish(w->child_err, ok) : "";
+    const char *sep = last[0] ? ": " : "";
+    if (ok)
+        return VMA_OK;
+    if (WIFSIGNALED(st))
+        return wfail(w, VMA_ERR_IO, "the exec: command '%.200s' was killed by signal %d (%s)%s%s",
+                     w->command, WTERMSIG(st), strsignal(WTERMSIG(st)), sep, last);
+    return wfail(w, VMA_ERR_IO, "the exec: command '%.200s' exited with status %d%s%s",
+                 w->command, WEXITSTATUS(st), sep, last);
+}
+
 static int wait_child(vma_writer *w)
 {
     int st;
@@ -140,11 +161,7 @@ static int wait_child(vma_writer *w)
                                                 "(it was terminated)")
                    : wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
                            strerror(errno));
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        return VMA_OK;
-    if (WIFSIGNALED(st))
-        return wfail(w, VMA_ERR_IO, "the exec: command was killed by signal %d", WTERMSIG(st));
-    return wfail(w, VMA_ERR_IO, "the exec: command exited with status %d", WEXITSTATUS(st));
+    return child_result(w, st);
 }
 
 void vma_writer_free(vma_writer *w)
@@ -160,6 +177,8 @@ void vma_writer_free(vma_writer *w)
             kill(-w->child, SIGTERM);
         wait_child(w);
     }
+    vmai_childerr_free(w->child_err);
+    free(w->command);
     if (!w->finished && w->created_path != NULL)
         unlink(w->created_path);
     free(w->created_path);
@@ -231,7 +250,12 @@ int vma_writer_open_fd(vma_writer *w, int fd)
 
 static int open_exec(vma_writer *w, const char *command)
 {
-    int pipefd[2];
+    int pipefd[2], errfd;
+    if ((w->command = strdup(command)) == NULL)
+        return wfail(w, VMA_ERR_NOMEM, "out of memory");
+    if (vmai_childerr_start(&w->child_err, &errfd) != 0)
+        return wfail(w, VMA_ERR_IO, "cannot read the standard error of exec:%s: %s", command,
+                     strerror(errno));
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
                      strerror(errno));
@@ -250,6 +274,7 @@ static int open_exec(vma_writer *w, const char *command)
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, errfd, STDERR_FILENO);
     /* Its own process group, so that a cancel can stop all the command's
      * processes (sh may fork them rather than exec). */
     posix_spawnattr_t attr;
@@ -262,6 +287,7 @@ static int open_exec(vma_writer *w, const char *command)
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(pipefd[0]);
+    vmai_childerr_spawned(w->child_err);
     if (err != 0) {
         close(pipefd[1]);
         return wfail(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
@@ -430,6 +456,24 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
 
 /* --- extents --- */
 
+/* A write into an exec: command failed (a broken pipe: it stopped
+ * reading): what the command says and how it ended is the news, so wait
+ * for it; one that exited with status 0 still did not take the archive. */
+static void output_failed_child(vma_writer *w, int rc)
+{
+    if (w->child <= 0 || rc != VMA_ERR_IO)
+        return;
+    if (w->own_fd && w->fd >= 0) {
+        close(w->fd); /* a command still reading sees the end */
+        w->fd = -1;
+    }
+    if (wait_child(w) == VMA_OK)
+        wfail(w, VMA_ERR_IO,
+              "the exec: command '%.200s' exited with status 0 before reading the whole "
+              "archive (its input was closed at archive offset %llu)",
+              w->command, (unsigned long long)w->offset);
+}
+
 static int write_out(vma_writer *w, const void *buf, size_t len)
 {
     char err[VMAI_ERRLEN];
@@ -439,9 +483,11 @@ static int write_out(vma_writer *w, const void *buf, size_t len)
                               sizeof(err));
     if (rc == VMA_OK)
         rc = vmai_output_write(w->out, buf, len, err, sizeof(err));
-    if (rc != VMA_OK)
+    if (rc != VMA_OK) {
+        output_failed_child(w, rc);
         return wfail(w, rc, "writing the archive at offset %llu: %s",
                      (unsigned long long)w->offset, err);
+    }
     w->offset += len;
     return VMA_OK;
 }
@@ -646,8 +692,10 @@ int vma_writer_finish(vma_writer *w)
         return w->status;
     char err[VMAI_ERRLEN];
     int rc = vmai_output_finish(w->out, err, sizeof(err));
-    if (rc != VMA_OK)
+    if (rc != VMA_OK) {
+        output_failed_child(w, rc);
         return wfail(w, rc, "finishing the archive: %s", err);
+    }
     if (w->own_fd) {
         int fd = w->fd;
         w->fd = -1;
@@ -697,4 +745,9 @@ int vmai_writer_fail(vma_writer *w, int status, const char *msg)
     int rc = wfail(w, status, "%s", msg);
     pthread_mutex_unlock(&w->lock);
     return rc;
+}
+
+const struct vmai_cancel *vmai_writer_cancel_switch(const vma_writer *w)
+{
+    return &w->cancel;
 }
