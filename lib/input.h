@@ -9,6 +9,7 @@
 #ifndef LIBVMA_INPUT_H
 #define LIBVMA_INPUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -22,6 +23,17 @@ struct vmai_cancel;
  * VMA_OK or a negative status with a message in err. */
 int vmai_input_open(struct vmai_input **in, int fd, const struct vmai_cancel *cancel,
                     char *err, size_t errlen);
+
+/* As vmai_input_open(); with resync (salvage), a bad lzop block or zstd
+ * frame does not end the stream: the decoder skips to the next block or
+ * frame, and a read stops short at the gap (see vmai_input_gap()). */
+int vmai_input_open_resync(struct vmai_input **in, int fd, const struct vmai_cancel *cancel,
+                           bool resync, char *err, size_t errlen);
+
+/* After a short read with resync: true (and what was skipped in msg) if
+ * the read stopped at a gap rather than at the end; reading goes on after
+ * the gap. */
+bool vmai_input_gap(struct vmai_input *in, char *msg, size_t msglen);
 
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt

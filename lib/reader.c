@@ -80,7 +80,8 @@ static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_
 static int open_header(vma_reader *r)
 {
     char err[VMAI_ERRLEN];
-    int rc = vmai_input_open(&r->in, r->fd, &r->cancel, err, sizeof(err));
+    int rc = vmai_input_open_resync(&r->in, r->fd, &r->cancel, r->salvage != NULL, err,
+                                    sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);

@@ -24,6 +24,7 @@ struct vmai_salvage {
     size_t pos, len;
     uint64_t base;          /* archive offset of win[0] */
     bool ended;             /* the input reached its end or failed */
+    bool gap;               /* the window ends where the decoder skipped bytes */
     bool vmstate_gap[VMA_DEV_SLOTS];
 };
 
@@ -123,6 +124,10 @@ static ssize_t fill(vma_reader *r, size_t need)
     struct vmai_salvage *s = r->salvage;
     if (s->len - s->pos >= need || s->ended)
         return (ssize_t)(s->len - s->pos);
+    if (s->gap) { /* what is left before the gap can never be completed */
+        s->pos = s->len;
+        s->gap = false;
+    }
     if (s->pos > 0) {
         memmove(s->win, s->win + s->pos, s->len - s->pos);
         s->base += s->pos;
@@ -138,23 +143,36 @@ static ssize_t fill(vma_reader *r, size_t need)
         stream_failed(r, s->base + s->len, err);
         return (ssize_t)(s->len - s->pos);
     }
-    if ((size_t)n < WINDOW_SIZE - s->len)
-        s->ended = true;
+    if ((size_t)n < WINDOW_SIZE - s->len) {
+        if (vmai_input_gap(r->in, err, sizeof(err))) {
+            s->gap = true;
+            event(r, VMA_SALVAGE_STREAM, s->base + s->len + (uint64_t)n, 0,
+                  "%s; reading goes on after it", err);
+        } else {
+            s->ended = true;
+        }
+    }
     s->len += (size_t)n;
     return (ssize_t)(s->len - s->pos);
 }
 
 /* Read len bytes of extent data: what the window holds, then straight
- * from the input. Returns the bytes read (short at the end) or a fatal
- * status. */
-static ssize_t read_data(vma_reader *r, unsigned char *dst, size_t len)
+ * from the input. Returns the bytes read (short at the end, or at a gap:
+ * *gap set) or a fatal status. */
+static ssize_t read_data(vma_reader *r, unsigned char *dst, size_t len, bool *gap)
 {
     struct vmai_salvage *s = r->salvage;
     size_t have = s->len - s->pos < len ? s->len - s->pos : len;
     memcpy(dst, s->win + s->pos, have);
     s->pos += have;
+    *gap = false;
     if (have == len || s->ended)
         return (ssize_t)have;
+    if (s->gap) {
+        s->gap = false;
+        *gap = true;
+        return (ssize_t)have;
+    }
     char err[VMAI_ERRLEN];
     ssize_t n = vmai_input_read(r->in, dst + have, len - have, err, sizeof(err));
     if (n == VMA_ERR_CANCELED || vmai_cancelled(&r->cancel))
@@ -168,8 +186,14 @@ static ssize_t read_data(vma_reader *r, unsigned char *dst, size_t len)
         return (ssize_t)have;
     }
     s->base += (uint64_t)n;
-    if ((size_t)n < len - have)
-        s->ended = true;
+    if ((size_t)n < len - have) {
+        if (vmai_input_gap(r->in, err, sizeof(err))) {
+            *gap = true;
+            event(r, VMA_SALVAGE_STREAM, s->base, 0, "%s; reading goes on after it", err);
+        } else {
+            s->ended = true;
+        }
+    }
     return (ssize_t)(have + (size_t)n);
 }
 
@@ -385,9 +409,17 @@ int vmai_salvage_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
         memcpy(r->extent_head, s->win + s->pos, VMA_EXTENT_HEADER_SIZE);
         s->pos += VMA_EXTENT_HEADER_SIZE;
         size_t len = (size_t)e.block_count * VMA_BLOCK_SIZE;
-        have = read_data(r, r->extent_data, len);
+        bool gap;
+        have = read_data(r, r->extent_data, len, &gap);
         if (have < 0)
             return (int)have;
+        if (gap) {
+            event(r, VMA_SALVAGE_TRUNCATED, r->offset, VMA_EXTENT_HEADER_SIZE + (uint64_t)have,
+                  "the data of extent %llu runs into bytes the decoder skipped (%zd of %zu "
+                  "bytes before them): it is lost",
+                  (unsigned long long)extent_no, have, len);
+            continue;
+        }
         if ((size_t)have < len) {
             event(r, VMA_SALVAGE_TRUNCATED, r->offset, VMA_EXTENT_HEADER_SIZE + (uint64_t)have,
                   "the archive ends inside the data of extent %llu (%zd of %zu bytes): it is "

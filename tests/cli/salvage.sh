@@ -225,15 +225,24 @@ for c in zst gz lzo; do
         invariants "$out" "$RC"
         check "$c $how: the stream error is reported" \
             jq -e '[.events[].event] | index("stream-error")' "$out/salvage-report.json" >/dev/null
-        # the lost clusters are whole extents from some extent on
+        # the lost clusters are those of a run of extents k..m: to the end
+        # for a cut or a zstd/gzip error, one lzop block's extents
         report_lost "$out/salvage-report.json" >"$T/got-lost"
         found=
-        for k in $(seq 0 "$NEXT"); do
-            # shellcheck disable=SC2046
-            lost_of $([ "$k" -lt "$NEXT" ] && all_from "$k") >"$T/want-lost"
-            cmp -s "$T/want-lost" "$T/got-lost" && found=$k && break
+        for k in $(seq 0 $((NEXT - 1))); do
+            for m in $(seq "$k" $((NEXT - 1))); do
+                # shellcheck disable=SC2046
+                lost_of $(seq "$k" "$m") >"$T/want-lost"
+                cmp -s "$T/want-lost" "$T/got-lost" && found=$k-$m && break 2
+            done
         done
-        check "$c $how: the clusters lost are the extents after the damage" [ -n "$found" ]
+        check "$c $how: the clusters lost are those of a run of extents" [ -n "$found" ]
+        if [ $how = cut ] || [ $c != lzo ]; then
+            check "$c $how: lost from the damage to the end" [ "${found#*-}" = $((NEXT - 1)) ]
+        else
+            check "$c $how: the extents after the bad lzop block are kept" \
+                [ "${found#*-}" -lt $((NEXT - 1)) ]
+        fi
         if [ $c = lzo ] || [ $how = cut ]; then
             for d in 1 2; do
                 expected_disk "$d" "$T/want-disk" <"$T/got-lost"
