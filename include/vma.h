@@ -352,7 +352,9 @@ enum vma_salvage_event {
                                    cluster past the end, a duplicate or an old vmstate
                                    cluster: skipped as above */
     VMA_SALVAGE_TRUNCATED = 4,  /* the archive ends inside this extent: it is lost */
-    VMA_SALVAGE_STREAM = 5,     /* reading or decompressing failed: the stream ends here */
+    VMA_SALVAGE_STREAM = 5,     /* reading or decompressing failed: the stream ends
+                                   here, or goes on after a skipped lzop block or
+                                   zstd frame */
     VMA_SALVAGE_VMSTATE_GAP = 6 /* a vmstate cluster is missing: the rest of that
                                    stream is dropped (it can only be written in order) */
 };
@@ -379,7 +381,10 @@ typedef void (*vma_salvage_fn)(void *opaque, int event, uint64_t offset, uint64_
  *   forward for its magic that passes the MD5 and every rule (bytes that
  *   merely hold the magic are never taken); they keep every extent that
  *   arrived whole when the archive or a compressed stream ends early or
- *   breaks (a gzip, zstd or lzop error ends the stream there); they return
+ *   breaks. A bad lzop block (checksum or decompression) is skipped, a
+ *   broken zstd frame is skipped up to the next frame's magic, and an
+ *   extent that runs into the skipped bytes is lost (offsets after that
+ *   count only the bytes decoded); a gzip error ends the stream. They return
  *   VMA_OK at the end however much was lost; the scan uses a bounded 1 MiB
  *   window. Restored files keep their full size, lost ranges left as holes.
  * - Every cluster handed out comes from an extent whose header passed
