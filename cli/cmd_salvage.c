@@ -129,7 +129,9 @@ static int write_configs(struct salvage *s)
         f = new_file(s, name);
         if (!f)
             return CLI_FAIL;
-        if ((len && fwrite(data, len, 1, f) != 1) | (fclose(f) != 0))
+        int bad = len && fwrite(data, len, 1, f) != 1;
+
+        if (fclose(f) != 0 || bad) /* close it whatever happened */
             return cli_fail("unable to write config %s - %s", name, strerror(errno));
     }
     return CLI_OK;
