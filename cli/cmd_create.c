@@ -218,7 +218,9 @@ static int write_archive(struct create *c, const char *archive, const char *comp
     vma_writer_set_progress(c->w, write_progress_cb, &c->progress);
     if (compress && vma_writer_set_compression(c->w, compress) != VMA_OK)
         return writer_fail(c);
-    if (vma_writer_open_path(c->w, archive) != VMA_OK)
+    /* exec:<command> is the CLI's spelling; the library opens paths as paths. */
+    if ((strncmp(archive, "exec:", 5) == 0 ? vma_writer_open_shell(c->w, archive + 5)
+                                           : vma_writer_open_path(c->w, archive)) != VMA_OK)
         return writer_fail(c);
     write_progress_start(&c->progress, total, verbose);
     for (i = 0; i < c->nsrc; i++) {

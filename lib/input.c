@@ -89,6 +89,8 @@ struct ring {
 
 struct vmai_input {
     int fd;
+    vmai_read_fn read_fn;   /* the caller's source instead of fd, or NULL */
+    void *read_opaque;
     const struct vmai_cancel *cancel;
     bool may_block;         /* a pipe or the like: reads wait in poll(2) */
     enum codec codec;
@@ -304,6 +306,23 @@ static ssize_t fail_after(int *pending, int status, size_t done)
     return (ssize_t)done;
 }
 
+/* One read from the source: the descriptor, or the caller's callback
+ * (which a cancel cannot interrupt: it is checked before each call). */
+static ssize_t source_read(const struct vmai_input *in, void *buf, size_t len)
+{
+    if (in->read_fn == NULL)
+        return vmai_read_some(in->fd, buf, len, in->cancel, in->may_block);
+    if (vmai_cancelled(in->cancel)) {
+        errno = ECANCELED;
+        return -1;
+    }
+    errno = 0;
+    ssize_t n = in->read_fn(in->read_opaque, buf, len);
+    if (n < 0 && errno == 0)
+        errno = EIO;
+    return n > (ssize_t)len ? (errno = EIO, -1) : n;
+}
+
 /* read(2) into out[*done..cap) until it is full or the file ends (*eof),
  * or after one successful read(2) when `once`. Returns 0, or -1 with errno
  * set (ECANCELED once the caller's switch is set). Only the raw reader
@@ -312,13 +331,13 @@ static ssize_t fail_after(int *pending, int status, size_t done)
 static int read_upto(const struct vmai_input *in, unsigned char *out, size_t cap, bool once,
                      size_t *done, bool *eof)
 {
-    bool cancellable = once;
+    /* Never unwind through a caller's callback. */
+    bool cancellable = once && in->read_fn == NULL;
     while (*done < cap && !*eof) {
         int old;
         if (cancellable)
             pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-        ssize_t n =
-            vmai_read_some(in->fd, out + *done, cap - *done, in->cancel, in->may_block);
+        ssize_t n = source_read(in, out + *done, cap - *done);
         int saved = errno;
         if (cancellable)
             pthread_setcancelstate(old, &old);
@@ -931,11 +950,17 @@ bool vmai_input_gap(struct vmai_input *in, char *msg, size_t msglen)
 int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
                     char *err, size_t errlen)
 {
-    return vmai_input_open_resync(out, fd, cancel, false, err, errlen);
+    return vmai_input_open_ex(out, fd, NULL, NULL, cancel, false, err, errlen);
 }
 
-int vmai_input_open_resync(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
-                           bool resync, char *err, size_t errlen)
+int vmai_input_open_fn(struct vmai_input **out, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, char *err, size_t errlen)
+{
+    return vmai_input_open_ex(out, -1, fn, opaque, cancel, false, err, errlen);
+}
+
+int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, bool resync, char *err, size_t errlen)
 {
     struct vmai_input *in = calloc(1, sizeof(*in));
     *out = in;
@@ -944,8 +969,10 @@ int vmai_input_open_resync(struct vmai_input **out, int fd, const struct vmai_ca
         return VMA_ERR_NOMEM;
     }
     in->fd = fd;
+    in->read_fn = fn;
+    in->read_opaque = opaque;
     in->cancel = cancel;
-    in->may_block = vmai_fd_may_block(fd);
+    in->may_block = fn == NULL && vmai_fd_may_block(fd);
     in->raw = in->sniff;
     in->resync = resync;
     in->ring.gaps = resync;
@@ -954,7 +981,11 @@ int vmai_input_open_resync(struct vmai_input **out, int fd, const struct vmai_ca
     pthread_mutex_init(&in->ring.mu, NULL);
     pthread_cond_init(&in->ring.cv, NULL);
 
-    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel, in->may_block);
+    size_t sniffed = 0;
+    bool sniff_eof = false;
+    ssize_t n = read_upto(in, in->sniff, SNIFF_LEN, false, &sniffed, &sniff_eof) != 0
+                    ? -1
+                    : (ssize_t)sniffed;
     if (n < 0) {
         int rc = read_failed(in, in->err);
         snprintf(err, errlen, "%s", in->err);
@@ -1010,7 +1041,7 @@ void vmai_input_free(struct vmai_input *in)
     if (in == NULL)
         return;
     /* The reader first: stopping it also wakes a decoder waiting for it. */
-    ring_stop(&in->raw_ring, true);
+    ring_stop(&in->raw_ring, in->read_fn == NULL);
     ring_stop(&in->ring, false);
     ring_free(&in->raw_ring);
     ring_free(&in->ring);

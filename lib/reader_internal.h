@@ -5,6 +5,7 @@
 #ifndef LIBVMA_READER_INTERNAL_H
 #define LIBVMA_READER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -26,6 +27,10 @@ struct vma_reader {
     bool own_fd;
     struct vmai_input *in;      /* bytes of the archive, decompressed */
     struct vmai_salvage *salvage; /* salvage mode (salvage.c), NULL: off */
+    vma_read_fn read_fn;        /* open_callback's source, or NULL */
+    void *read_opaque;
+    const unsigned char *mem;   /* open_memory's buffer and position */
+    size_t mem_len, mem_pos;
     struct vmai_cancel cancel;  /* vma_reader_cancel() */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
@@ -41,9 +46,9 @@ struct vma_reader {
     unsigned char *extent_data;      /* 4096-aligned, up to 59 clusters */
 
     uint64_t offset;            /* archive bytes consumed */
-    uint64_t clusters;
-    uint64_t zero_cluster_bytes;
-    uint64_t zero_block_bytes;
+    _Atomic uint64_t clusters;  /* read by vma_reader_counters() from any thread */
+    _Atomic uint64_t zero_cluster_bytes;
+    _Atomic uint64_t zero_block_bytes;
 
     vma_progress_fn progress;
     void *progress_opaque;
@@ -65,6 +70,12 @@ struct vma_reader {
 
 /* Record a failure on the handle (first one wins) and return status. */
 int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Refuse a call (bad argument, a path that cannot be opened): the message
+ * is set but the reader stays usable. On an ended reader, its status and
+ * first message stay. Returns status. */
+int vmai_reader_refuse(vma_reader *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */

@@ -44,9 +44,9 @@ int vma_reader_set_salvage(vma_reader *r, unsigned flags, vma_salvage_fn fn, voi
     if (r->status != VMA_OK)
         return r->status;
     if (r->opened || r->fd >= 0)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "salvage mode must be set before the open");
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "salvage mode must be set before the open");
     if ((flags & ~VMA_SALVAGE_FORCE_HEADER) != 0)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "unknown salvage flags 0x%x", flags);
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown salvage flags 0x%x", flags);
     if (r->salvage == NULL && (r->salvage = calloc(1, sizeof(*r->salvage))) == NULL)
         return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
     r->salvage->flags = flags;

@@ -312,6 +312,18 @@ sigterm_create() {
         for i in $(seq 300); do pgrep -f "$2" >/dev/null && break; sleep 0.1; done
         check "vma started qemu-nbd" pgrep -f "$2"
     fi
+    # A stalled server: wait until the client is connected (the socket's
+    # path shows twice in /proc/net/unix: listening and accepted), so that
+    # the signal comes during the handshake even when vma starts slowly
+    # (valgrind on a loaded machine).
+    if [ -n "${3:-}" ]; then
+        for i in $(seq 600); do
+            [ "$(grep -c -F "$3" /proc/net/unix)" -ge 2 ] && break
+            sleep 0.1
+        done
+        check "the client reached the stalled server" \
+            test "$(grep -c -F "$3" /proc/net/unix)" -ge 2
+    fi
     sleep 1
     kill -TERM $pid
     check "create ended long before the server's delay" ends_within 30 $pid
@@ -330,7 +342,7 @@ for spec in "nbd+unix:///?socket=$T/stall.sock" "nbd:unix:$T/stall.sock"; do
     rm -f "$T/stall.sock"
     serve "$T/stall.sock" nbdkit -f -U "$T/stall.sock" --filter=delay memory 1M delay-open=120
     case_ "SIGTERM while the handshake of $spec stalls"
-    sigterm_create "format=raw:drive-scsi0=$spec"
+    sigterm_create "format=raw:drive-scsi0=$spec" "" "$T/stall.sock"
 done
 
 # SIGTERM while reads are in flight: qemu-nbd serves an NBD export (QEMU's
