@@ -88,6 +88,8 @@ int cli_getopt(int argc, char **argv, const char *optstring)
         { "no-progress", no_argument, NULL, 'P' },
         { "uuid", required_argument, NULL, 'U' },  /* create only */
         { "ctime", required_argument, NULL, 'T' }, /* create only */
+        { "salvage", no_argument, NULL, 'S' },      /* extract, verify */
+        { "force-header", no_argument, NULL, 'F' }, /* with --salvage */
         { NULL, 0, NULL, 0 },
     };
 

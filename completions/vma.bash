@@ -120,9 +120,9 @@ _vma_complete()
         case $cmd in
         list) opts='--output-format= --help' ;;
         config) opts='-c --help' ;;
-        verify) opts='-v -p --progress --no-progress --output-format= --help' ;;
+        verify) opts='-v -p --progress --no-progress --output-format= --salvage --force-header --help' ;;
         checksum) opts='-d -p --progress --no-progress --output-format= --help' ;;
-        extract) opts='-v -d -r -p --progress --no-progress --help' ;;
+        extract) opts='-v -d -r -p --progress --no-progress --salvage --force-header --help' ;;
         create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
         *) return 0 ;;
         esac

@@ -429,6 +429,82 @@ VMA_API int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
  */
 VMA_API int vma_reader_restore(vma_reader *r);
 
+/* --- Salvage: read what a damaged archive still holds --- */
+
+/* Flags for vma_reader_set_salvage(). */
+#define VMA_SALVAGE_FORCE_HEADER 1u /* read on past a header whose MD5 is wrong */
+
+/* What a salvage read met (the `event` of vma_salvage_fn). Pinned values. */
+enum vma_salvage_event {
+    VMA_SALVAGE_HEADER_MD5 = 1, /* the header's MD5 is wrong; read on (FORCE_HEADER) */
+    VMA_SALVAGE_BAD_EXTENT = 2, /* an extent header failed a check: skipped up to the
+                                   next extent header that passes every check */
+    VMA_SALVAGE_BAD_RULES = 3,  /* an intact extent header names an unknown device, a
+                                   cluster past the end, a duplicate or an old vmstate
+                                   cluster: skipped as above */
+    VMA_SALVAGE_TRUNCATED = 4,  /* the archive ends inside this extent: it is lost */
+    VMA_SALVAGE_STREAM = 5,     /* reading or decompressing failed: the stream ends
+                                   here, or goes on after a skipped lzop block or
+                                   zstd frame */
+    VMA_SALVAGE_VMSTATE_GAP = 6 /* a vmstate cluster is missing: the rest of that
+                                   stream is dropped (it can only be written in order) */
+};
+
+/* Stable name of an event ("bad-extent", "truncated", ...), or "unknown". */
+VMA_API const char *vma_salvage_event_name(int event);
+
+/*
+ * Called once per event of a salvage read, in archive order. `offset` is
+ * the byte offset in the (decompressed) archive where it happened and
+ * `length` the archive bytes it covers: for BAD_EXTENT and BAD_RULES every
+ * byte skipped up to the next good extent header or the end; for
+ * TRUNCATED the bytes of the extent that arrived. `message` says what was
+ * wrong (valid during the call only).
+ */
+typedef void (*vma_salvage_fn)(void *opaque, int event, uint64_t offset, uint64_t length,
+                               const char *message);
+
+/*
+ * Turn on salvage mode, before vma_reader_open_*(): the reader then gets
+ * out everything that is intact instead of failing at the first damage.
+ * - vma_reader_read() and vma_reader_restore() skip an extent whose header
+ *   or rules fail, and resume at the next extent header found by scanning
+ *   forward for its magic that passes the MD5 and every rule (bytes that
+ *   merely hold the magic are never taken); they keep every extent that
+ *   arrived whole when the archive or a compressed stream ends early or
+ *   breaks. A bad lzop block (checksum or decompression) is skipped, a
+ *   broken zstd frame is skipped up to the next frame's magic, and an
+ *   extent that runs into the skipped bytes is lost (offsets after that
+ *   count only the bytes decoded); a gzip error ends the stream. They return
+ *   VMA_OK at the end however much was lost; the scan uses a bounded 1 MiB
+ *   window. Restored files keep their full size, lost ranges left as holes.
+ * - Every cluster handed out comes from an extent whose header passed
+ *   every check. Data blocks carry no checksum in the format: a flipped
+ *   bit inside stored data is handed out as it is. lzop checks each block
+ *   before its bytes are used; zstd and gzip check a frame or member only
+ *   at its end, so bytes of a damaged frame may be handed out before the
+ *   STREAM event says the stream broke (the event says so).
+ * - A header whose MD5 is wrong fails the open (VMA_ERR_CORRUPT) unless
+ *   flags has VMA_SALVAGE_FORCE_HEADER and the rest of its structure is
+ *   consistent; the device table and configs are then taken as they are.
+ * Fatal still: out of memory, VMA_ERR_LIMIT, a cancel, a callback's stop,
+ * a target write error. fn (may be NULL) reports each event. Refused
+ * (VMA_ERR_INVALID, the reader stays usable): unknown flags, or a call
+ * after the open.
+ */
+VMA_API int vma_reader_set_salvage(vma_reader *r, unsigned flags, vma_salvage_fn fn,
+                                   void *opaque);
+
+/*
+ * After (or during) a read or restore: the length of the run of clusters
+ * of dev_id that starts at cluster `first` and are all read (*present = 1)
+ * or all not read (*present = 0), up to the device's last cluster. Returns
+ * 0 when first is past the end or dev_id is unused. A vmstate device
+ * counts its clusters up to the recorded size, read in order from 0.
+ */
+VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, uint64_t first,
+                                        int *present);
+
 /* ------------------------------------------------------------------ */
 /* Writer                                                              */
 /* ------------------------------------------------------------------ */

@@ -9,6 +9,7 @@
 #ifndef LIBVMA_INPUT_H
 #define LIBVMA_INPUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -32,6 +33,19 @@ typedef ssize_t (*vmai_read_fn)(void *opaque, void *buf, size_t len);
  * effect when a call has returned, and vmai_input_free() waits for it. */
 int vmai_input_open_fn(struct vmai_input **in, vmai_read_fn fn, void *opaque,
                        const struct vmai_cancel *cancel, char *err, size_t errlen);
+
+/* The general open: a descriptor fd, or fn (fd -1). With resync
+ * (salvage), a bad lzop block or zstd frame does not end the stream: the
+ * decoder skips to the next block or frame, and a read stops short at the
+ * gap (see vmai_input_gap()). */
+int vmai_input_open_ex(struct vmai_input **in, int fd, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, bool resync, char *err,
+                       size_t errlen);
+
+/* After a short read with resync: true (and what was skipped in msg) if
+ * the read stopped at a gap rather than at the end; reading goes on after
+ * the gap. */
+bool vmai_input_gap(struct vmai_input *in, char *msg, size_t msglen);
 
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt

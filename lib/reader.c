@@ -36,6 +36,7 @@ void vma_reader_free(vma_reader *r)
         return;
     vmai_targets_free(r);
     vmai_input_free(r->in);
+    vmai_salvage_free(r->salvage);
     vmai_cancel_close(&r->cancel);
     if (r->own_fd && r->fd >= 0)
         close(r->fd);
@@ -111,9 +112,11 @@ static ssize_t call_source(void *opaque, void *buf, size_t len)
 static int open_header(vma_reader *r)
 {
     char err[VMAI_ERRLEN];
-    int rc = r->read_fn != NULL ? vmai_input_open_fn(&r->in, call_source, r, &r->cancel, err,
-                                                     sizeof(err))
-                                : vmai_input_open(&r->in, r->fd, &r->cancel, err, sizeof(err));
+    int rc = r->read_fn != NULL
+                 ? vmai_input_open_ex(&r->in, -1, call_source, r, &r->cancel,
+                                      r->salvage != NULL, err, sizeof(err))
+                 : vmai_input_open_ex(&r->in, r->fd, NULL, NULL, &r->cancel, r->salvage != NULL,
+                                      err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
@@ -141,7 +144,7 @@ static int open_header(vma_reader *r)
                           VMA_HEADER_FIXED_SIZE);
     if (rc != VMA_OK)
         return rc;
-    rc = vmai_header_parse(buf, hsize, &r->hdr, err, sizeof(err));
+    rc = vmai_salvage_header(r, buf, hsize, err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     r->offset = hsize;
@@ -519,6 +522,8 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
     int rc = alloc_stream_state(r);
     if (rc != VMA_OK)
         return rc;
+    if (r->salvage != NULL)
+        return vmai_salvage_run(r, fn, opaque);
 
     struct vmai_extent e;
     for (uint64_t extent_no = 0;; extent_no++) {

@@ -16,6 +16,7 @@
 #include "vma.h"
 
 struct vmai_clock;
+struct vmai_salvage;
 struct vmai_throttle;
 struct vmai_target;
 
@@ -25,6 +26,7 @@ struct vma_reader {
     int fd;
     bool own_fd;
     struct vmai_input *in;      /* bytes of the archive, decompressed */
+    struct vmai_salvage *salvage; /* salvage mode (salvage.c), NULL: off */
     vma_read_fn read_fn;        /* open_callback's source, or NULL */
     void *read_opaque;
     const unsigned char *mem;   /* open_memory's buffer and position */
@@ -78,6 +80,14 @@ int vmai_reader_refuse(vma_reader *r, int status, const char *fmt, ...)
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+
+/* Salvage mode (salvage.c): the header check that may be forced (with
+ * salvage off: vmai_header_parse into r->hdr), the extent stream that
+ * reads past damage, and freeing its state (NULL is a no-op). */
+int vmai_salvage_header(vma_reader *r, const unsigned char *buf, size_t len, char *err,
+                        size_t errlen);
+int vmai_salvage_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+void vmai_salvage_free(struct vmai_salvage *s);
 
 /* The bandwidth budget of dev_id's target (NULL: none), for tests. */
 const struct vmai_throttle *vmai_target_throttle(const vma_reader *r, unsigned dev_id);
