@@ -66,5 +66,6 @@ int cmd_config(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_create(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
 
 #endif

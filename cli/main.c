@@ -17,6 +17,7 @@ static const struct {
     { "create", cmd_create },
     { "extract", cmd_extract },
     { "verify", cmd_verify },
+    { "mount", cmd_mount },
 };
 
 int main(int argc, char **argv)

@@ -21,7 +21,8 @@ static const char usage_text[] =
     "vma config <filename> [-c <config>]\n"
     "vma create <filename> [-v] [--compress=zstd[:N]|gzip[:N]|lzo] [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
     "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
-    "vma verify <filename> [-v]\n";
+    "vma verify <filename> [-v]\n"
+    "vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n";
 
 int cli_usage(FILE *f)
 {
