@@ -21,6 +21,11 @@ packages=(
     man-db groff-base     # man --warnings renders the man pages (tests/man.sh)
     binutils              # nm -D: the exported symbols (tests/symbols.sh)
     dpkg-dev debhelper lintian  # build and check the Debian packages (scripts/debian-check.sh)
+    libfuse3-dev fuse3    # vma mount (libfuse3 >= 3.8 for lseek), fusermount3 (tests/cli/mount.sh)
+    nbdkit nbdkit-plugin-dev  # nbdkit-vma-plugin.so: the plugin API to build, nbdkit to test
+    libnbd-bin            # nbdcopy, nbdinfo --map, nbdfuse (tests/cli/mount.sh)
+    qemu-utils            # qemu-img convert/create (qcow2 overlay), qemu-io (tests/cli/mount.sh)
+    python3-minimal       # /usr/bin/python3: tests/cli/seekmap.py (SEEK_DATA/SEEK_HOLE)
 )
 
 missing=()

@@ -38,7 +38,7 @@ expect() {
     fi
 }
 
-expect "vma " list config create extract verify --help --version
+expect "vma " list config create extract verify mount --help --version
 expect "vma ex" extract
 expect "vma c" config create
 expect "vma extract -" -v -d -r --help
@@ -57,6 +57,8 @@ expect "vma extract missing.vma -d " # unreadable archive: nothing, no error
 expect "vma config basic.vma -c qemu-server.f" qemu-server.fw
 # Archives for the first argument, directories for extract's target.
 expect "vma verify ba" basic.vma
+expect "vma mount -o " allow_other
+expect "vma mount -" -f -o -c -r -n --help
 expect "vma extract basic.vma rest" restore-dir
 
 [ $fails = 0 ] || exit 1
