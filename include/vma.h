@@ -276,10 +276,14 @@ VMA_API int vma_reader_restore(vma_reader *r);
  * that, reads never change the handle, so any number of threads may call
  * vma_image_pread() and vma_image_next_data() at once.
  *
- * A plain archive is read in place (pread on its descriptor). A compressed
- * one is decompressed once into a sparse cache file (only stored blocks are
- * written) in the directory set by vma_image_set_cache_dir(), else
- * $TMPDIR, else /tmp; the file is unlinked at once, so nothing is left.
+ * A plain archive is read in place (pread on its descriptor), and so is a
+ * .vma.lzo: lzop's blocks (256 KiB) are independent, so a read decompresses
+ * only the blocks it needs and checks their checksums (a damaged block
+ * fails the reads that need it with VMA_ERR_CORRUPT, nothing else). A zstd
+ * or gzip archive is decompressed once into a sparse cache file (only
+ * stored blocks are written) in the directory set by
+ * vma_image_set_cache_dir(), else $TMPDIR, else /tmp; the file is unlinked
+ * at once, so nothing is left.
  *
  * The index of a plain archive is saved next to it as "<archive>.vmaidx"
  * (written to a temporary file, then renamed) and loaded by the next open
@@ -346,7 +350,8 @@ VMA_API uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id);
  * device end (0 at or past it). Zero blocks and clusters stored all-zero
  * read as zeros. Returns the count or a negative status (VMA_ERR_NOT_FOUND
  * for an unused dev_id, VMA_ERR_IO or VMA_ERR_TRUNCATED when the archive
- * or cache file cannot be read). A failed read does not fail the handle.
+ * or cache file cannot be read, VMA_ERR_CORRUPT for a damaged lzop block).
+ * A failed read does not fail the handle.
  * Thread-safe.
  */
 VMA_API int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,

@@ -46,6 +46,7 @@ void vma_image_free(vma_image *img)
     if (img == NULL)
         return;
     vmai_ra_clear(img);
+    vmai_lzo_map_free(img->lzo);
     vma_reader_free(img->r);
     if (img->data_fd >= 0 && img->data_fd != img->archive_fd)
         close(img->data_fd);
@@ -242,7 +243,16 @@ static int build_index(vma_image *img)
 {
     vma_reader *r = img->r;
     bool compressed = strcmp(vma_reader_compression(r), "none") != 0;
-    if (compressed) {
+    if (strcmp(vma_reader_compression(r), "lzo") == 0) {
+        /* Read in place: index the lzop blocks, then the archive as if
+         * plain (offsets in the decompressed stream). */
+        char err[VMAI_ERRLEN];
+        int rc = vmai_lzo_map_scan(img->archive_fd, &img->lzo, err, sizeof(err));
+        if (rc != VMA_OK)
+            return fail(img, rc, "%s", err);
+        compressed = false;
+        img->data_fd = img->archive_fd;
+    } else if (compressed) {
         int rc = open_cache(img);
         if (rc != VMA_OK)
             return rc;
@@ -260,6 +270,11 @@ static int build_index(vma_image *img)
         vmai_ra_clear(img);
         return rc;
     }
+    if (img->lzo != NULL && img->lzo->size != r->offset)
+        return fail(img, VMA_ERR_CORRUPT,
+                    "the lzop blocks hold %llu bytes but the archive is %llu bytes long "
+                    "(data after the end mark?)",
+                    (unsigned long long)img->lzo->size, (unsigned long long)r->offset);
     if (compressed && ftruncate(img->data_fd, (off_t)img->cache_pos) != 0)
         return fail(img, VMA_ERR_IO, "cannot size the cache file: %s", strerror(errno));
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
@@ -364,6 +379,16 @@ struct run {
 
 static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
 {
+    if (img->lzo != NULL) {
+        char err[VMAI_ERRLEN];
+        int rc = vmai_lzo_map_read(img->lzo, img->archive_fd, run->buf, run->len, run->file_off,
+                                   err, sizeof(err));
+        run->len = 0;
+        if (rc != VMA_OK)
+            return fail(img, rc, "read of device '%s': %s",
+                        vma_reader_device_name(img->r, dev_id), err);
+        return VMA_OK;
+    }
     size_t done = 0;
     while (done < run->len) {
         ssize_t n = pread(img->data_fd, run->buf + done, run->len - done,

@@ -13,6 +13,7 @@
 
 #include "format.h"
 #include "io.h"
+#include "lzo_blocks.h"
 #include "vma.h"
 
 /* One cluster that holds data: 12 bytes, 4-aligned. The offset (48 bits)
@@ -48,6 +49,7 @@ struct vma_image {
     vma_reader *r;
     int archive_fd;
     int data_fd;                /* archive_fd, or the cache file */
+    struct vmai_lzo_map *lzo;   /* .vma.lzo read in place by its blocks */
     struct stat st;             /* of the archive, at open */
     bool opened;
     int index_state;

@@ -424,6 +424,58 @@ static void damaged(const char *golden, const char *dir)
     CHECK(access(src, F_OK) != 0, "an index was written for a damaged archive");
 }
 
+/* A .vma.lzo damaged after the open: reads that need the damaged lzop
+ * block fail with VMA_ERR_CORRUPT, every other read returns the right
+ * bytes, holes still read as zeros, and no read returns wrong bytes. */
+static void damaged_lzo(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/damaged.vma.lzo", dir);
+    write_archive(path, "lzo", 99);
+    struct ref rf;
+    ref_load(&rf, path);
+    int rc;
+    vma_image *img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_OK, "open lzo: %s", vma_image_error(img));
+    struct stat st;
+    stat(path, &st);
+    int fd = open(path, O_RDWR);
+    unsigned char c;
+    pread(fd, &c, 1, st.st_size / 2);
+    c ^= 0xff;
+    pwrite(fd, &c, 1, st.st_size / 2);
+    close(fd);
+    const vma_reader *r = vma_image_reader(img);
+    uint64_t failed = 0, good = 0, wrong = 0, hole_failed = 0;
+    unsigned char buf[VMA_BLOCK_SIZE];
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d)) {
+        for (uint64_t b = 0; b * VMA_BLOCK_SIZE < rf.size[d]; b++) {
+            int64_t n = vma_image_pread(img, d, buf, VMA_BLOCK_SIZE, b * VMA_BLOCK_SIZE);
+            if (n < 0) {
+                failed++;
+                hole_failed += !rf.stored[d][b];
+                if (n != VMA_ERR_CORRUPT || !strstr(vma_image_error(img), "lzop block"))
+                    wrong++;
+            } else if (memcmp(buf, rf.data[d] + b * VMA_BLOCK_SIZE, (size_t)n) != 0) {
+                wrong++;
+            } else {
+                good++;
+            }
+        }
+    }
+    /* One lzop block holds 256 KiB of the archive: 64 stored blocks, plus
+     * one at each end that straddles its border (extent headers shift them). */
+    CHECK(failed > 0 && failed <= 66 && wrong == 0 && hole_failed == 0 && good > 100,
+          "damaged lzo: %llu failed, %llu good, %llu wrong, %llu holes failed (%s)",
+          (unsigned long long)failed, (unsigned long long)good, (unsigned long long)wrong,
+          (unsigned long long)hole_failed, vma_image_error(img));
+    vma_image_free(img);
+    ref_free(&rf);
+    img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_ERR_CORRUPT, "damaged lzo: open gave %d %s", rc, vma_image_error(img));
+    vma_image_free(img);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -456,6 +508,7 @@ int main(int argc, char **argv)
         }
     index_files(d);
     damaged(argv[1], d);
+    damaged_lzo(d);
     vt_rm_tree(d);
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);

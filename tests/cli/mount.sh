@@ -224,6 +224,40 @@ check "the config still reads" cmp -s "$G/basic.conf" "$T/m-cut/qemu-server.conf
     cmp -s "$T/x-basic.vma/qemu-server.conf" "$T/m-cut/qemu-server.conf"
 do_umount "$T/m-cut"
 
+case_ "a .vma.lzo damaged after mounting: EIO for the reads that need the block, nothing else"
+cp "$T/a/made-lzo.vma" "$T/dmg.vma"
+do_mount "$T/dmg.vma" "$T/m-dmg"
+size=$(stat -c %s "$T/dmg.vma")
+printf '\x5a' | dd of="$T/dmg.vma" bs=1 seek=$((size / 2)) conv=notrunc status=none
+run "$PY" - "$T/m-dmg" "$T/x-made-lzo" <<'EOF'
+import errno, os, sys
+mnt, ref = sys.argv[1], sys.argv[2]
+failed = good = wrong = 0
+for name in sorted(os.listdir(mnt)):
+    if not name.endswith(".raw"):
+        continue
+    a = os.open(os.path.join(mnt, name), os.O_RDONLY)
+    b = os.open(os.path.join(ref, "disk-" + name), os.O_RDONLY)
+    size = os.fstat(b).st_size
+    for off in range(0, size, 4096):
+        try:
+            got = os.pread(a, 4096, off)
+        except OSError as e:
+            failed += 1
+            wrong += e.errno != errno.EIO
+            continue
+        if got == os.pread(b, 4096, off):
+            good += 1
+        else:
+            wrong += 1
+print(failed, good, wrong)
+EOF
+read -r failed good wrong <"$T/out"
+check "EIO for one lzop block's reads: $failed failed, $good good, $wrong wrong" \
+    test "${failed:-0}" -gt 0 -a "${failed:-99}" -le 66 -a "${wrong:-1}" = 0 -a "${good:-0}" -gt 100
+echo "damaged lzop block through the mount: $failed reads failed (EIO), $good good, $wrong wrong"
+do_umount "$T/m-dmg"
+
 case_ "mount errors"
 run "$VMA" mount "$T/none.vma" "$T/m-bad"
 expect_rc 2
