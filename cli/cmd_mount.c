@@ -237,8 +237,9 @@ static void free_files(struct mount_state *m)
 
 static void cache_notice(void *archive, const char *dir, uint64_t max_bytes)
 {
-    fprintf(stderr, "vma: decompressing %s into a sparse cache in %s (up to %.1f GiB)\n",
-            (const char *)archive, dir, (double)max_bytes / (1024.0 * 1024 * 1024));
+    double gib = (double)max_bytes / (1024.0 * 1024 * 1024);
+    fprintf(stderr, "vma: decompressing %s into a sparse cache in %s (up to %.1f %s)\n",
+            (const char *)archive, dir, gib >= 1 ? gib : gib * 1024, gib >= 1 ? "GiB" : "MiB");
 }
 
 static int stop_on_signal(void *opaque, uint64_t clusters, uint64_t bytes)

@@ -162,6 +162,20 @@ do_mount "$T/a/vms.vma" "$T/m-vms2"
 check "vmstate.bin equals the stream" cmp -s "$T/vms.expect" "$T/m-vms2/vmstate.bin"
 do_umount "$T/m-vms2"
 
+case_ "a zstd archive: the cache is announced, goes to -c <dir> and leaves nothing"
+mkdir -p "$T/cache"
+do_mount "$T/a/basic.vma.zst" "$T/m-cache" -c "$T/cache"
+expect_err "vma: decompressing $T/a/basic.vma.zst into a sparse cache in $T/cache (up to 8.5 MiB)
+"
+check "the cache file is unlinked" [ -z "$(ls -A "$T/cache")" ]
+check "served from the cache" cmp -s "$T/x-basic.vma.zst/disk-drive-scsi0.raw" "$T/m-cache/drive-scsi0.raw"
+do_umount "$T/m-cache"
+check "nothing left in the cache dir" [ -z "$(ls -A "$T/cache")" ]
+run "$VMA" mount -c "$T/none" "$T/a/basic.vma.gz" "$T/m-cache"
+expect_rc 2
+grep -q "^vma: cannot make a cache file in $T/none: No such file or directory" "$T/err" ||
+    fail "missing cache dir: $(cat "$T/err")"
+
 # --- the saved index --------------------------------------------------
 case_ "index file: saved, reused, refused when stale or foreign"
 A=$T/a/made-none.vma
