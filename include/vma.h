@@ -279,11 +279,17 @@ VMA_API int vma_reader_restore(vma_reader *r);
  * A plain archive is read in place (pread on its descriptor), and so is a
  * .vma.lzo: lzop's blocks (256 KiB) are independent, so a read decompresses
  * only the blocks it needs and checks their checksums (a damaged block
- * fails the reads that need it with VMA_ERR_CORRUPT, nothing else). A zstd
- * or gzip archive is decompressed once into a sparse cache file (only
- * stored blocks are written) in the directory set by
- * vma_image_set_cache_dir(), else $TMPDIR, else /tmp; the file is unlinked
- * at once, so nothing is left.
+ * fails the reads that need it with VMA_ERR_CORRUPT, nothing else). A
+ * .vma.gz is read in place too, through access points (zlib's zran way):
+ * a second inflate pass records one every MiB of archive, with the 32 KiB
+ * window before it kept in an unlinked file of the cache directory (3% of
+ * the archive's size); a read inflates at most 1 MiB before its first byte.
+ * gzip has no checksum below a whole member, so damage after the open is
+ * caught only when inflate finds the stream invalid. A zstd archive is
+ * decompressed once into a sparse cache file (only stored blocks are
+ * written). Cache and window files go to the directory set by
+ * vma_image_set_cache_dir(), else $TMPDIR, else /tmp, and are unlinked at
+ * once, so nothing is left.
  *
  * The index of a plain archive is saved next to it as "<archive>.vmaidx"
  * (written to a temporary file, then renamed) and loaded by the next open

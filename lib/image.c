@@ -47,6 +47,7 @@ void vma_image_free(vma_image *img)
         return;
     vmai_ra_clear(img);
     vmai_lzo_map_free(img->lzo);
+    vmai_gz_map_free(img->gz);
     vma_reader_free(img->r);
     if (img->data_fd >= 0 && img->data_fd != img->archive_fd)
         close(img->data_fd);
@@ -203,7 +204,7 @@ static int image_progress(void *opaque, uint64_t clusters, uint64_t bytes)
 
 /* An unlinked file in the cache directory: O_TMPFILE where the file
  * system has it, else mkstemp() and unlink() at once. */
-static int open_cache(vma_image *img)
+static int open_tmp(vma_image *img, int *out)
 {
     const char *dir = img->cache_dir;
     if (dir == NULL) {
@@ -228,13 +229,21 @@ static int open_cache(vma_image *img)
     }
     if (fd < 0)
         return fail(img, VMA_ERR_IO, "cannot make a cache file in %s: %s", dir, strerror(errno));
-    img->data_fd = fd;
+    *out = fd;
+    return VMA_OK;
+}
+
+static int open_cache(vma_image *img)
+{
+    int rc = open_tmp(img, &img->data_fd);
+    if (rc != VMA_OK)
+        return rc;
     if (img->notice != NULL) {
         uint64_t total = 0;
         for (unsigned i = vma_reader_next_device(img->r, 0); i != 0;
              i = vma_reader_next_device(img->r, i))
             total += vma_reader_device_size(img->r, i);
-        img->notice(img->notice_opaque, dir, total);
+        img->notice(img->notice_opaque, img->cache_dir, total);
     }
     return VMA_OK;
 }
@@ -242,7 +251,7 @@ static int open_cache(vma_image *img)
 static int build_index(vma_image *img)
 {
     vma_reader *r = img->r;
-    bool compressed = strcmp(vma_reader_compression(r), "none") != 0;
+    bool compressed = strcmp(vma_reader_compression(r), "none") != 0, gzip = false;
     if (strcmp(vma_reader_compression(r), "lzo") == 0) {
         /* Read in place: index the lzop blocks, then the archive as if
          * plain (offsets in the decompressed stream). */
@@ -252,6 +261,12 @@ static int build_index(vma_image *img)
             return fail(img, rc, "%s", err);
         compressed = false;
         img->data_fd = img->archive_fd;
+    } else if (strcmp(vma_reader_compression(r), "gzip") == 0) {
+        /* Read in place through access points, built by a second inflate
+         * pass after the checked one. */
+        compressed = false;
+        img->data_fd = img->archive_fd;
+        gzip = true;
     } else if (compressed) {
         int rc = open_cache(img);
         if (rc != VMA_OK)
@@ -269,6 +284,21 @@ static int build_index(vma_image *img)
             fail(img, rc, "%s", vma_reader_error(r));
         vmai_ra_clear(img);
         return rc;
+    }
+    if (gzip) {
+        int wfd;
+        char err[VMAI_ERRLEN];
+        if ((rc = open_tmp(img, &wfd)) != VMA_OK)
+            return rc;
+        rc = vmai_gz_map_build(img->archive_fd, wfd, &r->cancel, &img->gz, err, sizeof(err));
+        if (rc != VMA_OK) {
+            close(wfd);
+            return fail(img, rc, "%s", err);
+        }
+        if (img->gz->size != r->offset)
+            return fail(img, VMA_ERR_CORRUPT,
+                        "the gzip stream holds %llu bytes but the archive is %llu bytes long",
+                        (unsigned long long)img->gz->size, (unsigned long long)r->offset);
     }
     if (img->lzo != NULL && img->lzo->size != r->offset)
         return fail(img, VMA_ERR_CORRUPT,
@@ -379,10 +409,13 @@ struct run {
 
 static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
 {
-    if (img->lzo != NULL) {
+    if (img->lzo != NULL || img->gz != NULL) {
         char err[VMAI_ERRLEN];
-        int rc = vmai_lzo_map_read(img->lzo, img->archive_fd, run->buf, run->len, run->file_off,
-                                   err, sizeof(err));
+        int rc = img->lzo != NULL
+                     ? vmai_lzo_map_read(img->lzo, img->archive_fd, run->buf, run->len,
+                                         run->file_off, err, sizeof(err))
+                     : vmai_gz_map_read(img->gz, img->archive_fd, run->buf, run->len,
+                                        run->file_off, err, sizeof(err));
         run->len = 0;
         if (rc != VMA_OK)
             return fail(img, rc, "read of device '%s': %s",

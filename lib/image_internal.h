@@ -13,6 +13,7 @@
 
 #include "format.h"
 #include "io.h"
+#include "gz_points.h"
 #include "lzo_blocks.h"
 #include "vma.h"
 
@@ -50,6 +51,7 @@ struct vma_image {
     int archive_fd;
     int data_fd;                /* archive_fd, or the cache file */
     struct vmai_lzo_map *lzo;   /* .vma.lzo read in place by its blocks */
+    struct vmai_gz_map *gz;     /* .vma.gz read in place by access points */
     struct stat st;             /* of the archive, at open */
     bool opened;
     int index_state;

@@ -11,12 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #include <lzo/lzo1x.h>
 #include <zlib.h>
 
 #include "lzo_blocks.h"
+#include "seek_table.h"
 
 #define ADLER32_D 0x0001u
 #define ADLER32_C 0x0002u
@@ -176,14 +178,8 @@ int vmai_lzo_map_read(const struct vmai_lzo_map *m, int fd, void *buf, size_t le
         return VMA_ERR_TRUNCATED;
     }
     /* The last block that starts at or before off. */
-    size_t lo = 0, hi = m->count;
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (m->blocks[mid].dec_off <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
+    size_t lo = vmai_seek_table_find(m->blocks, m->count, sizeof(*m->blocks),
+                                     offsetof(struct vmai_lzo_block, dec_off), off);
     unsigned char *out = buf, *tmp = NULL;
     int rc = VMA_OK;
     for (size_t i = lo; len > 0 && i < m->count && rc == VMA_OK; i++) {

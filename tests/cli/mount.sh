@@ -155,6 +155,10 @@ for codec in none zstd gzip lzo; do
     expect_rc 0
     compare "$T/a/made-$codec.vma" "made-$codec"
 done
+# Two gzip members (as `cat a.gz b.gz` makes): each starts an access point.
+{ head -c 700000 "$T/a/made-none.vma" | gzip -1; tail -c +700001 "$T/a/made-none.vma" | gzip -9; } \
+    >"$T/a/made-2members.vma.gz"
+compare "$T/a/made-2members.vma.gz" made-2members
 "$CRAFT" vmstate "$T/a/vms.vma" "$T/vms.expect" "$T/vmsdisk.expect" || fail "vma_craft vmstate"
 compare "$T/a/vms.vma" vmstate
 case_ "vmstate.bin of the mount"
