@@ -285,9 +285,11 @@ VMA_API int vma_reader_restore(vma_reader *r);
  * window before it kept in an unlinked file of the cache directory (3% of
  * the archive's size); a read inflates at most 1 MiB before its first byte.
  * gzip has no checksum below a whole member, so damage after the open is
- * caught only when inflate finds the stream invalid. A zstd archive is
- * decompressed once into a sparse cache file (only stored blocks are
- * written). Cache and window files go to the directory set by
+ * caught only when inflate finds the stream invalid. A .vma.zst in zstd's
+ * seekable format (independent frames and a seek table in a skippable
+ * frame at the end) is read in place by frames; one in a single frame, as
+ * Proxmox writes it, is decompressed once into a sparse cache file (only
+ * stored blocks are written). Cache and window files go to the directory set by
  * vma_image_set_cache_dir(), else $TMPDIR, else /tmp, and are unlinked at
  * once, so nothing is left.
  *

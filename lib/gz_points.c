@@ -23,24 +23,10 @@
 
 #include "gz_points.h"
 #include "io.h"
-#include "seek_table.h"
+#include "block_map.h"
 
 #define WINDOW 32768u
 #define CHUNK 65536u
-
-static int pread_full(int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t k = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? VMA_ERR_IO : VMA_ERR_TRUNCATED;
-        done += (size_t)k;
-    }
-    return VMA_OK;
-}
 
 void vmai_gz_map_free(struct vmai_gz_map *m)
 {
@@ -55,14 +41,8 @@ void vmai_gz_map_free(struct vmai_gz_map *m)
 static int add_point(struct vmai_gz_map *m, uint64_t out, uint64_t in, unsigned bits,
                      bool member_start, const unsigned char *win, unsigned win_pos)
 {
-    if (m->count == m->cap) {
-        size_t cap = m->cap + m->cap / 2 + 64;
-        struct vmai_gz_point *p = realloc(m->points, cap * sizeof(*p));
-        if (p == NULL)
-            return VMA_ERR_NOMEM;
-        m->points = p;
-        m->cap = cap;
-    }
+    if (vmai_grow((void **)&m->points, &m->cap, m->count, sizeof(*m->points)) != VMA_OK)
+        return VMA_ERR_NOMEM;
     struct vmai_gz_point *p = &m->points[m->count];
     *p = (struct vmai_gz_point){ out, in, (uint8_t)bits, member_start };
     if (!member_start) {
@@ -196,11 +176,11 @@ static int from_point(const struct vmai_gz_map *m, int fd, size_t i, uint64_t sk
     if (!p->member_start) {
         if (p->bits) {
             unsigned char c;
-            if ((rc = pread_full(fd, &c, 1, p->in - 1)) != VMA_OK)
+            if ((rc = vmai_pread_exact(fd, &c, 1, p->in - 1)) != VMA_OK)
                 goto out;
             inflatePrime(&s, p->bits, c >> (8 - p->bits));
         }
-        if ((rc = pread_full(m->win_fd, scratch, WINDOW, (uint64_t)i * WINDOW)) != VMA_OK)
+        if ((rc = vmai_pread_exact(m->win_fd, scratch, WINDOW, (uint64_t)i * WINDOW)) != VMA_OK)
             goto out;
         inflateSetDictionary(&s, scratch, WINDOW);
     }

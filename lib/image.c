@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include "image_internal.h"
+#include "lzo_blocks.h"
 #include "reader_internal.h"
+#include "zst_frames.h"
 
 vma_image *vma_image_new(void)
 {
@@ -46,7 +48,7 @@ void vma_image_free(vma_image *img)
     if (img == NULL)
         return;
     vmai_ra_clear(img);
-    vmai_lzo_map_free(img->lzo);
+    vmai_block_map_free(img->blocks);
     vmai_gz_map_free(img->gz);
     vma_reader_free(img->r);
     if (img->data_fd >= 0 && img->data_fd != img->archive_fd)
@@ -252,11 +254,12 @@ static int build_index(vma_image *img)
 {
     vma_reader *r = img->r;
     bool compressed = strcmp(vma_reader_compression(r), "none") != 0, gzip = false;
+    char err[VMAI_ERRLEN];
+    int rc = VMA_OK;
     if (strcmp(vma_reader_compression(r), "lzo") == 0) {
         /* Read in place: index the lzop blocks, then the archive as if
          * plain (offsets in the decompressed stream). */
-        char err[VMAI_ERRLEN];
-        int rc = vmai_lzo_map_scan(img->archive_fd, &img->lzo, err, sizeof(err));
+        rc = vmai_lzo_map_scan(img->archive_fd, &img->blocks, err, sizeof(err));
         if (rc != VMA_OK)
             return fail(img, rc, "%s", err);
         compressed = false;
@@ -267,15 +270,23 @@ static int build_index(vma_image *img)
         compressed = false;
         img->data_fd = img->archive_fd;
         gzip = true;
+    } else if (strcmp(vma_reader_compression(r), "zstd") == 0 &&
+               (rc = vmai_zst_map_load(img->archive_fd, (uint64_t)img->st.st_size, &img->blocks,
+                                       err, sizeof(err))) != VMA_ERR_NOT_FOUND) {
+        /* Seekable zstd: read in place by frames. */
+        if (rc != VMA_OK)
+            return fail(img, rc, "%s", err);
+        compressed = false;
+        img->data_fd = img->archive_fd;
     } else if (compressed) {
-        int rc = open_cache(img);
+        rc = open_cache(img);
         if (rc != VMA_OK)
             return rc;
     } else {
         img->data_fd = img->archive_fd;
     }
     vma_reader_set_progress(r, image_progress, img);
-    int rc = vma_reader_read(r, index_cluster, img);
+    rc = vma_reader_read(r, index_cluster, img);
     if (rc != VMA_OK) {
         /* A failure of index_cluster itself already has its message. */
         if (img->cb_status != VMA_OK)
@@ -287,7 +298,6 @@ static int build_index(vma_image *img)
     }
     if (gzip) {
         int wfd;
-        char err[VMAI_ERRLEN];
         if ((rc = open_tmp(img, &wfd)) != VMA_OK)
             return rc;
         rc = vmai_gz_map_build(img->archive_fd, wfd, &r->cancel, &img->gz, err, sizeof(err));
@@ -300,11 +310,11 @@ static int build_index(vma_image *img)
                         "the gzip stream holds %llu bytes but the archive is %llu bytes long",
                         (unsigned long long)img->gz->size, (unsigned long long)r->offset);
     }
-    if (img->lzo != NULL && img->lzo->size != r->offset)
+    if (img->blocks != NULL && img->blocks->size != r->offset)
         return fail(img, VMA_ERR_CORRUPT,
-                    "the lzop blocks hold %llu bytes but the archive is %llu bytes long "
-                    "(data after the end mark?)",
-                    (unsigned long long)img->lzo->size, (unsigned long long)r->offset);
+                    "the %ss hold %llu bytes but the archive is %llu bytes long",
+                    img->blocks->what, (unsigned long long)img->blocks->size,
+                    (unsigned long long)r->offset);
     if (compressed && ftruncate(img->data_fd, (off_t)img->cache_pos) != 0)
         return fail(img, VMA_ERR_IO, "cannot size the cache file: %s", strerror(errno));
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
@@ -409,11 +419,11 @@ struct run {
 
 static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
 {
-    if (img->lzo != NULL || img->gz != NULL) {
+    if (img->blocks != NULL || img->gz != NULL) {
         char err[VMAI_ERRLEN];
-        int rc = img->lzo != NULL
-                     ? vmai_lzo_map_read(img->lzo, img->archive_fd, run->buf, run->len,
-                                         run->file_off, err, sizeof(err))
+        int rc = img->blocks != NULL
+                     ? vmai_block_map_read(img->blocks, img->archive_fd, run->buf, run->len,
+                                           run->file_off, err, sizeof(err))
                      : vmai_gz_map_read(img->gz, img->archive_fd, run->buf, run->len,
                                         run->file_off, err, sizeof(err));
         run->len = 0;

@@ -13,8 +13,8 @@
 
 #include "format.h"
 #include "io.h"
+#include "block_map.h"
 #include "gz_points.h"
-#include "lzo_blocks.h"
 #include "vma.h"
 
 /* One cluster that holds data: 12 bytes, 4-aligned. The offset (48 bits)
@@ -50,7 +50,7 @@ struct vma_image {
     vma_reader *r;
     int archive_fd;
     int data_fd;                /* archive_fd, or the cache file */
-    struct vmai_lzo_map *lzo;   /* .vma.lzo read in place by its blocks */
+    struct vmai_block_map *blocks; /* .vma.lzo, seekable .vma.zst: read in place */
     struct vmai_gz_map *gz;     /* .vma.gz read in place by access points */
     struct stat st;             /* of the archive, at open */
     bool opened;

@@ -11,14 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stddef.h>
-#include <unistd.h>
 
 #include <lzo/lzo1x.h>
 #include <zlib.h>
 
 #include "lzo_blocks.h"
-#include "seek_table.h"
 
 #define ADLER32_D 0x0001u
 #define ADLER32_C 0x0002u
@@ -40,29 +37,16 @@ struct cursor {
 
 static int get(struct cursor *c, void *buf, size_t n)
 {
-    size_t done = 0;
-    while (done < n) {
-        ssize_t k = pread(c->fd, (char *)buf + done, n - done, (off_t)(c->pos + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? VMA_ERR_IO : VMA_ERR_TRUNCATED;
-        done += (size_t)k;
-    }
+    int rc = vmai_pread_exact(c->fd, buf, n, c->pos);
     c->pos += n;
-    return VMA_OK;
+    return rc;
 }
 
-void vmai_lzo_map_free(struct vmai_lzo_map *m)
-{
-    if (m != NULL)
-        free(m->blocks);
-    free(m);
-}
+static int lzo_decode(const struct vmai_block_map *m, int fd, size_t i, unsigned char *out);
 
-int vmai_lzo_map_scan(int fd, struct vmai_lzo_map **out, char *err, size_t errlen)
+int vmai_lzo_map_scan(int fd, struct vmai_block_map **out, char *err, size_t errlen)
 {
-    struct vmai_lzo_map *m = calloc(1, sizeof(*m));
+    struct vmai_block_map *m = vmai_block_map_new("lzop block", lzo_decode);
     if (m == NULL) {
         snprintf(err, errlen, "out of memory");
         return VMA_ERR_NOMEM;
@@ -86,7 +70,6 @@ int vmai_lzo_map_scan(int fd, struct vmai_lzo_map **out, char *err, size_t errle
         c.pos += b[version >= 0x0940 ? 12 : 8] + 4u; /* name, header checksum */
     if (rc == VMA_OK && (m->flags & EXTRA_FIELD) && (rc = get(&c, b, 4)) == VMA_OK)
         c.pos += be32(b) + 4u;
-    uint64_t dec = 0;
     while (rc == VMA_OK) {
         if ((rc = get(&c, b, 4)) != VMA_OK)
             break;
@@ -106,46 +89,30 @@ int vmai_lzo_map_scan(int fd, struct vmai_lzo_map **out, char *err, size_t errle
         if (nd > 0 && (rc = get(&c, b, 4)) == VMA_OK)
             sum = be32(b);
         c.pos += 4u * (nd + nc - (nd > 0));
-        if (m->count == m->cap) {
-            size_t cap = m->cap + m->cap / 2 + 64;
-            struct vmai_lzo_block *nb = realloc(m->blocks, cap * sizeof(*nb));
-            if (nb == NULL) {
-                rc = VMA_ERR_NOMEM;
-                break;
-            }
-            m->blocks = nb;
-            m->cap = cap;
-        }
-        m->blocks[m->count++] = (struct vmai_lzo_block){ dec, c.pos, src, dst, sum, nd > 0 };
-        dec += dst;
+        if ((rc = vmai_block_map_add(m, c.pos, src, dst, sum, nd > 0)) != VMA_OK)
+            break;
         c.pos += src;
-        if (dst > m->max_dst)
-            m->max_dst = dst;
     }
     if (rc != VMA_OK) {
         snprintf(err, errlen, "lzop block table: %s near compressed byte %llu",
                  rc == VMA_ERR_NOMEM ? "out of memory" : rc == VMA_ERR_IO ? strerror(errno)
                                                                           : "damaged",
                  (unsigned long long)c.pos);
-        vmai_lzo_map_free(m);
+        vmai_block_map_free(m);
         return rc;
     }
-    m->size = dec;
     *out = m;
     return VMA_OK;
 }
 
 /* Decompress block i into out (dst bytes) and check its data checksum. */
-static int block_get(const struct vmai_lzo_map *m, int fd, size_t i, unsigned char *out,
-                     char *err, size_t errlen)
+static int lzo_decode(const struct vmai_block_map *m, int fd, size_t i, unsigned char *out)
 {
-    const struct vmai_lzo_block *k = &m->blocks[i];
+    const struct vmai_block *k = &m->blocks[i];
     struct cursor c = { fd, k->file_off };
     unsigned char *packed = k->src < k->dst ? malloc(k->src) : out;
-    if (packed == NULL) {
-        snprintf(err, errlen, "out of memory for an lzop block");
+    if (packed == NULL)
         return VMA_ERR_NOMEM;
-    }
     int rc = get(&c, packed, k->src);
     lzo_uint len = k->dst;
     if (rc == VMA_OK && packed != out &&
@@ -160,46 +127,6 @@ static int block_get(const struct vmai_lzo_map *m, int fd, size_t i, unsigned ch
         if (got != k->sum)
             rc = VMA_ERR_CORRUPT;
     }
-    if (rc != VMA_OK)
-        snprintf(err, errlen, "lzop block at compressed byte %llu (archive bytes %llu-%llu) %s",
-                 (unsigned long long)k->file_off, (unsigned long long)k->dec_off,
-                 (unsigned long long)(k->dec_off + k->dst - 1),
-                 rc == VMA_ERR_CORRUPT ? "is damaged" : rc == VMA_ERR_IO ? strerror(errno)
-                                                                         : "is cut short");
     return rc;
 }
 
-int vmai_lzo_map_read(const struct vmai_lzo_map *m, int fd, void *buf, size_t len,
-                      uint64_t off, char *err, size_t errlen)
-{
-    if (off > m->size || len > m->size - off) {
-        snprintf(err, errlen, "read of archive bytes %llu+%zu past the lzop stream's end",
-                 (unsigned long long)off, len);
-        return VMA_ERR_TRUNCATED;
-    }
-    /* The last block that starts at or before off. */
-    size_t lo = vmai_seek_table_find(m->blocks, m->count, sizeof(*m->blocks),
-                                     offsetof(struct vmai_lzo_block, dec_off), off);
-    unsigned char *out = buf, *tmp = NULL;
-    int rc = VMA_OK;
-    for (size_t i = lo; len > 0 && i < m->count && rc == VMA_OK; i++) {
-        const struct vmai_lzo_block *k = &m->blocks[i];
-        uint64_t skip = off - k->dec_off;
-        size_t n = k->dst - skip < len ? (size_t)(k->dst - skip) : len;
-        if (skip == 0 && n == k->dst) { /* the whole block: straight into buf */
-            rc = block_get(m, fd, i, out, err, errlen);
-        } else {
-            if (tmp == NULL && (tmp = malloc(m->max_dst)) == NULL)
-                rc = VMA_ERR_NOMEM;
-            if (rc == VMA_OK && (rc = block_get(m, fd, i, tmp, err, errlen)) == VMA_OK)
-                memcpy(out, tmp + skip, n);
-        }
-        out += n;
-        off += n;
-        len -= n;
-    }
-    free(tmp);
-    if (rc == VMA_ERR_NOMEM)
-        snprintf(err, errlen, "out of memory for an lzop block");
-    return rc;
-}

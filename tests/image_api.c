@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include "rmtree.h"
 #include "vma.h"
 
@@ -424,6 +426,43 @@ static void damaged(const char *golden, const char *dir)
     CHECK(access(src, F_OK) != 0, "an index was written for a damaged archive");
 }
 
+/* Flip the bits of mask in the byte in the middle of a file. */
+static void flip_middle(const char *path, unsigned char mask)
+{
+    struct stat st;
+    stat(path, &st);
+    int fd = open(path, O_RDWR);
+    unsigned char c = 0;
+    pread(fd, &c, 1, st.st_size / 2);
+    c ^= mask;
+    pwrite(fd, &c, 1, st.st_size / 2);
+    close(fd);
+}
+
+/* Read every 4 KiB block of every device on its own: count the reads that
+ * failed (as VMA_ERR_CORRUPT naming `what`), that returned the right bytes,
+ * and the wrong outcomes (other bytes, another status, a hole that failed). */
+static void count_block_reads(vma_image *img, const struct ref *rf, const char *what,
+                              uint64_t *failed, uint64_t *good, uint64_t *wrong)
+{
+    const vma_reader *r = vma_image_reader(img);
+    unsigned char buf[VMA_BLOCK_SIZE];
+    *failed = *good = *wrong = 0;
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d))
+        for (uint64_t b = 0; b * VMA_BLOCK_SIZE < rf->size[d]; b++) {
+            int64_t n = vma_image_pread(img, d, buf, VMA_BLOCK_SIZE, b * VMA_BLOCK_SIZE);
+            if (n < 0) {
+                (*failed)++;
+                *wrong += n != VMA_ERR_CORRUPT || !rf->stored[d][b] ||
+                          !strstr(vma_image_error(img), what);
+            } else if (memcmp(buf, rf->data[d] + b * VMA_BLOCK_SIZE, (size_t)n) != 0) {
+                (*wrong)++;
+            } else {
+                (*good)++;
+            }
+        }
+}
+
 /* A .vma.lzo damaged after the open: reads that need the damaged lzop
  * block fail with VMA_ERR_CORRUPT, every other read returns the right
  * bytes, holes still read as zeros, and no read returns wrong bytes. */
@@ -437,42 +476,92 @@ static void damaged_lzo(const char *dir)
     int rc;
     vma_image *img = open_image(path, 0, &rc);
     CHECK(rc == VMA_OK, "open lzo: %s", vma_image_error(img));
-    struct stat st;
-    stat(path, &st);
-    int fd = open(path, O_RDWR);
-    unsigned char c;
-    pread(fd, &c, 1, st.st_size / 2);
-    c ^= 0xff;
-    pwrite(fd, &c, 1, st.st_size / 2);
-    close(fd);
-    const vma_reader *r = vma_image_reader(img);
-    uint64_t failed = 0, good = 0, wrong = 0, hole_failed = 0;
-    unsigned char buf[VMA_BLOCK_SIZE];
-    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d)) {
-        for (uint64_t b = 0; b * VMA_BLOCK_SIZE < rf.size[d]; b++) {
-            int64_t n = vma_image_pread(img, d, buf, VMA_BLOCK_SIZE, b * VMA_BLOCK_SIZE);
-            if (n < 0) {
-                failed++;
-                hole_failed += !rf.stored[d][b];
-                if (n != VMA_ERR_CORRUPT || !strstr(vma_image_error(img), "lzop block"))
-                    wrong++;
-            } else if (memcmp(buf, rf.data[d] + b * VMA_BLOCK_SIZE, (size_t)n) != 0) {
-                wrong++;
-            } else {
-                good++;
-            }
-        }
-    }
+    flip_middle(path, 0xff);
+    uint64_t failed, good, wrong;
+    count_block_reads(img, &rf, "lzop block", &failed, &good, &wrong);
     /* One lzop block holds 256 KiB of the archive: 64 stored blocks, plus
      * one at each end that straddles its border (extent headers shift them). */
-    CHECK(failed > 0 && failed <= 66 && wrong == 0 && hole_failed == 0 && good > 100,
-          "damaged lzo: %llu failed, %llu good, %llu wrong, %llu holes failed (%s)",
-          (unsigned long long)failed, (unsigned long long)good, (unsigned long long)wrong,
-          (unsigned long long)hole_failed, vma_image_error(img));
+    CHECK(failed > 0 && failed <= 66 && wrong == 0 && good > 100,
+          "damaged lzo: %llu failed, %llu good, %llu wrong (%s)", (unsigned long long)failed,
+          (unsigned long long)good, (unsigned long long)wrong, vma_image_error(img));
     vma_image_free(img);
     ref_free(&rf);
     img = open_image(path, 0, &rc);
     CHECK(rc == VMA_ERR_CORRUPT, "damaged lzo: open gave %d %s", rc, vma_image_error(img));
+    vma_image_free(img);
+}
+
+static void put_le32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = { (unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 24) };
+    fwrite(b, 1, 4, f);
+}
+
+/* The plain archive `from` in zstd's seekable format: frames of `frame`
+ * bytes (each with its checksum), then the seek table's skippable frame.
+ * `bad` != 0 writes a footer whose frame count is off by one. */
+static void write_seekable(const char *from, const char *to, size_t frame, int bad)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    unsigned char *buf = malloc(frame), *z = malloc(ZSTD_compressBound(frame));
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+    uint32_t sizes[4096][2], n = 0;
+    size_t got;
+    while ((got = fread(buf, 1, frame, in)) > 0 && n < 4096) {
+        size_t zl = ZSTD_compress2(cc, z, ZSTD_compressBound(frame), buf, got);
+        fwrite(z, 1, zl, out);
+        sizes[n][0] = (uint32_t)zl;
+        sizes[n][1] = (uint32_t)got;
+        n++;
+    }
+    put_le32(out, 0x184D2A5Eu);
+    put_le32(out, n * 8 + 9);
+    for (uint32_t i = 0; i < n; i++) {
+        put_le32(out, sizes[i][0]);
+        put_le32(out, sizes[i][1]);
+    }
+    put_le32(out, n + (bad ? 1 : 0));
+    fputc(0, out);
+    put_le32(out, 0x8F92EAB1u);
+    fclose(in);
+    fclose(out);
+    ZSTD_freeCCtx(cc);
+    free(buf);
+    free(z);
+}
+
+/* Seekable zstd: read in place by frames, equal to the plain archive;
+ * a bad seek table is refused; a frame damaged after the open fails the
+ * reads that need it and only those. */
+static void seekable_zstd(const char *dir)
+{
+    char plain[4096], zst[4200];
+    snprintf(plain, sizeof(plain), "%s/s.vma", dir);
+    snprintf(zst, sizeof(zst), "%s/s.vma.zst", dir);
+    write_archive(plain, NULL, 555);
+    write_seekable(plain, zst, 256 * 1024, 0);
+    check_archive(zst, 0);
+    struct ref rf;
+    ref_load(&rf, zst);
+    int rc;
+    vma_image *img = open_image(zst, 0, &rc);
+    CHECK(rc == VMA_OK && strcmp(vma_reader_compression(vma_image_reader(img)), "zstd") == 0,
+          "seekable zstd: %s", vma_image_error(img));
+    flip_middle(zst, 0x40);
+    uint64_t failed, good, wrong;
+    count_block_reads(img, &rf, "zstd frame", &failed, &good, &wrong);
+    CHECK(failed > 0 && failed <= 66 && wrong == 0 && good > 100,
+          "damaged zstd frame: %llu failed, %llu good, %llu wrong (%s)",
+          (unsigned long long)failed, (unsigned long long)good, (unsigned long long)wrong,
+          vma_image_error(img));
+    vma_image_free(img);
+    ref_free(&rf);
+    write_seekable(plain, zst, 256 * 1024, 1);
+    img = open_image(zst, 0, &rc);
+    CHECK(rc == VMA_ERR_CORRUPT && strstr(vma_image_error(img), "seek table"),
+          "bad seek table: %d %s", rc, vma_image_error(img));
     vma_image_free(img);
 }
 
@@ -509,6 +598,7 @@ int main(int argc, char **argv)
     index_files(d);
     damaged(argv[1], d);
     damaged_lzo(d);
+    seekable_zstd(d);
     vt_rm_tree(d);
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
