@@ -291,8 +291,10 @@ run "$VMA" mount "$G/basic.vma"
 expect_rc 1
 check "nothing mounted after the errors" sh -c "! mountpoint -q '$T/m-bad'"
 
-case_ "writes are refused"
-do_mount "$T/a/basic.vma" "$T/m-ro"
+case_ "writes are refused; -o allow_other reaches the mount"
+do_mount "$T/a/basic.vma" "$T/m-ro" -o allow_other
+grep -q " $T/m-ro fuse.vma ro,.*allow_other" /proc/mounts ||
+    fail "mount options: $(grep " $T/m-ro " /proc/mounts)"
 check "no write" sh -c "! (echo x >>'$T/m-ro/qemu-server.conf') 2>/dev/null"
 check "no new file" sh -c "! touch '$T/m-ro/new' 2>/dev/null"
 do_umount "$T/m-ro"
