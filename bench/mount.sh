@@ -49,6 +49,19 @@ fusermount3 -u mnt
 t5=$(now); "$VMA" mount vm.vma mnt; t6=$(now)     # loads the saved index
 echo "verify $(secs "$t0" "$t1") s; mount (index pass) $(secs "$t1" "$t2") s; mount + save $(secs "$t3" "$t4") s; mount with a saved index $(secs "$t5" "$t6") s"
 
+# Compressed archives: open (index pass, plus the cache or access points)
+# against verify of the same file.
+fusermount3 -u mnt
+for codec in lzo gzip zstd; do
+    "$VMA" create --compress=$codec "vm.$codec" drive-scsi0=disk0.raw 2>/dev/null
+    t0=$(now); "$VMA" verify "vm.$codec"; t1=$(now)
+    "$VMA" mount -c "$work" "vm.$codec" mnt 2>/dev/null; t2=$(now)
+    t3=$(now); dd if=mnt/drive-scsi0.raw of=/dev/null bs=1M status=none; t4=$(now)
+    fusermount3 -u mnt
+    echo "$codec ($(stat -c %s "vm.$codec") bytes): verify $(secs "$t0" "$t1") s; mount $(secs "$t1" "$t2") s; dd bs=1M from the mount $(awk -v t="$(secs "$t3" "$t4")" -v s="$size_mib" 'BEGIN { printf "%.0f", s / t }') MiB/s"
+done
+"$VMA" mount vm.vma mnt
+
 # Index size: the saved file holds 12 bytes per cluster with data.
 clusters=$(( ($(stat -c %s mnt/drive-scsi0.raw) + 65535) / 65536 ))
 idx=$(stat -c %s vm.vma.vmaidx)
@@ -57,6 +70,8 @@ awk -v i="$idx" -v c="$clusters" 'BEGIN {
         i, c, i / c, 12 * 16777216 / 1048576 }'
 
 # Sequential: the extracted file from the page cache, then the mount.
+fusermount3 -u mnt
+"$VMA" mount vm.vma mnt
 cat out/disk-drive-scsi0.raw >/dev/null
 t0=$(now); dd if=out/disk-drive-scsi0.raw of=/dev/null bs=1M status=none; t1=$(now)
 t2=$(now); dd if=mnt/drive-scsi0.raw of=/dev/null bs=1M status=none; t3=$(now)

@@ -456,6 +456,110 @@ static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
     return VMA_OK;
 }
 
+/* Called for each piece of a read, in order: n bytes at out, stored at
+ * file_off of the data file, or zeros when file_off is NO_DATA. */
+#define NO_DATA UINT64_MAX
+typedef int (*piece_fn)(void *ctx, unsigned char *out, size_t n, uint64_t file_off);
+
+static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsigned char *out,
+                piece_fn fn, void *ctx)
+{
+    uint64_t pos = offset, end = offset + len;
+    uint64_t i = lower_bound(d, pos / VMA_CLUSTER_SIZE);
+    int rc = VMA_OK;
+    while (pos < end && rc == VMA_OK) {
+        uint64_t c = pos / VMA_CLUSTER_SIZE;
+        while (i < d->count && d->e[i].num < c)
+            i++;
+        uint64_t cend = (c + 1) * VMA_CLUSTER_SIZE < end ? (c + 1) * VMA_CLUSTER_SIZE : end;
+        if (i == d->count || d->e[i].num != c) {
+            rc = fn(ctx, out, (size_t)(cend - pos), NO_DATA);
+            out += cend - pos;
+            pos = cend;
+            continue;
+        }
+        uint16_t mask = d->e[i].mask;
+        uint64_t base = vmai_ra_off(&d->e[i]);
+        while (pos < cend && rc == VMA_OK) {
+            unsigned b = (unsigned)((pos % VMA_CLUSTER_SIZE) / VMA_BLOCK_SIZE);
+            uint64_t bend = c * VMA_CLUSTER_SIZE + (uint64_t)(b + 1) * VMA_BLOCK_SIZE;
+            size_t n = (size_t)((bend < cend ? bend : cend) - pos);
+            uint64_t fo = NO_DATA;
+            if (mask & (1u << b)) {
+                unsigned rank = vmai_popcount16((uint16_t)(mask & ((1u << b) - 1)));
+                fo = base + (uint64_t)rank * VMA_BLOCK_SIZE + pos % VMA_BLOCK_SIZE;
+            }
+            rc = fn(ctx, out, n, fo);
+            out += n;
+            pos += n;
+        }
+    }
+    return rc;
+}
+
+/* Pass 1: the range of the data file a read needs. */
+struct span {
+    uint64_t lo, hi;
+};
+
+static int span_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct span *s = ctx;
+    (void)out;
+    if (fo != NO_DATA) {
+        if (fo < s->lo)
+            s->lo = fo;
+        if (fo + n > s->hi)
+            s->hi = fo + n;
+    }
+    return VMA_OK;
+}
+
+/* Pass 2 after one read of the whole span into a bounce buffer. */
+struct bounce {
+    const unsigned char *data;
+    uint64_t lo;
+};
+
+static int bounce_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct bounce *b = ctx;
+    if (fo == NO_DATA)
+        memset(out, 0, n);
+    else
+        memcpy(out, b->data + (fo - b->lo), n);
+    return VMA_OK;
+}
+
+/* Pass 2 without a bounce buffer: adjacent pieces become one read. */
+struct direct {
+    vma_image *img;
+    unsigned dev_id;
+    struct run run;
+};
+
+static int direct_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct direct *x = ctx;
+    if (fo == NO_DATA) {
+        memset(out, 0, n);
+        return VMA_OK;
+    }
+    struct run *run = &x->run;
+    if (run->len > 0 && run->file_off + run->len == fo && run->buf + run->len == out) {
+        run->len += n;
+        return VMA_OK;
+    }
+    int rc = run->len > 0 ? run_flush(x->img, x->dev_id, run) : VMA_OK;
+    *run = (struct run){ fo, out, n };
+    return rc;
+}
+
+/* A read whose stored pieces lie within this much of the data file (and
+ * at most twice its length plus 1 MiB) reads that range once: one pread,
+ * or one decode per compressed block, instead of one per piece. */
+#define BOUNCE_MAX (32u << 20)
+
 int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
                         uint64_t offset)
 {
@@ -468,51 +572,32 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
         len = (size_t)(d->size - offset);
     if (len > INT64_MAX)
         len = INT64_MAX;
-    unsigned char *out = buf;
-    uint64_t pos = offset, end = offset + len;
-    uint64_t i = lower_bound(d, pos / VMA_CLUSTER_SIZE);
-    struct run run = { 0, NULL, 0 };
-    while (pos < end) {
-        uint64_t c = pos / VMA_CLUSTER_SIZE;
-        while (i < d->count && d->e[i].num < c)
-            i++;
-        uint64_t cend = (c + 1) * VMA_CLUSTER_SIZE < end ? (c + 1) * VMA_CLUSTER_SIZE : end;
-        if (i == d->count || d->e[i].num != c) {
-            memset(out, 0, (size_t)(cend - pos));
-            out += cend - pos;
-            pos = cend;
-            continue;
-        }
-        uint16_t mask = d->e[i].mask;
-        uint64_t base = vmai_ra_off(&d->e[i]);
-        while (pos < cend) {
-            unsigned b = (unsigned)((pos % VMA_CLUSTER_SIZE) / VMA_BLOCK_SIZE);
-            uint64_t bend = c * VMA_CLUSTER_SIZE + (uint64_t)(b + 1) * VMA_BLOCK_SIZE;
-            size_t n = (size_t)((bend < cend ? bend : cend) - pos);
-            if (mask & (1u << b)) {
-                unsigned rank = vmai_popcount16((uint16_t)(mask & ((1u << b) - 1)));
-                uint64_t fo = base + (uint64_t)rank * VMA_BLOCK_SIZE + pos % VMA_BLOCK_SIZE;
-                if (run.len > 0 && run.file_off + run.len == fo && run.buf + run.len == out) {
-                    run.len += n;
-                } else {
-                    int rc = run.len > 0 ? run_flush(img, dev_id, &run) : VMA_OK;
-                    if (rc != VMA_OK)
-                        return rc;
-                    run = (struct run){ fo, out, n };
-                }
-            } else {
-                memset(out, 0, n);
-            }
-            out += n;
-            pos += n;
-        }
+    struct span sp = { NO_DATA, 0 };
+    walk(d, offset, len, buf, span_piece, &sp);
+    int rc;
+    uint64_t width = sp.hi > sp.lo ? sp.hi - sp.lo : 0;
+    unsigned char *tmp = NULL;
+    if (width > 0 && width <= BOUNCE_MAX && width <= 2 * (uint64_t)len + (1u << 20) &&
+        (tmp = malloc((size_t)width)) != NULL) {
+        struct run run = { sp.lo, tmp, (size_t)width };
+        rc = run_flush(img, dev_id, &run);
+        struct bounce b = { tmp, sp.lo };
+        if (rc == VMA_OK)
+            rc = walk(d, offset, len, buf, bounce_piece, &b);
+        free(tmp);
+        if (rc == VMA_OK)
+            return (int64_t)len;
+        /* The span also covers bytes the read does not need (other
+         * devices, extent headers): a damaged block there must not fail
+         * it, so read the pieces alone. */
     }
-    if (run.len > 0) {
-        int rc = run_flush(img, dev_id, &run);
-        if (rc != VMA_OK)
-            return rc;
+    {
+        struct direct x = { img, dev_id, { 0, NULL, 0 } };
+        rc = walk(d, offset, len, buf, direct_piece, &x);
+        if (rc == VMA_OK && x.run.len > 0)
+            rc = run_flush(img, dev_id, &x.run);
     }
-    return (int64_t)len;
+    return rc != VMA_OK ? rc : (int64_t)len;
 }
 
 int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
