@@ -500,17 +500,22 @@ static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsign
 /* Pass 1: the range of the data file a read needs. */
 struct span {
     uint64_t lo, hi;
+    unsigned runs;              /* preads the pieces alone would take */
+    uint64_t run_end;
+    const unsigned char *out_end;
 };
 
 static int span_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
 {
     struct span *s = ctx;
-    (void)out;
     if (fo != NO_DATA) {
         if (fo < s->lo)
             s->lo = fo;
         if (fo + n > s->hi)
             s->hi = fo + n;
+        s->runs += fo != s->run_end || out != s->out_end;
+        s->run_end = fo + n;
+        s->out_end = out + n;
     }
     return VMA_OK;
 }
@@ -572,12 +577,15 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
         len = (size_t)(d->size - offset);
     if (len > INT64_MAX)
         len = INT64_MAX;
-    struct span sp = { NO_DATA, 0 };
+    struct span sp = { NO_DATA, 0, 0, NO_DATA, NULL };
     walk(d, offset, len, buf, span_piece, &sp);
     int rc;
     uint64_t width = sp.hi > sp.lo ? sp.hi - sp.lo : 0;
     unsigned char *tmp = NULL;
+    /* In a plain archive a few preads cost less than the extra copy. */
+    bool in_place = img->blocks == NULL && img->gz == NULL;
     if (width > 0 && width <= BOUNCE_MAX && width <= 2 * (uint64_t)len + (1u << 20) &&
+        (!in_place || sp.runs > 8) &&
         (tmp = malloc((size_t)width)) != NULL) {
         struct run run = { sp.lo, tmp, (size_t)width };
         rc = run_flush(img, dev_id, &run);
