@@ -23,17 +23,23 @@ int cli_usage(FILE *f);
  * failure is then the EINTR or cancelled callback the signal caused. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* getopt_long() over `optstring` with two long options: "--help" returns
- * 'h' and "--compress=<c>" returns 'Z' (only create accepts it: for the
- * other commands 'Z' is an unknown option, so a usage error). */
+/* getopt_long() over `optstring` with long options: "--help" returns
+ * 'h', "--compress=<c>" 'Z', "--output-format=<f>" 'J', "--progress" 'p',
+ * "--no-progress" 'P', "--uuid=<u>" 'U', "--ctime=<t>" 'T'. A command
+ * that does not take one treats it as an unknown option (a usage error). */
 int cli_getopt(int argc, char **argv, const char *optstring);
 
-/* Set by the SIGINT/SIGTERM handler; the only global of the CLI. */
+/* Set by the SIGINT/SIGTERM handler. */
 extern volatile sig_atomic_t cli_signal;
 
 /* Catch SIGINT and SIGTERM (no SA_RESTART, so blocking calls return
  * EINTR) and ignore SIGPIPE. Returns 0 or -1. */
 int cli_catch_signals(void);
+
+/* extract makes files named <config> and tmp-disk-<devname>.raw (then
+ * disk-<devname>.raw): each must fit a file name, 255 bytes (NAME_MAX). */
+#define CLI_FILE_NAME_MAX 255u
+#define CLI_DEVNAME_MAX (CLI_FILE_NAME_MAX - (unsigned)(sizeof("tmp-disk-.raw") - 1))
 
 /* "dir/<prefix><name><suffix>" in a new string, or NULL when out of memory. */
 char *cli_path(const char *dir, const char *prefix, const char *name,
@@ -43,6 +49,10 @@ char *cli_path(const char *dir, const char *prefix, const char *name,
  * so that a read or write waiting on an idle pipe stops at once. Clear it
  * before the handle is freed. */
 void cli_cancel_on_signal(vma_reader *r, vma_writer *w);
+
+/* The same for a source being opened (qemu-nbd starting, an NBD
+ * handshake); NULL: none. */
+void cli_cancel_source_on_signal(vma_source *s);
 
 /* A reader on the archive at path ("-" = stdin), or NULL after printing
  * the library's message. A caught signal cancels it (see above). */
@@ -58,7 +68,18 @@ void cli_close_archive(vma_reader *r);
 vma_reader *cli_archive_args(int argc, char **argv, const char *optstring,
                              int (*opt)(int c, void *ctx), void *ctx, int *rc);
 
-/* Flush stdout; returns CLI_OK or fails with a message. */
+/* Make descriptors 0-2 safe at startup: a closed one gets /dev/null
+ * (opened so that I/O on it still fails), so that no file the command or
+ * the library opens lands there and is read as the archive or written as
+ * output. Remembers which were closed.
+ * Returns 0, or -1 if /dev/null cannot be opened. */
+int cli_std_fds_init(void);
+
+/* 1 if descriptor fd (0-2) was closed when vma started. */
+int cli_std_was_closed(int fd);
+
+/* Flush stdout; returns CLI_OK or fails with a message ("standard output
+ * is closed" when it was at startup and something was printed). */
 int cli_flush_stdout(void);
 
 int cmd_list(int argc, char **argv);
@@ -67,5 +88,6 @@ int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_checksum(int argc, char **argv);
 
 #endif

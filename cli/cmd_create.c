@@ -1,7 +1,9 @@
 /*
- * vma create <archive> [-v] [-c <file>]... [-d format=raw:<name>=<path>]...
+ * vma create <archive> [-v] [-c <file>]... [-d format=<fmt>:<name>=<path>]...
  * vma create <archive> [-v] [-c <file>]... <name>=<path>|<path>...
- * Write a new archive from config files and raw images or block devices.
+ * Write a new archive from config files and disks: raw files and block
+ * devices directly, images of other formats and QEMU protocol paths
+ * through NBD (the library's vma_source).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -14,12 +16,16 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "create_identity.h"
 #include "progress.h"
+#include "progress_bar.h"
 
 struct source {
     char *name;        /* device name */
+    char *format;      /* format= of -d, or NULL (positional: raw bytes) */
     const char *path;  /* points into argv */
-    int fd;
+    int fd;            /* a raw source, or -1 */
+    vma_source *img;   /* a source read through NBD, or NULL */
     uint64_t size;     /* bytes in the source */
     uint64_t recorded; /* size rounded up to 512, as the deployed tool does */
     unsigned dev_id;
@@ -96,20 +102,51 @@ static int parse_device(const char *arg, int need_format, size_t index, struct s
         if (asprintf(&s->name, "disk%zu", index) < 0)
             s->name = NULL;
     }
+    if (format && !(s->format = strndup(format, format_len)))
+        s->name = NULL;
     if (!s->name)
         return cli_fail("out of memory");
-    if (format && (format_len != 3 || strncmp(format, "raw", 3)))
-        return cli_fail("%s: format '%.*s' not supported yet", s->path, (int)format_len, format);
+    if (format && !*s->format)
+        return cli_fail("empty format for device: '%s'", arg);
+    return CLI_OK;
+}
+
+/* Through NBD: any format but raw, QEMU protocol paths, NBD URIs. */
+static int open_image(struct source *s)
+{
+    s->img = vma_source_new();
+    if (!s->img)
+        return cli_fail("out of memory");
+    cli_cancel_source_on_signal(s->img); /* qemu-nbd may be slow to open rbd: */
+    int st = vma_source_open(s->img, s->format ? s->format : "raw", s->path);
+    cli_cancel_source_on_signal(NULL);
+    if (st != VMA_OK)
+        return cli_fail("%s", vma_source_error(s->img));
+    s->size = vma_source_size(s->img);
+    if (s->size == 0)
+        return cli_fail("%s: empty device", s->path);
+    s->recorded = (s->size + 511) & ~(uint64_t)511;
     return CLI_OK;
 }
 
 static int open_source(struct source *s)
 {
     struct stat st;
+    const char *guess;
 
-    s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+    if (s->format && vma_path_needs_nbd(s->format, s->path))
+        return open_image(s);
+    /* O_NONBLOCK: a FIFO would block open() until a writer came, before
+     * the check below could refuse it. */
+    s->fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0 ||
+        fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK) < 0)
         return cli_fail("%s: %s", s->path, strerror(errno));
+    /* Without format=, an image file would be backed up as its bytes. */
+    if (!s->format && (guess = vma_image_format_guess(s->fd)))
+        return cli_fail("%s looks like a %s image, not a raw disk: back it up with "
+                        "'-d format=%s:%s=%s' (or 'format=raw' for its bytes as they are)",
+                        s->path, guess, guess, s->name, s->path);
     if (S_ISREG(st.st_mode)) {
         s->size = (uint64_t)st.st_size;
     } else if (S_ISBLK(st.st_mode)) {
@@ -152,7 +189,14 @@ static int add_inputs(struct create *c, char **config_paths, size_t nconfig_path
         struct source *s = &c->src[i];
         int id;
 
-        if (parse_device(dev_args[i], need_format, i, s) != CLI_OK || open_source(s) != CLI_OK)
+        if (parse_device(dev_args[i], need_format, i, s) != CLI_OK)
+            return CLI_FAIL;
+        /* What create accepts, extract must restore. */
+        if (strlen(s->name) > CLI_DEVNAME_MAX)
+            return cli_fail("device name '%.32s...' has %zu bytes; at most %u fit the file "
+                            "name tmp-disk-<name>.raw that extract makes (255 bytes)",
+                            s->name, strlen(s->name), CLI_DEVNAME_MAX);
+        if (open_source(s) != CLI_OK)
             return CLI_FAIL;
         id = vma_writer_add_device(c->w, s->name, s->recorded);
         if (id < 0)
@@ -180,10 +224,16 @@ static int write_archive(struct create *c, const char *archive, const char *comp
     for (i = 0; i < c->nsrc; i++) {
         struct source *s = &c->src[i];
 
-        if (vma_writer_write_device_fd(c->w, s->dev_id, s->fd, s->size) != VMA_OK)
+        int st = s->img ? vma_writer_write_device_source(c->w, s->dev_id, s->img)
+                        : vma_writer_write_device_fd(c->w, s->dev_id, s->fd, s->size);
+
+        if (st != VMA_OK)
             return writer_fail(c);
-        close(s->fd);
+        if (s->fd >= 0)
+            close(s->fd);
         s->fd = -1;
+        vma_source_free(s->img); /* stops its qemu-nbd now */
+        s->img = NULL;
     }
     if (vma_writer_finish(c->w) != VMA_OK)
         return writer_fail(c);
@@ -206,7 +256,7 @@ int cmd_create(int argc, char **argv)
     char **config_paths, **dev_args;
     size_t nconfig_paths = 0, i;
     int opt, rc = CLI_FAIL, verbose = 0, need_format = 1;
-    const char *archive, *compress = NULL;
+    const char *archive, *compress = NULL, *uuid = NULL, *ctime = NULL;
 
     memset(&c, 0, sizeof c);
     /* No option or argument occurs more often than argc. */
@@ -219,9 +269,15 @@ int cmd_create(int argc, char **argv)
     }
     for (i = 0; i < (size_t)argc; i++)
         c.src[i].fd = -1;
-    while ((opt = cli_getopt(argc, argv, "hvc:d:")) != -1) {
+    while ((opt = cli_getopt(argc, argv, "hvpc:d:")) != -1) {
         if (opt == 'Z') {
             compress = optarg;
+        } else if (opt == 'U') {
+            uuid = optarg;
+        } else if (opt == 'T') {
+            ctime = optarg;
+        } else if (opt == 'p' || opt == 'P') {
+            progress_bar_mode(opt == 'p' ? PROGRESS_BAR_ON : PROGRESS_BAR_OFF);
         } else if (opt == 'v') {
             verbose = 1;
         } else if (opt == 'c') {
@@ -256,16 +312,24 @@ int cmd_create(int argc, char **argv)
     cli_cancel_on_signal(NULL, c.w);
     if (!c.w)
         rc = cli_fail("out of memory");
+    else if (create_identity(c.w, uuid, ctime) != CLI_OK)
+        rc = CLI_FAIL;
     else if (add_inputs(&c, config_paths, nconfig_paths, dev_args, need_format) == CLI_OK)
         rc = write_archive(&c, archive, compress, verbose);
 
 out:
+    /* A failed archive is never finished: cancelled, freeing the writer
+     * terminates an exec: command at once instead of waiting for it. */
+    if (rc != CLI_OK && c.w)
+        vma_writer_cancel(c.w);
     cli_cancel_on_signal(NULL, NULL);
     vma_writer_free(c.w); /* removes a partial archive */
     for (i = 0; c.src && i < c.nsrc; i++) {
         if (c.src[i].fd >= 0)
             close(c.src[i].fd);
+        vma_source_free(c.src[i].img);
         free(c.src[i].name);
+        free(c.src[i].format);
     }
     free(c.src);
     free(config_paths);

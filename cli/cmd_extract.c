@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include "cli.h"
 #include "print.h"
 #include "progress.h"
+#include "progress_bar.h"
 #include "restore_map.h"
 
 #define DEV_SLOTS 256 /* dev_ids are 1..255 */
@@ -48,9 +50,14 @@ static int check_names(struct extract *x)
     const char *name;
 
     for (i = 0; i < vma_reader_config_count(x->r); i++) {
-        if (vma_reader_config(x->r, i, &name, NULL, NULL) == VMA_OK &&
-            (!vma_name_is_valid(name) || strchr(name, '/')))
+        if (vma_reader_config(x->r, i, &name, NULL, NULL) != VMA_OK)
+            continue;
+        if (!vma_name_is_valid(name) || strchr(name, '/'))
             return cli_fail("refusing config name '%s'", name);
+        if (strlen(name) > CLI_FILE_NAME_MAX)
+            return cli_fail("config name '%.32s...' has %zu bytes, more than a file name may "
+                            "have (%u); read it with 'vma config -c'",
+                            name, strlen(name), CLI_FILE_NAME_MAX);
     }
     for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
         name = vma_reader_device_name(x->r, id);
@@ -103,46 +110,103 @@ static int write_configs(struct extract *x)
     return CLI_OK;
 }
 
-/* Read map lines until EOF, an empty line or "done". */
+/* Wait until the map has data or its writer closed it. poll(2) in 100 ms
+ * steps: a signal stops the wait even when it comes just before poll(2)
+ * (then EINTR). */
+static int map_wait(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    while (!cli_signal) {
+        int n = poll(&p, 1, 100);
+
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+    errno = EINTR;
+    return -1;
+}
+
+/* One map line, parsed and added to x->map. */
+static int add_map_line(struct extract *x, const char *line, size_t *alloc)
+{
+    char *msg;
+
+    if (x->map_len == *alloc) {
+        size_t want = *alloc ? 2 * *alloc : 8;
+        void *p = realloc(x->map, want * sizeof *x->map);
+
+        if (!p)
+            return cli_fail("out of memory");
+        x->map = p;
+        *alloc = want;
+    }
+    if (restore_map_parse(line, &x->map[x->map_len], &msg) < 0) {
+        int rc = cli_fail("read map failed - %s", msg ? msg : "out of memory");
+
+        free(msg);
+        return rc;
+    }
+    x->map_len++;
+    return CLI_OK;
+}
+
+/*
+ * Read map lines until EOF, an empty line or "done". The map is opened
+ * without blocking (open(2) of a FIFO waits for a writer, and a signal
+ * could not stop it) and every read waits in map_wait() first.
+ */
 static int read_map(struct extract *x)
 {
-    FILE *f = fopen(x->map_path, "r");
-    char *line = NULL;
-    size_t cap = 0, alloc = 0;
-    ssize_t n;
-    int rc = CLI_OK;
+    int fd = open(x->map_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    char *buf = NULL;
+    size_t len = 0, cap = 0, alloc = 0;
+    int rc = CLI_OK, eof = 0;
 
-    if (!f)
+    if (fd < 0)
         return cli_fail("unable to open fifo %s - %s", x->map_path, strerror(errno));
-    while (rc == CLI_OK && (n = getline(&line, &cap, f)) >= 0) {
-        char *msg;
+    while (rc == CLI_OK) {
+        char *nl = len ? memchr(buf, '\n', len) : NULL;
+        size_t n;
 
-        if (n > 0 && line[n - 1] == '\n')
-            line[--n] = '\0';
-        if (n == 0 || !strcmp(line, "done"))
-            break;
-        if (x->map_len == alloc) {
-            size_t want = alloc ? 2 * alloc : 8;
-            void *p = realloc(x->map, want * sizeof *x->map);
+        if (!nl && !eof) {
+            ssize_t got;
 
-            if (!p) {
-                rc = cli_fail("out of memory");
+            if (len + 1 >= cap) { /* room for the data and a final NUL */
+                char *p = realloc(buf, cap ? 2 * cap : 4096);
+
+                if (!p) {
+                    rc = cli_fail("out of memory");
+                    break;
+                }
+                buf = p;
+                cap = cap ? 2 * cap : 4096;
+            }
+            if (map_wait(fd) < 0) {
+                rc = cli_fail("read map failed - %s", strerror(errno));
                 break;
             }
-            x->map = p;
-            alloc = want;
+            got = read(fd, buf + len, cap - len - 1);
+            if (got > 0)
+                len += (size_t)got;
+            else if (got == 0)
+                eof = 1;
+            else if (errno != EAGAIN && errno != EINTR)
+                rc = cli_fail("read map failed - %s", strerror(errno));
+            continue;
         }
-        if (restore_map_parse(line, &x->map[x->map_len], &msg) < 0) {
-            rc = cli_fail("read map failed - %s", msg ? msg : "out of memory");
-            free(msg);
-        } else {
-            x->map_len++;
-        }
+        n = nl ? (size_t)(nl - buf) : len;
+        buf[n] = '\0';
+        if (n == 0 || !strcmp(buf, "done"))
+            break;
+        rc = add_map_line(x, buf, &alloc);
+        len -= n + (nl ? 1 : 0);
+        memmove(buf, buf + n + (nl ? 1 : 0), len);
     }
-    if (rc == CLI_OK && ferror(f))
-        rc = cli_fail("read map failed - %s", strerror(errno));
-    free(line);
-    fclose(f);
+    free(buf);
+    close(fd);
     return rc;
 }
 
@@ -187,15 +251,25 @@ static int set_disk_target(struct extract *x, unsigned id)
         if (e->skip) {
             st = vma_reader_target_skip(x->r, id);
         } else {
-            if (!restore_map_is_raw(e))
-                return cli_fail("%s: format not supported yet (only raw)", e->path);
-            st = vma_reader_target_open(x->r, id, e->path, e->flags);
+            /* qcow2, vmdk, rbd:, iscsi://, nbd:// ...: through NBD. */
+            if (vma_path_needs_nbd(e->format, e->path))
+                st = vma_reader_target_nbd(x->r, id, e->format, e->path, e->flags);
+            else if (!restore_map_is_raw(e))
+                return cli_fail("%s: no format= given and not a .raw file or /dev/ device "
+                                "(say format=raw, or the image's format)", e->path);
+            else
+                st = vma_reader_target_open(x->r, id, e->path, e->flags);
             /* A group without a rate only joins it: the library keeps the
              * group's rate when given 0. */
             if (st == VMA_OK && (e->bps || e->group))
                 st = vma_reader_target_limit(x->r, id, e->bps, e->group);
         }
     } else {
+        if (strlen(name) > CLI_DEVNAME_MAX)
+            return cli_fail("device name '%.32s...' has %zu bytes: tmp-disk-<name>.raw "
+                            "would pass the 255-byte file name limit (at most %u bytes fit); "
+                            "restore it with -r to a path of your choice",
+                            name, strlen(name), CLI_DEVNAME_MAX);
         path = cli_path(x->dir, "tmp-disk-", name, ".raw");
         if (add_file(x, path) != CLI_OK)
             return CLI_FAIL;
@@ -308,10 +382,16 @@ int cmd_extract(int argc, char **argv)
     size_t i;
 
     memset(&x, 0, sizeof x);
-    while ((c = cli_getopt(argc, argv, "hvd:r:")) != -1) {
+    while ((c = cli_getopt(argc, argv, "hvpd:r:")) != -1) {
         switch (c) {
         case 'v':
             verbose = 1;
+            break;
+        case 'p':
+            progress_bar_mode(PROGRESS_BAR_ON);
+            break;
+        case 'P':
+            progress_bar_mode(PROGRESS_BAR_OFF);
             break;
         case 'd':
             x.drives = optarg;

@@ -250,14 +250,6 @@ static int stop_on_signal(void *opaque, uint64_t clusters, uint64_t bytes)
     return cli_signal != 0;
 }
 
-static int mount_usage(void)
-{
-    fputs("usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <archive> "
-          "<mountpoint>\n",
-          stderr);
-    return CLI_USAGE;
-}
-
 /* Serve until unmounted (fusermount3 -u, or SIGINT/SIGTERM/SIGHUP). */
 static int serve(struct mount_state *m, const char *archive, const char *mountpoint,
                  int foreground, int allow_other)
@@ -306,9 +298,7 @@ int cmd_mount(int argc, char **argv)
     while ((c = cli_getopt(argc, argv, "hfo:c:rn")) != -1) {
         switch (c) {
         case 'h':
-            fputs("usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <archive> "
-                  "<mountpoint>\n", stdout);
-            return cli_flush_stdout();
+            return cli_usage(stdout);
         case 'f':
             foreground = 1;
             break;
@@ -327,11 +317,11 @@ int cmd_mount(int argc, char **argv)
             flags |= VMA_IMAGE_NO_INDEX_FILE;
             break;
         default:
-            return mount_usage();
+            return cli_usage(stderr);
         }
     }
     if (argc - optind != 2)
-        return mount_usage();
+        return cli_usage(stderr);
     const char *archive = argv[optind], *mountpoint = argv[optind + 1];
     struct stat st;
     if (stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode))

@@ -3,13 +3,18 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
+#include "json.h"
+#include "progress_bar.h"
 
 volatile sig_atomic_t cli_signal;
 
@@ -22,10 +27,15 @@ static const char usage_text[] =
     "vma create <filename> [-v] [--compress=zstd[:N]|gzip[:N]|lzo] [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
     "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
     "vma verify <filename> [-v]\n"
-    "vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n";
+    "vma checksum <filename> [-d <drive-list>]\n"
+    "vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
+    "(vma <command> --help: the command's options)\n";
 
 int cli_usage(FILE *f)
 {
+    /* Help asked for after a command: that command's usage only. */
+    if (f == stdout && cli_help_current(f) == 0)
+        return CLI_OK;
     fputs(usage_text, f);
     return f == stdout ? CLI_OK : CLI_USAGE;
 }
@@ -34,16 +44,38 @@ int cli_fail(const char *fmt, ...)
 {
     va_list ap;
 
+    progress_bar_end(); /* the message goes on a line of its own */
     fflush(stdout); /* keep the order of stdout and stderr on a terminal */
     fputs("vma: ", stderr);
     if (cli_signal) {
         fputs("interrupted by signal", stderr);
     } else {
+        char *msg = NULL;
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        int n = vasprintf(&msg, fmt, ap);
         va_end(ap);
+        if (n < 0)
+            fputs("out of memory for an error message", stderr);
+        /* The message may quote names and map lines: it stays one line and
+         * drives no terminal (control characters as \n, \x1b). */
+        for (int i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)msg[i];
+            unsigned char next = i + 1 < n ? (unsigned char)msg[i + 1] : 0;
+            if (c == '\n')
+                fputs("\\n", stderr);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(stderr, "\\x%02x", c);
+            else if (c == 0xc2 && next >= 0x80 && next <= 0x9f) /* C1 in UTF-8 */
+                fprintf(stderr, "\\x%02x\\x%02x", c, msg[++i] & 0xff);
+            else
+                fputc(c, stderr);
+        }
+        free(msg);
     }
     fputc('\n', stderr);
+    va_start(ap, fmt); /* the same message for --output-format=json */
+    cli_json_error(cli_signal ? "interrupted by signal" : NULL, fmt, ap);
+    va_end(ap);
     return CLI_FAIL;
 }
 
@@ -52,6 +84,11 @@ int cli_getopt(int argc, char **argv, const char *optstring)
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "compress", required_argument, NULL, 'Z' }, /* create only */
+        { "output-format", required_argument, NULL, 'J' },
+        { "progress", no_argument, NULL, 'p' },
+        { "no-progress", no_argument, NULL, 'P' },
+        { "uuid", required_argument, NULL, 'U' },  /* create only */
+        { "ctime", required_argument, NULL, 'T' }, /* create only */
         { NULL, 0, NULL, 0 },
     };
 
@@ -63,11 +100,13 @@ int cli_getopt(int argc, char **argv, const char *optstring)
  * so a handle is never cancelled while it is freed. */
 static vma_reader *volatile signal_reader;
 static vma_writer *volatile signal_writer;
+static vma_source *volatile signal_source;
 
 static void on_signal(int sig)
 {
     vma_reader *r = signal_reader;
     vma_writer *w = signal_writer;
+    vma_source *s = signal_source;
 
     cli_signal = sig;
     /* Wakes a read or write waiting on an idle pipe: the progress
@@ -76,6 +115,8 @@ static void on_signal(int sig)
         vma_reader_cancel(r);
     if (w)
         vma_writer_cancel(w);
+    if (s)
+        vma_source_cancel(s);
 }
 
 void cli_cancel_on_signal(vma_reader *r, vma_writer *w)
@@ -86,6 +127,13 @@ void cli_cancel_on_signal(vma_reader *r, vma_writer *w)
         vma_reader_cancel(r);
     if (cli_signal && w)
         vma_writer_cancel(w);
+}
+
+void cli_cancel_source_on_signal(vma_source *s)
+{
+    signal_source = s;
+    if (cli_signal && s)
+        vma_source_cancel(s);
 }
 
 int cli_catch_signals(void)
@@ -113,9 +161,35 @@ char *cli_path(const char *dir, const char *prefix, const char *name,
     return p;
 }
 
+static unsigned char std_closed[3];
+
+int cli_std_fds_init(void)
+{
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        /* Opened the other way round: the slot is taken, and reads or
+         * writes on it still fail (EBADF) as on a closed descriptor. */
+        int n = open("/dev/null", fd == STDIN_FILENO ? O_WRONLY : O_RDONLY);
+        if (n < 0)
+            return -1;
+        if (n != fd) { /* lower ones are open: n is fd, but be sure */
+            if (dup2(n, fd) < 0)
+                return -1;
+            close(n);
+        }
+        std_closed[fd] = 1;
+    }
+    return 0;
+}
+
+int cli_std_was_closed(int fd) { return fd >= 0 && fd <= 2 && std_closed[fd]; }
+
 int cli_flush_stdout(void)
 {
-    if (fflush(stdout) != 0 || ferror(stdout))
+    if ((fflush(stdout) != 0 || ferror(stdout)) && std_closed[STDOUT_FILENO])
+        return cli_fail("standard output is closed");
+    if (ferror(stdout))
         return cli_fail("write error on standard output - %s", strerror(errno));
     return CLI_OK;
 }
@@ -129,6 +203,11 @@ vma_reader *cli_open_archive(const char *path)
         return NULL;
     }
     cli_cancel_on_signal(r, NULL);
+    if (strcmp(path, "-") == 0 && cli_std_was_closed(STDIN_FILENO)) {
+        cli_fail("standard input is closed");
+        cli_close_archive(r);
+        return NULL;
+    }
     if (vma_reader_open_path(r, path) != VMA_OK) {
         cli_fail("%s", vma_reader_error(r));
         cli_close_archive(r);

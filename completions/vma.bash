@@ -46,10 +46,14 @@ _vma_complete()
     [ "$cword" -ge 1 ] && prev=${words[cword - 1]}
 
     if [ "$cword" -le 1 ]; then
-        COMPREPLY=($(compgen -W 'list config create extract verify mount --help --version' -- "$cur"))
+        COMPREPLY=($(compgen -W 'list config create extract verify checksum mount help --help --version' -- "$cur"))
         return 0
     fi
     cmd=${words[1]}
+    if [ "$cmd" = help ]; then
+        [ "$cword" = 2 ] && COMPREPLY=($(compgen -W 'list config create extract verify checksum' -- "$cur"))
+        return 0
+    fi
 
     # The archive: the first word after the command that is not an option
     # or an option's argument.
@@ -64,7 +68,7 @@ _vma_complete()
     done
 
     case $cmd:$prev in
-    extract:-d)
+    extract:-d | checksum:-d)
         # Device names, comma-separated: complete the part after the last comma.
         local done_part= part=$cur devs
         case $cur in *,*) done_part=${cur%,*},; part=${cur##*,} ;; esac
@@ -117,14 +121,19 @@ _vma_complete()
         COMPREPLY=($(compgen -P --compress= -W 'zstd zstd:1 zstd:3 zstd:19 gzip gzip:9 lzo none' -- "${cur#--compress=}"))
         return 0
         ;;
+    --output-format=*)
+        COMPREPLY=($(compgen -P --output-format= -W 'text json' -- "${cur#--output-format=}"))
+        return 0
+        ;;
     -*)
         local opts
         case $cmd in
-        list) opts='--help' ;;
+        list) opts='--output-format= --help' ;;
         config) opts='-c --help' ;;
-        verify) opts='-v --help' ;;
-        extract) opts='-v -d -r --help' ;;
-        create) opts='-v -c -d --compress= --help' ;;
+        verify) opts='-v -p --progress --no-progress --output-format= --help' ;;
+        checksum) opts='-d -p --progress --no-progress --output-format= --help' ;;
+        extract) opts='-v -d -r -p --progress --no-progress --help' ;;
+        create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
         mount) opts='-f -o -c -r -n --help' ;;
         *) return 0 ;;
         esac

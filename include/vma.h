@@ -77,6 +77,18 @@ VMA_API unsigned vma_version_number(void);
 #define VMA_MAX_DEVICE_SIZE (((uint64_t)1 << 32) * VMA_CLUSTER_SIZE)
 /* Name of the device that carries the VM's saved RAM state. */
 #define VMA_VMSTATE_NAME "vmstate"
+/* The reader's memory follows what the archive holds, not the sizes its
+ * device table declares: the sets of clusters read so far cost at most one
+ * bit per cluster where clusters are dense (nothing for complete runs of
+ * 64 Ki clusters) and 2 bytes where scattered,
+ * and may never exceed VMA_READER_MAP_FLOOR bytes plus 1/VMA_READER_MAP_RATIO
+ * of the archive bytes read (a 1 GiB archive: 24 MiB). Clusters scattered
+ * beyond that (only a crafted archive does it: a real one ends with every
+ * cluster named, one bit each, and each costs at least 8.7 archive bytes)
+ * fail the read with VMA_ERR_LIMIT. Whole process for any archive under
+ * 1 GiB decompressed: at most 64 MiB, whatever its devices declare. */
+#define VMA_READER_MAP_FLOOR ((uint64_t)8 << 20)
+#define VMA_READER_MAP_RATIO 64u
 
 /* ------------------------------------------------------------------ */
 /* Status codes (pinned: values never change)                          */
@@ -102,7 +114,9 @@ VMA_API const char *vma_status_name(int status);
 
 /* A name check shared by reader and writer: returns 1 if name may be used
  * as a device or config name (non-empty, at most VMA_MAX_NAME_LEN bytes,
- * no '/', not "." or ".."), else 0. */
+ * no '/', no control character: 0x01-0x1f, 0x7f, or U+0080-U+009F as
+ * UTF-8; not "." or ".."), else 0. Names a reader returns always pass it,
+ * so they print as one line and drive no terminal. */
 VMA_API int vma_name_is_valid(const char *name);
 
 /* ------------------------------------------------------------------ */
@@ -128,7 +142,7 @@ VMA_API int vma_reader_open_path(vma_reader *r, const char *path);
 
 /* As vma_reader_open_path(), on a descriptor the caller owns and closes
  * after vma_reader_free(). The descriptor is read sequentially from its
- * current position (pipes work). */
+ * current position (pipes work; O_NONBLOCK is fine: reads wait in poll). */
 VMA_API int vma_reader_open_fd(vma_reader *r, int fd);
 
 /* The last error message, or "" when there was none. */
@@ -137,16 +151,32 @@ VMA_API const char *vma_reader_error(const vma_reader *r);
 /*
  * Stop the reader's work: the open, read or restore in progress, or the
  * next one, fails with VMA_ERR_CANCELED, and so does every later call (the
- * failure is sticky). A call waiting for an idle pipe or FIFO wakes up at
- * once; a restore removes its new files as after any failure. Safe from a
- * signal handler and from any thread, at any time between
- * vma_reader_new() and vma_reader_free().
+ * failure is sticky); a restore removes its new files as after any
+ * failure. Safe from a signal handler and from any thread, at any time
+ * between vma_reader_new() and vma_reader_free().
+ * Latency, once this call has returned:
+ * - no cluster callback, progress callback or target write starts (a
+ *   callback already running finishes first);
+ * - every wait inside the library ends within 100 ms: reading an idle
+ *   pipe or FIFO, opening a FIFO that no writer has opened yet, a
+ *   bandwidth limit's wait (vma_reader_target_limit()), writing the
+ *   vmstate into a pipe given to vma_reader_target_fd().
+ * Not cut short: a read(2), write(2) or fsync(2) of a regular file or
+ * block device that the kernel is already doing.
  */
 VMA_API void vma_reader_cancel(vma_reader *r);
 
 /* How the archive is compressed, recognized by its magic bytes when opened:
  * "none", "zstd", "gzip" or "lzo" (the lzop file format). Every reader
- * function works the same on all of them. */
+ * function works the same on all of them. Accepted framings, as the
+ * reference tools accept them: zstd streams of several frames, with
+ * skippable frames anywhere (also first, as pzstd writes); zstd windows up
+ * to 128 MiB (a larger one, from --long=28 and up, fails with VMA_ERR_LIMIT
+ * and a message that says its size and to decompress with
+ * `zstd -dc --long=31`); gzip streams of several members, with zero bytes
+ * after the last one (other bytes there fail); lzop files with a CRC-32
+ * header checksum, an extra field or the multipart flag (a filter, unknown
+ * flags, methods other than LZO1X or a newer format version fail). */
 VMA_API const char *vma_reader_compression(const vma_reader *r);
 
 /* Header accessors: valid after a successful open. */
@@ -228,8 +258,9 @@ VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
 /*
  * Create a new file at `path` (must not exist) as the target of dev_id. For
  * a disk: a sparse file of exactly the device size, zero blocks left as
- * holes. For the vmstate device: a sequential file, zero blocks written as
- * zeros, cut to the recorded size. Removed again if the restore fails.
+ * holes. For the vmstate device: the stream up to the recorded size, zero
+ * blocks as holes; bytes past the size are never written (disk use stays
+ * within the recorded sizes). Removed again if the restore fails.
  */
 VMA_API int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path);
 
@@ -240,8 +271,50 @@ VMA_API int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char 
 VMA_API int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path,
                                    unsigned flags);
 
+/*
+ * Whether a disk at (format, path) goes through NBD, as a restore target
+ * (vma_reader_target_nbd()) or a backup source (vma_source_open()): 1 for
+ * a format other than "raw" (format may be NULL, meaning raw), for a QEMU
+ * protocol filename ("rbd:", "iscsi:", "nbd:", "ssh:", "http:", "https:",
+ * "gluster:", "nfs:", ...), and for an NBD URI ("nbd://", "nbd+unix://",
+ * ...); 0 for a plain file or block device path (vma_reader_target_open(),
+ * vma_writer_write_device_fd()). The same answer with or without NBD
+ * support in the build.
+ */
+VMA_API int vma_path_needs_nbd(const char *format, const char *path);
+
+/*
+ * Open an existing disk image as the target of a disk, through NBD:
+ * - an NBD URI with format NULL or "raw": libnbd connects to that server;
+ * - anything else (qcow2, vmdk, ... files; rbd:, iscsi://, ... paths; an
+ *   NBD URI holding an image of another format): a private `qemu-nbd`
+ *   (found in PATH; Debian qemu-utils, plus qemu-block-extra for rbd,
+ *   iscsi, ssh, curl, gluster, nfs) serves it on a unix socket in a new
+ *   temporary directory, started with --format=<format> (raw when NULL),
+ *   --cache=writeback, or none / writethrough / directsync (with
+ *   --aio=native) as VMA_TARGET_DIRECT / VMA_TARGET_SYNC ask, and with
+ *   VMA_TARGET_WRITE_ZEROS --discard=unmap; its environment gets
+ *   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432 (its per-request
+ *   buffers reused, not mapped afresh) unless GLIBC_TUNABLES is set. Its
+ *   output is never printed:
+ *   its error becomes the reader's message (with the Debian package to
+ *   install when qemu-nbd or a block module is missing).
+ * The export's size must be at least the device size and at most 4 MiB
+ * more. Zero blocks are sent as NBD write-zeroes (zero clusters in qcow2,
+ * not data) with VMA_TARGET_WRITE_ZEROS, else left alone. Writes go out
+ * many at a time (at most 64 requests or 32 MiB in flight); the restore
+ * ends with one flush and a clean disconnect. qemu-nbd is stopped and
+ * reaped by vma_reader_restore() or vma_reader_free(), also after any
+ * failure or cancel; the temporary directory is removed. Not for vmstate.
+ * Without NBD support in the build (meson -Dnbd=disabled): VMA_ERR_INVALID.
+ */
+VMA_API int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
+                                  const char *path, unsigned flags);
+
 /* Use a descriptor the caller owns (opened for writing, seekable for a
- * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. */
+ * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. For the
+ * vmstate device the stream is written sequentially (zero blocks as
+ * zeros, so pipes work) and stops at the recorded size. */
 VMA_API int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);
 
 /* Read but do not write this device (its clusters are still checked). */
@@ -249,9 +322,10 @@ VMA_API int vma_reader_target_skip(vma_reader *r, unsigned dev_id);
 
 /*
  * Limit the write bandwidth of dev_id to bytes_per_second (0 = no limit).
- * Devices given the same non-NULL group share one limit, as QEMU's
- * throttling groups do; the group's limit is the last non-zero one set (a
- * device may join a group with 0 without resetting its rate).
+ * Without a group (NULL) the limit is the device's own. Devices given the
+ * same non-NULL group share one limit, as QEMU's throttling groups do; the
+ * group's limit is the last non-zero one set (a device may join a group
+ * with 0 without resetting its rate). A cancel ends a limit's wait.
  */
 VMA_API int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
                                     uint64_t bytes_per_second, const char *group);
@@ -386,22 +460,34 @@ typedef struct vma_writer vma_writer;
 VMA_API vma_writer *vma_writer_new(void);
 
 /* Free a writer. If vma_writer_finish() did not succeed, a file the writer
- * created itself is removed and an exec: command is waited for (after a
- * SIGTERM if the writer was cancelled). */
+ * created itself is removed and an exec: command is waited for; if the
+ * writer was cancelled, the command is ended first as vma_writer_cancel()
+ * says (so cancel before freeing a failed writer whose command may never
+ * exit). */
 VMA_API void vma_writer_free(vma_writer *w);
 
 /* The last error message, or "" when there was none. */
 VMA_API const char *vma_writer_error(const vma_writer *w);
 
 /*
- * Stop the writer's work: the write_cluster, write_device_fd or finish in
- * progress, or the next one, fails with VMA_ERR_CANCELED, and the archive
- * is then never finished (vma_writer_free() removes a file it created). A
- * write waiting for an idle pipe reader wakes up at once (from another
- * thread, only between two write(2) calls; a signal handler's cancel also
- * cuts a blocked write(2) short, as its EINTR does). Safe from a signal
- * handler and from any thread, at any time between vma_writer_new() and
- * vma_writer_free().
+ * Stop the writer's work: the open_path, write_cluster, write_device_fd or
+ * finish in progress, or the next one, fails with VMA_ERR_CANCELED, and
+ * the archive is then never finished (vma_writer_free() removes a file it
+ * created). Safe from a signal handler and from any thread, at any time
+ * between vma_writer_new() and vma_writer_free().
+ * Latency, once this call has returned:
+ * - no write_cluster is accepted (each fails with VMA_ERR_CANCELED);
+ * - every wait inside the library ends within 100 ms: a write into a pipe
+ *   or FIFO whose reader is idle, open_path of a FIFO that no reader has
+ *   opened yet, finish waiting for an exec: command to exit. An exec:
+ *   command's process group then gets SIGTERM, SIGKILL 50 ms later if it
+ *   is still there, and is reaped.
+ * The exec: pipe and FIFOs from open_path are non-blocking, so their
+ * writes wait in poll(2), where the cancel ends them. A descriptor given
+ * to vma_writer_open_fd() is used as it is: a write(2) already blocked in
+ * the kernel on a blocking pipe ends only when the reader makes room or a
+ * signal interrupts it (a handler's cancel then takes effect); give it
+ * O_NONBLOCK to have the library wait in poll(2) instead.
  */
 VMA_API void vma_writer_cancel(vma_writer *w);
 
@@ -412,8 +498,15 @@ VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
 /*
  * Output, once per writer, before the first cluster:
  * - "exec:<command>": run the command with /bin/sh -c and write the archive
- *   to its standard input; finish fails if it exits non-zero.
- * - an existing FIFO: opened for writing.
+ *   to its standard input; finish fails if it exits non-zero, and so does
+ *   a write it stopped reading (even when it exits with 0), with its exit
+ *   status or signal in the message. The library reads the command's
+ *   standard error: its lines go through to the process's standard error
+ *   as they come, except the last, which is held until the command ends
+ *   and then either goes through too (success) or ends the one-line
+ *   message (failure; control characters escaped, at most 200 bytes).
+ * - an existing FIFO: opened for writing once a reader has opened it
+ *   (a cancel ends that wait).
  * - otherwise a new file (VMA_ERR_EXISTS if the path exists).
  * The caller should ignore SIGPIPE so that a reader that goes away gives
  * VMA_ERR_IO (EPIPE) instead of killing the process.
@@ -422,10 +515,18 @@ VMA_API int vma_writer_open_path(vma_writer *w, const char *path);
 
 /*
  * Compress the archive as it is written (before the first cluster):
- * "zstd" or "zstd:LEVEL" (1-22, default 3, using every core), "gzip" or
- * "gzip:LEVEL" (1-9, default 6), "lzo" (the lzop file format), "none".
- * The result is what `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into
- * the plain archive, and what vma_reader_open_*() reads directly.
+ * "zstd" or "zstd:LEVEL" (1-22, default 3), "gzip" or "gzip:LEVEL" (1-9,
+ * default 6), "lzo" (the lzop file format), "none". The result is what
+ * `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into the plain archive,
+ * and what vma_reader_open_*() reads directly.
+ * zstd compresses in worker threads, one per core but at most 4 (levels
+ * 1-9) or 2 (levels 10-22), in jobs of at most 8 MiB (2 MiB from level
+ * 17, so that a cancel, which waits for the jobs under way, is quick);
+ * levels 20-22 keep level 19's 8 MiB window (no --long needed to read
+ * them). Its memory is thus bounded whatever the core count: at most
+ * about 256 MB at any level (measured peaks: about 40 MB at level 1 and
+ * 110 MB at level 3 with four workers, 195 MB at levels 15-22 with two;
+ * figures per level in the README).
  */
 VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 
@@ -481,6 +582,72 @@ VMA_API int vma_writer_finish(vma_writer *w);
  */
 VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                        uint64_t source_size);
+
+/* ------------------------------------------------------------------ */
+/* Disk images: format signatures, and sources read through NBD        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The disk image format whose signature the source starts with (or, for a
+ * fixed VHD, ends with): "qcow2", "qcow", "vmdk" (sparse extent or
+ * descriptor file), "vdi", "vhdx", "qed" or "vpc"; NULL when there is none
+ * or the descriptor cannot be read at an offset (a pipe). Reads with
+ * pread() only and leaves the file offset where it was. A raw disk that
+ * starts with such bytes is rare; an image backed up as raw bytes is a
+ * useless backup, so callers refuse such a source unless told it is raw.
+ */
+VMA_API const char *vma_image_format_guess(int fd);
+
+/*
+ * A disk image read through NBD (libnbd): any format and QEMU protocol
+ * path that qemu-nbd opens (qcow2 with its backing chain, vmdk, vdi, vhdx,
+ * qed, raw, "rbd:pool/image", "iscsi://...", ...), served by a qemu-nbd
+ * that the source starts read-only over socket activation and stops again;
+ * or a raw NBD export given as an "nbd://", "nbds://", "nbd+unix://" URI,
+ * connected to directly. Built without libnbd (meson -Dnbd=disabled),
+ * vma_source_open() fails with VMA_ERR_INVALID.
+ */
+typedef struct vma_source vma_source;
+
+/* Allocate a source. Returns NULL only when out of memory. */
+VMA_API vma_source *vma_source_new(void);
+
+/* Disconnect, stop and reap the qemu-nbd the source started, free it. */
+VMA_API void vma_source_free(vma_source *s);
+
+/* The last error message, or "" when there was none. */
+VMA_API const char *vma_source_error(const vma_source *s);
+
+/*
+ * Open `path` as an image of `format` (a qemu-nbd format name: "qcow2",
+ * "vmdk", "raw", ...), for a (format, path) that vma_path_needs_nbd().
+ * The image is never written, and is opened with QEMU's image locking, so
+ * an image a running VM writes is refused. Fails with VMA_ERR_NOT_FOUND
+ * when qemu-nbd is not installed, VMA_ERR_IO when it cannot open the
+ * image (the message has qemu-nbd's reason), VMA_ERR_CANCELED after
+ * vma_source_cancel(). Once per source.
+ */
+VMA_API int vma_source_open(vma_source *s, const char *format, const char *path);
+
+/* Virtual size of the opened image in bytes (0 before a successful open). */
+VMA_API uint64_t vma_source_size(const vma_source *s);
+
+/* Stop an open in progress (or the next one). Safe from a signal handler
+ * and from any thread between vma_source_new() and vma_source_free(). */
+VMA_API void vma_source_cancel(vma_source *s);
+
+/*
+ * Write a whole disk from an opened source and close its stream, as
+ * vma_writer_write_device_fd() does from a descriptor: the size of the
+ * device must be at least the source's. Extents the server reports as
+ * zero (block status, "base:allocation") become all-zero clusters without
+ * being read; the rest is read with many requests in flight, so clusters
+ * reach the writer out of order. vma_writer_cancel() stops it at once.
+ * Errors go to the writer's message, naming the device and offset. The
+ * connection ends here, on success (qemu-nbd's exit is checked) and on
+ * failure alike; vma_source_free() is still needed.
+ */
+VMA_API int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 
 /* Called after each cluster the writer accepts, with the totals over all
  * devices: bytes accepted and zero bytes among them. Return 0 to go on,

@@ -167,6 +167,7 @@ int vmai_header_prefix(const unsigned char *buf, size_t len, uint32_t *header_si
 struct blob_map {
     const unsigned char *buf; /* blob buffer */
     uint32_t size;
+    uint32_t base;            /* header offset of the blob buffer */
     unsigned char *state;     /* per offset: 0 = none, 1 = blob start, 2 = start used */
 };
 
@@ -228,11 +229,14 @@ static int blob_get_name(struct blob_map *m, uint32_t ptr, const char *what, uns
                     "header: %s %u name blob at offset %u is not one NUL-terminated string",
                     what, slot, ptr);
     *name = (const char *)data;
-    if (!vma_name_is_valid(*name))
+    if (!vma_name_is_valid(*name)) {
+        char q[280];
         return fail(VMA_ERR_CORRUPT, err, errlen,
-                    "header: %s %u has an unsafe or invalid name '%.64s' "
-                    "(empty, '/', '.', '..' or longer than %u bytes)",
-                    what, slot, *name, VMA_MAX_NAME_LEN);
+                    "header: %s %u has an unsafe or invalid name '%s' at header offset %llu "
+                    "(empty, '/', '.', '..', control characters or longer than %u bytes)",
+                    what, slot, vmai_escape(q, sizeof(q), *name, 64),
+                    (unsigned long long)m->base + ptr + 2, VMA_MAX_NAME_LEN);
+    }
     return VMA_OK;
 }
 
@@ -326,7 +330,7 @@ int vmai_header_parse(const unsigned char *buf, size_t len, struct vmai_header *
     h->blob_offset = vmai_get_be32(buf + VMA_HOFF_BLOB_OFFSET);
     h->blob_size = vmai_get_be32(buf + VMA_HOFF_BLOB_SIZE);
 
-    struct blob_map m = {buf + h->blob_offset, h->blob_size, NULL};
+    struct blob_map m = {buf + h->blob_offset, h->blob_size, h->blob_offset, NULL};
     rc = blob_map_build(&m, err, errlen);
     if (rc == VMA_OK)
         rc = header_parse_configs(buf, &m, h, err, errlen);
@@ -449,4 +453,41 @@ int vmai_header_encode(const struct vmai_header *h, unsigned char **out, size_t 
     *out = buf;
     *out_len = (size_t)hsize;
     return VMA_OK;
+}
+
+const char *vmai_escape(char *dst, size_t dstlen, const char *s, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0, i = 0;
+    for (; s != NULL && s[i] != '\0' && i < max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[9] = {(char)c, 0};
+        if (c == '\\' || c == '\n' || c == '\r' || c == '\t') {
+            e[0] = '\\';
+            e[1] = c == '\\' ? '\\' : c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else if (c < 0x20 || c == 0x7f || (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 &&
+                                             (unsigned char)s[i + 1] <= 0x9f)) {
+            /* C0, DEL and UTF-8 C1 (two bytes) as \xNN each */
+            unsigned n = c == 0xc2 ? 2 : 1;
+            for (unsigned k = 0; k < n; k++) {
+                unsigned char b = (unsigned char)s[i + k];
+                e[4 * k] = '\\';
+                e[4 * k + 1] = 'x';
+                e[4 * k + 2] = hex[b >> 4];
+                e[4 * k + 3] = hex[b & 15];
+            }
+            i += n - 1;
+        }
+        size_t n = strlen(e);
+        if (o + n + 4 > dstlen) /* room for "..." and the NUL */
+            break;
+        memcpy(dst + o, e, n);
+        o += n;
+    }
+    if (s != NULL && s[i] != '\0' && o + 4 <= dstlen) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o < dstlen ? o : dstlen - 1] = '\0';
+    return dst;
 }

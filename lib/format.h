@@ -158,4 +158,11 @@ uint64_t vmai_cluster_count(uint64_t size);
  */
 int vmai_header_encode(const struct vmai_header *h, unsigned char **out,
                        size_t *out_len, char *err, size_t errlen);
+
+/* Copy at most max bytes of s into dst (dstlen > 0, always terminated) in
+ * a form safe to print on one line: control characters, DEL and '\' as C
+ * escapes (\n, \x1b, \\), "..." after a cut. Returns dst. Used to quote
+ * names that were refused. */
+const char *vmai_escape(char *dst, size_t dstlen, const char *s, size_t max);
+
 #endif

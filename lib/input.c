@@ -23,6 +23,7 @@
 #define ZLIB_CONST /* next_in points into the read-only raw ring */
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "input.h"
 #include "io.h"
@@ -37,6 +38,10 @@
 enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_GZIP, CODEC_LZO };
 
 static const unsigned char zstd_magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+/* A zstd skippable frame: 0x184D2A50..0x184D2A5F, little-endian. */
+static const unsigned char zstd_skippable[3] = {0x2a, 0x4d, 0x18};
+#define ZSTD_WINDOWLOG_OURS 27 /* 128 MiB: zstd's own default limit */
+#define ZSTD_HEAD_MAX 6        /* magic, frame header descriptor, window descriptor */
 static const unsigned char gzip_magic[2] = {0x1f, 0x8b};
 static const unsigned char lzop_magic[9] = {0x89, 'L', 'Z', 'O', 0x00, 0x0d, 0x0a, 0x1a, 0x0a};
 
@@ -48,6 +53,8 @@ static const unsigned char lzop_magic[9] = {0x89, 'L', 'Z', 'O', 0x00, 0x0d, 0x0
 #define LZOP_CRC32_C 0x0200u
 #define LZOP_FILTER 0x0800u
 #define LZOP_H_CRC32 0x1000u
+#define LZOP_RESERVED 0x000fc000u /* lzop refuses these: "unknown flags" */
+#define LZOP_VERSION_MAX 0x1040u  /* lzop 1.04, the last release */
 
 struct chunk {
     unsigned char *data;
@@ -91,10 +98,18 @@ struct vmai_input {
 
     ZSTD_DCtx *zstd;
     size_t zstd_last;       /* last ZSTD_decompressStream result: 0 = frame end */
+    uint64_t zstd_frame_at; /* compressed offset where the current frame began */
+    unsigned char zstd_head[ZSTD_HEAD_MAX]; /* its first bytes, for messages */
+    size_t zstd_head_len;
     z_stream gz;
     bool gz_init, gz_member_done;
+    bool gz_padding;        /* in the zeros after the last member */
+    unsigned gz_members;    /* members decoded to their end */
+    uint64_t gz_member_end; /* compressed offset after the last one */
     uint32_t lzo_flags;
     bool lzo_header_done, lzo_end;
+    uint64_t lzo_blocks;    /* blocks begun, for messages */
+    uint64_t lzo_block_at;  /* compressed offset of the current block */
     unsigned char *lzo_block, *lzo_packed;
     size_t lzo_len, lzo_pos, lzo_cap;
 
@@ -364,7 +379,8 @@ static int raw_get(struct vmai_input *in, void *dst, size_t len, const char *wha
         if (rc != VMA_OK)
             return rc;
         if (in->raw_eof) {
-            vmai_errorf(in->err, "lzop stream truncated in %s", what);
+            vmai_errorf(in->err, "lzop stream truncated in %s after %llu compressed bytes", what,
+                        (unsigned long long)in->raw_total);
             return VMA_ERR_TRUNCATED;
         }
         size_t n = in->raw_len - in->raw_pos;
@@ -406,26 +422,75 @@ static int raw_more(struct vmai_input *in, size_t produced)
     return raw_fill(in);
 }
 
+/* The compressed offset of the decoder's next input byte. */
+static uint64_t raw_offset(const struct vmai_input *in)
+{
+    return in->raw_total - in->raw_len + in->raw_pos;
+}
+
+/* Keep the first bytes of the current zstd frame, for the message of a
+ * frame refused for its window. */
+static void zstd_keep_head(struct vmai_input *in, const unsigned char *p, size_t n)
+{
+    while (n-- > 0 && in->zstd_head_len < ZSTD_HEAD_MAX)
+        in->zstd_head[in->zstd_head_len++] = *p++;
+}
+
+/* A frame whose window is over our limit: say so, with its size and how
+ * to read it anyway (zstd's own message is "requires too much memory"). */
+static void zstd_window_error(struct vmai_input *in)
+{
+    const unsigned char *h = in->zstd_head;
+    char size[64] = "a window";
+    /* RFC 8878 3.1.1.1: the window descriptor follows the frame header
+     * descriptor unless Single_Segment_flag (bit 5) is set. */
+    if (in->zstd_head_len == ZSTD_HEAD_MAX && !(h[4] & 0x20)) {
+        unsigned log = 10u + (h[5] >> 3);
+        unsigned long long base = 1ull << log;
+        unsigned long long window = base + base / 8 * (h[5] & 7u);
+        snprintf(size, sizeof(size), "a %llu MiB window", window >> 20);
+    }
+    vmai_errorf(in->err,
+                "zstd frame at compressed byte %llu needs %s, over the %u MiB that vma "
+                "decodes (written with --long?): read it with "
+                "'zstd -dc --long=31 <archive> | vma <command> -'",
+                (unsigned long long)in->zstd_frame_at, size, (1u << ZSTD_WINDOWLOG_OURS) >> 20);
+}
+
 static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     ZSTD_outBuffer ob = {out, cap, 0};
     /* Decompress first, even from no new input: zstd may hold output that
-     * did not fit last time. */
+     * did not fit last time. Skippable frames (at the start, between
+     * frames) and concatenated frames are libzstd's business. */
     while (ob.pos < ob.size) {
         ZSTD_inBuffer ib = {in->raw, in->raw_len, in->raw_pos};
         size_t before = ob.pos, before_in = ib.pos;
         size_t ret = ZSTD_decompressStream(in->zstd, &ob, &ib);
-        in->raw_pos = ib.pos;
         if (ZSTD_isError(ret)) {
+            if (ZSTD_getErrorCode(ret) == ZSTD_error_frameParameter_windowTooLarge) {
+                zstd_keep_head(in, in->raw + before_in, in->raw_len - before_in);
+                zstd_window_error(in);
+                in->raw_pos = ib.pos;
+                return fail_after(&in->pending, VMA_ERR_LIMIT, ob.pos);
+            }
             vmai_errorf(in->err, "zstd stream corrupt near compressed byte %llu: %s",
-                        (unsigned long long)(in->raw_total - in->raw_len + in->raw_pos),
+                        (unsigned long long)(raw_offset(in) + (ib.pos - before_in)),
                         ZSTD_getErrorName(ret));
+            in->raw_pos = ib.pos;
             return fail_after(&in->pending, VMA_ERR_CORRUPT, ob.pos);
         }
+        zstd_keep_head(in, in->raw + before_in, ib.pos - before_in);
+        in->raw_pos = ib.pos;
         /* 0 means "a frame ended here"; a call on empty input after that
          * returns a hint for the next frame, which is not truncation. */
-        if (ob.pos != before || ib.pos != before_in)
+        if (ob.pos != before || ib.pos != before_in) {
             in->zstd_last = ret;
+            if (ret == 0) {
+                in->zstd_frame_at = raw_offset(in);
+                in->zstd_head_len = 0;
+            }
+        }
         if (ob.pos == ob.size || in->raw_pos < in->raw_len)
             continue;
         if (in->raw_eof)
@@ -437,8 +502,9 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
             return fail_after(&in->pending, rc, ob.pos);
     }
     if (ob.pos == 0 && in->zstd_last != 0) {
-        vmai_errorf(in->err, "zstd stream truncated after %llu compressed bytes",
-                    (unsigned long long)in->raw_total);
+        vmai_errorf(in->err, "zstd stream truncated after %llu compressed bytes (in the frame "
+                             "at compressed byte %llu)",
+                    (unsigned long long)in->raw_total, (unsigned long long)in->zstd_frame_at);
         return VMA_ERR_TRUNCATED;
     }
     return (ssize_t)ob.pos;
@@ -460,7 +526,34 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
                     return fail_after(&in->pending, rc, cap - in->gz.avail_out);
                 continue;
             }
-            inflateReset(&in->gz); /* concatenated members, as gzip allows */
+            /* After a member: another member (gzip -c a b, cat a.gz b.gz),
+             * or zeros up to the end (a copy padded to a tape or device
+             * block), which gzip -dc accepts too. Nothing else. */
+            unsigned char c = in->raw[in->raw_pos];
+            if (in->gz_padding || c == 0) {
+                in->gz_padding = true;
+                const unsigned char *p = in->raw + in->raw_pos;
+                size_t n = in->raw_len - in->raw_pos, i = 0;
+                while (i < n && p[i] == 0)
+                    i++;
+                in->raw_pos += i;
+                if (i == n)
+                    continue;
+                vmai_errorf(in->err,
+                            "gzip: non-zero byte at compressed byte %llu in the padding after "
+                            "the member ending at compressed byte %llu",
+                            (unsigned long long)raw_offset(in),
+                            (unsigned long long)in->gz_member_end);
+                return fail_after(&in->pending, VMA_ERR_CORRUPT, cap - in->gz.avail_out);
+            }
+            if (c != gzip_magic[0]) {
+                vmai_errorf(in->err,
+                            "gzip: data at compressed byte %llu after the member ending there "
+                            "is neither another gzip member nor zero padding",
+                            (unsigned long long)raw_offset(in));
+                return fail_after(&in->pending, VMA_ERR_CORRUPT, cap - in->gz.avail_out);
+            }
+            inflateReset(&in->gz);
             in->gz_member_done = false;
         }
         /* Inflate first, even from no new input: zlib may hold output that
@@ -471,10 +564,18 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
         in->raw_pos = in->raw_len - in->gz.avail_in;
         if (zr == Z_STREAM_END) {
             in->gz_member_done = true;
+            in->gz_members++;
+            in->gz_member_end = raw_offset(in);
         } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
-            vmai_errorf(in->err, "gzip stream corrupt near compressed byte %llu: %s",
-                        (unsigned long long)(in->raw_total - in->raw_len + in->raw_pos),
-                        in->gz.msg ? in->gz.msg : "inflate failed");
+            const char *why = in->gz.msg ? in->gz.msg : "inflate failed";
+            if (in->gz_members > 0 && in->gz.total_out == 0)
+                vmai_errorf(in->err,
+                            "gzip: data after the member ending at compressed byte %llu is "
+                            "neither another gzip member nor zero padding (%s)",
+                            (unsigned long long)in->gz_member_end, why);
+            else
+                vmai_errorf(in->err, "gzip stream corrupt near compressed byte %llu: %s",
+                            (unsigned long long)raw_offset(in), why);
             return fail_after(&in->pending, VMA_ERR_CORRUPT, cap - in->gz.avail_out);
         }
         if (in->gz.avail_out == 0 || in->raw_pos < in->raw_len || in->gz_member_done)
@@ -518,19 +619,42 @@ static int lzo_header(struct vmai_input *in)
     if (rc != VMA_OK || (rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
         return rc;
     unsigned version = (unsigned)b[0] << 8 | b[1];
-    if (version >= 0x0940 && (rc = lzo_field(in, b, 2, &adler, &crc)) != VMA_OK)
-        return rc; /* version needed to extract */
+    if (version >= 0x0940) { /* version needed to extract */
+        if ((rc = lzo_field(in, b, 2, &adler, &crc)) != VMA_OK)
+            return rc;
+        unsigned needed = (unsigned)b[0] << 8 | b[1];
+        if (needed > LZOP_VERSION_MAX) {
+            vmai_errorf(in->err, "lzop file needs lzop version %x.%03x to extract (supported: "
+                                 "up to 1.040)", needed >> 12, needed & 0xfffu);
+            return VMA_ERR_CORRUPT;
+        }
+    }
     if ((rc = lzo_field(in, b, version >= 0x0940 ? 2 : 1, &adler, &crc)) != VMA_OK)
         return rc;
-    if (b[0] < 1 || b[0] > 3) {
-        vmai_errorf(in->err, "lzop method %u is not LZO1X", b[0]);
+    if (b[0] < 1 || b[0] > 3) { /* 1-3: LZO1X-1, LZO1X-1(15), LZO1X-999 */
+        vmai_errorf(in->err, "lzop method %u not supported (only the LZO1X methods 1-3)", b[0]);
         return VMA_ERR_CORRUPT;
     }
     if ((rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
         return rc;
     in->lzo_flags = be32(b);
-    if ((in->lzo_flags & LZOP_FILTER) && (rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
-        return rc;
+    /* What lzop itself refuses, refused as clearly. */
+    if (in->lzo_flags & LZOP_RESERVED) {
+        vmai_errorf(in->err, "lzop header has unknown flags 0x%x",
+                    in->lzo_flags & LZOP_RESERVED);
+        return VMA_ERR_CORRUPT;
+    }
+    /* LZOP_MULTIPART only marks a file as one part of several: lzop
+     * decodes it (with a warning), and so do we; a part that is not the
+     * whole archive then ends early, which the reader reports. */
+    if (in->lzo_flags & LZOP_FILTER) {
+        if ((rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
+            return rc;
+        if (be32(b) != 0) {
+            vmai_errorf(in->err, "lzop filter %u not supported", be32(b));
+            return VMA_ERR_CORRUPT;
+        }
+    }
     /* mode, mtime (low, and high from 0.94 on), name length, name */
     if ((rc = lzo_field(in, b, version >= 0x0940 ? 13 : 9, &adler, &crc)) != VMA_OK)
         return rc;
@@ -544,15 +668,41 @@ static int lzo_header(struct vmai_input *in)
         vmai_errorf(in->err, "lzop header checksum mismatch");
         return VMA_ERR_CORRUPT;
     }
-    if (in->lzo_flags & LZOP_EXTRA_FIELD) { /* skip it: length, data, checksum */
-        if ((rc = raw_get(in, b, 4, "the extra field")) != VMA_OK)
+    if (in->lzo_flags & LZOP_EXTRA_FIELD) {
+        /* length, data, and a checksum of both (the header's kind): the
+         * data means nothing to us, its checksum is still checked */
+        adler = adler32(0, NULL, 0), crc = crc32(0, NULL, 0);
+        if ((rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
             return rc;
-        for (uint32_t left = be32(b) + 4; left > 0 && rc == VMA_OK;) {
+        for (uint32_t left = be32(b); left > 0 && rc == VMA_OK;) {
             size_t n = left < sizeof(b) ? left : sizeof(b);
-            rc = raw_get(in, b, n, "the extra field");
+            rc = lzo_field(in, b, n, &adler, &crc);
             left -= (uint32_t)n;
         }
+        want = (in->lzo_flags & LZOP_H_CRC32) ? (uint32_t)crc : (uint32_t)adler;
+        if (rc != VMA_OK || (rc = raw_get(in, b, 4, "the header")) != VMA_OK)
+            return rc;
+        if (be32(b) != want) {
+            vmai_errorf(in->err, "lzop header extra field checksum mismatch");
+            return VMA_ERR_CORRUPT;
+        }
     }
+    return rc;
+}
+
+/* Block number (from 0) and offset of the current lzop block, for messages. */
+#define LZO_WHERE(in) (unsigned long long)((in)->lzo_blocks - 1), \
+                      (unsigned long long)(in)->lzo_block_at
+
+/* raw_get() for a part of the current block: a truncation names it. */
+static int lzo_get(struct vmai_input *in, void *dst, size_t len, const char *what)
+{
+    int rc = raw_get(in, dst, len, what);
+    if (rc == VMA_ERR_TRUNCATED)
+        vmai_errorf(in->err,
+                    "lzop stream truncated in %s of block %llu at compressed byte %llu "
+                    "(%llu compressed bytes in all)",
+                    what, LZO_WHERE(in), (unsigned long long)in->raw_total);
     return rc;
 }
 
@@ -560,7 +710,9 @@ static int lzo_header(struct vmai_input *in)
 static int lzo_block(struct vmai_input *in)
 {
     unsigned char b[8];
-    int rc = raw_get(in, b, 4, "a block header");
+    in->lzo_block_at = raw_offset(in);
+    in->lzo_blocks++;
+    int rc = lzo_get(in, b, 4, "the header");
     if (rc != VMA_OK)
         return rc;
     uint32_t dst_len = be32(b);
@@ -568,11 +720,12 @@ static int lzo_block(struct vmai_input *in)
         in->lzo_end = true;
         return VMA_OK;
     }
-    if ((rc = raw_get(in, b, 4, "a block header")) != VMA_OK)
+    if ((rc = lzo_get(in, b, 4, "the header")) != VMA_OK)
         return rc;
     uint32_t src_len = be32(b);
     if (dst_len > LZO_MAX_BLOCK || src_len > dst_len || src_len == 0) {
-        vmai_errorf(in->err, "lzop block sizes %u -> %u are invalid", src_len, dst_len);
+        vmai_errorf(in->err, "lzop block %llu at compressed byte %llu: sizes %u -> %u are invalid",
+                    LZO_WHERE(in), src_len, dst_len);
         return VMA_ERR_CORRUPT;
     }
     uint32_t sum_d = 0;
@@ -580,7 +733,7 @@ static int lzo_block(struct vmai_input *in)
     unsigned nc = src_len < dst_len ? !!(in->lzo_flags & LZOP_ADLER32_C) +
                                           !!(in->lzo_flags & LZOP_CRC32_C) : 0;
     for (unsigned i = 0; i < nd + nc; i++) {
-        if ((rc = raw_get(in, b, 4, "a block checksum")) != VMA_OK)
+        if ((rc = lzo_get(in, b, 4, "the checksum")) != VMA_OK)
             return rc;
         if (i == 0)
             sum_d = be32(b); /* the first data checksum is the one we check */
@@ -597,16 +750,16 @@ static int lzo_block(struct vmai_input *in)
         }
     }
     if (src_len == dst_len) { /* stored */
-        rc = raw_get(in, in->lzo_block, dst_len, "block data");
+        rc = lzo_get(in, in->lzo_block, dst_len, "the data");
     } else {
-        rc = raw_get(in, in->lzo_packed, src_len, "block data");
+        rc = lzo_get(in, in->lzo_packed, src_len, "the data");
         lzo_uint out_len = dst_len;
         if (rc == VMA_OK &&
             (lzo1x_decompress_safe(in->lzo_packed, src_len, in->lzo_block, &out_len, NULL) !=
                  LZO_E_OK ||
              out_len != dst_len)) {
-            vmai_errorf(in->err, "lzop block near compressed byte %llu does not decompress",
-                        (unsigned long long)in->raw_total);
+            vmai_errorf(in->err, "lzop block %llu at compressed byte %llu does not decompress",
+                        LZO_WHERE(in));
             return VMA_ERR_CORRUPT;
         }
     }
@@ -617,8 +770,8 @@ static int lzo_block(struct vmai_input *in)
                            ? (uint32_t)adler32(adler32(0, NULL, 0), in->lzo_block, dst_len)
                            : (uint32_t)crc32(crc32(0, NULL, 0), in->lzo_block, dst_len);
         if (got != sum_d) {
-            vmai_errorf(in->err, "lzop block checksum mismatch near compressed byte %llu",
-                        (unsigned long long)in->raw_total);
+            vmai_errorf(in->err, "lzop block %llu at compressed byte %llu: checksum mismatch",
+                        LZO_WHERE(in));
             return VMA_ERR_CORRUPT;
         }
     }
@@ -711,10 +864,15 @@ int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *c
     in->raw_len = (size_t)n;
     in->raw_total = in->raw_read = (uint64_t)n;
     in->raw_eof = (size_t)n < SNIFF_LEN;
-    if ((size_t)n >= sizeof(zstd_magic) && memcmp(in->sniff, zstd_magic, 4) == 0) {
+    if ((size_t)n >= sizeof(zstd_magic) &&
+        (memcmp(in->sniff, zstd_magic, 4) == 0 ||
+         ((in->sniff[0] & 0xf0) == 0x50 && memcmp(in->sniff + 1, zstd_skippable, 3) == 0))) {
         in->codec = CODEC_ZSTD;
         in->zstd = ZSTD_createDCtx();
-        if (in->zstd == NULL) {
+        /* Our limit, set here rather than left to libzstd's default. */
+        if (in->zstd == NULL ||
+            ZSTD_isError(ZSTD_DCtx_setParameter(in->zstd, ZSTD_d_windowLogMax,
+                                                ZSTD_WINDOWLOG_OURS))) {
             snprintf(err, errlen, "out of memory for zstd");
             return VMA_ERR_NOMEM;
         }

@@ -34,6 +34,21 @@ void vmai_cancel_fire(struct vmai_cancel *c);
 /* Whether the switch is set (false for NULL). */
 bool vmai_cancelled(const struct vmai_cancel *c);
 
+/* Sleep ns nanoseconds, or less when the switch is set: 0, or -1 with
+ * errno ECANCELED. A set switch ends the sleep at once (its eventfd wakes
+ * ppoll(2)); without an eventfd the flag is looked at every 10 ms. */
+int vmai_cancel_sleep(const struct vmai_cancel *c, uint64_t ns);
+
+/*
+ * Wait for a child (the leader of its own process group) to exit, and
+ * reap it into *status: 0, or -1 with errno. The wait polls a pidfd
+ * together with the switch's eventfd (without pidfd_open(2), Linux < 5.3,
+ * it looks every 10 ms). Once the switch is set, the group gets SIGTERM,
+ * 50 ms to end and then SIGKILL; the child is reaped and the call fails
+ * with ECANCELED (*status set).
+ */
+int vmai_child_wait(pid_t pid, int *status, const struct vmai_cancel *c);
+
 /* Whether read(2) or write(2) on fd may wait for another process (a
  * pipe, FIFO, socket or terminal), unlike a regular file or block device. */
 bool vmai_fd_may_block(int fd);
@@ -48,6 +63,12 @@ ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *
  * number of bytes read, or -1 with errno set (ECANCELED as above). */
 ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c,
                        bool may_block);
+
+/* The library's own descriptors (eventfd, pipes) never take 0, 1 or 2:
+ * when a process runs with those closed, a later "-" (standard input)
+ * must not find one of ours there. Returns fd moved to 3 or above
+ * (close-on-exec), fd itself if already there or negative, or -1. */
+int vmai_fd_above_std(int fd);
 
 /* Write all len bytes (at offset, or sequentially when offset < 0).
  * Returns 0, or -1 with errno set (ENOSPC for a write that makes no

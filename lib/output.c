@@ -1,8 +1,8 @@
 /*
  * The output byte layer, mirror of the input layer: bytes go to a
- * descriptor as they are, or compressed as a standard .zst (libzstd, all
- * cores), .gz (zlib) or .lzo (the lzop file format around liblzo2's
- * LZO1X-1) that the usual tools decompress. Knows nothing of VMA.
+ * descriptor as they are, or compressed as a standard .zst (libzstd, up
+ * to 4 worker threads), .gz (zlib) or .lzo (the lzop file format around
+ * liblzo2's LZO1X-1) that the usual tools decompress. Knows nothing of VMA.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -21,6 +21,16 @@
 #include "vma.h"
 
 #define LZO_BLOCK (256u * 1024) /* lzop's default block size */
+
+/* zstd's memory bound (see zstd_params()). */
+#define ZSTD_FAST_LEVELS 9          /* levels with small tables ... */
+#define ZSTD_WORKERS_FAST 4         /* ... get up to 4 workers, */
+#define ZSTD_WORKERS_SLOW 2         /* higher levels up to 2 */
+#define ZSTD_JOB_SIZE (8u << 20)    /* bytes per job from level 8, where zstd's */
+#define ZSTD_JOB_LEVEL 8            /* default (4 windows) grows past it */
+#define ZSTD_SLOW_JOB_SIZE (2u << 20) /* from level 17 (see zstd_params()) */
+#define ZSTD_SLOW_JOB_LEVEL 17
+#define ZSTD_MAX_WINDOW_LEVEL 19    /* higher levels keep its window and tables */
 
 struct vmai_output {
     int fd;
@@ -134,6 +144,38 @@ static int lzop_block(struct vmai_output *o, char *err, size_t errlen)
 static int zstd_run(struct vmai_output *o, const void *buf, size_t len, ZSTD_EndDirective mode,
                     char *err, size_t errlen);
 
+/* Worker threads compress while the caller produces the next data. Each
+ * worker holds the level's match tables and its jobs' buffers, so memory
+ * grows with workers and level: bounded here, whatever the core count
+ * (figures per level in the README; the bound is stated in vma.h). */
+static void zstd_params(ZSTD_CCtx *z, int level)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int max = level <= ZSTD_FAST_LEVELS ? ZSTD_WORKERS_FAST : ZSTD_WORKERS_SLOW;
+    int workers = cores < 1 ? 1 : cores > max ? max : (int)cores;
+    ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(z, ZSTD_c_nbWorkers, workers);
+    if (level >= ZSTD_SLOW_JOB_LEVEL) {
+        /* A cancel waits for the jobs under way (ZSTD_freeCCtx()): at
+         * these levels an 8 MiB job takes seconds, so smaller jobs, each
+         * with a quarter window of history before it (about 0.3% larger
+         * archives, the same speed, less memory). */
+        ZSTD_CCtx_setParameter(z, ZSTD_c_jobSize, ZSTD_SLOW_JOB_SIZE);
+        ZSTD_CCtx_setParameter(z, ZSTD_c_overlapLog, 7);
+    } else if (level >= ZSTD_JOB_LEVEL) { /* below, zstd's own job size is smaller */
+        ZSTD_CCtx_setParameter(z, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
+    }
+    if (level > ZSTD_MAX_WINDOW_LEVEL) {
+        /* Levels 20-22 would take a 128 MiB window with 512 MiB tables per
+         * worker: they keep level 19's window and tables, with their own
+         * deeper search. Readers then need no --long either. */
+        ZSTD_CCtx_setParameter(z, ZSTD_c_windowLog, 23);
+        ZSTD_CCtx_setParameter(z, ZSTD_c_chainLog, 24);
+        ZSTD_CCtx_setParameter(z, ZSTD_c_hashLog, 22);
+    }
+}
+
 int vmai_output_open(struct vmai_output **out, int fd, const struct vmai_cancel *cancel,
                      enum vmai_codec codec, int level, char *err, size_t errlen)
 {
@@ -150,18 +192,12 @@ int vmai_output_open(struct vmai_output **out, int fd, const struct vmai_cancel 
     switch (codec) {
     case VMAI_CODEC_NONE:
         return VMA_OK;
-    case VMAI_CODEC_ZSTD: {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    case VMAI_CODEC_ZSTD:
         o->cap = ZSTD_CStreamOutSize();
         o->zstd = ZSTD_createCCtx();
-        if (o->zstd == NULL)
-            break;
-        ZSTD_CCtx_setParameter(o->zstd, ZSTD_c_compressionLevel, level);
-        ZSTD_CCtx_setParameter(o->zstd, ZSTD_c_checksumFlag, 1);
-        /* Worker threads compress while the caller produces the next data. */
-        ZSTD_CCtx_setParameter(o->zstd, ZSTD_c_nbWorkers, cores > 1 ? (int)cores : 1);
+        if (o->zstd != NULL)
+            zstd_params(o->zstd, level);
         break;
-    }
     case VMAI_CODEC_GZIP:
         o->cap = 1u << 18;
         if (deflateInit2(&o->gz, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)

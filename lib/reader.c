@@ -2,8 +2,9 @@
  * The archive reader: opens the byte stream, parses and checks the header,
  * then streams the extents and enforces every rule of the format (known
  * devices, cluster range, no duplicates, vmstate order, truncation, no
- * missing cluster at the end). Memory: one bit per cluster of each disk
- * plus one extent buffer, whatever the archive's length.
+ * missing cluster at the end). Memory: sparse cluster sets that grow with
+ * the clusters read (at most one bit per cluster once a range is dense),
+ * bounded by the bytes read, plus one extent buffer.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -38,7 +39,7 @@ void vma_reader_free(vma_reader *r)
     if (r->own_fd && r->fd >= 0)
         close(r->fd);
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
-        free(r->seen[i]);
+        vmai_cset_free(&r->seen[i]);
     free(r->header_buf);
     free(r->extent_head);
     free(r->extent_data);
@@ -130,11 +131,23 @@ int vma_reader_open_path(vma_reader *r, const char *path)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
     if (path == NULL)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive path");
-    if (strcmp(path, "-") == 0)
+    if (strcmp(path, "-") == 0) {
+        /* Closed, descriptor 0 would be whatever is opened next. */
+        if (fcntl(STDIN_FILENO, F_GETFD) < 0)
+            return vmai_reader_fail(r, VMA_ERR_IO, "standard input is closed");
         return vma_reader_open_fd(r, STDIN_FILENO);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    /* O_NONBLOCK: open(2) of a FIFO would wait for a writer where a cancel
+     * cannot end it; reads wait in poll(2) instead (see vmai_read_some). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(e));
+    }
     r->fd = fd;
     r->own_fd = true;
     int rc = open_header(r);
@@ -257,13 +270,9 @@ static int alloc_stream_state(vma_reader *r)
         const struct vmai_device *d = device(r, i);
         if (d == NULL || d->is_vmstate)
             continue;
-        uint64_t words = (vmai_cluster_count(d->size) + 63) / 64;
-        r->seen[i] = calloc((size_t)words, sizeof(uint64_t));
-        if (r->seen[i] == NULL)
+        if (vmai_cset_init(&r->seen[i], vmai_cluster_count(d->size), &r->seen_mem) != 0)
             return vmai_reader_fail(r, VMA_ERR_NOMEM,
-                                    "out of memory for the cluster map of device '%s' "
-                                    "(%llu bytes)",
-                                    d->name, (unsigned long long)(words * 8));
+                                    "out of memory for the cluster map of device '%s'", d->name);
     }
     return VMA_OK;
 }
@@ -297,14 +306,32 @@ static int check_cluster(vma_reader *r, const struct vmai_blockinfo *bi, unsigne
                                 (unsigned long long)extent_no, (unsigned long long)extent_off,
                                 (unsigned long long)n, d->name,
                                 (unsigned long long)vmai_cluster_count(d->size));
-    uint64_t bit = (uint64_t)1 << (n % 64);
-    if (r->seen[bi->dev_id][n / 64] & bit)
+    int added = vmai_cset_insert(&r->seen[bi->dev_id], n);
+    if (added < 0)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM,
+                                "extent %llu at offset %llu: out of memory for the cluster map "
+                                "of device '%s'",
+                                (unsigned long long)extent_no, (unsigned long long)extent_off,
+                                d->name);
+    if (added == 0)
         return vmai_reader_fail(r, VMA_ERR_CORRUPT,
                                 "extent %llu at offset %llu: duplicate cluster %llu of device "
                                 "'%s'",
                                 (unsigned long long)extent_no, (unsigned long long)extent_off,
                                 (unsigned long long)n, d->name);
-    r->seen[bi->dev_id][n / 64] |= bit;
+    /* A real archive costs at least 8.7 bytes per cluster it names and
+     * its sets end as one bit per cluster: only clusters scattered on
+     * purpose outgrow the floor plus 1/64 of the bytes read. */
+    uint64_t budget = VMA_READER_MAP_FLOOR + extent_off / VMA_READER_MAP_RATIO;
+    if (r->seen_mem > budget)
+        return vmai_reader_fail(r, VMA_ERR_LIMIT,
+                                "extent %llu at offset %llu: the cluster maps need %zu KiB, "
+                                "more than %llu MiB plus 1/%u of the bytes read (clusters "
+                                "scattered over huge devices); device '%s', cluster %llu",
+                                (unsigned long long)extent_no, (unsigned long long)extent_off,
+                                r->seen_mem / 1024,
+                                (unsigned long long)(VMA_READER_MAP_FLOOR >> 20),
+                                VMA_READER_MAP_RATIO, d->name, (unsigned long long)n);
     return VMA_OK;
 }
 
@@ -316,22 +343,14 @@ static int check_complete(vma_reader *r, uint64_t extents)
                                 "without any extent",
                                 (unsigned long long)r->offset);
     for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
-        if (r->seen[i] == NULL)
-            continue;
-        uint64_t count = vmai_cluster_count(r->hdr.devices[i].size);
-        for (uint64_t w = 0; w * 64 < count; w++) {
-            uint64_t want = count - w * 64 >= 64 ? ~(uint64_t)0
-                                                 : (((uint64_t)1 << (count - w * 64)) - 1);
-            uint64_t missing = want & ~r->seen[i][w];
-            if (missing != 0)
-                return vmai_reader_fail(
-                    r, VMA_ERR_TRUNCATED,
-                    "device '%s' is missing cluster %llu of %llu (archive truncated or "
-                    "damaged; it ends at offset %llu)",
-                    r->hdr.devices[i].name,
-                    (unsigned long long)(w * 64 + (uint64_t)__builtin_ctzll(missing)),
-                    (unsigned long long)count, (unsigned long long)r->offset);
-        }
+        const struct vmai_cset *s = &r->seen[i];
+        uint64_t missing = vmai_cset_first_missing(s);
+        if (missing < s->count)
+            return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
+                                    "device '%s' is missing cluster %llu of %llu (archive "
+                                    "truncated or damaged; it ends at offset %llu)",
+                                    r->hdr.devices[i].name, (unsigned long long)missing,
+                                    (unsigned long long)s->count, (unsigned long long)r->offset);
     }
     return VMA_OK;
 }
@@ -370,6 +389,15 @@ static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
     return VMA_OK;
 }
 
+/* The failure of a read cancelled while it hands out the cluster bi. */
+static int cancelled_at(vma_reader *r, const struct vmai_blockinfo *bi, uint64_t extent_no)
+{
+    return vmai_reader_fail(r, VMA_ERR_CANCELED,
+                            "cancelled at cluster %u of device %u in extent %llu (offset %llu)",
+                            bi->cluster_num, bi->dev_id, (unsigned long long)extent_no,
+                            (unsigned long long)r->offset);
+}
+
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
     if (r->status != VMA_OK)
@@ -399,6 +427,9 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             const struct vmai_blockinfo *bi = &e.info[i];
             if (bi->dev_id == 0)
                 continue;
+            /* Before each cluster: no callback starts after a cancel returned. */
+            if (vmai_cancelled(&r->cancel))
+                return cancelled_at(r, bi, extent_no);
             rc = check_cluster(r, bi, i, extent_no, r->offset);
             if (rc != VMA_OK)
                 return rc;
@@ -416,6 +447,8 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
             data += (size_t)stored * VMA_BLOCK_SIZE;
+            if (r->progress != NULL && vmai_cancelled(&r->cancel))
+                return cancelled_at(r, bi, extent_no);
             if (r->progress != NULL &&
                 r->progress(r->progress_opaque, r->clusters,
                             r->offset + VMA_EXTENT_HEADER_SIZE +

@@ -8,11 +8,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clusterset.h"
 #include "format.h"
 #include "input.h"
 #include "io.h"
 #include "vma.h"
 
+struct vmai_clock;
 struct vmai_throttle;
 struct vmai_target;
 
@@ -30,7 +32,8 @@ struct vma_reader {
     unsigned char *header_buf;  /* header_size bytes; hdr points into it */
     struct vmai_header hdr;
 
-    uint64_t *seen[VMA_DEV_SLOTS];   /* one bit per cluster of each disk */
+    struct vmai_cset seen[VMA_DEV_SLOTS]; /* clusters of each disk read so far */
+    size_t seen_mem;                 /* bytes the sets allocated */
     uint64_t vmstate_next[VMA_DEV_SLOTS];
     unsigned char *extent_head;      /* 512 bytes */
     unsigned char *extent_data;      /* 4096-aligned, up to 59 clusters */
@@ -54,7 +57,8 @@ struct vma_reader {
         const unsigned char *data;  /* inside extent_data */
         size_t len;
     } pending;
-    struct vmai_throttle *throttles; /* list of bandwidth groups */
+    struct vmai_throttle *throttles; /* list of bandwidth budgets */
+    const struct vmai_clock *clock;  /* of the throttles; NULL: real (tests set one) */
 };
 
 /* Record a failure on the handle (first one wins) and return status. */
@@ -63,6 +67,9 @@ int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+
+/* The bandwidth budget of dev_id's target (NULL: none), for tests. */
+const struct vmai_throttle *vmai_target_throttle(const vma_reader *r, unsigned dev_id);
 
 /* Free targets; remove created files unless the restore succeeded. */
 void vmai_targets_free(vma_reader *r);

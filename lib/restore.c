@@ -4,7 +4,9 @@
  *  - new sparse file: zero blocks stay holes;
  *  - existing file or block device: zero blocks punched/zeroed or written
  *    only when asked (map "1:"), else left alone ("0:");
- *  - vmstate: a sequential file, zero blocks written as zeros;
+ *  - vmstate: a new file (zero blocks as holes) or a caller's descriptor
+ *    (zero blocks as zeros), nothing past the recorded size;
+ *  - NBD image (restore_nbd.c): zero blocks sent as write-zeroes when asked;
  *  - skip: nothing is written (the reader still checks every rule).
  * SPDX-License-Identifier: MIT
  */
@@ -16,20 +18,12 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "nbd.h"
 #include "reader_internal.h"
-
-/* Bandwidth group: a shared budget of bytes per second. */
-struct vmai_throttle {
-    struct vmai_throttle *next;
-    char *group;            /* NULL: private to one device */
-    uint64_t bps;
-    uint64_t bytes;         /* written since start */
-    struct timespec start;
-    bool started;
-};
+#include "restore_nbd.h"
+#include "throttle.h"
 
 enum target_kind { TARGET_SKIP, TARGET_DISK, TARGET_VMSTATE };
 
@@ -42,39 +36,31 @@ struct vmai_target {
     unsigned zero_mode;     /* 0 punch hole, 1 zero range, 2 write zeros */
     char *created_path;     /* made by target_create: removed on failure */
     uint64_t size;
-    uint64_t vmstate_len;   /* bytes written to a vmstate file */
+    uint64_t vmstate_len;   /* vmstate: bytes of the stream so far */
     bool write_behind;      /* keep the page cache from filling up */
+    bool may_block;         /* vmstate into a pipe or the like (target_fd) */
     uint64_t win_lo, win_hi, win_bytes; /* written since the last writeback */
     uint64_t prev_lo, prev_hi;          /* the window before, under writeback */
     struct vmai_throttle *throttle;
+    struct vmai_nbd_target *nbd; /* an NBD target (fd is -1) */
+    char *label;            /* the NBD target's path or URI, for messages */
 };
 
 /* Aligned so O_DIRECT targets can write it. */
 static const unsigned char zero_block[VMA_BLOCK_SIZE] __attribute__((aligned(4096)));
 
-/* --- throttling --- */
-
-static void throttle_wait(struct vmai_throttle *t, uint64_t bytes)
+static int cancelled(vma_reader *r)
 {
-    if (t == NULL || t->bps == 0)
-        return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (!t->started) {
-        t->start = now;
-        t->started = true;
-    }
-    t->bytes += bytes;
-    /* The time at which t->bytes are allowed: start + bytes / bps. */
-    double due = (double)t->bytes / (double)t->bps;
-    double elapsed = (double)(now.tv_sec - t->start.tv_sec) +
-                     (double)(now.tv_nsec - t->start.tv_nsec) / 1e9;
-    if (due > elapsed) {
-        double wait = due - elapsed;
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
-    }
+    return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled in the extent at offset %llu",
+                            (unsigned long long)r->offset);
+}
+
+/* Wait for the device's bandwidth budget; a cancel ends the wait at once. */
+static int throttle(vma_reader *r, struct vmai_target *t, uint64_t bytes)
+{
+    if (vmai_throttle_wait(t->throttle, bytes, r->clock, &r->cancel) == 0)
+        return VMA_OK;
+    return cancelled(r);
 }
 
 /* --- writes --- */
@@ -116,15 +102,41 @@ static void write_behind(struct vmai_target *t, uint64_t off, uint64_t len)
     t->win_bytes = 0;
 }
 
+/* An NBD target failed: cancelled, or a message naming device and target. */
+static int nbd_failed(vma_reader *r, unsigned dev_id, struct vmai_target *t, const char *err)
+{
+    if (vmai_cancelled(&r->cancel))
+        return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled while writing device '%s'",
+                                vma_reader_device_name(r, dev_id));
+    return vmai_reader_fail(r, VMA_ERR_IO, "device '%s', target %s: %s",
+                            vma_reader_device_name(r, dev_id), t->label, err);
+}
+
 static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
                          const void *buf, size_t len, uint64_t off)
 {
+    if (t->nbd != NULL) {
+        char err[VMAI_ERRLEN];
+        if (vmai_cancelled(&r->cancel))
+            return cancelled(r);
+        int rc = throttle(r, t, len);
+        if (rc != VMA_OK)
+            return rc;
+        if (vmai_nbd_target_write(t->nbd, buf, len, off, err) != 0)
+            return nbd_failed(r, dev_id, t, err);
+        return VMA_OK;
+    }
     int fd = t->fd;
     /* O_DIRECT needs 4 KiB-aligned offsets and lengths; the tail of a
      * device whose size is not a multiple of 4 KiB goes the buffered way. */
     if (t->fd_buffered >= 0 && (off % VMA_BLOCK_SIZE != 0 || len % VMA_BLOCK_SIZE != 0))
         fd = t->fd_buffered;
-    throttle_wait(t->throttle, len);
+    /* Every write (a merged one may cover an extent) looks at the switch. */
+    if (vmai_cancelled(&r->cancel))
+        return cancelled(r);
+    int rc = throttle(r, t, len);
+    if (rc != VMA_OK)
+        return rc;
     if (vmai_write_full(fd, buf, len, (int64_t)off, NULL, false) != 0)
         return vmai_reader_fail(r, VMA_ERR_IO,
                                 "write to device '%s' at offset %llu (%zu bytes) failed: %s",
@@ -142,11 +154,20 @@ static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, ui
 {
     static const int modes[] = {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                 FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
+    if (vmai_cancelled(&r->cancel))
+        return cancelled(r);
+    if (t->nbd != NULL) {
+        char err[VMAI_ERRLEN];
+        int rc = throttle(r, t, len);
+        if (rc != VMA_OK)
+            return rc;
+        if (vmai_nbd_target_zero(t->nbd, off, len, err) != 0)
+            return nbd_failed(r, dev_id, t, err);
+        return VMA_OK;
+    }
     for (; t->zero_mode < 2; t->zero_mode++) {
-        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0) {
-            throttle_wait(t->throttle, len);
-            return VMA_OK;
-        }
+        if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0)
+            return throttle(r, t, len);
     }
     while (len > 0) {
         size_t n = len < VMA_BLOCK_SIZE ? (size_t)len : VMA_BLOCK_SIZE;
@@ -220,21 +241,34 @@ static int disk_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t,
     return VMA_OK;
 }
 
-/* A vmstate cluster: all 16 blocks in order, zero blocks as zeros. */
+/* A vmstate cluster: its 16 blocks continue the stream. Bytes past the
+ * recorded size are discarded unwritten (the format says the size field
+ * cuts the stream, and an archive may carry any number of clusters past
+ * it), so disk use never exceeds the size. In a new file zero blocks stay
+ * holes (the file is sized at the end); a caller's descriptor, maybe a
+ * pipe, gets them as zeros. */
 static int vmstate_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t, uint16_t mask,
                            const unsigned char *data)
 {
+    bool holes = t->created_path != NULL;
     for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
         const unsigned char *src = zero_block;
         if (mask & (1u << b)) {
             src = data;
             data += VMA_BLOCK_SIZE;
         }
-        if (vmai_write_full(t->fd, src, VMA_BLOCK_SIZE, -1, NULL, false) != 0)
-            return vmai_reader_fail(r, VMA_ERR_IO, "write of vmstate '%s' at byte %llu failed: %s",
-                                    vma_reader_device_name(r, dev_id),
-                                    (unsigned long long)t->vmstate_len, strerror(errno));
+        uint64_t pos = t->vmstate_len;
         t->vmstate_len += VMA_BLOCK_SIZE;
+        if (pos >= t->size || (holes && src == zero_block))
+            continue;
+        size_t len = t->size - pos < VMA_BLOCK_SIZE ? (size_t)(t->size - pos) : VMA_BLOCK_SIZE;
+        /* A caller's descriptor may be a pipe: a cancel ends its wait. */
+        if (vmai_write_full(t->fd, src, len, holes ? (int64_t)pos : -1, &r->cancel,
+                            t->may_block) != 0)
+            return vmai_reader_fail(r, errno == ECANCELED ? VMA_ERR_CANCELED : VMA_ERR_IO,
+                                    "write of vmstate '%s' at byte %llu failed: %s",
+                                    vma_reader_device_name(r, dev_id), (unsigned long long)pos,
+                                    strerror(errno));
     }
     return VMA_OK;
 }
@@ -383,6 +417,45 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
     return VMA_OK;
 }
 
+int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
+                          const char *path, unsigned flags)
+{
+    int rc = target_check(r, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    const char *name = vma_reader_device_name(r, dev_id);
+    if (path == NULL)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "no target path for device '%s'", name);
+    if (vma_reader_device_is_vmstate(r, dev_id))
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "the vmstate device '%s' needs a new file (target_create)", name);
+    if (!vma_path_needs_nbd(format, path))
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "target %s of device '%s' is a raw file: use target_open", path,
+                                name);
+    struct vmai_target *t = target_new(r, dev_id, TARGET_DISK);
+    if (t == NULL)
+        return r->status;
+    if ((t->label = strdup(path)) == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
+    t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    char err[VMAI_ERRLEN];
+    uint64_t len = 0;
+    if (vmai_nbd_target_open(&t->nbd, format, path, flags, &r->cancel, &len, err) != 0) {
+        if (vmai_cancelled(&r->cancel))
+            return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled while opening %s", path);
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s", path,
+                                name, err);
+    }
+    if (len < t->size || len - t->size > TARGET_SLACK)
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "target %s of device '%s' has %llu bytes; it needs %llu to "
+                                "%llu",
+                                path, name, (unsigned long long)len, (unsigned long long)t->size,
+                                (unsigned long long)(t->size + TARGET_SLACK));
+    return VMA_OK;
+}
+
 int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
 {
     int rc = target_check(r, dev_id);
@@ -396,6 +469,7 @@ int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
         return r->status;
     t->fd = fd;
     t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    t->may_block = vmstate && vmai_fd_may_block(fd);
     return VMA_OK;
 }
 
@@ -415,21 +489,9 @@ int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_s
     struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
     if (t == NULL)
         return vmai_reader_fail(r, VMA_ERR_INVALID, "device %u has no target to limit", dev_id);
-    struct vmai_throttle *g = NULL;
-    for (g = r->throttles; g != NULL && group != NULL; g = g->next)
-        if (g->group != NULL && strcmp(g->group, group) == 0)
-            break;
-    if (g == NULL) {
-        g = calloc(1, sizeof(*g));
-        if (g == NULL || (group != NULL && (g->group = strdup(group)) == NULL)) {
-            free(g);
-            return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
-        }
-        g->next = r->throttles;
-        r->throttles = g;
-    }
-    if (bytes_per_second != 0 || g->bps == 0)
-        g->bps = bytes_per_second;
+    struct vmai_throttle *g = vmai_throttle_get(&r->throttles, group, bytes_per_second);
+    if (g == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
     t->throttle = g;
     return VMA_OK;
 }
@@ -440,14 +502,24 @@ static int targets_finish(vma_reader *r)
 {
     for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
         struct vmai_target *t = r->targets[i];
+        if (t != NULL && t->nbd != NULL) {
+            char err[VMAI_ERRLEN];
+            int rc = vmai_nbd_target_finish(t->nbd, err);
+            vmai_nbd_target_free(t->nbd);
+            t->nbd = NULL;
+            if (rc != 0)
+                return nbd_failed(r, i, t, err);
+            continue;
+        }
         if (t == NULL || t->fd < 0)
             continue;
         const char *name = vma_reader_device_name(r, i);
         if (t->kind == TARGET_VMSTATE) {
-            /* 64 KiB per cluster, cut to the recorded size. */
+            /* 64 KiB per cluster up to the recorded size; nothing past it
+             * was written, trailing zero blocks of a new file become a hole. */
             uint64_t len = t->vmstate_len < t->size ? t->vmstate_len : t->size;
-            if (t->own_fd && ftruncate(t->fd, (off_t)len) != 0)
-                return vmai_reader_fail(r, VMA_ERR_IO, "cannot cut vmstate '%s' to %llu bytes: %s",
+            if (t->created_path != NULL && ftruncate(t->fd, (off_t)len) != 0)
+                return vmai_reader_fail(r, VMA_ERR_IO, "cannot size vmstate '%s' to %llu bytes: %s",
                                         name, (unsigned long long)len, strerror(errno));
         }
         if (fsync(t->fd) != 0 && errno != EINVAL && errno != EROFS)
@@ -498,16 +570,19 @@ void vmai_targets_free(vma_reader *r)
             close(t->fd);
         if (t->fd_buffered >= 0)
             close(t->fd_buffered);
+        vmai_nbd_target_free(t->nbd); /* stops and reaps qemu-nbd */
+        free(t->label);
         if (t->created_path != NULL && !r->restored)
             unlink(t->created_path);
         free(t->created_path);
         free(t);
         r->targets[i] = NULL;
     }
-    while (r->throttles != NULL) {
-        struct vmai_throttle *g = r->throttles;
-        r->throttles = g->next;
-        free(g->group);
-        free(g);
-    }
+    vmai_throttle_free_all(&r->throttles);
+}
+
+const struct vmai_throttle *vmai_target_throttle(const vma_reader *r, unsigned dev_id)
+{
+    return dev_id < VMA_DEV_SLOTS && r->targets[dev_id] != NULL ? r->targets[dev_id]->throttle
+                                                                 : NULL;
 }

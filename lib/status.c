@@ -32,6 +32,16 @@ int vma_name_is_valid(const char *name)
     /* Names become file names on extract: never a path, never . or .. */
     if (memchr(name, '/', len) != NULL)
         return 0;
+    /* Names are printed one per line (list, DEVINFO) and parsed by other
+     * tools: no control character may forge a line or drive a terminal,
+     * C0, DEL, nor C1 as UTF-8 (U+0080-U+009F: NEL, CSI). */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+        if (c == 0xc2 && (unsigned char)name[i + 1] >= 0x80 && (unsigned char)name[i + 1] <= 0x9f)
+            return 0;
+    }
     if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return 0;
     return 1;

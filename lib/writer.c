@@ -22,6 +22,8 @@
 
 #include <uuid/uuid.h>
 
+#include "childerr.h"
+#include "clusterset.h"
 #include "format.h"
 #include "io.h"
 #include "output.h"
@@ -40,7 +42,7 @@ struct wdev {
     uint64_t clusters;      /* clusters the device needs (disks) */
     uint64_t written;       /* clusters accepted */
     uint64_t next;          /* vmstate: next cluster number */
-    uint64_t *seen;         /* disks: one bit per cluster */
+    struct vmai_cset seen;  /* disks: clusters accepted (sparse) */
     uint64_t bytes;         /* bytes accepted, counted up to the device end */
     uint64_t zero_bytes;
 };
@@ -54,6 +56,8 @@ struct vma_writer {
     bool own_fd;
     char *created_path;     /* removed unless finished */
     pid_t child;            /* exec: command, or 0 */
+    char *command;          /* its text, for messages */
+    struct vmai_childerr *child_err; /* its standard error */
     enum vmai_codec codec;  /* compression of the output */
     int level;
     struct vmai_output *out;
@@ -66,6 +70,7 @@ struct vma_writer {
     unsigned device_count;
     uint64_t blob_bytes;    /* blob buffer bytes so far, for the header limit */
     struct wdev dev[VMA_DEV_SLOTS];
+    size_t seen_mem;        /* bytes of the cluster sets */
 
     struct vmai_extent ext;
     unsigned ext_entries;
@@ -126,21 +131,37 @@ vma_writer *vma_writer_new(void)
     return w;
 }
 
+/* How the exec: command ended, in the one line of a failure: its status
+ * and the last line of its standard error (the lines before went through
+ * to ours; see childerr.h). A command that succeeded has its last line let
+ * through too. */
+static int child_result(vma_writer *w, int st)
+{
+    bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    const char *last = w->child_err ? vmai_childerr_finish(w->child_err, ok) : "";
+    const char *sep = last[0] ? ": " : "";
+    if (ok)
+        return VMA_OK;
+    if (WIFSIGNALED(st))
+        return wfail(w, VMA_ERR_IO, "the exec: command '%.200s' was killed by signal %d (%s)%s%s",
+                     w->command, WTERMSIG(st), strsignal(WTERMSIG(st)), sep, last);
+    return wfail(w, VMA_ERR_IO, "the exec: command '%.200s' exited with status %d%s%s",
+                 w->command, WEXITSTATUS(st), sep, last);
+}
+
 static int wait_child(vma_writer *w)
 {
     int st;
     pid_t child = w->child;
     w->child = 0;
-    while (waitpid(child, &st, 0) < 0) {
-        if (errno != EINTR)
-            return wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
-                         strerror(errno));
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        return VMA_OK;
-    if (WIFSIGNALED(st))
-        return wfail(w, VMA_ERR_IO, "the exec: command was killed by signal %d", WTERMSIG(st));
-    return wfail(w, VMA_ERR_IO, "the exec: command exited with status %d", WEXITSTATUS(st));
+    /* A cancel ends the wait: the command's group is terminated, reaped. */
+    if (vmai_child_wait(child, &st, &w->cancel) != 0)
+        return errno == ECANCELED
+                   ? wfail(w, VMA_ERR_CANCELED, "cancelled while waiting for the exec: command "
+                                                "(it was terminated)")
+                   : wfail(w, VMA_ERR_IO, "waiting for the exec: command failed: %s",
+                           strerror(errno));
+    return child_result(w, st);
 }
 
 void vma_writer_free(vma_writer *w)
@@ -156,12 +177,14 @@ void vma_writer_free(vma_writer *w)
             kill(-w->child, SIGTERM);
         wait_child(w);
     }
+    vmai_childerr_free(w->child_err);
+    free(w->command);
     if (!w->finished && w->created_path != NULL)
         unlink(w->created_path);
     free(w->created_path);
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
         free((char *)w->hdr.devices[i].name);
-        free(w->dev[i].seen);
+        vmai_cset_free(&w->dev[i].seen);
     }
     for (unsigned i = 0; i < w->hdr.config_count; i++) {
         free((char *)w->hdr.configs[i].name);
@@ -227,13 +250,31 @@ int vma_writer_open_fd(vma_writer *w, int fd)
 
 static int open_exec(vma_writer *w, const char *command)
 {
-    int pipefd[2];
+    int pipefd[2], errfd;
+    if ((w->command = strdup(command)) == NULL)
+        return wfail(w, VMA_ERR_NOMEM, "out of memory");
+    if (vmai_childerr_start(&w->child_err, &errfd) != 0)
+        return wfail(w, VMA_ERR_IO, "cannot read the standard error of exec:%s: %s", command,
+                     strerror(errno));
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
                      strerror(errno));
+    /* With descriptor 0 closed the read end could be 0, and a dup2 onto
+     * itself would leave it close-on-exec: the command without stdin. */
+    pipefd[0] = vmai_fd_above_std(pipefd[0]);
+    pipefd[1] = vmai_fd_above_std(pipefd[1]);
+    if (pipefd[0] < 0 || pipefd[1] < 0) {
+        int e = errno;
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        if (pipefd[1] >= 0)
+            close(pipefd[1]);
+        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command, strerror(e));
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, errfd, STDERR_FILENO);
     /* Its own process group, so that a cancel can stop all the command's
      * processes (sh may fork them rather than exec). */
     posix_spawnattr_t attr;
@@ -246,14 +287,36 @@ static int open_exec(vma_writer *w, const char *command)
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(pipefd[0]);
+    vmai_childerr_spawned(w->child_err);
     if (err != 0) {
         close(pipefd[1]);
         return wfail(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
     }
+    /* Our end only: writes then wait in poll(2), where a cancel ends them. */
+    int fl = fcntl(pipefd[1], F_GETFL);
+    if (fl >= 0)
+        fcntl(pipefd[1], F_SETFL, fl | O_NONBLOCK);
     w->child = pid;
     w->fd = pipefd[1];
     w->own_fd = true;
     return VMA_OK;
+}
+
+/* open(2) of a FIFO for writing waits for a reader, and a cancel could not
+ * end that wait: try without blocking every 10 ms until a reader is there
+ * (ENXIO until then). The descriptor stays O_NONBLOCK: writes wait in
+ * poll(2), where a cancel ends them. */
+static int open_fifo(vma_writer *w, const char *path)
+{
+    for (;;) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0)
+            return fd;
+        if (errno != ENXIO && errno != EINTR)
+            return -1;
+        if (vmai_cancel_sleep(&w->cancel, 10000000) != 0)
+            return -1;
+    }
 }
 
 int vma_writer_open_path(vma_writer *w, const char *path)
@@ -270,7 +333,10 @@ int vma_writer_open_path(vma_writer *w, const char *path)
     if (stat(path, &st) == 0) {
         if (!S_ISFIFO(st.st_mode))
             return wrefuse(w, VMA_ERR_EXISTS, "%s already exists (never overwritten)", path);
-        fd = open(path, O_WRONLY | O_CLOEXEC);
+        fd = open_fifo(w, path);
+        if (fd < 0 && errno == ECANCELED)
+            return wfail(w, VMA_ERR_CANCELED, "cancelled while waiting for a reader of %s",
+                         path);
     } else {
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd >= 0 && (w->created_path = strdup(path)) == NULL) {
@@ -310,9 +376,12 @@ int vma_writer_add_config(vma_writer *w, const char *name, const void *data, siz
         return wrefuse(w, VMA_ERR_INVALID, "add_config: missing name or data");
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
+    char q[280];
     if (!vma_name_is_valid(base))
-        return wrefuse(w, VMA_ERR_INVALID, "config name '%.64s' is empty, '.', '..' or too long",
-                       base);
+        return wrefuse(w, VMA_ERR_INVALID,
+                       "config name '%s' is empty, '.', '..', has control characters or is "
+                       "too long",
+                       vmai_escape(q, sizeof(q), base, 64));
     if (len > VMA_MAX_CONFIG_SIZE)
         return wrefuse(w, VMA_ERR_LIMIT, "config '%s' has %zu bytes; at most %u are allowed",
                        base, len, VMA_MAX_CONFIG_SIZE);
@@ -346,11 +415,12 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
     int rc = check_setup(w, "add_device");
     if (rc != VMA_OK)
         return rc;
+    char q[280];
     if (!vma_name_is_valid(name))
         return wrefuse(w, VMA_ERR_INVALID,
-                       "device name '%.64s' is empty, contains '/', is '.' or '..', or is "
-                       "too long",
-                       name ? name : "");
+                       "device name '%s' is empty, contains '/' or control characters, is "
+                       "'.' or '..', or is too long",
+                       vmai_escape(q, sizeof(q), name, 64));
     bool vmstate = strcmp(name, VMA_VMSTATE_NAME) == 0;
     if (size == 0 || (!vmstate && size > VMA_MAX_DEVICE_SIZE))
         return wrefuse(w, VMA_ERR_LIMIT,
@@ -372,8 +442,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
         return wfail(w, VMA_ERR_NOMEM, "out of memory");
     if (!vmstate) {
         d->clusters = vmai_cluster_count(size);
-        d->seen = calloc((size_t)((d->clusters + 63) / 64), sizeof(uint64_t));
-        if (d->seen == NULL) {
+        if (vmai_cset_init(&d->seen, d->clusters, &w->seen_mem) != 0) {
             free(n);
             return wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'", name);
         }
@@ -387,6 +456,24 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
 
 /* --- extents --- */
 
+/* A write into an exec: command failed (a broken pipe: it stopped
+ * reading): what the command says and how it ended is the news, so wait
+ * for it; one that exited with status 0 still did not take the archive. */
+static void output_failed_child(vma_writer *w, int rc)
+{
+    if (w->child <= 0 || rc != VMA_ERR_IO)
+        return;
+    if (w->own_fd && w->fd >= 0) {
+        close(w->fd); /* a command still reading sees the end */
+        w->fd = -1;
+    }
+    if (wait_child(w) == VMA_OK)
+        wfail(w, VMA_ERR_IO,
+              "the exec: command '%.200s' exited with status 0 before reading the whole "
+              "archive (its input was closed at archive offset %llu)",
+              w->command, (unsigned long long)w->offset);
+}
+
 static int write_out(vma_writer *w, const void *buf, size_t len)
 {
     char err[VMAI_ERRLEN];
@@ -396,9 +483,11 @@ static int write_out(vma_writer *w, const void *buf, size_t len)
                               sizeof(err));
     if (rc == VMA_OK)
         rc = vmai_output_write(w->out, buf, len, err, sizeof(err));
-    if (rc != VMA_OK)
+    if (rc != VMA_OK) {
+        output_failed_child(w, rc);
         return wfail(w, rc, "writing the archive at offset %llu: %s",
                      (unsigned long long)w->offset, err);
+    }
     w->offset += len;
     return VMA_OK;
 }
@@ -487,7 +576,7 @@ static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
         return wrefuse(w, VMA_ERR_INVALID,
                        "cluster %llu is past the end of device '%s' (%llu clusters)",
                        (unsigned long long)n, hd->name, (unsigned long long)d->clusters);
-    if (d->seen[n / 64] & ((uint64_t)1 << (n % 64)))
+    if (vmai_cset_contains(&d->seen, n))
         return wrefuse(w, VMA_ERR_INVALID, "cluster %llu of device '%s' was already written",
                        (unsigned long long)n, hd->name);
     return VMA_OK;
@@ -516,6 +605,11 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
         goto out;
     }
     struct wdev *d = &w->dev[dev_id];
+    if (!w->hdr.devices[dev_id].is_vmstate && vmai_cset_insert(&d->seen, cluster_num) < 0) {
+        rc = wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'",
+                   w->hdr.devices[dev_id].name);
+        goto out;
+    }
     w->sealed = true;
     if (w->ext_entries == CLUSTERS_PER_EXTENT && (rc = flush_extent(w)) != VMA_OK)
         goto out;
@@ -547,8 +641,6 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     w->total_zero += zeros;
     if (w->hdr.devices[dev_id].is_vmstate)
         d->next++;
-    else
-        d->seen[cluster_num / 64] |= (uint64_t)1 << (cluster_num % 64);
     if (w->progress != NULL && w->progress(w->progress_opaque, w->total_bytes, w->total_zero) != 0)
         rc = wfail(w, VMA_ERR_CALLBACK, "cancelled at cluster %llu of device '%s'",
                    (unsigned long long)cluster_num, w->hdr.devices[dev_id].name);
@@ -600,8 +692,10 @@ int vma_writer_finish(vma_writer *w)
         return w->status;
     char err[VMAI_ERRLEN];
     int rc = vmai_output_finish(w->out, err, sizeof(err));
-    if (rc != VMA_OK)
+    if (rc != VMA_OK) {
+        output_failed_child(w, rc);
         return wfail(w, rc, "finishing the archive: %s", err);
+    }
     if (w->own_fd) {
         int fd = w->fd;
         w->fd = -1;
@@ -651,4 +745,9 @@ int vmai_writer_fail(vma_writer *w, int status, const char *msg)
     int rc = wfail(w, status, "%s", msg);
     pthread_mutex_unlock(&w->lock);
     return rc;
+}
+
+const struct vmai_cancel *vmai_writer_cancel_switch(const vma_writer *w)
+{
+    return &w->cancel;
 }

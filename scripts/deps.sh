@@ -11,7 +11,7 @@ packages=(
     libssl-dev            # libcrypto: MD5 of headers
     uuid-dev              # libuuid: archive uuids
     libzstd-dev zlib1g-dev liblzo2-dev  # .vma.zst, .vma.gz, .vma.lzo in and out
-    zstd lzop             # CLI tests decompress golden archives with them
+    zstd lzop             # CLI tests decompress golden archives and build framings (pzstd is in zstd)
     libcmocka-dev         # unit tests
     e2fsprogs             # mkfs.ext4 -d, e2fsck, debugfs (demo)
     openssl               # deterministic data generator (demo, bench)
@@ -21,10 +21,14 @@ packages=(
     man-db groff-base     # man --warnings renders the man pages (tests/man.sh)
     binutils              # nm -D: the exported symbols (tests/symbols.sh)
     dpkg-dev debhelper lintian  # build and check the Debian packages (scripts/debian-check.sh)
+    jq                    # parses --output-format=json in tests/cli/json.sh and checksum.sh
+    bsdutils              # script(1): a pty for the progress bar test (tests/cli/progress.sh)
+    libnbd-dev            # NBD targets and sources: qcow2, vmdk, rbd:, iscsi://, nbd://
+    qemu-utils            # qemu-nbd (started by vma for such targets), qemu-img (tests)
+    qemu-block-extra      # qemu-nbd's rbd/iscsi/ssh/curl/gluster/nfs modules
+    nbdkit libnbd-bin     # tests/cli/nbd.sh: nbdkit exports, nbdcopy, qemu-img map JSON
     libfuse3-dev fuse3    # vma mount (libfuse3 >= 3.8 for lseek), fusermount3 (tests/cli/mount.sh)
-    nbdkit nbdkit-plugin-dev  # nbdkit-vma-plugin.so: the plugin API to build, nbdkit to test
-    libnbd-bin            # nbdcopy, nbdinfo --map, nbdfuse (tests/cli/mount.sh)
-    qemu-utils            # qemu-img convert/create (qcow2 overlay), qemu-io (tests/cli/mount.sh)
+    nbdkit-plugin-dev     # nbdkit-vma-plugin.so: the plugin API (nbdkit itself: above)
     python3-minimal       # /usr/bin/python3: tests/cli/seekmap.py (SEEK_DATA/SEEK_HOLE)
 )
 

@@ -1136,6 +1136,24 @@ static void t_vmstate(void **state)
     free(got);
     unlink(vout);
     unlink(dout);
+
+    /* a caller's descriptor gets the stream sequentially, and nothing past
+     * the recorded size (the format discards it): no cut needed after */
+    rd = vma_reader_new();
+    assert_non_null(rd);
+    READER_OK(rd, vma_reader_open_path(rd, path));
+    int vfd = open(vout, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    assert_true(vfd >= 0);
+    READER_OK(rd, vma_reader_target_fd(rd, rid, vfd, 0));
+    READER_OK(rd, vma_reader_target_skip(rd, a->dev[0].id));
+    READER_OK(rd, vma_reader_restore(rd));
+    vma_reader_free(rd);
+    close(vfd);
+    got = read_all(vout, &len);
+    assert_true(len == vsize);
+    compare("vmstate through a descriptor", got, vdata, vsize);
+    free(got);
+    unlink(vout);
     unlink(path);
     free(vdata);
     arch_free(a);
@@ -1185,11 +1203,16 @@ static void t_writer_bad_names(void **state)
     (void)state;
     char *path = tpath("badnames.vma");
     vma_writer *w = new_writer(path);
-    static const char *bad[] = {"", ".", "..", "a/b", "/abs", "dir/", "../x"};
+    static const char *bad[] = {"",     ".",       "..",      "a/b",     "/abs",
+                                "dir/", "../x",    "a\nb",    "a\rb",    "\tb",
+                                "\x1b[31m", "d\x7f", "\x01",   "x\nDEV: dev_id=2"};
     for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         EXPECT_RC(VMA_ERR_INVALID, vma_writer_add_device(w, bad[i], CL), vma_writer_error, w);
+    /* the last one's message quotes it escaped, on one line */
+    assert_non_null(strstr(vma_writer_error(w), "'x\\nDEV: dev_id=2'"));
+    assert_null(strchr(vma_writer_error(w), '\n'));
     /* config names: the base name must be valid */
-    static const char *badcfg[] = {"", ".", "..", "dir/", "/", "a/.."};
+    static const char *badcfg[] = {"", ".", "..", "dir/", "/", "a/..", "a\nb", "c\x1b", "\x7f"};
     for (unsigned i = 0; i < sizeof(badcfg) / sizeof(badcfg[0]); i++)
         EXPECT_RC(VMA_ERR_INVALID, vma_writer_add_config(w, badcfg[i], "x", 1), vma_writer_error, w);
     /* too long: refused (the header names VMA_ERR_LIMIT for a name too
@@ -1648,6 +1671,48 @@ static void t_fifo_output(void **state)
     assert_true(S_ISFIFO(st.st_mode));
     unlink(fifo);
     arch_free(a);
+}
+
+/* With descriptor 0 closed, "-" is refused rather than read from whatever
+ * the library opened next, and an exec: command still gets its stdin. In
+ * a child process, so this one keeps its descriptors. */
+static void t_closed_stdin(void **state)
+{
+    (void)state;
+    char *out = tpath("closed-stdin.vma");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20); /* a hang fails the test */
+        close(STDIN_FILENO);
+        vma_reader *r = vma_reader_new();
+        if (r == NULL || vma_reader_open_path(r, "-") != VMA_ERR_IO ||
+            strcmp(vma_reader_error(r), "standard input is closed") != 0)
+            _exit(10);
+        vma_reader_free(r);
+        char cmd[4400];
+        snprintf(cmd, sizeof(cmd), "exec:cat > '%s'", out);
+        vma_writer *w = vma_writer_new();
+        if (w == NULL || vma_writer_open_path(w, cmd) != VMA_OK)
+            _exit(11);
+        int id = vma_writer_add_device(w, "drive-scsi0", CL + 1);
+        if (id < 1 || vma_writer_write_cluster(w, (unsigned)id, 0, NULL) != VMA_OK ||
+            vma_writer_write_cluster(w, (unsigned)id, 1, NULL) != VMA_OK ||
+            vma_writer_close_device(w, (unsigned)id) != VMA_OK || vma_writer_finish(w) != VMA_OK)
+            _exit(12);
+        vma_writer_free(w);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    vma_reader *r = vma_reader_new();
+    assert_non_null(r);
+    READER_OK(r, vma_reader_open_path(r, out));
+    READER_OK(r, vma_reader_read(r, NULL, NULL));
+    vma_reader_free(r);
+    unlink(out);
 }
 
 static void t_exec_output(void **state)
@@ -2563,6 +2628,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_pipe_stream),
         cmocka_unit_test(t_fifo_output),
         cmocka_unit_test(t_exec_output),
+        cmocka_unit_test(t_closed_stdin),
         cmocka_unit_test(t_restore_create),
         cmocka_unit_test(t_restore_open_write_zeros),
         cmocka_unit_test(t_restore_open_keep),

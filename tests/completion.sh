@@ -38,10 +38,18 @@ expect() {
     fi
 }
 
-expect "vma " list config create extract verify mount --help --version
+expect "vma " list config create extract verify checksum mount help --help --version
 expect "vma ex" extract
-expect "vma c" config create
-expect "vma extract -" -v -d -r --help
+expect "vma c" config create checksum
+expect "vma extract -" -v -d -r -p --progress --no-progress --help
+expect "vma checksum -" -d -p --progress --no-progress --output-format= --help
+expect "vma list --out" --output-format=
+expect "vma verify basic.vma --output-format=" text json
+expect "vma create x.vma --u" --uuid=
+expect "vma create x.vma --ct" --ctime=
+expect "vma help ch" checksum
+expect "vma help verify " # one command only
+expect "vma checksum basic.vma -d drive-e" drive-efidisk0
 expect "vma create x.vma --comp" --compress=
 # bash completes after the last '=' or ':' of a word (COMP_WORDBREAKS).
 expect "vma create x.vma --compress=zs" zstd zstd:1 zstd:3 zstd:19

@@ -34,7 +34,9 @@ for word in 'vma list' 'vma config' 'vma verify' 'vma extract' 'vma create' \
     ' -v ' ' -c ' ' -d ' ' -r ' '--compress=' 'zstd' 'gzip' 'lzo' \
     '-h, --help' '-V, --version' 'RESTORE MAP' 'throttling.bps=' \
     'throttling.group=' 'cache=' 'skip=' 'format=qcow2' 'rbd:' 'iscsi://' \
-    'nbd://' 'EXIT STATUS' 'EXAMPLES' 'exec:'; do
+    'nbd://' 'EXIT STATUS' 'EXAMPLES' 'exec:' 'vma checksum' 'vma help' \
+    '--output-format=' '-p, --progress' '--no-progress' '--uuid=' '--ctime=' \
+    'SOURCE_DATE_EPOCH' 'JSON OUTPUT' 'PROGRESS BAR'; do
     grep -qF -- "$word" "$T/vma1.txt" || fail "vma(1) does not mention '$word'"
 done
 

@@ -446,6 +446,21 @@ static void m_cfg_name_absolute(struct vt_buf *b) { build_conf_named(b, "/etc/pa
 static void m_dev_name_slash(struct vt_buf *b) { build_dev_named(b, "a/b"); }
 static void m_dev_name_dot(struct vt_buf *b) { build_dev_named(b, "."); }
 static void m_dev_name_dotdot(struct vt_buf *b) { build_dev_named(b, ".."); }
+/* Control characters would forge list lines or drive a terminal. */
+static void m_cfg_name_newline(struct vt_buf *b) { build_conf_named(b, "x\nDEV: dev_id=9"); }
+static void m_cfg_name_cr(struct vt_buf *b) { build_conf_named(b, "x\rCTIME: 0"); }
+static void m_cfg_name_tab(struct vt_buf *b) { build_conf_named(b, "a\tb"); }
+static void m_cfg_name_esc(struct vt_buf *b) { build_conf_named(b, "\x1b[31mred"); }
+static void m_cfg_name_del(struct vt_buf *b) { build_conf_named(b, "del\x7f"); }
+static void m_cfg_name_ctrl_a(struct vt_buf *b) { build_conf_named(b, "\x01"); }
+static void m_dev_name_newline(struct vt_buf *b) { build_dev_named(b, "d\nDEV: dev_id=9 size: 1"); }
+static void m_dev_name_cr(struct vt_buf *b) { build_dev_named(b, "d\r"); }
+static void m_dev_name_tab(struct vt_buf *b) { build_dev_named(b, "\td"); }
+static void m_dev_name_esc(struct vt_buf *b) { build_dev_named(b, "d\x1b]0;title\x07"); }
+static void m_dev_name_del(struct vt_buf *b) { build_dev_named(b, "\x7f"); }
+static void m_dev_name_ctrl_1f(struct vt_buf *b) { build_dev_named(b, "d\x1f"); }
+static void m_dev_name_nel(struct vt_buf *b) { build_dev_named(b, "d\xc2\x85" "DEV: x"); }
+static void m_cfg_name_csi(struct vt_buf *b) { build_conf_named(b, "\xc2\x9b" "2J"); }
 static void m_cfg_name_too_long(struct vt_buf *b)
 {
     char *n = malloc(VMA_MAX_NAME_LEN + 2);
@@ -752,6 +767,20 @@ static const struct ncase cases[] = {
     OPENCASE(m_dev_name_dot, NULL, VMA_ERR_CORRUPT, "invalid name", "'.'"),
     OPENCASE(m_dev_name_dotdot, NULL, VMA_ERR_CORRUPT, "invalid name", "'..'"),
     OPENCASE(m_dev_name_too_long, NULL, VMA_ERR_CORRUPT, "invalid name", "device 1"),
+    OPENCASE(m_cfg_name_newline, NULL, VMA_ERR_CORRUPT, "'x\\nDEV: dev_id=9' at header offset 12291", "config 0"),
+    OPENCASE(m_cfg_name_cr, NULL, VMA_ERR_CORRUPT, "'x\\rCTIME: 0' at header offset 12291", "config 0"),
+    OPENCASE(m_cfg_name_tab, NULL, VMA_ERR_CORRUPT, "'a\\tb'", "config 0"),
+    OPENCASE(m_cfg_name_esc, NULL, VMA_ERR_CORRUPT, "'\\x1b[31mred'", "config 0"),
+    OPENCASE(m_cfg_name_del, NULL, VMA_ERR_CORRUPT, "'del\\x7f'", "control characters"),
+    OPENCASE(m_cfg_name_ctrl_a, NULL, VMA_ERR_CORRUPT, "'\\x01'", "config 0"),
+    OPENCASE(m_dev_name_newline, NULL, VMA_ERR_CORRUPT, "'d\\nDEV: dev_id=9 size: 1' at header offset", "device 1"),
+    OPENCASE(m_dev_name_cr, NULL, VMA_ERR_CORRUPT, "'d\\r'", "device 1"),
+    OPENCASE(m_dev_name_tab, NULL, VMA_ERR_CORRUPT, "'\\td'", "device 1"),
+    OPENCASE(m_dev_name_esc, NULL, VMA_ERR_CORRUPT, "'d\\x1b]0;title\\x07'", "device 1"),
+    OPENCASE(m_dev_name_del, NULL, VMA_ERR_CORRUPT, "'\\x7f'", "device 1"),
+    OPENCASE(m_dev_name_ctrl_1f, NULL, VMA_ERR_CORRUPT, "'d\\x1f'", "device 1"),
+    OPENCASE(m_dev_name_nel, NULL, VMA_ERR_CORRUPT, "'d\\xc2\\x85DEV: x'", "device 1"),
+    OPENCASE(m_cfg_name_csi, NULL, VMA_ERR_CORRUPT, "'\\xc2\\x9b2J'", "config 0"),
     /* header: devices */
     OPENCASE(m_dev_slot255, NULL, VMA_ERR_CORRUPT, "slot 255", "drive-scsi1"),
     OPENCASE(m_dev_size_over_max, &g_basic, VMA_ERR_CORRUPT, "281474976710657", "drive-scsi0"),

@@ -247,8 +247,37 @@ static void test_name_is_valid(void **state)
     assert_int_equal(vma_name_is_valid("drive-scsi0"), 1);
     assert_int_equal(vma_name_is_valid("vmstate"), 1);
     assert_int_equal(vma_name_is_valid("with space"), 1);
-    assert_int_equal(vma_name_is_valid("tab\there"), 1);
     assert_int_equal(vma_name_is_valid("\xc3\xa9t\xc3\xa9"), 1);
+    assert_int_equal(vma_name_is_valid("~!@#$%^&*()[]{}\\|;:'\",<>?= "), 1);
+    /* every control character and DEL, alone and inside a name */
+    for (int c = 1; c < 0x80; c++) {
+        char one[2] = {(char)c, 0};
+        char in[6] = {'a', (char)c, 'b', 0};
+        int ok = c >= 0x20 && c != 0x7f;
+        assert_int_equal(vma_name_is_valid(in), ok && c != '/');
+        if (c != '.')
+            assert_int_equal(vma_name_is_valid(one), ok && c != '/');
+    }
+
+    /* C1 controls as UTF-8 (NEL, CSI) too; other UTF-8 and lone bytes pass */
+    assert_int_equal(vma_name_is_valid("a\xc2\x85" "b"), 0);
+    assert_int_equal(vma_name_is_valid("\xc2\x9b" "31m"), 0);
+    assert_int_equal(vma_name_is_valid("\xc2\x80"), 0);
+    assert_int_equal(vma_name_is_valid("\xc2\x9f"), 0);
+    assert_int_equal(vma_name_is_valid("\xc2\xa0"), 1);
+    assert_int_equal(vma_name_is_valid("\xc2"), 1);
+    assert_int_equal(vma_name_is_valid("\x9b"), 1);
+
+    /* how refused names are quoted */
+    char q[32];
+    assert_string_equal(vmai_escape(q, sizeof(q), "a\nb\r\t\x1b\x7f\\", 64),
+                        "a\\nb\\r\\t\\x1b\\x7f\\\\");
+    assert_string_equal(vmai_escape(q, sizeof(q), "abcdef", 3), "abc...");
+    assert_string_equal(vmai_escape(q, sizeof(q), "\xc2\x9b" "1m\xc2\xa0", 64),
+                        "\\xc2\\x9b1m\xc2\xa0");
+    assert_string_equal(vmai_escape(q, 8, "abcdefghij", 64), "abcd...");
+    assert_string_equal(vmai_escape(q, sizeof(q), NULL, 64), "");
+    assert_string_equal(vmai_escape(q, 1, "abc", 64), "");
 
     char *n = malloc(VMA_MAX_NAME_LEN + 16);
     assert_non_null(n);

@@ -6,6 +6,12 @@
  *   vma_craft vmstate OUT VMSTATE_BIN DISK_RAW  an archive with a disk and a
  *       vmstate stream (with zero blocks); also writes what `vma extract`
  *       must produce for them
+ *   vma_craft scatter NDEV STEP  to stdout: NDEV devices of 2^48 bytes
+ *       (256 TiB), each naming cluster 0, STEP, 2*STEP... as zero clusters,
+ *       device after device (what a reader's cluster maps must survive)
+ *   vma_craft vmstate-long OUT SIZE CLUSTERS MASK  a vmstate stream of
+ *       SIZE bytes that carries CLUSTERS clusters with block mask MASK
+ *       (0: zero clusters); the first SIZE bytes to stdout
  *
  * The header is laid out again by tests/vmatest.h and re-signed (MD5), so
  * only the reader's semantic checks can refuse the result; the extents
@@ -134,6 +140,85 @@ static int vmstate(const char *out, const char *vms_out, const char *disk_out)
     return 0;
 }
 
+static const unsigned char craft_uuid[16] = {0x63, 0x72, 0x61, 0x66, 0x74, 0x65, 0x64, 0x21,
+                                             0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18};
+
+/* Append n entries of dev from cluster first by step, all with mask. */
+static void run_of(struct vt_buf *o, unsigned dev, uint64_t first, uint64_t step, uint64_t n,
+                   uint16_t mask)
+{
+    struct vt_ent ents[VMA_BLOCKINFO_PER_EXTENT];
+    unsigned k = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        ents[k].dev = dev;
+        ents[k].cluster = (uint32_t)(first + i * step);
+        ents[k].mask = mask;
+        if (++k == VMA_BLOCKINFO_PER_EXTENT || i + 1 == n) {
+            vt_extent(o, craft_uuid, ents, k);
+            k = 0;
+        }
+    }
+}
+
+static int scatter(unsigned ndev, uint64_t step)
+{
+    if (ndev == 0 || ndev > VMA_MAX_DEVICES || step == 0)
+        return die("bad device count or step", NULL);
+    static struct vt_hdr d;
+    memset(&d, 0, sizeof(d));
+    memcpy(d.uuid, craft_uuid, 16);
+    d.ctime = 1700000000;
+    static char names[VMA_DEV_SLOTS][16];
+    for (unsigned i = 1; i <= ndev; i++) {
+        snprintf(names[i], sizeof(names[i]), "drive-%u", i);
+        d.dev[i].name.str = names[i];
+        d.dev[i].size = VMA_MAX_DEVICE_SIZE;
+    }
+    struct vt_buf o = {0};
+    vt_header_build(&o, &d);
+    uint64_t per_dev = (((uint64_t)1 << 32) + step - 1) / step;
+    for (unsigned i = 1; i <= ndev; i++) {
+        /* a device at a time, written out in pieces of 1024 clusters */
+        for (uint64_t c = 0; c < per_dev; c += 1024) {
+            run_of(&o, i, c * step, step, per_dev - c < 1024 ? per_dev - c : 1024, 0);
+            if (vt_write_fd(1, o.p, o.len) != 0)
+                return die("cannot write to standard output", NULL);
+            o.len = 0;
+        }
+    }
+    vt_free(&o);
+    return 0;
+}
+
+static int vmstate_long(const char *out, uint64_t size, uint64_t clusters, uint16_t mask)
+{
+    static struct vt_hdr d;
+    memset(&d, 0, sizeof(d));
+    memcpy(d.uuid, craft_uuid, 16);
+    d.ctime = 1700000000;
+    d.dev[1].name.str = "vmstate";
+    d.dev[1].size = size;
+    struct vt_buf o = {0};
+    vt_header_build(&o, &d);
+    run_of(&o, 1, 0, 1, clusters, mask);
+    if (vt_write_file(out, o.p, o.len, 1) != 0)
+        return die("cannot write", out);
+    vt_free(&o);
+    /* what extract must make of it: the stream cut to SIZE */
+    unsigned char *c = malloc(VMA_CLUSTER_SIZE);
+    if (c == NULL)
+        return die("out of memory", NULL);
+    for (uint64_t i = 0, left = size; i < clusters && left > 0; i++) {
+        expect_cluster(c, 1, (uint32_t)i, mask);
+        size_t n = left < VMA_CLUSTER_SIZE ? (size_t)left : VMA_CLUSTER_SIZE;
+        if (vt_write_fd(1, c, n) != 0)
+            return die("cannot write to standard output", NULL);
+        left -= n;
+    }
+    free(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "rename-config") == 0)
@@ -142,9 +227,16 @@ int main(int argc, char **argv)
         return rewrite(argv[2], argv[3], 0, (unsigned)strtoul(argv[4], NULL, 10), argv[5]);
     if (argc == 5 && strcmp(argv[1], "vmstate") == 0)
         return vmstate(argv[2], argv[3], argv[4]);
+    if (argc == 4 && strcmp(argv[1], "scatter") == 0)
+        return scatter((unsigned)strtoul(argv[2], NULL, 10), strtoull(argv[3], NULL, 10));
+    if (argc == 6 && strcmp(argv[1], "vmstate-long") == 0)
+        return vmstate_long(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
+                            (uint16_t)strtoul(argv[5], NULL, 0));
     fprintf(stderr,
             "usage: vma_craft rename-config IN OUT INDEX NAME\n"
             "       vma_craft rename-device IN OUT DEV_ID NAME\n"
-            "       vma_craft vmstate OUT VMSTATE_BIN DISK_RAW\n");
+            "       vma_craft vmstate OUT VMSTATE_BIN DISK_RAW\n"
+            "       vma_craft scatter NDEV STEP\n"
+            "       vma_craft vmstate-long OUT SIZE CLUSTERS MASK\n");
     return 1;
 }

@@ -211,11 +211,11 @@ run "$VMA" create "$T/nofmt.vma" -d drive-scsi0="$A"
 expect_failure
 check "no archive left" [ ! -e "$T/nofmt.vma" ]
 
-case_ "create -d format=qcow2"
+case_ "create -d format=qcow2 of a raw file"
 run "$VMA" create "$T/qcow.vma" -d format=qcow2:drive-scsi0="$A"
 expect_failure
-expect_err "vma: $A: format 'qcow2' not supported yet
-"
+expect_err_has "vma: $A: "
+expect_err_has "qcow2" # not a qcow2 image, or built without NBD
 check "no archive left" [ ! -e "$T/qcow.vma" ]
 
 case_ "create mixing -d and positional devices"
@@ -250,6 +250,48 @@ case_ "create with a bad device name"
 run "$VMA" create "$T/badname.vma" ..="$A"
 expect_failure
 check "no archive left" [ ! -e "$T/badname.vma" ]
+
+# Names are printed one per line: a control character could forge lines.
+for name in $'drive\nDEV: evil' $'drive\r' $'\x1b[2J' $'d\x7f'; do
+    case_ "create with a device name holding a control character: $(printf %q "$name")"
+    run "$VMA" create "$T/ctl.vma" "$name=$A"
+    expect_failure
+    expect_err_has "control characters"
+    check "no archive left" [ ! -e "$T/ctl.vma" ]
+done
+case_ "create with a config name holding a newline"
+printf 'x' >"$T/cfg/nl"$'\n'"x.conf"
+run "$VMA" create "$T/ctl.vma" -c "$T/cfg/nl"$'\n'"x.conf" drive-scsi0="$A"
+expect_failure
+expect_err_has "'nl\\nx.conf'"
+check "no archive left" [ ! -e "$T/ctl.vma" ]
+
+# What create accepts, extract must restore: tmp-disk-<name>.raw is a
+# file name of at most 255 bytes.
+n242=$(printf 'n%.0s' $(seq 242))
+case_ "create with a 243-byte device name"
+run "$VMA" create "$T/long.vma" "${n242}x=$A"
+expect_failure
+expect_err_has "has 243 bytes; at most 242 fit the file name tmp-disk-<name>.raw"
+check "no archive left" [ ! -e "$T/long.vma" ]
+case_ "a 242-byte device name is created and extracted"
+run "$VMA" create "$T/long.vma" "$n242=$A"
+expect_ok
+run "$VMA" extract "$T/long.vma" "$T/long.dir"
+expect_ok
+check "disk-<242 bytes>.raw restored" cmp -s "$A" "$T/long.dir/disk-$n242.raw"
+rm -rf "$T/long.vma" "$T/long.dir"
+
+# A FIFO source is refused before anything waits for a writer on it.
+case_ "create from a FIFO source"
+mkfifo "$T/src.fifo"
+timeout 10 "$VMA" create "$T/fifo.vma" drive-scsi0="$T/src.fifo" >"$T/out" 2>"$T/err"
+RC=$?
+expect_failure
+expect_err "vma: $T/src.fifo: not a regular file or block device
+"
+check "no archive left" [ ! -e "$T/fifo.vma" ]
+rm -f "$T/src.fifo"
 
 case_ "create into a missing directory"
 run "$VMA" create "$T/no/such/dir.vma" drive-scsi0="$A"

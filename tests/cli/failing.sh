@@ -2,7 +2,9 @@
 # Failing environments (issue 3), without root: `create` into a pipe or
 # FIFO whose reader exits early, from a source that fails to read (EIO) or
 # shrinks while it is read (an LD_PRELOAD shim, tests/preload_shim.c), and
-# SIGINT/SIGTERM during `create` and `extract`. Every case: exit 2, one
+# SIGINT/SIGTERM during `create` and `extract` in each of their waits (an
+# idle pipe, a FIFO nobody opens, a throttle, an exec: command that does
+# not read or does not exit). Every case: exit 2, one
 # clear stderr line, no success claimed, partial output removed.
 # Usage: failing.sh <vma> <golden-dir> <vma_craft> <libvmashim.so>
 # SPDX-License-Identifier: MIT
@@ -51,12 +53,12 @@ shim_run() {
 case_ "create into exec:head -c 1000 (reader exits early)"
 run "$VMA" create "exec:head -c 1000 >/dev/null" drive-scsi0="$T/src/d4.raw"
 expect_failure
-expect_err_has "Broken pipe"
+expect_err_has "exited with status 0 before reading the whole archive"
 
 case_ "create --compress=zstd into exec:head -c 1000"
 run "$VMA" create --compress=zstd "exec:head -c 1000 >/dev/null" drive-scsi0="$T/src/d4.raw"
 expect_failure
-expect_err_has "Broken pipe"
+expect_err_has "exited with status 0 before reading the whole archive"
 
 case_ "create into exec: that reads nothing"
 run "$VMA" create "exec:exec 0<&-; sleep 0" drive-scsi0="$T/src/d4.raw"
@@ -157,12 +159,67 @@ wait_for_process() {
 
 no_process() { ! pgrep -f "$1" >/dev/null; }
 
+# ends_within_cmd SECONDS PATTERN: whether every process matching PATTERN
+# (pgrep -f) is gone within SECONDS.
+ends_within_cmd() {
+    local i
+    for i in $(seq $(($1 * 10))); do
+        no_process "$2\$" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # wait_for PATH: until PATH exists (the command is in flight); gives up
 # after 120 s so a broken build cannot hang the suite.
 wait_for() {
     local i
     for i in $(seq 1200); do
         [ -e "$1" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ends_within SECONDS PID: whether PID ends within SECONDS.
+ends_within() {
+    local i
+    for i in $(seq $(($1 * 10))); do
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop_with SIG PID [keep-stdout]: send SIG; PID must end within 20 s
+# (else it is killed) and fail as a signal makes it: exit 2, the one line
+# "interrupted by signal".
+stop_with() {
+    kill -$1 $2
+    check "vma ended at once after SIG$1" ends_within 20 $2
+    kill -KILL $2 2>/dev/null
+    wait $2
+    RC=$?
+    expect_failure ${3:-}
+    expect_err "vma: interrupted by signal
+"
+}
+
+# wait_for_open PID PATH: until PID has PATH open (120 s at most).
+wait_for_open() {
+    local i
+    for i in $(seq 1200); do
+        ls -l /proc/$1/fd 2>/dev/null | grep -qF -- "-> $2" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_for_line FILE REGEX: until a line of FILE matches (120 s at most).
+wait_for_line() {
+    local i
+    for i in $(seq 1200); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
         sleep 0.1
     done
     return 1
@@ -196,28 +253,72 @@ done
 # From an idle pipe (tmp-disk files made, then nothing moves): see the
 # end of this file.
 
-# With a restore map that throttles the writes to 256 KiB/s (8.5 MiB take
-# about 30 s): the signal comes once the configs are written.
+# With a restore map that throttles the writes to 1 KiB/s (8.5 MiB take
+# over 2 hours, one cluster a minute): the signal comes while
+# vma sleeps in the throttle, and must end it at once. Once with a group,
+# once with private limits.
 truncate -s 8388608 "$T/t0.raw"
 truncate -s 540672 "$T/t1.raw"
-cat >"$T/map" <<EOF
-throttling.bps=262144:throttling.group=g:1:drive-scsi0=$T/t0.raw
+cat >"$T/map.group" <<EOF
+throttling.bps=1024:throttling.group=g:1:drive-scsi0=$T/t0.raw
 throttling.group=g:0:drive-efidisk0=$T/t1.raw
 done
 EOF
+cat >"$T/map.private" <<EOF
+throttling.bps=1024:1:drive-scsi0=$T/t0.raw
+throttling.bps=1024:0:drive-efidisk0=$T/t1.raw
+done
+EOF
+for map in group private; do
+    for sig in INT TERM; do
+        case_ "SIG$sig during extract -r (throttled, $map limit)"
+        "$VMA" extract -r "$T/map.$map" "$A" "$O/y" >"$T/out" 2>"$T/err" &
+        pid=$!
+        check "extract wrote the configs" wait_for "$O/y/qemu-server.fw"
+        sleep 1 # in the throttle's first wait by now
+        stop_with $sig $pid keep-stdout
+        check "target directory removed" [ ! -e "$O/y" ]
+        check "the map's targets are the caller's and stay" [ -f "$T/t0.raw" -a -f "$T/t1.raw" ]
+        out_empty
+    done
+done
+
+# A FIFO map that no writer ever opens: vma waits for it, and the signal
+# ends the wait.
 for sig in INT TERM; do
-    case_ "SIG$sig during extract -r (throttled)"
-    "$VMA" extract -r "$T/map" "$A" "$O/y" >"$T/out" 2>"$T/err" &
+    case_ "SIG$sig while extract -r waits for a writer of its map FIFO"
+    rm -f "$T/never.fifo"
+    mkfifo "$T/never.fifo"
+    "$VMA" extract -r "$T/never.fifo" "$A" "$O/n" >"$T/out" 2>"$T/err" &
     pid=$!
-    check "extract wrote the configs" wait_for "$O/y/qemu-server.fw"
-    kill -$sig $pid
-    wait $pid
-    RC=$?
-    expect_failure keep-stdout
-    expect_err "vma: interrupted by signal
-"
-    check "target directory removed" [ ! -e "$O/y" ]
-    check "the map's targets are the caller's and stay" [ -f "$T/t0.raw" -a -f "$T/t1.raw" ]
+    check "extract printed the list" wait_for_line "$T/out" "^CTIME: "
+    sleep 0.3 # in the wait for the map by now
+    stop_with $sig $pid keep-stdout
+    check "target directory removed" [ ! -e "$O/n" ]
+    out_empty
+done
+
+# FIFOs whose other end nobody opens: `create` waits for a reader of its
+# archive, `extract` for a writer; the signal ends either wait.
+for sig in INT TERM; do
+    case_ "SIG$sig while create waits for a reader of its FIFO"
+    rm -f "$T/noreader.fifo"
+    mkfifo "$T/noreader.fifo"
+    "$VMA" create "$T/noreader.fifo" drive-scsi0="$T/src/d4.raw" >"$T/out" 2>"$T/err" &
+    pid=$!
+    # the source is opened after the handlers are set, before the archive
+    check "create opened its source" wait_for_open $pid "$T/src/d4.raw"
+    sleep 0.3 # in the wait by now
+    stop_with $sig $pid
+    check "the FIFO is still a FIFO" [ -p "$T/noreader.fifo" ]
+
+    case_ "SIG$sig while extract waits for a writer of its archive FIFO"
+    rm -f "$T/nowriter.fifo"
+    mkfifo "$T/nowriter.fifo"
+    "$VMA" extract "$T/nowriter.fifo" "$O/w" >"$T/out" 2>"$T/err" &
+    pid=$!
+    check "extract opened the FIFO" wait_for_open $pid "$T/nowriter.fifo"
+    stop_with $sig $pid
     out_empty
 done
 
@@ -225,16 +326,6 @@ done
 # The other end of the pipe is open, but nothing moves: vma waits in the
 # library, not between clusters, and the signal must still stop it at once
 # (the handler cancels the reader or writer, which wakes the wait).
-
-# ends_within SECONDS PID: whether PID ends within SECONDS.
-ends_within() {
-    local i
-    for i in $(seq $(($1 * 10))); do
-        kill -0 "$2" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 for ext in vma vma.zst vma.lzo; do
     for sig in INT TERM; do
@@ -278,6 +369,23 @@ for compress in none zstd; do
     expect_err "vma: interrupted by signal
 "
     check "the stalled command (and its shell) was terminated" no_process "$stall\$"
+    out_empty
+done
+
+# A command that reads everything but never exits: vma has written the
+# whole archive and waits for the command; the signal ends the wait, and
+# the command's whole process group is terminated.
+for sig in INT TERM; do
+    case_ "SIG$sig while create waits for an exec: command that does not exit"
+    linger="sleep 986$$"
+    "$VMA" create "exec:cat >/dev/null; $linger" -c "$G/basic.conf" \
+        drive-scsi0="$T/src/d4.raw" >"$T/out" 2>"$T/err" &
+    pid=$!
+    # the sleep starts once cat saw the end of the archive
+    check "the archive was written, the command lingers" wait_for_process "^$linger\$"
+    stop_with $sig $pid
+    check "the command's processes are gone" ends_within_cmd 20 "$linger"
+    for p in $(pgrep -f "$linger\$"); do kill -KILL $p; done # after a failure only
     out_empty
 done
 

@@ -36,6 +36,38 @@ mnt_is() {
 
 # --- extract ------------------------------------------------------------
 
+# A vmstate stream longer than its size field (issue 9): the format says
+# bytes past it are discarded, so extract never writes them; a 4 KiB
+# stream with 118000 zero clusters made 7.7 GB before it was cut.
+case_ "extract of a 4 KiB vmstate carrying 118000 zero clusters"
+"$CRAFT" vmstate-long "$T/vlong.vma" 4096 118000 0 >"$T/vlong.expect" || fail "vma_craft"
+run "$VMA" extract "$T/vlong.vma" "$M/vlong"
+expect_ok
+check "vmstate.bin is 4096 bytes" [ "$(stat -c %s "$M/vlong/vmstate.bin")" = 4096 ]
+check "vmstate.bin holds zeros" cmp -s "$T/vlong.expect" "$M/vlong/vmstate.bin"
+check "vmstate.bin is a hole ($(stat -c %b "$M/vlong/vmstate.bin") blocks)" \
+    [ "$(stat -c %b "$M/vlong/vmstate.bin")" = 0 ]
+rm -rf "$M/vlong"
+
+case_ "extract of a 100000-byte vmstate carrying 200 full clusters (13 MB)"
+"$CRAFT" vmstate-long "$T/vdata.vma" 100000 200 0xffff >"$T/vdata.expect" || fail "vma_craft"
+run "$VMA" extract "$T/vdata.vma" "$M/vdata"
+expect_ok
+check "vmstate.bin is the first 100000 bytes of the stream" \
+    cmp -s "$T/vdata.expect" "$M/vdata/vmstate.bin"
+check "vmstate.bin is 100000 bytes" [ "$(stat -c %s "$M/vdata/vmstate.bin")" = 100000 ]
+rm -rf "$M/vdata"
+
+case_ "extract of a vmstate with zero blocks between data"
+"$CRAFT" vmstate-long "$T/vmix.vma" 300000 9 0x8001 >"$T/vmix.expect" || fail "vma_craft"
+run "$VMA" extract "$T/vmix.vma" "$M/vmix"
+expect_ok
+check "vmstate.bin content" cmp -s "$T/vmix.expect" "$M/vmix/vmstate.bin"
+check "vmstate.bin is 300000 bytes" [ "$(stat -c %s "$M/vmix/vmstate.bin")" = 300000 ]
+alloc=$(($(stat -c %b "$M/vmix/vmstate.bin") * 512))
+check "zero blocks are holes ($alloc bytes allocated)" [ $alloc -le $((5 * 2 * 4096)) ]
+rm -rf "$M/vmix"
+
 # basic.vma stores 2.9 MB of data in an 8 MiB and a 528 KiB disk.
 case_ "extract into a 2 MiB tmpfs"
 run "$VMA" extract "$A" "$M/x"

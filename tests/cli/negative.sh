@@ -4,6 +4,7 @@
 # archives, and crafted names that try to leave the target directory.
 # SPDX-License-Identifier: MIT
 . "$(dirname "$0")/common.sh"
+VMA_BIN=$1 # the binary itself, without VMA_RUNNER (see closed descriptors)
 
 A=$G/basic.vma
 NONE=$T/no-such.vma
@@ -128,6 +129,32 @@ for spec in "config 0 ../x" "config 1 ../../escape" "config 0 /tmp/vma-abs-$$" \
         [ ! -e "$T/jail/x" -a ! -e "$T/x" -a ! -e "$T/jail/escape" -a ! -e "$T/escape" ]
 done
 
+# --- names that try to forge output lines ------------------------------
+
+absent() { ! grep -q "$@"; }
+
+for spec in "device 1" "config 0"; do
+    set -- $spec
+    kind=$1 idx=$2
+    name=$'x\nDEV: dev_id=9 size: 1 devname: forged\x1b[0m'
+    case_ "$kind name with a newline and an escape"
+    rm -f "$T/forge.vma"
+    "$CRAFT" "rename-$kind" "$A" "$T/forge.vma" "$idx" "$name" || fail "vma_craft"
+    for cmd in list verify "extract-to-dir"; do
+        if [ $cmd = extract-to-dir ]; then
+            run "$VMA" extract -v "$T/forge.vma" "$T/forge.dir"
+            expect_failure keep-stdout
+            check "no target directory left" [ ! -e "$T/forge.dir" ]
+        else
+            run "$VMA" $cmd "$T/forge.vma"
+            expect_failure
+        fi
+        check "$cmd: no forged line" absent 'forged' "$T/out"
+        check "$cmd: no escape byte on stderr" absent $'\x1b' "$T/err"
+        expect_err_has "'x\\nDEV: dev_id=9 size: 1 devname: forged\\x1b[0m'"
+    done
+done
+
 # The crafting itself is sound: a harmless new name is accepted.
 case_ "renamed config that is valid"
 "$CRAFT" rename-config "$A" "$T/ok.vma" 1 renamed.fw || fail "vma_craft"
@@ -138,6 +165,62 @@ expect_ok
 run "$VMA" extract "$T/ok.vma" "$T/ok.dir"
 expect_ok
 check "renamed config extracted" [ -f "$T/ok.dir/renamed.fw" ]
+
+# --- closed standard descriptors -------------------------------------------
+
+# With descriptor 0 closed, "-" must not read whatever is opened next (the
+# library's eventfd once took descriptor 0 and vma hung reading it).
+# These run the binary itself, not through VMA_RUNNER: valgrind cannot
+# start with descriptor 2 closed.
+for cmd in list verify extract; do
+    case_ "$cmd - with standard input closed"
+    dir=
+    [ $cmd = extract ] && dir=$T/closed.dir
+    timeout 10 "$VMA_BIN" $cmd - $dir <&- >"$T/out" 2>"$T/err"
+    RC=$?
+    expect_failure
+    expect_err "vma: standard input is closed
+"
+    [ -n "$dir" ] && check "no target directory left" [ ! -e "$dir" ]
+done
+
+case_ "list with standard output closed"
+timeout 10 "$VMA_BIN" list "$A" >&- 2>"$T/err"
+RC=$?
+: >"$T/out"
+expect_failure
+expect_err "vma: standard output is closed
+"
+
+case_ "extract with standard output closed (DEVINFO lines)"
+timeout 10 "$VMA_BIN" extract "$A" "$T/closed.dir" >&- 2>"$T/err"
+RC=$?
+: >"$T/out"
+expect_failure
+check "no target directory left" [ ! -e "$T/closed.dir" ]
+
+case_ "verify with standard output closed prints nothing and succeeds"
+timeout 10 "$VMA_BIN" verify "$A" >&- 2>"$T/err"
+RC=$?
+expect_ok
+
+case_ "list and a failing verify with standard error closed"
+timeout 10 "$VMA_BIN" list "$A" 2>&- >"$T/out"
+RC=$?
+expect_rc 0
+check "list output" grep -q '^DEV: dev_id=1 ' "$T/out"
+head -c 20000 "$A" >"$T/short.vma"
+timeout 10 "$VMA_BIN" verify "$T/short.vma" 2>&- >"$T/out"
+RC=$?
+expect_rc 2
+
+case_ "create into exec: with all three closed"
+head -c 1048576 /dev/urandom >"$T/closed.raw"
+timeout 20 "$VMA_BIN" create "exec:cat >'$T/closed.vma'" drive-scsi0="$T/closed.raw" <&- >&- 2>&-
+RC=$?
+expect_rc 0
+run "$VMA" verify "$T/closed.vma"
+expect_ok
 
 # --- output errors ------------------------------------------------------
 

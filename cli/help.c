@@ -1,0 +1,133 @@
+/*
+ * `vma <command> --help` and `vma help <command>`: one command's usage.
+ * The whole list (cli_usage() on a usage error, `vma --help`) keeps the
+ * deployed tool's text in util.c.
+ * SPDX-License-Identifier: MIT
+ */
+#include <string.h>
+
+#include "cli.h"
+#include "help.h"
+
+#define ARCHIVE_NOTE \
+    "<filename> may be \"-\" (standard input); plain, zstd, gzip and lzop-compressed\n" \
+    "archives are read alike.\n"
+#define FORMAT_OPT \
+    "  --output-format=text|json  text (default) or one JSON document on stdout,\n" \
+    "                        also on failure: {\"error\": \"...\", \"exit\": N}\n"
+#define PROGRESS_OPTS \
+    "  -p, --progress        show a progress bar on stderr even if it is no terminal\n" \
+    "  --no-progress         no progress bar (default: one when stderr is a terminal)\n"
+#define HELP_OPT "  -h, --help            this text\n"
+
+static const struct {
+    const char *name;
+    const char *text;
+} help[] = {
+    { "list",
+      "usage: vma list <filename> [--output-format=text|json]\n"
+      "\n"
+      "Print the configs, devices and creation time of an archive.\n"
+      ARCHIVE_NOTE
+      "\n"
+      FORMAT_OPT
+      HELP_OPT },
+    { "config",
+      "usage: vma config <filename> [-c <config>]\n"
+      "\n"
+      "Write one config of the archive to stdout, as stored.\n"
+      ARCHIVE_NOTE
+      "\n"
+      "  -c <config>           the config's name (default qemu-server.conf)\n"
+      HELP_OPT },
+    { "create",
+      "usage: vma create <filename> [options] -d format=raw:<devname>=<path> [-d ...]\n"
+      "       vma create <filename> [options] <devname>=<path>|<path>...\n"
+      "\n"
+      "Write a new archive (never over an existing file; a FIFO or\n"
+      "exec:<command> is written to) from config files and raw images or\n"
+      "block devices.\n"
+      "\n"
+      "  -c <file>             add a config file (repeatable)\n"
+      "  -d format=raw:<devname>=<path>  add a device (repeatable)\n"
+      "  --compress=<c>        zstd[:1-22], gzip[:1-9], lzo or none\n"
+      "  --uuid=<uuid>         the archive's uuid (default: random)\n"
+      "  --ctime=<epoch>       the creation time in seconds since 1970\n"
+      "                        (default: $SOURCE_DATE_EPOCH, else now)\n"
+      "  -v                    progress and per-device lines on stderr\n"
+      PROGRESS_OPTS
+      HELP_OPT },
+    { "extract",
+      "usage: vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
+      "\n"
+      "Restore configs, disks (disk-<devname>.raw) and the VM state\n"
+      "(vmstate.bin) into a new directory, or the disks into the targets a\n"
+      "restore map names.\n"
+      ARCHIVE_NOTE
+      "\n"
+      "  -d <dev,...>          restore only these disks\n"
+      "  -r <fifo>             read the restore map from this FIFO or file\n"
+      "  -v                    progress and totals on stdout\n"
+      PROGRESS_OPTS
+      HELP_OPT },
+    { "verify",
+      "usage: vma verify <filename> [-v] [--output-format=text|json]\n"
+      "\n"
+      "Read the whole archive and check every rule of the format.\n"
+      ARCHIVE_NOTE
+      "\n"
+      "  -v                    the list lines, progress and totals on stdout\n"
+      FORMAT_OPT
+      "                        (with per-device statistics and the verdict)\n"
+      PROGRESS_OPTS
+      HELP_OPT },
+    { "checksum",
+      "usage: vma checksum <filename> [-d <drive-list>] [--output-format=text|json]\n"
+      "\n"
+      "Print the SHA-256 of every device image as sha256sum prints it for the\n"
+      "files extract writes (<hex>  disk-<devname>.raw, vmstate.bin),\n"
+      "computed while reading: nothing is written. Checks the archive as\n"
+      "verify does.\n"
+      ARCHIVE_NOTE
+      "\n"
+      "  -d <dev,...>          only these devices\n"
+      FORMAT_OPT
+      HELP_OPT },
+    { "mount",
+      "usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
+      "\n"
+      "Serve the archive read-only through FUSE: its configs, <devname>.raw per\n"
+      "disk and vmstate.bin, after one checked pass (its index is saved as\n"
+      "<filename>.vmaidx). Unmount with fusermount3 -u <mountpoint>.\n"
+      "\n"
+      "  -f                    stay in the foreground (Ctrl-C unmounts)\n"
+      "  -o allow_other        let other users read the files\n"
+      "  -c <cachedir>         where a single-frame .vma.zst is decompressed\n"
+      "                        and a .vma.gz keeps its windows (default $TMPDIR)\n"
+      "  -r                    build the index anew (after a refused one)\n"
+      "  -n                    neither read nor write <filename>.vmaidx\n"
+      HELP_OPT },
+};
+
+static const char *current;
+
+void cli_set_command(const char *name)
+{
+    current = name;
+}
+
+int cli_help(const char *name, FILE *f)
+{
+    for (size_t i = 0; name && i < sizeof help / sizeof help[0]; i++) {
+        if (!strcmp(help[i].name, name)) {
+            fputs(help[i].text, f);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int cli_help_current(FILE *f)
+{
+    return cli_help(current, f);
+}

@@ -1,0 +1,62 @@
+/*
+ * A small JSON writer for --output-format=json, and the JSON mode of the
+ * command: documents go to stdout only when a command succeeds; on any
+ * failure main() prints {"error": "<message>", "exit": <status>} instead,
+ * so stdout is one valid JSON document on every path.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef VMA_CLI_JSON_H
+#define VMA_CLI_JSON_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define JSON_MAX_DEPTH 16
+
+/* A writer on one stream; commas and nesting are tracked here. */
+struct json {
+    FILE *f;
+    int depth;
+    unsigned char has_items[JSON_MAX_DEPTH]; /* a value was written at this level */
+    int after_key;
+};
+
+void json_init(struct json *j, FILE *f);
+void json_begin_object(struct json *j);
+void json_end_object(struct json *j);
+void json_begin_array(struct json *j);
+void json_end_array(struct json *j);
+/* The key of the next value inside an object. */
+void json_key(struct json *j, const char *key);
+/* A string: '"' and '\' escaped, control characters as \u00XX, bytes that
+ * are not valid UTF-8 replaced by U+FFFD (JSON text must be UTF-8). */
+void json_string(struct json *j, const char *s);
+void json_string_len(struct json *j, const char *s, size_t len);
+void json_uint(struct json *j, uint64_t v);
+void json_int(struct json *j, int64_t v);
+void json_bool(struct json *j, int v);
+/* A finite number with up to 6 significant digits after the point. */
+void json_double(struct json *j, double v);
+
+/* --output-format=<arg>: "json" turns the JSON mode on, "text" off.
+ * Returns 0, or -1 for another value. */
+int cli_output_format(const char *arg);
+
+/* 1 when --output-format=json was given. */
+int cli_json(void);
+
+/* After a command wrote its whole document: flush stdout and mark it
+ * printed (main() then prints no error object). Returns CLI_OK or fails
+ * as cli_flush_stdout(). */
+int cli_json_printed(void);
+
+/* Remember the message of a failure for the error object (cli_fail()
+ * calls it); `fixed`, when not NULL, is used instead of the format. */
+void cli_json_error(const char *fixed, const char *fmt, va_list ap);
+
+/* At the end of main(): in JSON mode, after a failure that printed no
+ * document, print the error object on stdout. Returns rc. */
+int cli_json_finish(int rc);
+
+#endif

@@ -1,0 +1,22 @@
+/*
+ * The archive header in JSON: what list --output-format=json prints and
+ * what verify and checksum start their documents with.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef VMA_CLI_PRINT_JSON_H
+#define VMA_CLI_PRINT_JSON_H
+
+#include "json.h"
+#include "vma.h"
+
+/* Keys uuid, ctime (ISO 8601, UTC), ctime_epoch, compression and configs
+ * ([{name, size}]) into the open object. */
+void json_header(struct json *j, const vma_reader *r);
+
+/* Keys id, name, size and vmstate of a device into the open object. */
+void json_device_fields(struct json *j, const vma_reader *r, unsigned id);
+
+/* list --output-format=json: the header and the devices. */
+int print_list_json(const vma_reader *r);
+
+#endif
