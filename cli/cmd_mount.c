@@ -47,6 +47,9 @@ struct mount_state {
     gid_t gid;
 };
 
+/* The image a daemonized mount leaves to the process exit (see below). */
+static vma_image *daemon_image;
+
 static struct mount_state *state(void)
 {
     return fuse_get_context()->private_data;
@@ -264,6 +267,7 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
     char *args_v[] = { "vma", "-o", fsname, NULL };
     struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
     struct fuse *f = fuse_new(&args, &fs_ops, sizeof(fs_ops), m);
+    fuse_opt_free_args(&args);
     if (!f)
         return cli_fail("mount: cannot start FUSE on %s", mountpoint);
     if (fuse_mount(f, mountpoint) != 0) {
@@ -322,19 +326,26 @@ int cmd_mount(int argc, char **argv)
     }
     if (argc - optind != 2)
         return cli_usage(stderr);
-    const char *archive = argv[optind], *mountpoint = argv[optind + 1];
+    const char *archive = argv[optind];
     struct stat st;
-    if (stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode))
-        return cli_fail("mount: %s is not a directory", mountpoint);
+    if (stat(argv[optind + 1], &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_fail("mount: %s is not a directory", argv[optind + 1]);
     if (cli_catch_signals() != 0)
         return cli_fail("cannot catch signals: %s", strerror(errno));
+    /* Absolute: fuse_daemonize() changes to /, also with -f, and the
+     * unmount at the end names the mountpoint again. */
+    char *mountpoint = realpath(argv[optind + 1], NULL);
+    if (!mountpoint)
+        return cli_fail("mount: %s: %s", argv[optind + 1], strerror(errno));
 
     struct mount_state m = { 0 };
     m.uid = getuid();
     m.gid = getgid();
     m.img = vma_image_new();
-    if (!m.img)
+    if (!m.img) {
+        free(mountpoint);
         return cli_fail("out of memory");
+    }
     vma_image_set_cache_notice(m.img, cache_notice, (void *)archive);
     vma_image_set_progress(m.img, stop_on_signal, NULL);
     int rc = vma_image_set_cache_dir(m.img, cache_dir);
@@ -343,6 +354,7 @@ int cmd_mount(int argc, char **argv)
     if (rc != VMA_OK) {
         rc = cli_fail("%s", vma_image_error(m.img));
         vma_image_free(m.img);
+        free(mountpoint);
         return rc;
     }
     m.ctime = (time_t)vma_reader_ctime(vma_image_reader(m.img));
@@ -350,11 +362,15 @@ int cmd_mount(int argc, char **argv)
     if (rc == CLI_OK)
         rc = serve(&m, archive, mountpoint, foreground, allow_other);
     free_files(&m);
+    free(mountpoint);
     /* After fuse_daemonize() this is a forked child: the reader's finished
      * read-ahead threads belong to the parent, so the handle is left to
-     * the process exit rather than joined. */
+     * the process exit rather than joined (kept reachable for leak
+     * checkers). */
     if (foreground)
         vma_image_free(m.img);
+    else
+        daemon_image = m.img;
     return rc;
 }
 
