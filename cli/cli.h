@@ -90,6 +90,7 @@ int cmd_config(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_create(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
 /* extract/verify --salvage (extract: 1 for extract, 0 for verify). */
 int cmd_salvage(int argc, char **argv, int extract);

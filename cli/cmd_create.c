@@ -143,7 +143,7 @@ static int open_source(struct source *s)
         fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK) < 0)
         return cli_fail("%s: %s", s->path, strerror(errno));
     /* Without format=, an image file would be backed up as its bytes. */
-    if (!s->format && (guess = vma_image_format_guess(s->fd)))
+    if (!s->format && (guess = vma_detect_image_format(s->fd)))
         return cli_fail("%s looks like a %s image, not a raw disk: back it up with "
                         "'-d format=%s:%s=%s' (or 'format=raw' for its bytes as they are)",
                         s->path, guess, guess, s->name, s->path);

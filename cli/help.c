@@ -105,6 +105,20 @@ static const struct {
       "  -d <dev,...>          only these devices\n"
       FORMAT_OPT
       HELP_OPT },
+    { "mount",
+      "usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
+      "\n"
+      "Serve the archive read-only through FUSE: its configs, <devname>.raw per\n"
+      "disk and vmstate.bin, after one checked pass (its index is saved as\n"
+      "<filename>.vmaidx). Unmount with fusermount3 -u <mountpoint>.\n"
+      "\n"
+      "  -f                    stay in the foreground (Ctrl-C unmounts)\n"
+      "  -o allow_other        let other users read the files\n"
+      "  -c <cachedir>         where a single-frame .vma.zst is decompressed\n"
+      "                        and a .vma.gz keeps its windows (default $TMPDIR)\n"
+      "  -r                    build the index anew (after a refused one)\n"
+      "  -n                    neither read nor write <filename>.vmaidx\n"
+      HELP_OPT },
 };
 
 static const char *current;

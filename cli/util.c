@@ -28,6 +28,7 @@ static const char usage_text[] =
     "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
     "vma verify <filename> [-v]\n"
     "vma checksum <filename> [-d <drive-list>]\n"
+    "vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
     "(vma <command> --help: the command's options)\n";
 
 int cli_usage(FILE *f)

@@ -506,6 +506,117 @@ VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, ui
                                         int *present);
 
 /* ------------------------------------------------------------------ */
+/* Random access (lib/image.c, lib/index_file.c)                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An archive opened for reading any byte range of any device. Opening
+ * reads the whole archive once, checking it as vma_reader_read() does, and
+ * builds an index: 12 bytes per cluster that holds data (offset and zero
+ * mask, sorted per device), nothing for clusters stored all-zero. After
+ * that, reads never change the handle, so any number of threads may call
+ * vma_image_pread() and vma_image_next_data() at once.
+ *
+ * A plain archive is read in place (pread on its descriptor), and so is a
+ * .vma.lzo: lzop's blocks (256 KiB) are independent, so a read decompresses
+ * only the blocks it needs and checks their checksums (a damaged block
+ * fails the reads that need it with VMA_ERR_CORRUPT, nothing else). A
+ * .vma.gz is read in place too, through access points (zlib's zran way):
+ * a second inflate pass records one every MiB of archive, with the 32 KiB
+ * window before it kept in an unlinked file of the cache directory (3% of
+ * the archive's size); a read inflates at most 1 MiB before its first byte.
+ * gzip has no checksum below a whole member, so damage after the open is
+ * caught only when inflate finds the stream invalid. A .vma.zst in zstd's
+ * seekable format (independent frames and a seek table in a skippable
+ * frame at the end) is read in place by frames; one in a single frame, as
+ * Proxmox writes it, is decompressed once into a sparse cache file (only
+ * stored blocks are written). Cache and window files go to the directory set by
+ * vma_image_set_cache_dir(), else $TMPDIR, else /tmp, and are unlinked at
+ * once, so nothing is left.
+ *
+ * The index of a plain archive is saved next to it as "<archive>.vmaidx"
+ * (written to a temporary file, then renamed) and loaded by the next open
+ * instead of the pass. It records the archive's size, mtime and uuid; an
+ * index that does not match them, or breaks any of its own rules, is
+ * refused (the open fails with VMA_ERR_CORRUPT and says why).
+ */
+typedef struct vma_image vma_image;
+
+/* Allocate an image handle. NULL only when out of memory. */
+VMA_API vma_image *vma_image_new(void);
+
+/* Free the handle, its descriptors and its cache file. */
+VMA_API void vma_image_free(vma_image *img);
+
+/* The last error message, or "" when there was none. With several threads
+ * reading, the message of one of the latest failures. */
+VMA_API const char *vma_image_error(const vma_image *img);
+
+/* Directory for the cache of a compressed archive (before the open; the
+ * string is copied). NULL: $TMPDIR or /tmp. */
+VMA_API int vma_image_set_cache_dir(vma_image *img, const char *dir);
+
+/* Progress of the index pass, as for vma_reader_set_progress(); a non-zero
+ * return stops the open with VMA_ERR_CALLBACK. Before the open. */
+VMA_API void vma_image_set_progress(vma_image *img, vma_progress_fn fn, void *opaque);
+
+/* Called once, before a compressed archive is decompressed into the cache:
+ * the cache directory and an upper bound of the bytes it may take (the sum
+ * of the device sizes), so that the caller can say so. */
+typedef void (*vma_cache_fn)(void *opaque, const char *dir, uint64_t max_bytes);
+VMA_API void vma_image_set_cache_notice(vma_image *img, vma_cache_fn fn, void *opaque);
+
+/* Flags of vma_image_open(). */
+#define VMA_IMAGE_NO_INDEX_FILE 1u /* neither load nor save <archive>.vmaidx */
+#define VMA_IMAGE_REINDEX 2u       /* ignore an existing index file, build and save anew */
+
+/* Open the archive at path (a file; not "-"): load its index file or read
+ * the whole archive once. Once per handle. Stops with VMA_ERR_CANCELED
+ * after vma_image_cancel(). */
+VMA_API int vma_image_open(vma_image *img, const char *path, unsigned flags);
+
+/* Stop a running vma_image_open(). Safe from a signal handler. */
+VMA_API void vma_image_cancel(vma_image *img);
+
+/* How the index was obtained by the open. */
+#define VMA_IMAGE_INDEX_BUILT 0  /* built by the pass, not saved */
+#define VMA_IMAGE_INDEX_SAVED 1  /* built by the pass and saved */
+#define VMA_IMAGE_INDEX_LOADED 2 /* loaded from <archive>.vmaidx */
+VMA_API int vma_image_index_state(const vma_image *img);
+
+/* The reader behind the image, for the header accessors (uuid, ctime,
+ * configs, devices, compression). Its extent stream is already consumed:
+ * use it for those accessors only. */
+VMA_API const vma_reader *vma_image_reader(const vma_image *img);
+
+/* Readable size of a device: its recorded size for a disk; for the vmstate
+ * device, the stored stream cut to the recorded size (as extract writes
+ * it). 0 for an unused dev_id. */
+VMA_API uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id);
+
+/*
+ * Read up to len bytes of dev_id from offset into buf: fewer only at the
+ * device end (0 at or past it). Zero blocks and clusters stored all-zero
+ * read as zeros. Returns the count or a negative status (VMA_ERR_NOT_FOUND
+ * for an unused dev_id, VMA_ERR_IO or VMA_ERR_TRUNCATED when the archive
+ * or cache file cannot be read, VMA_ERR_CORRUPT for a damaged lzop block).
+ * A failed read does not fail the handle.
+ * Thread-safe.
+ */
+VMA_API int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
+                                uint64_t offset);
+
+/*
+ * The first run of stored data at or after offset: blocks the archive
+ * stores, as opposed to zero blocks and all-zero clusters, which are holes.
+ * Sets *data_off (>= offset) and *data_len (> 0, up to the device end); when
+ * no data follows, *data_off is the device size and *data_len 0. Returns
+ * VMA_OK or VMA_ERR_NOT_FOUND for an unused dev_id. Thread-safe.
+ */
+VMA_API int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
+                                uint64_t *data_off, uint64_t *data_len);
+
+/* ------------------------------------------------------------------ */
 /* Writer                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -675,7 +786,7 @@ VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
  * starts with such bytes is rare; an image backed up as raw bytes is a
  * useless backup, so callers refuse such a source unless told it is raw.
  */
-VMA_API const char *vma_image_format_guess(int fd);
+VMA_API const char *vma_detect_image_format(int fd);
 
 /*
  * A disk image read through NBD (libnbd): any format and QEMU protocol

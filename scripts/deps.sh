@@ -27,6 +27,9 @@ packages=(
     qemu-utils            # qemu-nbd (started by vma for such targets), qemu-img (tests)
     qemu-block-extra      # qemu-nbd's rbd/iscsi/ssh/curl/gluster/nfs modules
     nbdkit libnbd-bin     # tests/cli/nbd.sh: nbdkit exports, nbdcopy, qemu-img map JSON
+    libfuse3-dev fuse3    # vma mount (libfuse3 >= 3.8 for lseek), fusermount3 (tests/cli/mount.sh)
+    nbdkit-plugin-dev     # nbdkit-vma-plugin.so: the plugin API (nbdkit itself: above)
+    python3-minimal       # /usr/bin/python3: tests/cli/seekmap.py (SEEK_DATA/SEEK_HOLE)
 )
 
 missing=()
