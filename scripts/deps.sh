@@ -18,6 +18,12 @@ packages=(
     time                  # /usr/bin/time (bench; peak memory in tests/cli/limits.sh)
     valgrind              # the CLI tests once under memcheck (scripts/test.sh)
     procps                # pgrep in tests/cli/failing.sh (exec: commands stopped)
+    # tests/ceph: a one-node Ceph cluster (monitor, manager, one OSD) to
+    # restore into rbd: images through qemu-nbd's rbd driver
+    ceph-mon ceph-mgr ceph-osd
+    ceph-common           # ceph, rbd, rados, ceph-authtool, monmaptool
+    qemu-block-extra      # QEMU's rbd driver (block-rbd.so) for qemu-nbd, qemu-img
+    jq                    # reads the JSON of ceph and rbd commands in tests/ceph
 )
 
 missing=()
