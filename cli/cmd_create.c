@@ -1,7 +1,9 @@
 /*
- * vma create <archive> [-v] [-c <file>]... [-d format=raw:<name>=<path>]...
+ * vma create <archive> [-v] [-c <file>]... [-d format=<fmt>:<name>=<path>]...
  * vma create <archive> [-v] [-c <file>]... <name>=<path>|<path>...
- * Write a new archive from config files and raw images or block devices.
+ * Write a new archive from config files and disks: raw files and block
+ * devices directly, images of other formats and QEMU protocol paths
+ * through NBD (the library's vma_source).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -18,8 +20,10 @@
 
 struct source {
     char *name;        /* device name */
+    char *format;      /* format= of -d, or NULL (positional: raw bytes) */
     const char *path;  /* points into argv */
-    int fd;
+    int fd;            /* a raw source, or -1 */
+    vma_source *img;   /* a source read through NBD, or NULL */
     uint64_t size;     /* bytes in the source */
     uint64_t recorded; /* size rounded up to 512, as the deployed tool does */
     unsigned dev_id;
@@ -96,20 +100,54 @@ static int parse_device(const char *arg, int need_format, size_t index, struct s
         if (asprintf(&s->name, "disk%zu", index) < 0)
             s->name = NULL;
     }
+    if (format && !(s->format = strndup(format, format_len)))
+        s->name = NULL;
     if (!s->name)
         return cli_fail("out of memory");
-    if (format && (format_len != 3 || strncmp(format, "raw", 3)))
-        return cli_fail("%s: format '%.*s' not supported yet", s->path, (int)format_len, format);
+    if (format && !*s->format)
+        return cli_fail("empty format for device: '%s'", arg);
+    return CLI_OK;
+}
+
+/* A QEMU protocol filename ("rbd:pool/img", "iscsi://...", "nbd:...",
+ * "nbd+unix://..."): a ':' before any '/', as QEMU tells them from files. */
+static int is_protocol_path(const char *path)
+{
+    const char *colon = strchr(path, ':'), *slash = strchr(path, '/');
+
+    return colon && colon != path && (!slash || colon < slash);
+}
+
+/* Through NBD: any format but raw, and every protocol path. */
+static int open_image(struct source *s)
+{
+    s->img = vma_source_new();
+    if (!s->img)
+        return cli_fail("out of memory");
+    if (vma_source_open(s->img, s->format ? s->format : "raw", s->path) != VMA_OK)
+        return cli_fail("%s", vma_source_error(s->img));
+    s->size = vma_source_size(s->img);
+    if (s->size == 0)
+        return cli_fail("%s: empty device", s->path);
+    s->recorded = (s->size + 511) & ~(uint64_t)511;
     return CLI_OK;
 }
 
 static int open_source(struct source *s)
 {
     struct stat st;
+    const char *guess;
 
+    if ((s->format && strcmp(s->format, "raw")) || (s->format && is_protocol_path(s->path)))
+        return open_image(s);
     s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
     if (s->fd < 0 || fstat(s->fd, &st) < 0)
         return cli_fail("%s: %s", s->path, strerror(errno));
+    /* Without format=, an image file would be backed up as its bytes. */
+    if (!s->format && (guess = vma_image_format_guess(s->fd)))
+        return cli_fail("%s looks like a %s image, not a raw disk: back it up with "
+                        "'-d format=%s:%s=%s' (or 'format=raw' for its bytes as they are)",
+                        s->path, guess, guess, s->name, s->path);
     if (S_ISREG(st.st_mode)) {
         s->size = (uint64_t)st.st_size;
     } else if (S_ISBLK(st.st_mode)) {
@@ -180,10 +218,16 @@ static int write_archive(struct create *c, const char *archive, const char *comp
     for (i = 0; i < c->nsrc; i++) {
         struct source *s = &c->src[i];
 
-        if (vma_writer_write_device_fd(c->w, s->dev_id, s->fd, s->size) != VMA_OK)
+        int st = s->img ? vma_writer_write_device_source(c->w, s->dev_id, s->img)
+                        : vma_writer_write_device_fd(c->w, s->dev_id, s->fd, s->size);
+
+        if (st != VMA_OK)
             return writer_fail(c);
-        close(s->fd);
+        if (s->fd >= 0)
+            close(s->fd);
         s->fd = -1;
+        vma_source_free(s->img); /* stops its qemu-nbd now */
+        s->img = NULL;
     }
     if (vma_writer_finish(c->w) != VMA_OK)
         return writer_fail(c);
@@ -265,7 +309,9 @@ out:
     for (i = 0; c.src && i < c.nsrc; i++) {
         if (c.src[i].fd >= 0)
             close(c.src[i].fd);
+        vma_source_free(c.src[i].img);
         free(c.src[i].name);
+        free(c.src[i].format);
     }
     free(c.src);
     free(config_paths);

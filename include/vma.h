@@ -336,6 +336,69 @@ int vma_writer_finish(vma_writer *w);
 int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                uint64_t source_size);
 
+/* ------------------------------------------------------------------ */
+/* Disk images: format signatures, and sources read through NBD        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The disk image format whose signature the source starts with (or, for a
+ * fixed VHD, ends with): "qcow2", "qcow", "vmdk" (sparse extent or
+ * descriptor file), "vdi", "vhdx", "qed" or "vpc"; NULL when there is none
+ * or the descriptor cannot be read at an offset (a pipe). Reads with
+ * pread() only and leaves the file offset where it was. A raw disk that
+ * starts with such bytes is rare; an image backed up as raw bytes is a
+ * useless backup, so callers refuse such a source unless told it is raw.
+ */
+const char *vma_image_format_guess(int fd);
+
+/*
+ * A disk image read through NBD (libnbd): any format and QEMU protocol
+ * path that qemu-nbd opens (qcow2 with its backing chain, vmdk, vdi, vhdx,
+ * qed, raw, "rbd:pool/image", "iscsi://...", ...), served by a qemu-nbd
+ * that the source starts read-only over socket activation and stops again;
+ * or an NBD export given as an "nbd://", "nbds://", "nbd+unix://" URI,
+ * connected to directly.
+ */
+typedef struct vma_source vma_source;
+
+/* Allocate a source. Returns NULL only when out of memory. */
+vma_source *vma_source_new(void);
+
+/* Disconnect, stop and reap the qemu-nbd the source started, free it. */
+void vma_source_free(vma_source *s);
+
+/* The last error message, or "" when there was none. */
+const char *vma_source_error(const vma_source *s);
+
+/*
+ * Open `path` as an image of `format` (a qemu-nbd format name: "qcow2",
+ * "vmdk", "raw", ...; for an NBD URI only "raw", the export's own bytes).
+ * The image is never written, and is opened with QEMU's image locking, so
+ * an image a running VM writes is refused. Fails with VMA_ERR_NOT_FOUND
+ * when qemu-nbd is not installed, VMA_ERR_IO when it cannot open the
+ * image (the message has qemu-nbd's reason), VMA_ERR_CANCELED after
+ * vma_source_cancel(). Once per source.
+ */
+int vma_source_open(vma_source *s, const char *format, const char *path);
+
+/* Virtual size of the opened image in bytes (0 before a successful open). */
+uint64_t vma_source_size(const vma_source *s);
+
+/* Stop an open in progress (or the next one). Safe from a signal handler
+ * and from any thread between vma_source_new() and vma_source_free(). */
+void vma_source_cancel(vma_source *s);
+
+/*
+ * Write a whole disk from an opened source and close its stream, as
+ * vma_writer_write_device_fd() does from a descriptor: the size of the
+ * device must be at least the source's. Extents the server reports as
+ * zero (block status, "base:allocation") become all-zero clusters without
+ * being read; the rest is read with many requests in flight, so clusters
+ * reach the writer out of order. vma_writer_cancel() stops it at once.
+ * Errors go to the writer's message, naming the device and offset.
+ */
+int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
+
 /* Called after each cluster the writer accepts, with the totals over all
  * devices: bytes accepted and zero bytes among them. Return 0 to go on,
  * anything else to stop: the write fails with VMA_ERR_CALLBACK and the

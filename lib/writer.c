@@ -652,3 +652,8 @@ int vmai_writer_fail(vma_writer *w, int status, const char *msg)
     pthread_mutex_unlock(&w->lock);
     return rc;
 }
+
+const struct vmai_cancel *vmai_writer_cancel_switch(const vma_writer *w)
+{
+    return &w->cancel;
+}
