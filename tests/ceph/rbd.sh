@@ -137,6 +137,28 @@ prefix=$(rbd_ info --format json "$P/gen-0" | jq -r .block_name_prefix)
 objects=$(timeout 60 rados -c "$CEPH_CONF" -p "$P" ls | grep -c "^$prefix\.")
 check "0: wrote 3 RBD objects (data only), found $objects" test "$objects" = 3
 
+# ---- back up from RBD -----------------------------------------------------------
+# vma create -d format=raw:drive-scsi0=rbd:... reads the image through
+# qemu-nbd; its device is the whole image (rounded up to a MiB by rbd
+# create), so the first gsize bytes are the generated disk, the rest zeros.
+case_ "create from an RBD image"
+run "$VMA" create "$T/back.vma" -d "format=raw:drive-scsi0=$(rbd_path gen-0)"
+expect_ok
+run "$VMA" extract "$T/back.vma" "$T/back"
+expect_rc 0
+check "the disk backed up from RBD is the generated disk" \
+    cmp -s -n "$gsize" "$img" "$T/back/disk-drive-scsi0.raw"
+check "its device size is the image's, 24 MiB" test "$(stat -c %s "$T/back/disk-drive-scsi0.raw")" = $((24 * M))
+check "and ends in zeros" cmp -s <(tail -c +$((gsize + 1)) "$T/back/disk-drive-scsi0.raw") <(head -c $((24 * M - gsize)) /dev/zero)
+no_qemu_nbd
+
+case_ "create from an RBD image that does not exist"
+run "$VMA" create "$T/nosuch.vma" -d "format=raw:drive-scsi0=$(rbd_path nosuch)"
+expect_failure
+expect_err_has "rbd:$P/nosuch"
+check "no archive left" test ! -e "$T/nosuch.vma"
+no_qemu_nbd
+
 # ---- what goes wrong -----------------------------------------------------------
 
 # expect_restore_fails WHAT MAPLINE: extract of gen.vma with that map line
