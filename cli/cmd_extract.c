@@ -187,9 +187,14 @@ static int set_disk_target(struct extract *x, unsigned id)
         if (e->skip) {
             st = vma_reader_target_skip(x->r, id);
         } else {
-            if (!restore_map_is_raw(e))
-                return cli_fail("%s: format not supported yet (only raw)", e->path);
-            st = vma_reader_target_open(x->r, id, e->path, e->flags);
+            /* qcow2, vmdk, rbd:, iscsi://, nbd:// ...: through NBD. */
+            if (vma_target_is_nbd(e->format, e->path))
+                st = vma_reader_target_nbd(x->r, id, e->format, e->path, e->flags);
+            else if (!restore_map_is_raw(e))
+                return cli_fail("%s: no format= given and not a .raw file or /dev/ device "
+                                "(say format=raw, or the image's format)", e->path);
+            else
+                st = vma_reader_target_open(x->r, id, e->path, e->flags);
             /* A group without a rate only joins it: the library keeps the
              * group's rate when given 0. */
             if (st == VMA_OK && (e->bps || e->group))

@@ -207,6 +207,40 @@ int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path);
 int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path,
                            unsigned flags);
 
+/*
+ * Whether vma_reader_target_nbd() is the way to (format, path): 1 for a
+ * format other than "raw" (format may be NULL), for a QEMU protocol
+ * filename ("rbd:", "iscsi:", "nbd:", "ssh:", "http:", "https:",
+ * "gluster:", "nfs:", ...), and for an NBD URI ("nbd://", "nbd+unix://",
+ * ...); 0 for a plain file or block device path (vma_reader_target_open()).
+ */
+int vma_target_is_nbd(const char *format, const char *path);
+
+/*
+ * Open an existing disk image as the target of a disk, through NBD:
+ * - an NBD URI with format NULL or "raw": libnbd connects to that server;
+ * - anything else (qcow2, vmdk, ... files; rbd:, iscsi://, ... paths; an
+ *   NBD URI holding an image of another format): a private `qemu-nbd`
+ *   (found in PATH; Debian qemu-utils, plus qemu-block-extra for rbd,
+ *   iscsi, ssh, curl, gluster, nfs) serves it on a unix socket in a new
+ *   temporary directory, started with --format=<format> (raw when NULL),
+ *   --cache=writeback, or none / writethrough / directsync (with
+ *   --aio=native) as VMA_TARGET_DIRECT / VMA_TARGET_SYNC ask, and with
+ *   VMA_TARGET_WRITE_ZEROS --discard=unmap. Its output is never printed:
+ *   its error becomes the reader's message (with the Debian package to
+ *   install when qemu-nbd or a block module is missing).
+ * The export's size must be at least the device size and at most 4 MiB
+ * more. Zero blocks are sent as NBD write-zeroes (zero clusters in qcow2,
+ * not data) with VMA_TARGET_WRITE_ZEROS, else left alone. Writes go out
+ * many at a time (at most 64 requests or 64 MiB in flight); the restore
+ * ends with one flush and a clean disconnect. qemu-nbd is stopped and
+ * reaped by vma_reader_restore() or vma_reader_free(), also after any
+ * failure or cancel; the temporary directory is removed. Not for vmstate.
+ * Without NBD support in the build (meson -Dnbd=disabled): VMA_ERR_INVALID.
+ */
+int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
+                          const char *path, unsigned flags);
+
 /* Use a descriptor the caller owns (opened for writing, seekable for a
  * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. */
 int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);

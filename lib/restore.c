@@ -4,6 +4,7 @@
  *  - new sparse file: zero blocks stay holes;
  *  - existing file or block device: zero blocks punched/zeroed or written
  *    only when asked (map "1:"), else left alone ("0:");
+ *  - NBD image (restore_nbd.c): zero blocks sent as write-zeroes when asked;
  *  - vmstate: a sequential file, zero blocks written as zeros;
  *  - skip: nothing is written (the reader still checks every rule).
  * SPDX-License-Identifier: MIT
@@ -19,7 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nbd.h"
 #include "reader_internal.h"
+#include "restore_nbd.h"
 
 /* Bandwidth group: a shared budget of bytes per second. */
 struct vmai_throttle {
@@ -47,6 +50,8 @@ struct vmai_target {
     uint64_t win_lo, win_hi, win_bytes; /* written since the last writeback */
     uint64_t prev_lo, prev_hi;          /* the window before, under writeback */
     struct vmai_throttle *throttle;
+    struct vmai_nbd_target *nbd; /* an NBD target (fd is -1) */
+    char *label;            /* the NBD target's path or URI, for messages */
 };
 
 /* Aligned so O_DIRECT targets can write it. */
@@ -116,9 +121,26 @@ static void write_behind(struct vmai_target *t, uint64_t off, uint64_t len)
     t->win_bytes = 0;
 }
 
+/* An NBD target failed: cancelled, or a message naming device and target. */
+static int nbd_failed(vma_reader *r, unsigned dev_id, struct vmai_target *t, const char *err)
+{
+    if (vmai_cancelled(&r->cancel))
+        return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled while writing device '%s'",
+                                vma_reader_device_name(r, dev_id));
+    return vmai_reader_fail(r, VMA_ERR_IO, "device '%s', target %s: %s",
+                            vma_reader_device_name(r, dev_id), t->label, err);
+}
+
 static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
                          const void *buf, size_t len, uint64_t off)
 {
+    if (t->nbd != NULL) {
+        char err[VMAI_ERRLEN];
+        throttle_wait(t->throttle, len);
+        if (vmai_nbd_target_write(t->nbd, buf, len, off, err) != 0)
+            return nbd_failed(r, dev_id, t, err);
+        return VMA_OK;
+    }
     int fd = t->fd;
     /* O_DIRECT needs 4 KiB-aligned offsets and lengths; the tail of a
      * device whose size is not a multiple of 4 KiB goes the buffered way. */
@@ -142,6 +164,13 @@ static int target_zero(vma_reader *r, unsigned dev_id, struct vmai_target *t, ui
 {
     static const int modes[] = {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                 FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
+    if (t->nbd != NULL) {
+        char err[VMAI_ERRLEN];
+        throttle_wait(t->throttle, len);
+        if (vmai_nbd_target_zero(t->nbd, off, len, err) != 0)
+            return nbd_failed(r, dev_id, t, err);
+        return VMA_OK;
+    }
     for (; t->zero_mode < 2; t->zero_mode++) {
         if (fallocate(t->fd, modes[t->zero_mode], (off_t)off, (off_t)len) == 0) {
             throttle_wait(t->throttle, len);
@@ -383,6 +412,50 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
     return VMA_OK;
 }
 
+int vma_target_is_nbd(const char *format, const char *path)
+{
+    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
+}
+
+int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
+                          const char *path, unsigned flags)
+{
+    int rc = target_check(r, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    const char *name = vma_reader_device_name(r, dev_id);
+    if (path == NULL)
+        return vmai_reader_fail(r, VMA_ERR_INVALID, "no target path for device '%s'", name);
+    if (vma_reader_device_is_vmstate(r, dev_id))
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "the vmstate device '%s' needs a new file (target_create)", name);
+    if (!vma_target_is_nbd(format, path))
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "target %s of device '%s' is a raw file: use target_open", path,
+                                name);
+    struct vmai_target *t = target_new(r, dev_id, TARGET_DISK);
+    if (t == NULL)
+        return r->status;
+    if ((t->label = strdup(path)) == NULL)
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
+    t->write_zeros = (flags & VMA_TARGET_WRITE_ZEROS) != 0;
+    char err[VMAI_ERRLEN];
+    uint64_t len = 0;
+    if (vmai_nbd_target_open(&t->nbd, format, path, flags, &r->cancel, &len, err) != 0) {
+        if (vmai_cancelled(&r->cancel))
+            return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled while opening %s", path);
+        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s", path,
+                                name, err);
+    }
+    if (len < t->size || len - t->size > TARGET_SLACK)
+        return vmai_reader_fail(r, VMA_ERR_INVALID,
+                                "target %s of device '%s' has %llu bytes; it needs %llu to "
+                                "%llu",
+                                path, name, (unsigned long long)len, (unsigned long long)t->size,
+                                (unsigned long long)(t->size + TARGET_SLACK));
+    return VMA_OK;
+}
+
 int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
 {
     int rc = target_check(r, dev_id);
@@ -440,6 +513,15 @@ static int targets_finish(vma_reader *r)
 {
     for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
         struct vmai_target *t = r->targets[i];
+        if (t != NULL && t->nbd != NULL) {
+            char err[VMAI_ERRLEN];
+            int rc = vmai_nbd_target_finish(t->nbd, err);
+            vmai_nbd_target_free(t->nbd);
+            t->nbd = NULL;
+            if (rc != 0)
+                return nbd_failed(r, i, t, err);
+            continue;
+        }
         if (t == NULL || t->fd < 0)
             continue;
         const char *name = vma_reader_device_name(r, i);
@@ -498,6 +580,8 @@ void vmai_targets_free(vma_reader *r)
             close(t->fd);
         if (t->fd_buffered >= 0)
             close(t->fd_buffered);
+        vmai_nbd_target_free(t->nbd); /* stops and reaps qemu-nbd */
+        free(t->label);
         if (t->created_path != NULL && !r->restored)
             unlink(t->created_path);
         free(t->created_path);

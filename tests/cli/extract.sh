@@ -248,13 +248,13 @@ expect_map_failure notarget
 expect_err_has "$T/m0.raw"
 check "a missing target is not created" [ ! -e "$T/m0.raw" ]
 
-case_ "map: format=qcow2"
+case_ "map: format=qcow2 on a raw file"
 new_target "$T/q0.qcow2" $S0
 run_map qcow "format=qcow2:0:drive-scsi0=$T/q0.qcow2
 0:drive-efidisk0=$T/m1.raw
 "
 expect_map_failure qcow
-expect_err "vma: $T/q0.qcow2: format not supported yet (only raw)
+expect_err "vma: cannot open target $T/q0.qcow2 of device 'drive-scsi0': qemu-nbd: Failed to blk_new_open '$T/q0.qcow2': Image is not in qcow2 format
 "
 
 case_ "map: no format, not .raw"
@@ -263,7 +263,7 @@ run_map img "0:drive-scsi0=$T/q0.img
 0:drive-efidisk0=$T/m1.raw
 "
 expect_map_failure img
-expect_err "vma: $T/q0.img: format not supported yet (only raw)
+expect_err "vma: $T/q0.img: no format= given and not a .raw file or /dev/ device (say format=raw, or the image's format)
 "
 
 # read map failed - <what> ('<line>')

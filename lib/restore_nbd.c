@@ -1,0 +1,271 @@
+/*
+ * The NBD restore target (see restore_nbd.h). Like nbdcopy: many aio
+ * requests in flight, bounded by count and bytes, each owning a copy of
+ * its data (the reader reuses its extent buffer at once); errors come back
+ * in completion callbacks and are reported at the next call.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "restore_nbd.h"
+#include "vma.h"
+
+#ifdef VMA_HAVE_NBD
+
+#include <libnbd.h>
+
+#include "nbd.h"
+
+#define MAX_REQUESTS 64u          /* in flight */
+#define MAX_BYTES (64u << 20)     /* of data in flight */
+#define MAX_ZERO (1u << 30)       /* one write-zeroes request */
+#define ZERO_BUF (1u << 20)       /* fallback: zeros written as data */
+
+struct vmai_nbd_target {
+    struct vmai_nbd *c;
+    struct nbd_handle *h;
+    bool can_zero, can_flush;
+    uint64_t max_write;           /* the server's largest payload */
+    uint64_t in_flight_bytes;
+    uint64_t zero_off, zero_len;  /* zero run not yet sent */
+    unsigned char *zeros;         /* ZERO_BUF zero bytes, when !can_zero */
+    int failed_errno;             /* first request that failed */
+    uint64_t failed_off, failed_len;
+    bool failed_zero;
+};
+
+struct request {
+    struct vmai_nbd_target *t;
+    uint64_t off, len;
+    bool zero;
+    unsigned char data[]; /* a write's own copy */
+};
+
+static int request_done(void *opaque, int *error)
+{
+    struct request *q = opaque;
+    struct vmai_nbd_target *t = q->t;
+    if (!q->zero || t->zeros != NULL)
+        t->in_flight_bytes -= q->len;
+    if (*error != 0 && t->failed_errno == 0) {
+        t->failed_errno = *error;
+        t->failed_off = q->off;
+        t->failed_len = q->len;
+        t->failed_zero = q->zero;
+    }
+    return 1; /* retire the command */
+}
+
+static int request_failed(struct vmai_nbd_target *t, char *err)
+{
+    vmai_errorf(err, "%s of %llu bytes at offset %llu failed: %s",
+                t->failed_zero ? "write-zeroes" : "write", (unsigned long long)t->failed_len,
+                (unsigned long long)t->failed_off, strerror(t->failed_errno));
+    return -1;
+}
+
+/* Wait until one more request of len bytes fits in the window. */
+static int make_room(struct vmai_nbd_target *t, uint64_t len, char *err)
+{
+    for (;;) {
+        if (t->failed_errno != 0)
+            return request_failed(t, err);
+        int n = nbd_aio_in_flight(t->h);
+        if (n >= 0 && (unsigned)n < MAX_REQUESTS &&
+            (n == 0 || t->in_flight_bytes + len <= MAX_BYTES))
+            return 0;
+        if (vmai_nbd_poll(t->c, err) != 0)
+            return -1;
+    }
+}
+
+static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, uint64_t off,
+                      bool zero, char *err)
+{
+    if (make_room(t, len, err) != 0)
+        return -1;
+    bool copy = buf != t->zeros;
+    struct request *q = malloc(sizeof(*q) + (copy ? len : 0));
+    if (q == NULL) {
+        vmai_errorf(err, "out of memory");
+        return -1;
+    }
+    *q = (struct request){.t = t, .off = off, .len = len, .zero = zero};
+    if (copy)
+        memcpy(q->data, buf, len);
+    nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = free};
+    t->in_flight_bytes += len;
+    if (nbd_aio_pwrite(t->h, copy ? q->data : buf, len, off, cb, 0) < 0) {
+        /* libnbd frees q through .free on failure too */
+        return vmai_nbd_fail(t->c, err, "write of %zu bytes at offset %llu", len,
+                             (unsigned long long)off);
+    }
+    return 0;
+}
+
+/* Send the pending zero run: write-zeroes without NO_HOLE, so qcow2 makes
+ * zero clusters (and with --discard=unmap may free space); a server that
+ * cannot zero gets zeros as data. */
+static int send_zero(struct vmai_nbd_target *t, char *err)
+{
+    uint64_t off = t->zero_off, len = t->zero_len;
+    t->zero_len = 0;
+    if (len == 0)
+        return 0;
+    if (t->zeros != NULL) {
+        while (len > 0) {
+            size_t n = len < ZERO_BUF ? (size_t)len : ZERO_BUF;
+            if (send_write(t, t->zeros, n, off, true, err) != 0)
+                return -1;
+            off += n;
+            len -= n;
+        }
+        return 0;
+    }
+    if (make_room(t, 0, err) != 0)
+        return -1;
+    struct request *q = malloc(sizeof(*q));
+    if (q == NULL) {
+        vmai_errorf(err, "out of memory");
+        return -1;
+    }
+    *q = (struct request){.t = t, .off = off, .len = len, .zero = true};
+    nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = free};
+    if (nbd_aio_zero(t->h, len, off, cb, 0) < 0)
+        return vmai_nbd_fail(t->c, err, "write-zeroes of %llu bytes at offset %llu",
+                             (unsigned long long)len, (unsigned long long)off);
+    return 0;
+}
+
+int vmai_nbd_target_open(struct vmai_nbd_target **out, const char *format, const char *path,
+                         unsigned flags, const struct vmai_cancel *cancel, uint64_t *size,
+                         char *err)
+{
+    *out = NULL;
+    struct vmai_nbd_target *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        vmai_errorf(err, "out of memory");
+        return -1;
+    }
+    unsigned nflags = 0;
+    if (flags & VMA_TARGET_DIRECT)
+        nflags |= VMAI_NBD_DIRECT;
+    if (flags & VMA_TARGET_SYNC)
+        nflags |= VMAI_NBD_SYNC;
+    if (flags & VMA_TARGET_WRITE_ZEROS)
+        nflags |= VMAI_NBD_DISCARD; /* thin images get the space back, as holes do */
+    if (vmai_nbd_open(&t->c, format, path, nflags, cancel, err) != 0) {
+        free(t);
+        return -1;
+    }
+    t->h = vmai_nbd_handle(t->c);
+    t->can_zero = nbd_can_zero(t->h) == 1;
+    t->can_flush = nbd_can_flush(t->h) == 1;
+    int64_t max = nbd_get_block_size(t->h, LIBNBD_SIZE_MAXIMUM);
+    t->max_write = max > 0 ? (uint64_t)max : (32u << 20);
+    if (!t->can_zero && (t->zeros = calloc(1, ZERO_BUF)) == NULL) {
+        vmai_nbd_target_free(t);
+        vmai_errorf(err, "out of memory");
+        return -1;
+    }
+    *size = vmai_nbd_size(t->c);
+    *out = t;
+    return 0;
+}
+
+int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len,
+                          uint64_t off, char *err)
+{
+    const unsigned char *p = buf;
+    while (len > 0) {
+        size_t n = len < t->max_write ? len : (size_t)t->max_write;
+        if (send_write(t, p, n, off, false, err) != 0)
+            return -1;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int vmai_nbd_target_zero(struct vmai_nbd_target *t, uint64_t off, uint64_t len, char *err)
+{
+    if (t->zero_len > 0 && t->zero_off + t->zero_len == off && t->zero_len + len <= MAX_ZERO) {
+        t->zero_len += len;
+        return 0;
+    }
+    if (send_zero(t, err) != 0)
+        return -1;
+    t->zero_off = off;
+    t->zero_len = len;
+    return 0;
+}
+
+int vmai_nbd_target_finish(struct vmai_nbd_target *t, char *err)
+{
+    if (send_zero(t, err) != 0 || vmai_nbd_drain(t->c, 0, err) != 0)
+        return -1;
+    if (t->failed_errno != 0)
+        return request_failed(t, err);
+    if (t->can_flush) {
+        int64_t cookie = nbd_aio_flush(t->h, NBD_NULL_COMPLETION, 0);
+        if (cookie < 0)
+            return vmai_nbd_fail(t->c, err, "flush");
+        char why[VMAI_ERRLEN];
+        if (vmai_nbd_wait_cookie(t->c, cookie, why, NULL) != 0) {
+            vmai_errorf(err, "flush failed: %s", why);
+            return -1;
+        }
+    }
+    return vmai_nbd_finish(t->c, err);
+}
+
+void vmai_nbd_target_free(struct vmai_nbd_target *t)
+{
+    if (t == NULL)
+        return;
+    vmai_nbd_close(t->c); /* frees the requests still queued */
+    free(t->zeros);
+    free(t);
+}
+
+#else /* built without libnbd */
+
+int vmai_nbd_target_open(struct vmai_nbd_target **out, const char *format, const char *path,
+                         unsigned flags, const struct vmai_cancel *cancel, uint64_t *size,
+                         char *err)
+{
+    (void)format, (void)path, (void)flags, (void)cancel, (void)size;
+    *out = NULL;
+    vmai_errorf(err, "libvma was built without NBD support (meson -Dnbd=disabled)");
+    return -1;
+}
+
+int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len,
+                          uint64_t off, char *err)
+{
+    (void)t, (void)buf, (void)len, (void)off;
+    vmai_errorf(err, "no NBD support");
+    return -1;
+}
+
+int vmai_nbd_target_zero(struct vmai_nbd_target *t, uint64_t off, uint64_t len, char *err)
+{
+    (void)t, (void)off, (void)len;
+    vmai_errorf(err, "no NBD support");
+    return -1;
+}
+
+int vmai_nbd_target_finish(struct vmai_nbd_target *t, char *err)
+{
+    (void)t;
+    vmai_errorf(err, "no NBD support");
+    return -1;
+}
+
+void vmai_nbd_target_free(struct vmai_nbd_target *t) { (void)t; }
+
+#endif

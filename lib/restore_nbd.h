@@ -1,0 +1,40 @@
+/*
+ * The NBD restore target (a disk image in any format qemu-nbd serves, or
+ * an NBD URI): writes go out as libnbd aio requests, many in flight in a
+ * bounded window; zero runs become NBD write-zeroes. restore.c keeps the
+ * rules (sizes, zero mode, throttling); this file only moves bytes.
+ * Internal to libvma. SPDX-License-Identifier: MIT
+ */
+#ifndef LIBVMA_RESTORE_NBD_H
+#define LIBVMA_RESTORE_NBD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io.h"
+
+struct vmai_nbd_target;
+
+/* Connect (flags: VMA_TARGET_*; cache flags choose qemu-nbd's cache mode,
+ * VMA_TARGET_WRITE_ZEROS asks for --discard=unmap). *size: the export's
+ * size. Returns 0, or -1 with a message in err (VMAI_ERRLEN bytes). */
+int vmai_nbd_target_open(struct vmai_nbd_target **out, const char *format, const char *path,
+                         unsigned flags, const struct vmai_cancel *cancel, uint64_t *size,
+                         char *err);
+
+/* Queue a write of a copy of buf (the caller's buffer may be reused at
+ * once); waits while the window is full. A failure of any earlier request
+ * is reported here too. Returns 0 or -1 with err. */
+int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len,
+                          uint64_t off, char *err);
+
+/* Make [off, off+len) read as zeros (merged with the zero run before). */
+int vmai_nbd_target_zero(struct vmai_nbd_target *t, uint64_t off, uint64_t len, char *err);
+
+/* Wait for every request, flush once, disconnect, reap qemu-nbd. */
+int vmai_nbd_target_finish(struct vmai_nbd_target *t, char *err);
+
+/* Drop the connection (stopping and reaping qemu-nbd); NULL is a no-op. */
+void vmai_nbd_target_free(struct vmai_nbd_target *t);
+
+#endif
