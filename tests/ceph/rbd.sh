@@ -124,9 +124,15 @@ gsha=$(sha256sum <"$img" | cut -d' ' -f1)
 run "$VMA" create "$T/gen.vma" drive-scsi0="$img"
 expect_ok
 
-for z in 0 1; do
+# 0: as Proxmox writes it for RBD, 1: (zeros written as NBD write-zeroes),
+# and the line a storage with a bandwidth limit gets (100 MiB/s here).
+for z in 0 1 t; do
     rbd_create "gen-$z" "$gsize" || fail "rbd create gen-$z"
-    printf 'format=raw:%s:drive-scsi0=%s\n' "$z" "$(rbd_path "gen-$z")" >"$T/map"
+    case $z in
+    t) line="throttling.bps=104857600:throttling.group=ceph:format=raw:0:drive-scsi0=$(rbd_path gen-t)" ;;
+    *) line="format=raw:$z:drive-scsi0=$(rbd_path "gen-$z")" ;;
+    esac
+    printf '%s\n' "$line" >"$T/map"
     run "$VMA" extract -r "$T/map" "$T/gen.vma" "$T/out-gen-$z"
     expect_ok
     export_is "gen-$z" "$gsize" "$gsha"
