@@ -54,10 +54,13 @@ ceph_cli() { timeout 60 ceph -c "$CEPH_CONF" --connect-timeout 30 "$@"; }
 
 # ceph_daemon NAME CMD...: start a daemon in the foreground, in the
 # background of this shell; its stderr (startup errors) goes to log/NAME.err.
+# setpriv --pdeathsig: the kernel kills it if this shell dies without
+# running its traps (SIGKILL).
 ceph_daemon() {
     local name=$1
     shift
-    "$@" -f -c "$CEPH_CONF" </dev/null >"$CEPH_DIR/log/$name.out" 2>"$CEPH_DIR/log/$name.err" &
+    setpriv --pdeathsig KILL -- "$@" -f -c "$CEPH_CONF" </dev/null \
+        >"$CEPH_DIR/log/$name.out" 2>"$CEPH_DIR/log/$name.err" &
     CEPH_PIDS+=($!)
 }
 
