@@ -22,7 +22,9 @@ packages=(
     # restore into rbd: images through qemu-nbd's rbd driver
     ceph-mon ceph-mgr ceph-osd
     ceph-common           # ceph, rbd, rados, ceph-authtool, monmaptool
+    qemu-utils            # qemu-nbd, qemu-img (tests/ceph, bench/bench-qcow2.sh)
     qemu-block-extra      # QEMU's rbd driver (block-rbd.so) for qemu-nbd, qemu-img
+    libnbd-bin            # nbdcopy: the NBD read limit in bench/bench-qcow2.sh
     jq                    # reads the JSON of ceph and rbd commands in tests/ceph
 )
 
