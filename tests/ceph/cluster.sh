@@ -204,18 +204,12 @@ EOF
     ceph_log "pool $CEPH_POOL ready"
 }
 
-# ceph_stop: kill the daemons (TERM, then KILL after 2 s: the data is
-# thrown away anyway), reap them, remove the dir. Safe to call twice and
-# after a partial start.
+# ceph_stop: kill the daemons, reap them, remove the dir. SIGKILL at once:
+# the data is thrown away, and on SIGTERM the OSD waits seconds for the
+# monitor to acknowledge its shutdown. Safe to call twice and after a
+# partial start.
 ceph_stop() {
-    local p i
-    for p in "${CEPH_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for ((i = 0; i < 10; i++)); do
-        local alive=0
-        for p in "${CEPH_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive = 1 ] || break
-        sleep 0.2
-    done
+    local p
     for p in "${CEPH_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
     for p in "${CEPH_PIDS[@]}"; do wait "$p" 2>/dev/null; done
     CEPH_PIDS=()
