@@ -42,10 +42,23 @@ ceph_missing() {
     printf '%s\n' "${m[@]}" | sort -u | tr '\n' ' '
 }
 
-# ceph_free_port: a TCP port free on 127.0.0.1 right now (the kernel
-# picks it; the mon binds it a moment later).
+# ceph_free_port: a TCP port free on 127.0.0.1 right now, below the
+# kernel's ephemeral range (32768 and up on Debian), so that no outgoing
+# connection takes it before the monitor binds it a moment later.
 ceph_free_port() {
-    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    /usr/bin/python3 -c '
+import random, socket
+for _ in range(100):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")'
 }
 
 # ceph_cli ARGS...: the ceph command against this cluster, never waiting
