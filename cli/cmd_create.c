@@ -109,16 +109,7 @@ static int parse_device(const char *arg, int need_format, size_t index, struct s
     return CLI_OK;
 }
 
-/* A QEMU protocol filename ("rbd:pool/img", "iscsi://...", "nbd:...",
- * "nbd+unix://..."): a ':' before any '/', as QEMU tells them from files. */
-static int is_protocol_path(const char *path)
-{
-    const char *colon = strchr(path, ':'), *slash = strchr(path, '/');
-
-    return colon && colon != path && (!slash || colon < slash);
-}
-
-/* Through NBD: any format but raw, and every protocol path. */
+/* Through NBD: any format but raw, QEMU protocol paths, NBD URIs. */
 static int open_image(struct source *s)
 {
     s->img = vma_source_new();
@@ -138,7 +129,7 @@ static int open_source(struct source *s)
     struct stat st;
     const char *guess;
 
-    if ((s->format && strcmp(s->format, "raw")) || (s->format && is_protocol_path(s->path)))
+    if (s->format && vma_source_needed(s->format, s->path))
         return open_image(s);
     s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
     if (s->fd < 0 || fstat(s->fd, &st) < 0)

@@ -390,10 +390,17 @@ const char *vma_image_format_guess(int fd);
  * path that qemu-nbd opens (qcow2 with its backing chain, vmdk, vdi, vhdx,
  * qed, raw, "rbd:pool/image", "iscsi://...", ...), served by a qemu-nbd
  * that the source starts read-only over socket activation and stops again;
- * or an NBD export given as an "nbd://", "nbds://", "nbd+unix://" URI,
- * connected to directly.
+ * or a raw NBD export given as an "nbd://", "nbds://", "nbd+unix://" URI,
+ * connected to directly. Built without libnbd (meson -Dnbd=disabled),
+ * vma_source_open() fails with VMA_ERR_INVALID.
  */
 typedef struct vma_source vma_source;
+
+/* Whether (format, path) must be read through a vma_source (1): a format
+ * other than "raw" (NULL means raw), a QEMU protocol filename or an NBD
+ * URI; else (0) it is a raw file or block device for
+ * vma_writer_write_device_fd(). The same rule as vma_target_is_nbd(). */
+int vma_source_needed(const char *format, const char *path);
 
 /* Allocate a source. Returns NULL only when out of memory. */
 vma_source *vma_source_new(void);
@@ -406,7 +413,7 @@ const char *vma_source_error(const vma_source *s);
 
 /*
  * Open `path` as an image of `format` (a qemu-nbd format name: "qcow2",
- * "vmdk", "raw", ...; for an NBD URI only "raw", the export's own bytes).
+ * "vmdk", "raw", ...), for a (format, path) that vma_source_needed().
  * The image is never written, and is opened with QEMU's image locking, so
  * an image a running VM writes is refused. Fails with VMA_ERR_NOT_FOUND
  * when qemu-nbd is not installed, VMA_ERR_IO when it cannot open the
@@ -429,7 +436,9 @@ void vma_source_cancel(vma_source *s);
  * zero (block status, "base:allocation") become all-zero clusters without
  * being read; the rest is read with many requests in flight, so clusters
  * reach the writer out of order. vma_writer_cancel() stops it at once.
- * Errors go to the writer's message, naming the device and offset.
+ * Errors go to the writer's message, naming the device and offset. The
+ * connection ends here, on success (qemu-nbd's exit is checked) and on
+ * failure alike; vma_source_free() is still needed.
  */
 int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 

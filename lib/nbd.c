@@ -604,6 +604,12 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
         free(c);
         return -1;
     }
+    if ((flags & VMAI_NBD_BLOCK_STATUS) &&
+        nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
+        vmai_errorf(err, "%s", nbd_get_error());
+        vmai_nbd_close(c);
+        return -1;
+    }
     int rc;
     if (kind == VMAI_NBD_QEMU) {
         if (spawn_qemu_nbd(c, format, path, flags, err) != 0) {
@@ -642,6 +648,11 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
     c->size = (uint64_t)size;
     *out = c;
     return 0;
+}
+
+void vmai_nbd_set_cancel(struct vmai_nbd *c, const struct vmai_cancel *cancel)
+{
+    c->cancel = cancel;
 }
 
 struct nbd_handle *vmai_nbd_handle(struct vmai_nbd *c) { return c->h; }

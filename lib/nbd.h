@@ -39,6 +39,7 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path);
 #define VMAI_NBD_DIRECT 2u   /* bypass the host page cache: --cache=none, --aio=native */
 #define VMAI_NBD_SYNC 4u     /* --cache=writethrough (with DIRECT: directsync) */
 #define VMAI_NBD_DISCARD 8u  /* --discard=unmap: zero writes may free space */
+#define VMAI_NBD_BLOCK_STATUS 16u /* ask for "base:allocation" (a source's holes) */
 
 /*
  * Connect to (format, path) as vmai_nbd_kind() says (not VMAI_NBD_NONE).
@@ -51,6 +52,10 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path);
  */
 int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
                   unsigned flags, const struct vmai_cancel *cancel, char *err);
+
+/* Watch another cancel switch from now on (a source opened on its own
+ * switch is then read under its writer's). */
+void vmai_nbd_set_cancel(struct vmai_nbd *c, const struct vmai_cancel *cancel);
 
 /* The libnbd handle, for aio calls; owned by the connection. */
 struct nbd_handle *vmai_nbd_handle(struct vmai_nbd *c);

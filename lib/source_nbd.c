@@ -5,25 +5,30 @@
  * "base:allocation") and hands those to the writer as all-zero clusters
  * without reading them; data is read with a bounded window of requests in
  * flight, and each finished read goes to the writer at once, so clusters
- * arrive out of order. One thread: the libnbd socket and the writer's
- * cancel eventfd are waited on together in poll(2).
+ * arrive out of order. One thread: lib/nbd.c waits on the libnbd socket,
+ * qemu-nbd's stderr and the writer's cancel eventfd together.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
-#include <libnbd.h>
-#include <poll.h>
-#include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <stdarg.h>
-#include <unistd.h>
-
 #include "format.h"
 #include "io.h"
+#include "nbd.h"
 #include "writer_internal.h"
+
+int vma_source_needed(const char *format, const char *path)
+{
+    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
+}
+
+#ifdef VMA_HAVE_NBD /* the rest needs libnbd */
+
+#include <libnbd.h>
 
 /* libnbd's message without its "nbd_aio_pread: " style prefix. */
 static const char *nbd_msg(void)
@@ -35,16 +40,22 @@ static const char *nbd_msg(void)
     return colon && strncmp(m, "nbd_", 4) == 0 ? colon + 2 : m;
 }
 
-/* ---- the source: a libnbd handle on a started qemu-nbd or an URI ---- */
+/* Why a command failed on the server. */
+static const char *cmd_error(void)
+{
+    int e = nbd_get_errno();
+    return e ? strerror(e) : nbd_msg();
+}
+
+/* ---- the source: a connection of lib/nbd.c ---- */
 
 struct vma_source {
-    struct nbd_handle *h;
+    struct vmai_nbd *c;
     char err[VMAI_ERRLEN];
     uint64_t size;
     uint64_t max_request;    /* the server's limit, or 0 */
     bool status;             /* the server answers "base:allocation" */
     bool used;               /* open was called */
-    char log[64];            /* qemu-nbd's stderr goes to this file */
     struct vmai_cancel cancel;
 };
 
@@ -57,33 +68,11 @@ vma_source *vma_source_new(void)
     return s;
 }
 
-static void drop_log(vma_source *s)
-{
-    if (s->log[0] != '\0')
-        unlink(s->log);
-    s->log[0] = '\0';
-}
-
-/* Close the connection; nbd_close() waits for the qemu-nbd it started,
- * which exits when its only client goes (or at once, killed). */
-static void disconnect(vma_source *s, bool graceful)
-{
-    if (s->h == NULL)
-        return;
-    if (graceful && nbd_aio_is_ready(s->h))
-        nbd_shutdown(s->h, 0);
-    else /* read-only, nothing to lose: not waiting for reads it is doing */
-        nbd_kill_subprocess(s->h, SIGKILL);
-    nbd_close(s->h);
-    s->h = NULL;
-}
-
 void vma_source_free(vma_source *s)
 {
     if (s == NULL)
         return;
-    disconnect(s, true);
-    drop_log(s);
+    vmai_nbd_close(s->c); /* stops and reaps qemu-nbd */
     vmai_cancel_close(&s->cancel);
     free(s);
 }
@@ -101,166 +90,37 @@ static int sfail(vma_source *s, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->err, sizeof(s->err), fmt, ap);
     va_end(ap);
-    disconnect(s, false);
-    drop_log(s);
+    vmai_nbd_close(s->c);
+    s->c = NULL;
     return status;
-}
-
-static bool is_nbd_uri(const char *path)
-{
-    static const char *const schemes[] = { "nbd://", "nbds://", "nbd+unix://",
-                                           "nbds+unix://", "nbd+vsock://", "nbds+vsock://" };
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
-        if (strncmp(path, schemes[i], strlen(schemes[i])) == 0)
-            return true;
-    return false;
-}
-
-/* The full path of an executable in $PATH, into buf; false if none. */
-static bool find_program(const char *prog, char *buf, size_t len)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL)
-        path = "/usr/bin:/bin";
-    while (*path != '\0') {
-        size_t n = strcspn(path, ":");
-        if (n > 0 && (size_t)snprintf(buf, len, "%.*s/%s", (int)n, path, prog) < len &&
-            access(buf, X_OK) == 0)
-            return true;
-        path += n;
-        if (*path == ':')
-            path++;
-    }
-    return false;
-}
-
-/* What qemu-nbd wrote, its lines joined, without its "qemu-nbd: " prefix. */
-static void read_log(const vma_source *s, char *out, size_t len)
-{
-    char buf[2048];
-    FILE *f = s->log[0] ? fopen(s->log, "re") : NULL;
-    out[0] = '\0';
-    if (f == NULL)
-        return;
-    while (fgets(buf, sizeof(buf), f) != NULL) {
-        buf[strcspn(buf, "\n")] = '\0';
-        const char *line = strncmp(buf, "qemu-nbd: ", 10) ? buf : buf + 10;
-        size_t have = strlen(out);
-        if (*line == '\0' || have + 2 >= len)
-            continue;
-        if (have > 0) { /* one line: "Failed to get lock" + "Is another process..." */
-            memcpy(out + have, " ", 2);
-            have++;
-        }
-        size_t n = strlen(line) < len - 1 - have ? strlen(line) : len - 1 - have;
-        memcpy(out + have, line, n); /* cut to fit */
-        out[have + n] = '\0';
-    }
-    fclose(f);
-}
-
-/* Run libnbd's state machine until the handshake is done, the connection
- * died, or the source is cancelled. */
-static int wait_connected(vma_source *s)
-{
-    while (nbd_aio_is_connecting(s->h) || nbd_aio_is_negotiating(s->h) ||
-           nbd_aio_is_created(s->h)) {
-        if (vmai_cancelled(&s->cancel)) {
-            errno = ECANCELED;
-            return -1;
-        }
-        unsigned dir = nbd_aio_get_direction(s->h);
-        struct pollfd pfd[2] = {
-            { .fd = nbd_aio_get_fd(s->h),
-              .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-                                ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
-            { .fd = s->cancel.fd, .events = POLLIN },
-        };
-        if (pfd[0].fd < 0)
-            return -1;
-        int n = poll(pfd, s->cancel.fd >= 0 ? 2 : 1, -1);
-        if (n < 0 && errno != EINTR)
-            return -1;
-        if (n <= 0)
-            continue;
-        int r = 0;
-        if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
-            r = nbd_aio_notify_read(s->h);
-        else if (pfd[0].revents & POLLOUT)
-            r = nbd_aio_notify_write(s->h);
-        if (r < 0)
-            return -1;
-    }
-    return nbd_aio_is_ready(s->h) ? 0 : -1;
 }
 
 int vma_source_open(vma_source *s, const char *format, const char *path)
 {
-    char prog[4096];
+    char why[VMAI_ERRLEN];
     if (s->used)
         return sfail(s, VMA_ERR_INVALID, "the source was already opened");
     s->used = true;
-    if (format == NULL || path == NULL || *format == '\0' || strchr(format, ',') != NULL)
-        return sfail(s, VMA_ERR_INVALID, "%s: bad format '%s'", path ? path : "(null)",
-                     format ? format : "(null)");
-    bool uri = is_nbd_uri(path);
-    if (uri && strcmp(format, "raw") != 0)
-        return sfail(s, VMA_ERR_INVALID, "%s: an NBD export is read as raw, not %s", path,
-                     format);
-    if (!uri && !find_program("qemu-nbd", prog, sizeof(prog)))
-        return sfail(s, VMA_ERR_NOT_FOUND, "%s: qemu-nbd not found, needed to read %s "
-                     "images (install the Debian package qemu-utils)", path, format);
-    if (vmai_cancelled(&s->cancel))
-        return sfail(s, VMA_ERR_CANCELED, "%s: cancelled", path);
-    s->h = nbd_create();
-    if (s->h == NULL)
-        return sfail(s, VMA_ERR_NOMEM, "%s: %s", path, nbd_msg());
-    /* Which extents read as zero, so that they are never read. */
-    if (nbd_add_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0)
-        return sfail(s, VMA_ERR_IO, "%s: %s", path, nbd_msg());
-    int rc;
-    if (uri) {
-        rc = nbd_aio_connect_uri(s->h, path);
-    } else {
-        /* qemu-nbd's complaints go to a file, so that the caller gets
-         * them as one message and its stderr stays its own. The shell
-         * execs, so qemu-nbd keeps the pid socket activation names. */
-        const char *tmp = getenv("TMPDIR");
-        int fd;
-        snprintf(s->log, sizeof(s->log), "%s/vma-nbd-XXXXXX",
-                 tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-        if ((fd = mkstemp(s->log)) < 0) {
-            s->log[0] = '\0';
-            return sfail(s, VMA_ERR_IO, "%s: cannot make a temporary file: %s", path,
-                         strerror(errno));
-        }
-        close(fd);
-        char fmtarg[128];
-        snprintf(fmtarg, sizeof(fmtarg), "--format=%s", format);
-        char *argv[] = { "/bin/sh", "-c", "exec 2>\"$0\" && exec \"$@\"", s->log, prog,
-                         "--read-only", fmtarg, "--", (char *)path, NULL };
-        rc = nbd_aio_connect_systemd_socket_activation(s->h, argv);
-    }
-    if (rc < 0 || wait_connected(s) < 0) {
-        char why[VMAI_ERRLEN / 2];
+    if (format == NULL || path == NULL || *format == '\0')
+        return sfail(s, VMA_ERR_INVALID, "%s: no format given", path ? path : "(null)");
+    if (!vma_source_needed(format, path))
+        return sfail(s, VMA_ERR_INVALID, "%s: a raw file or block device, read directly "
+                     "(vma_writer_write_device_fd), not through NBD", path);
+    if (vmai_nbd_open(&s->c, format, path, VMAI_NBD_READONLY | VMAI_NBD_BLOCK_STATUS,
+                      &s->cancel, why) != 0) {
         if (vmai_cancelled(&s->cancel))
             return sfail(s, VMA_ERR_CANCELED, "%s: cancelled", path);
-        snprintf(why, sizeof(why), "%s", nbd_msg());
-        disconnect(s, false); /* reaps qemu-nbd: its log is complete */
-        read_log(s, why, sizeof(why));
-        return sfail(s, VMA_ERR_IO, "%s: cannot open as %s: %s", path, format,
-                     why[0] ? why : "qemu-nbd failed");
+        return sfail(s, strstr(why, "not found in PATH") ? VMA_ERR_NOT_FOUND : VMA_ERR_IO,
+                     "%s: cannot open as %s: %s", path, format, why);
     }
-    int64_t size = nbd_get_size(s->h);
-    if (size < 0)
-        return sfail(s, VMA_ERR_IO, "%s: %s", path, nbd_msg());
-    s->size = (uint64_t)size;
-    s->status = nbd_can_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
-    int64_t max = nbd_get_block_size(s->h, LIBNBD_SIZE_MAXIMUM);
+    struct nbd_handle *h = vmai_nbd_handle(s->c);
+    s->size = vmai_nbd_size(s->c);
+    s->status = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+    int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 ? (uint64_t)max : 0;
-    drop_log(s);
     return VMA_OK;
 }
+
 
 /* ---- the cluster producer ---- */
 
@@ -385,7 +245,7 @@ static int ask_status(struct producer *p)
         p->known - p->next * VMA_CLUSTER_SIZE >= STATUS_AHEAD)
         return VMA_OK;
     uint64_t count = size - p->known < STATUS_MAX ? size - p->known : STATUS_MAX;
-    p->status_cookie = nbd_aio_block_status(p->s->h, count, p->known,
+    p->status_cookie = nbd_aio_block_status(vmai_nbd_handle(p->s->c), count, p->known,
                                             (nbd_extent_callback){ .callback = on_extents,
                                                                    .user_data = p },
                                             NBD_NULL_COMPLETION, 0);
@@ -415,7 +275,7 @@ static int deliver(struct producer *p, struct slot *sl)
 /* Retire finished commands. */
 static int retire(struct producer *p)
 {
-    struct nbd_handle *h = p->s->h;
+    struct nbd_handle *h = vmai_nbd_handle(p->s->c);
     for (unsigned i = 0; i < WINDOW; i++) {
         struct slot *sl = &p->slot[i];
         if (sl->cookie == 0)
@@ -423,7 +283,7 @@ static int retire(struct producer *p)
         int r = nbd_aio_command_completed(h, (uint64_t)sl->cookie);
         if (r < 0)
             return pfail(p, VMA_ERR_IO, "read error on the source of device '%s' at offset "
-                         "%llu: %s", p->name, (unsigned long long)sl->off, nbd_msg());
+                         "%llu: %s", p->name, (unsigned long long)sl->off, cmd_error());
         if (r == 1 && deliver(p, sl) != VMA_OK)
             return VMA_ERR_IO; /* the writer keeps its own status */
     }
@@ -433,7 +293,7 @@ static int retire(struct producer *p)
             return pfail(p, p->status_failed ? VMA_ERR_NOMEM : VMA_ERR_IO,
                          "block status of device '%s' at offset %llu: %s", p->name,
                          (unsigned long long)p->known,
-                         p->status_failed ? "out of memory" : nbd_msg());
+                         p->status_failed ? "out of memory" : cmd_error());
         if (r == 1) {
             p->status_cookie = 0;
             if (p->known == p->ext_start + 0 && p->count == p->head && p->known < vma_source_size(p->s))
@@ -449,7 +309,7 @@ static int retire(struct producer *p)
 static int issue(struct producer *p)
 {
     uint64_t size = vma_source_size(p->s);
-    struct nbd_handle *h = p->s->h;
+    struct nbd_handle *h = vmai_nbd_handle(p->s->c);
     while (p->next < p->clusters) {
         uint64_t a = p->next * VMA_CLUSTER_SIZE;
         uint64_t b = a + VMA_CLUSTER_SIZE < size ? a + VMA_CLUSTER_SIZE : size;
@@ -501,9 +361,10 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
         return vma_writer_write_cluster(w, dev_id, 0, NULL); /* reports the bad dev_id */
     struct producer p = { .w = w, .dev_id = dev_id, .name = name, .s = s,
                           .cancel = vmai_writer_cancel_switch(w) };
-    struct nbd_handle *h = s ? s->h : NULL;
-    if (h == NULL)
+    if (s == NULL || s->c == NULL)
         return pfail(&p, VMA_ERR_INVALID, "source of device '%s' is not open", name);
+    struct nbd_handle *h = vmai_nbd_handle(s->c);
+    char why[VMAI_ERRLEN];
     uint64_t source_size = vma_source_size(s);
     if (source_size > size)
         return pfail(&p, VMA_ERR_INVALID, "source of device '%s' has %llu bytes, more than "
@@ -524,63 +385,74 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
         p.count = p.cap = 1;
     }
 
+    vmai_nbd_set_cancel(s->c, p.cancel); /* vma_writer_cancel() stops every wait */
     int rc = VMA_OK;
     for (;;) {
         if (vmai_cancelled(p.cancel)) {
             rc = pfail(&p, VMA_ERR_CANCELED, "cancelled while reading device '%s'", name);
             break;
         }
-        if ((rc = retire(&p)) != VMA_OK || (rc = ask_status(&p)) != VMA_OK ||
-            (rc = issue(&p)) != VMA_OK)
+        if ((rc = retire(&p)) != VMA_OK || (rc = issue(&p)) != VMA_OK ||
+            (rc = ask_status(&p)) != VMA_OK)
             break;
         if (p.next >= p.clusters && p.busy == 0)
             break;
-        if (nbd_aio_in_flight(h) == 0 && p.status_cookie == 0) {
-            /* Nothing to wait for, yet not done: cannot happen unless the
-             * server stopped answering block status with progress. */
-            if (p.known < source_size)
-                continue;
+        if (nbd_aio_in_flight(h) <= 0) {
+            if (p.busy > 0 || p.status_cookie != 0)
+                continue; /* completed, retired above */
             rc = pfail(&p, VMA_ERR_IO, "source of device '%s' stalled at offset %llu", name,
                        (unsigned long long)(p.next * VMA_CLUSTER_SIZE));
             break;
         }
-        unsigned dir = nbd_aio_get_direction(h);
-        struct pollfd pfd[2] = {
-            { .fd = nbd_aio_get_fd(h),
-              .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-                                ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
-            { .fd = p.cancel->fd, .events = POLLIN },
-        };
-        if (pfd[0].fd < 0) {
-            rc = pfail(&p, VMA_ERR_IO, "connection for device '%s' lost: %s", name, nbd_msg());
-            break;
-        }
-        int n = poll(pfd, p.cancel->fd >= 0 ? 2 : 1, -1);
-        if (n < 0 && errno != EINTR) {
-            rc = pfail(&p, VMA_ERR_IO, "poll: %s", strerror(errno));
-            break;
-        }
-        if (n <= 0)
-            continue;
-        int r = 0;
-        if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
-            r = nbd_aio_notify_read(h);
-        else if (pfd[0].revents & POLLOUT)
-            r = nbd_aio_notify_write(h);
-        if (r < 0) {
-            rc = pfail(&p, VMA_ERR_IO, "connection for device '%s' failed: %s", name, nbd_msg());
+        if (vmai_nbd_poll(s->c, why) != 0) {
+            rc = pfail(&p, vmai_cancelled(p.cancel) ? VMA_ERR_CANCELED : VMA_ERR_IO,
+                       "reading device '%s' at offset %llu: %s", name,
+                       (unsigned long long)(p.next * VMA_CLUSTER_SIZE), why);
             break;
         }
     }
     /* Past the source's end (a device rounded up): zeros. */
     for (uint64_t n = p.clusters; rc == VMA_OK && n < vmai_cluster_count(size); n++)
         rc = vma_writer_write_cluster(w, dev_id, n, NULL);
+    /* A clean end checks qemu-nbd's exit; after a failure it is stopped,
+     * so that no read in flight lands in the freed buffers. */
+    if (rc == VMA_OK && vmai_nbd_finish(s->c, why) != 0)
+        rc = pfail(&p, vmai_cancelled(p.cancel) ? VMA_ERR_CANCELED : VMA_ERR_IO,
+                   "source of device '%s': %s", name, why);
+    vmai_nbd_close(s->c);
+    s->c = NULL;
     if (rc == VMA_OK)
         rc = vma_writer_close_device(w, dev_id);
-    else
-        disconnect(s, false); /* reads in flight must not land in freed buffers */
     for (unsigned i = 0; i < WINDOW; i++)
         free(p.slot[i].buf);
     free(p.ext);
     return rc;
 }
+
+#else /* built without libnbd: the calls exist and say why they fail */
+
+struct vma_source {
+    char err[VMAI_ERRLEN];
+};
+
+vma_source *vma_source_new(void) { return calloc(1, sizeof(vma_source)); }
+void vma_source_free(vma_source *s) { free(s); }
+const char *vma_source_error(const vma_source *s) { return s->err; }
+uint64_t vma_source_size(const vma_source *s) { (void)s; return 0; }
+void vma_source_cancel(vma_source *s) { (void)s; }
+
+int vma_source_open(vma_source *s, const char *format, const char *path)
+{
+    snprintf(s->err, sizeof(s->err), "%s: cannot read %s images: libvma was built without "
+             "NBD support (libnbd)", path ? path : "(null)", format ? format : "raw");
+    return VMA_ERR_INVALID;
+}
+
+int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s)
+{
+    (void)dev_id;
+    (void)s;
+    return vmai_writer_fail(w, VMA_ERR_INVALID, "built without NBD support (libnbd)");
+}
+
+#endif

@@ -9,6 +9,8 @@
  *                               read at it fails with EIO
  *   VMA_SHIM_SHRINK_AT=<offset> on the first read that reaches <offset>,
  *   VMA_SHIM_SHRINK_TO=<size>   truncate the file to <size> bytes first
+ *                               (reads of at most 512 bytes, the image
+ *                               signature check of create, do not count)
  *   VMA_SHIM_DELAY_US=<us>      sleep this long before every read
  *   VMA_SHIM_READY=<path>       create this file at the first read, so a
  *                               test knows the command is in flight
@@ -82,7 +84,7 @@ static ssize_t before_read(int fd, size_t count, uint64_t off)
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
     }
-    if (!g_shrunk && env_u64("VMA_SHIM_SHRINK_AT", &v) && off + count > v) {
+    if (!g_shrunk && count > 512 && env_u64("VMA_SHIM_SHRINK_AT", &v) && off + count > v) {
         uint64_t to = 0;
         env_u64("VMA_SHIM_SHRINK_TO", &to);
         g_shrunk = 1;

@@ -211,11 +211,10 @@ run "$VMA" create "$T/nofmt.vma" -d drive-scsi0="$A"
 expect_failure
 check "no archive left" [ ! -e "$T/nofmt.vma" ]
 
-case_ "create -d format=qcow2"
+case_ "create -d format=qcow2 of a raw file"
 run "$VMA" create "$T/qcow.vma" -d format=qcow2:drive-scsi0="$A"
 expect_failure
-expect_err "vma: $A: format 'qcow2' not supported yet
-"
+expect_err_has "vma: $A: cannot open as qcow2: "
 check "no archive left" [ ! -e "$T/qcow.vma" ]
 
 case_ "create mixing -d and positional devices"
