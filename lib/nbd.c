@@ -79,7 +79,6 @@ struct vmai_nbd {
     bool connecting; /* in the handshake: a failure is qemu-nbd's own */
     bool reaped;
     int wstatus;    /* wait status once reaped */
-    int pidfd;      /* readable once qemu-nbd exits; -1 without kernel support */
     int err_fd;     /* read end of qemu-nbd's stdout+stderr; -1 at EOF */
     size_t errlen;
     char errbuf[STDERR_KEEP];
@@ -192,16 +191,20 @@ static bool child_wait(struct vmai_nbd *c, int timeout_ms, bool cancellable)
                 return false;
             wait = (int)left;
         }
-        struct pollfd fds[3];
+        /* qemu-nbd's exit closes its end of the stderr pipe (it is the
+         * only writer); after that EOF the zombie is due at once. A look
+         * now and then covers a writer that outlives it. */
+        struct pollfd fds[2];
         nfds_t n = 0;
-        if (c->pidfd >= 0)
-            fds[n++] = (struct pollfd){.fd = c->pidfd, .events = POLLIN};
-        if (c->err_fd >= 0)
+        int cap = 10;
+        if (c->err_fd >= 0) {
             fds[n++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
+            cap = 1000;
+        }
         if (cancellable && c->cancel != NULL && c->cancel->fd >= 0)
             fds[n++] = (struct pollfd){.fd = c->cancel->fd, .events = POLLIN};
-        if (c->pidfd < 0 && (wait < 0 || wait > 50))
-            wait = 50; /* no pidfd: look again now and then */
+        if (wait < 0 || wait > cap)
+            wait = cap;
         poll(fds, n, wait);
         stderr_drain(c);
     }
@@ -411,9 +414,6 @@ static int spawn_qemu_nbd(struct vmai_nbd *c, const char *format, const char *pa
         goto out;
     }
     c->pid = pid;
-#ifdef SYS_pidfd_open
-    c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-#endif
     c->err_fd = pipefd[0];
     pipefd[0] = -1;
     fcntl(c->err_fd, F_SETFL, fcntl(c->err_fd, F_GETFL) | O_NONBLOCK);
@@ -472,8 +472,7 @@ static void reason(struct vmai_nbd *c, char *out, size_t len)
             put(out, len, "qemu-nbd was killed by signal %d (%s)", WTERMSIG(c->wstatus),
                      strsignal(WTERMSIG(c->wstatus)));
         else
-            put(out, len, "qemu-nbd exited with status %d (%s)",
-                     WEXITSTATUS(c->wstatus), nbd_msg);
+            put(out, len, "qemu-nbd exited early with status %d", WEXITSTATUS(c->wstatus));
         return;
     }
     put(out, len, "%s", nbd_msg);
@@ -511,7 +510,9 @@ static int lost(struct vmai_nbd *c, char *err)
     return -1;
 }
 
-int vmai_nbd_poll(struct vmai_nbd *c, char *err)
+/* One poll(2) round, waiting at most timeout_ms (-1: until something
+ * happens), then nbd_aio_notify_*. */
+static int poll_round(struct vmai_nbd *c, int timeout_ms, char *err)
 {
     if (vmai_cancelled(c->cancel))
         return cancelled(err);
@@ -530,12 +531,15 @@ int vmai_nbd_poll(struct vmai_nbd *c, char *err)
         p[n++] = (struct pollfd){.fd = c->cancel->fd, .events = POLLIN};
     if (c->err_fd >= 0)
         p[n++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
-    if (poll(p, n, -1) < 0) {
+    int ready = poll(p, n, timeout_ms);
+    if (ready < 0) {
         if (errno == EINTR)
             return 0; /* the caller loops; a cancel is seen next time */
         vmai_errorf(err, "poll: %s", strerror(errno));
         return -1;
     }
+    if (ready == 0)
+        return 0;
     stderr_drain(c);
     if (vmai_cancelled(c->cancel))
         return cancelled(err);
@@ -548,6 +552,10 @@ int vmai_nbd_poll(struct vmai_nbd *c, char *err)
         return lost(c, err);
     return 0;
 }
+
+int vmai_nbd_poll(struct vmai_nbd *c, char *err) { return poll_round(c, -1, err); }
+
+int vmai_nbd_progress(struct vmai_nbd *c, char *err) { return poll_round(c, 0, err); }
 
 int vmai_nbd_drain(struct vmai_nbd *c, unsigned max, char *err)
 {
@@ -596,7 +604,6 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
     }
     c->cancel = cancel;
     c->pid = -1;
-    c->pidfd = -1;
     c->err_fd = -1;
     c->h = nbd_create();
     if (c->h == NULL) {
@@ -697,8 +704,6 @@ void vmai_nbd_close(struct vmai_nbd *c)
         nbd_close(c->h); /* qemu-nbd exits when its client is gone */
     child_stop(c);
     remove_dir(c);
-    if (c->pidfd >= 0)
-        close(c->pidfd);
     if (c->err_fd >= 0)
         close(c->err_fd);
     free(c);

@@ -74,6 +74,9 @@ const char *vmai_nbd_server(const struct vmai_nbd *c);
  */
 int vmai_nbd_poll(struct vmai_nbd *c, char *err);
 
+/* As vmai_nbd_poll() without waiting: handle the replies already there. */
+int vmai_nbd_progress(struct vmai_nbd *c, char *err);
+
 /* Poll until at most max commands are in flight. 0 or -1 as above. */
 int vmai_nbd_drain(struct vmai_nbd *c, unsigned max, char *err);
 

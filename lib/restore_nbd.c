@@ -61,6 +61,10 @@ static int request_done(void *opaque, int *error)
 
 static int request_failed(struct vmai_nbd_target *t, char *err)
 {
+    /* Requests cut off by a lost connection: say why it was lost. */
+    if (t->failed_errno == ENOTCONN || nbd_aio_is_dead(t->h) || nbd_aio_is_closed(t->h))
+        return vmai_nbd_fail(t->c, err, "lost the connection to %s",
+                             vmai_nbd_server(t->c));
     vmai_errorf(err, "%s of %llu bytes at offset %llu failed: %s",
                 t->failed_zero ? "write-zeroes" : "write", (unsigned long long)t->failed_len,
                 (unsigned long long)t->failed_off, strerror(t->failed_errno));
@@ -70,6 +74,10 @@ static int request_failed(struct vmai_nbd_target *t, char *err)
 /* Wait until one more request of len bytes fits in the window. */
 static int make_room(struct vmai_nbd_target *t, uint64_t len, char *err)
 {
+    /* Take the replies that came meanwhile: errors show early, and a
+     * throttled restore, whose window never fills, still retires them. */
+    if (vmai_nbd_progress(t->c, err) != 0)
+        return -1;
     for (;;) {
         if (t->failed_errno != 0)
             return request_failed(t, err);
@@ -100,7 +108,7 @@ static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, ui
     t->in_flight_bytes += len;
     if (nbd_aio_pwrite(t->h, copy ? q->data : buf, len, off, cb, 0) < 0) {
         /* libnbd frees q through .free on failure too */
-        return vmai_nbd_fail(t->c, err, "write of %zu bytes at offset %llu", len,
+        return vmai_nbd_fail(t->c, err, "write of %zu bytes at offset %llu failed", len,
                              (unsigned long long)off);
     }
     return 0;
@@ -135,7 +143,7 @@ static int send_zero(struct vmai_nbd_target *t, char *err)
     *q = (struct request){.t = t, .off = off, .len = len, .zero = true};
     nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = free};
     if (nbd_aio_zero(t->h, len, off, cb, 0) < 0)
-        return vmai_nbd_fail(t->c, err, "write-zeroes of %llu bytes at offset %llu",
+        return vmai_nbd_fail(t->c, err, "write-zeroes of %llu bytes at offset %llu failed",
                              (unsigned long long)len, (unsigned long long)off);
     return 0;
 }

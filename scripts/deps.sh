@@ -18,16 +18,16 @@ packages=(
     time                  # /usr/bin/time (bench; peak memory in tests/cli/limits.sh)
     valgrind              # the CLI tests once under memcheck (scripts/test.sh)
     procps                # pgrep in tests/cli/failing.sh (exec: commands stopped)
-    libnbd-dev            # NBD client: create from images through qemu-nbd, nbd:// URIs
-    qemu-utils            # qemu-nbd (serves images read-only), qemu-img/qemu-io in tests
-    qemu-block-extra      # QEMU's rbd, iscsi, ssh ... drivers for qemu-nbd
-    nbdkit                # NBD exports in tests/cli/nbd_create.sh (memory, log, delay)
+    libnbd-dev            # NBD targets and sources: qcow2, vmdk, rbd:, iscsi://, nbd://
+    qemu-utils            # qemu-nbd (started by vma for such targets and sources), qemu-img/qemu-io (tests)
+    qemu-block-extra      # qemu-nbd's rbd/iscsi/ssh/curl/gluster/nfs modules
+    nbdkit                # NBD exports in tests/cli/nbd.sh, nbd_create.sh (memory, log, delay, error)
+    libnbd-bin            # nbdcopy: tests/cli/nbd.sh; the NBD read limit in bench/bench-qcow2.sh
+    jq                    # qemu-img map JSON; ceph and rbd JSON in tests/ceph
     # tests/ceph: a one-node Ceph cluster (monitor, manager, one OSD) to
     # restore into rbd: images through qemu-nbd's rbd driver
     ceph-mon ceph-mgr ceph-osd
     ceph-common           # ceph, rbd, rados, ceph-authtool, monmaptool
-    libnbd-bin            # nbdcopy: the NBD read limit in bench/bench-qcow2.sh
-    jq                    # reads the JSON of ceph and rbd commands in tests/ceph
 )
 
 missing=()
