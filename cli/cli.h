@@ -42,6 +42,10 @@ char *cli_path(const char *dir, const char *prefix, const char *name,
  * before the handle is freed. */
 void cli_cancel_on_signal(vma_reader *r, vma_writer *w);
 
+/* The same for a source being opened (qemu-nbd starting, an NBD
+ * handshake); NULL: none. */
+void cli_cancel_source_on_signal(vma_source *s);
+
 /* A reader on the archive at path ("-" = stdin), or NULL after printing
  * the library's message. A caught signal cancels it (see above). */
 vma_reader *cli_open_archive(const char *path);

@@ -115,7 +115,10 @@ static int open_image(struct source *s)
     s->img = vma_source_new();
     if (!s->img)
         return cli_fail("out of memory");
-    if (vma_source_open(s->img, s->format ? s->format : "raw", s->path) != VMA_OK)
+    cli_cancel_source_on_signal(s->img); /* qemu-nbd may be slow to open rbd: */
+    int st = vma_source_open(s->img, s->format ? s->format : "raw", s->path);
+    cli_cancel_source_on_signal(NULL);
+    if (st != VMA_OK)
         return cli_fail("%s", vma_source_error(s->img));
     s->size = vma_source_size(s->img);
     if (s->size == 0)

@@ -62,11 +62,13 @@ int cli_getopt(int argc, char **argv, const char *optstring)
  * so a handle is never cancelled while it is freed. */
 static vma_reader *volatile signal_reader;
 static vma_writer *volatile signal_writer;
+static vma_source *volatile signal_source;
 
 static void on_signal(int sig)
 {
     vma_reader *r = signal_reader;
     vma_writer *w = signal_writer;
+    vma_source *s = signal_source;
 
     cli_signal = sig;
     /* Wakes a read or write waiting on an idle pipe: the progress
@@ -75,6 +77,8 @@ static void on_signal(int sig)
         vma_reader_cancel(r);
     if (w)
         vma_writer_cancel(w);
+    if (s)
+        vma_source_cancel(s);
 }
 
 void cli_cancel_on_signal(vma_reader *r, vma_writer *w)
@@ -85,6 +89,13 @@ void cli_cancel_on_signal(vma_reader *r, vma_writer *w)
         vma_reader_cancel(r);
     if (cli_signal && w)
         vma_writer_cancel(w);
+}
+
+void cli_cancel_source_on_signal(vma_source *s)
+{
+    signal_source = s;
+    if (cli_signal && s)
+        vma_source_cancel(s);
 }
 
 int cli_catch_signals(void)

@@ -78,6 +78,7 @@ struct vmai_nbd {
     pid_t pid;      /* qemu-nbd, or -1 for a direct URI connection */
     bool connecting; /* in the handshake: a failure is qemu-nbd's own */
     bool reaped;
+    bool readonly;  /* nothing to flush: a stop need not wait */
     int wstatus;    /* wait status once reaped */
     int err_fd;     /* read end of qemu-nbd's stdout+stderr; -1 at EOF */
     size_t errlen;
@@ -212,13 +213,14 @@ static bool child_wait(struct vmai_nbd *c, int timeout_ms, bool cancellable)
     return true;
 }
 
-/* Stop and reap qemu-nbd: SIGTERM, then SIGKILL after 5 s. Not
+/* Stop and reap qemu-nbd: SIGTERM, then SIGKILL after 5 s (a read-only one,
+ * with nothing to flush, at once: it may be stuck opening rbd:). Not
  * cancellable: a cancelled restore must still leave nothing running. */
 static void child_stop(struct vmai_nbd *c)
 {
     if (c->pid <= 0 || c->reaped)
         return;
-    kill(c->pid, SIGTERM);
+    kill(c->pid, c->readonly ? SIGKILL : SIGTERM);
     if (!child_wait(c, 5000, false)) {
         kill(c->pid, SIGKILL);
         child_wait(c, -1, false);
@@ -603,6 +605,7 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
         return -1;
     }
     c->cancel = cancel;
+    c->readonly = (flags & VMAI_NBD_READONLY) != 0;
     c->pid = -1;
     c->err_fd = -1;
     c->h = nbd_create();

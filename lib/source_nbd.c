@@ -136,8 +136,8 @@ struct slot {
     int64_t cookie;     /* 0: free */
 };
 
-/* What block status told so far: extents from `start` up to `known`,
- * contiguous, each data or zero. */
+/* What block status told so far: contiguous extents up to `known`, each
+ * data or zero (adjacent ones of a kind merged). */
 struct extent {
     uint64_t end;
     bool zero;
@@ -151,10 +151,11 @@ struct producer {
     const struct vmai_cancel *cancel;
     struct slot slot[WINDOW];
     unsigned busy;
-    struct extent *ext;      /* ext[head..count) cover [ext_start, known) */
+    struct extent *ext;      /* ext[head..count) cover up to `known` */
     size_t head, count, cap;
-    uint64_t ext_start, known;
+    uint64_t known;
     int64_t status_cookie;   /* 0: no block status in flight */
+    uint64_t status_from;    /* where it starts */
     bool status_failed;      /* the callback ran out of memory */
     uint64_t next;           /* next cluster to classify */
     uint64_t max_request;    /* bytes per read */
@@ -212,10 +213,8 @@ static int on_extents(void *opaque, const char *context, uint64_t offset, uint32
 /* Forget extents that end before `off`; compact the array now and then. */
 static void drop_extents(struct producer *p, uint64_t off)
 {
-    while (p->head < p->count && p->ext[p->head].end <= off) {
-        p->ext_start = p->ext[p->head].end;
+    while (p->head < p->count && p->ext[p->head].end <= off)
         p->head++;
-    }
     if (p->head > 0 && p->head * 2 >= p->count) {
         memmove(p->ext, p->ext + p->head, (p->count - p->head) * sizeof(*p->ext));
         p->count -= p->head;
@@ -245,6 +244,7 @@ static int ask_status(struct producer *p)
         p->known - p->next * VMA_CLUSTER_SIZE >= STATUS_AHEAD)
         return VMA_OK;
     uint64_t count = size - p->known < STATUS_MAX ? size - p->known : STATUS_MAX;
+    p->status_from = p->known;
     p->status_cookie = nbd_aio_block_status(vmai_nbd_handle(p->s->c), count, p->known,
                                             (nbd_extent_callback){ .callback = on_extents,
                                                                    .user_data = p },
@@ -296,7 +296,7 @@ static int retire(struct producer *p)
                          p->status_failed ? "out of memory" : cmd_error());
         if (r == 1) {
             p->status_cookie = 0;
-            if (p->known == p->ext_start + 0 && p->count == p->head && p->known < vma_source_size(p->s))
+            if (p->known == p->status_from) /* else we would ask forever */
                 return pfail(p, VMA_ERR_IO, "block status of device '%s' at offset %llu "
                              "returned no extent", p->name, (unsigned long long)p->known);
         }
@@ -376,7 +376,6 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
         p.max_request = s->max_request / VMA_CLUSTER_SIZE * VMA_CLUSTER_SIZE;
     if (!s->status)
         p.known = source_size; /* no block status: all data */
-    p.ext_start = 0;
     if (!s->status && p.known > 0) {
         p.ext = malloc(sizeof(*p.ext));
         if (p.ext == NULL)

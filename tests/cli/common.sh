@@ -167,6 +167,17 @@ devinfo_lines() {
     sed -n 's/^DEV: dev_id=[0-9]* size: \([0-9]*\) devname: \(.*\)$/DEVINFO '"$(printf '%s' "$dir" | sed 's/[\/&]/\\&/g')"'\/tmp-disk-\2.raw \1/p' "$list"
 }
 
+# ends_within SECONDS PID: whether PID ends within SECONDS (a hang check
+# with a wide margin, not a timing assertion).
+ends_within() {
+    local i
+    for i in $(seq $(($1 * 10))); do
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # Replace the time-dependent part of progress lines.
 norm_duration() { sed 's/, duration [0-9][0-9]* sec)$/, duration N sec)/'; }
 

@@ -254,8 +254,9 @@ run_map qcow "format=qcow2:0:drive-scsi0=$T/q0.qcow2
 0:drive-efidisk0=$T/m1.raw
 "
 expect_map_failure qcow
-expect_err "vma: cannot open target $T/q0.qcow2 of device 'drive-scsi0': qemu-nbd: Failed to blk_new_open '$T/q0.qcow2': Image is not in qcow2 format
-"
+# (the whole message, qemu-nbd's included, is checked in nbd.sh; a build
+# without NBD says so in the same place)
+expect_err_has "vma: cannot open target $T/q0.qcow2 of device 'drive-scsi0': "
 
 case_ "map: no format, not .raw"
 new_target "$T/q0.img" $S0

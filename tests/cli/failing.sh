@@ -226,16 +226,6 @@ done
 # library, not between clusters, and the signal must still stop it at once
 # (the handler cancels the reader or writer, which wakes the wait).
 
-# ends_within SECONDS PID: whether PID ends within SECONDS.
-ends_within() {
-    local i
-    for i in $(seq $(($1 * 10))); do
-        kill -0 "$2" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 for ext in vma vma.zst vma.lzo; do
     for sig in INT TERM; do
         case_ "SIG$sig during extract of basic.$ext from an idle pipe"

@@ -271,7 +271,8 @@ same "$T/s1.qcow2" qcow2 "$E1"
 # `vma extract -v -r <fifo> - <tmpdir>`, the archive on stdin; vma prints
 # the list lines, then reads map lines and "done" from the FIFO.
 
-# handshake NAME FEED...: FEED writes the archive to stdout.
+# handshake NAME FEED...: FEED writes the archive to stdout; FEED "file"
+# puts the archive itself on stdin.
 handshake() {
     local name=$1
     shift
@@ -284,7 +285,11 @@ handshake() {
         "throttling.group=drive-efidisk0:format=qcow2:0:drive-efidisk0=$T/$name.1.qcow2" \
         done >"$T/$name.fifo" &
     local wpid=$!
-    "$@" | "$VMA" extract -v -r "$T/$name.fifo" - "$T/$name.dir" >"$T/out" 2>"$T/err"
+    if [ "$1" = file ]; then
+        "$VMA" extract -v -r "$T/$name.fifo" - "$T/$name.dir" <"$A" >"$T/out" 2>"$T/err"
+    else
+        "$@" | "$VMA" extract -v -r "$T/$name.fifo" - "$T/$name.dir" >"$T/out" 2>"$T/err"
+    fi
     RC=$?
     kill $wpid 2>/dev/null
     wait $wpid 2>/dev/null
@@ -301,8 +306,8 @@ wait $wpid 2>/dev/null
 check "the -v output starts with the list lines" \
     cmp -s "$G/basic.list" <(head -n "$(wc -l <"$G/basic.list")" "$T/hs.want")
 
-case_ "qmrestore handshake, archive on stdin"
-handshake hs1 cat "$A"
+case_ "qmrestore handshake, the archive file on stdin"
+handshake hs1 file
 expect_ok
 norm_duration <"$T/out" >"$T/hs.got"
 check "stdout: list, progress and totals lines" cmp -s "$T/hs.want" "$T/hs.got"
