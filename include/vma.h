@@ -226,13 +226,16 @@ int vma_target_is_nbd(const char *format, const char *path);
  *   temporary directory, started with --format=<format> (raw when NULL),
  *   --cache=writeback, or none / writethrough / directsync (with
  *   --aio=native) as VMA_TARGET_DIRECT / VMA_TARGET_SYNC ask, and with
- *   VMA_TARGET_WRITE_ZEROS --discard=unmap. Its output is never printed:
+ *   VMA_TARGET_WRITE_ZEROS --discard=unmap; its environment gets
+ *   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432 (its per-request
+ *   buffers reused, not mapped afresh) unless GLIBC_TUNABLES is set. Its
+ *   output is never printed:
  *   its error becomes the reader's message (with the Debian package to
  *   install when qemu-nbd or a block module is missing).
  * The export's size must be at least the device size and at most 4 MiB
  * more. Zero blocks are sent as NBD write-zeroes (zero clusters in qcow2,
  * not data) with VMA_TARGET_WRITE_ZEROS, else left alone. Writes go out
- * many at a time (at most 64 requests or 64 MiB in flight); the restore
+ * many at a time (at most 64 requests or 32 MiB in flight); the restore
  * ends with one flush and a clean disconnect. qemu-nbd is stopped and
  * reaped by vma_reader_restore() or vma_reader_free(), also after any
  * failure or cancel; the temporary directory is removed. Not for vmstate.

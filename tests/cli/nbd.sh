@@ -233,7 +233,13 @@ format=qcow2:0:drive-efidisk0=$T/k1.qcow2
     same "$T/k1.qcow2" qcow2 "$E1"
 fi
 
-# cache= modes become qemu-nbd --cache (and --aio=native).
+# cache= modes become qemu-nbd --cache (and --aio=native), 1: adds
+# --discard=unmap: a qemu-nbd in front of the real one logs its arguments
+# (exec keeps the pid, which socket activation needs).
+mkdir -p "$T/logbin"
+printf '#!/bin/sh\necho "$*" >>"%s"\nexec "%s" "$@"\n' "$T/argv.log" "$(command -v qemu-nbd)" \
+    >"$T/logbin/qemu-nbd"
+chmod +x "$T/logbin/qemu-nbd"
 if dd if=/dev/zero of="$T/odirect" bs=4096 count=1 oflag=direct 2>/dev/null; then
     MODES="none directsync writethrough writeback unsafe"
 else
@@ -244,12 +250,23 @@ for mode in $MODES; do
     case_ "qcow2 cache=$mode"
     qemu-img create -q -f qcow2 "$T/c0.qcow2" $S0
     qemu-img create -q -f qcow2 "$T/c1.qcow2" $S1
-    run_map "cache-$mode" "cache=$mode:format=qcow2:1:drive-scsi0=$T/c0.qcow2
+    printf '%s' "cache=$mode:format=qcow2:1:drive-scsi0=$T/c0.qcow2
 format=qcow2:cache=$mode:0:drive-efidisk0=$T/c1.qcow2
-"
+" >"$T/cache.map"
+    rm -f "$T/argv.log"
+    run env PATH="$T/logbin:$PATH" "$VMA" extract -r "$T/cache.map" "$A" "$T/cache-$mode.dir"
     expect_ok
     same "$T/c0.qcow2" qcow2 "$E0"
     same "$T/c1.qcow2" qcow2 "$E1"
+    case $mode in
+    none) opts="--cache=none --aio=native" ;;
+    directsync) opts="--cache=directsync --aio=native" ;;
+    writethrough) opts="--cache=writethrough" ;;
+    *) opts="--cache=writeback" ;;
+    esac
+    printf '%s\n' "--format=qcow2 $opts --discard=unmap -- $T/c0.qcow2" \
+        "--format=qcow2 $opts -- $T/c1.qcow2" >"$T/argv.want"
+    check "qemu-nbd arguments for cache=$mode" cmp -s "$T/argv.want" "$T/argv.log"
 done
 
 case_ "skip= and -d with an NBD target"
