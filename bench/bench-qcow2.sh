@@ -5,7 +5,9 @@
 #   restore  vma extract -r <map> with format=qcow2:0:drive-scsi0=<path>
 #            into a qcow2 pre-created as Proxmox does (qemu-img create
 #            -o preallocation=metadata), against qemu-img convert -O qcow2
-#            of the raw image (the format's write limit); target >= 0.8x
+#            of the raw image (the format's write limit); target >= 0.8x;
+#            and against nbdcopy of the raw image into the same kind of
+#            target through qemu-nbd (what any NBD client gets)
 #   create   vma create -d format=qcow2:drive-scsi0=<qcow2>, against
 #            qemu-img convert -O raw of the qcow2 and nbdcopy of it to
 #            null: (reading it through qemu-nbd, the read limit)
@@ -126,6 +128,11 @@ step_restore() {
         checked=1
     fi
 }
+step_nbdcopy_qcow2() {
+    new_target
+    measure nbdcopy_qcow2 nbdcopy --target-is-zero --flush disk0.raw -- \
+        [ "$real_qemu_nbd" -f qcow2 --cache=writeback "$tmp/target.qcow2" ]
+}
 step_restore_ref() {
     new_target
     measure restore_ref "$ref" extract -r map vm.vma out
@@ -133,7 +140,11 @@ step_restore_ref() {
 
 echo
 echo "== restore into qcow2 ($runs runs)"
-if [ -n "$ref" ]; then run_group convert_qcow2 restore restore_ref; else run_group convert_qcow2 restore; fi
+if [ -n "$ref" ]; then
+    run_group convert_qcow2 restore nbdcopy_qcow2 restore_ref
+else
+    run_group convert_qcow2 restore nbdcopy_qcow2
+fi
 rm -rf out target.qcow2
 
 # --- create from qcow2 ------------------------------------------------------------
@@ -168,7 +179,9 @@ echo
 printf "%-12s %8s %7s %9s %-4s %8s  %-12s %6s %6s  %-7s %s\n" step "wall s" "CPU s" "MiB/s" "" "RSS MiB" baseline ratio "CPU r" target result
 echo "-- restore into qcow2"
 row convert_qcow2 "$size" img "" ""
+row nbdcopy_qcow2 "$size" img "" ""
 row restore "$size" img convert_qcow2 ">=0.8"
+row restore "$size" img nbdcopy_qcow2 ""
 if [ -n "$ref" ]; then
     row restore_ref "$size" img convert_qcow2 ""
     row restore "$size" img restore_ref ""
