@@ -391,19 +391,30 @@ static int target_length(int fd, uint64_t *len)
 
 #define TARGET_SLACK (4u * 1024 * 1024) /* a target may be this much larger */
 
-int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, unsigned flags)
+/* What every disk target checks first: the device may get a target, the
+ * flags are known, and it is not the vmstate stream. Refusals leave the
+ * reader usable. */
+static int disk_target_check(vma_reader *r, unsigned dev_id, unsigned flags)
 {
     int rc = target_check(r, dev_id);
     if (rc != VMA_OK)
         return rc;
-    const char *name = vma_reader_device_name(r, dev_id);
     if (flags & ~TARGET_FLAGS)
         return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown target flags 0x%x",
                                   flags & ~TARGET_FLAGS);
     if (vma_reader_device_is_vmstate(r, dev_id))
         return vmai_reader_refuse(r, VMA_ERR_INVALID,
                                   "the vmstate device '%s' needs a new file (target_create)",
-                                  name);
+                                  vma_reader_device_name(r, dev_id));
+    return VMA_OK;
+}
+
+int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, unsigned flags)
+{
+    int rc = disk_target_check(r, dev_id, flags);
+    if (rc != VMA_OK)
+        return rc;
+    const char *name = vma_reader_device_name(r, dev_id);
     int oflags = O_WRONLY | O_CLOEXEC;
     if (flags & VMA_TARGET_SYNC)
         oflags |= O_DSYNC;
@@ -451,19 +462,12 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
 int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
                           const char *path, unsigned flags)
 {
-    int rc = target_check(r, dev_id);
+    int rc = disk_target_check(r, dev_id, flags);
     if (rc != VMA_OK)
         return rc;
     const char *name = vma_reader_device_name(r, dev_id);
-    if (flags & ~TARGET_FLAGS)
-        return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown target flags 0x%x",
-                                  flags & ~TARGET_FLAGS);
     if (path == NULL)
         return vmai_reader_refuse(r, VMA_ERR_INVALID, "no target path for device '%s'", name);
-    if (vma_reader_device_is_vmstate(r, dev_id))
-        return vmai_reader_refuse(r, VMA_ERR_INVALID,
-                                  "the vmstate device '%s' needs a new file (target_create)",
-                                  name);
     if (!vma_path_needs_nbd(format, path))
         return vmai_reader_refuse(r, VMA_ERR_INVALID,
                                   "target %s of device '%s' is a raw file: use target_open",
