@@ -192,6 +192,18 @@ devinfo_lines() {
     sed -n 's/^DEV: dev_id=[0-9]* size: \([0-9]*\) devname: \(.*\)$/DEVINFO '"$(printf '%s' "$dir" | sed 's/[\/&]/\\&/g')"'\/tmp-disk-\2.raw \1/p' "$list"
 }
 
+# wait_for PATH [SECONDS]: until PATH exists (a command is in flight, a
+# server listens); gives up after SECONDS (120) so a broken build cannot
+# hang the suite.
+wait_for() {
+    local i
+    for i in $(seq $((${2:-120} * 10))); do
+        [ -e "$1" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ends_within SECONDS PID: whether PID ends within SECONDS (a hang check
 # with a wide margin, not a timing assertion).
 ends_within() {

@@ -46,23 +46,13 @@ data() {
     [ "$(stat -c %s "$1")" = "$2" ] || { echo "nbd_create.sh: cannot make $1" >&2; exit 99; }
 }
 
-# wait_socket PATH: until a server listens there (at most 30 s).
-wait_socket() {
-    local i
-    for i in $(seq 300); do
-        [ -S "$1" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # serve SOCKET CMD...: start a server in the background, wait for its socket.
 serve() {
     local sock=$1
     shift
     "$@" 2>>"$T/servers.log" &
     PIDS+=($!)
-    wait_socket "$sock" || { echo "nbd_create.sh: $1 did not start" >&2; exit 99; }
+    wait_for "$sock" 30 || { echo "nbd_create.sh: $1 did not start" >&2; exit 99; }
 }
 
 S=$T/src
