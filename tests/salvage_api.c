@@ -272,6 +272,19 @@ static int setup(void **state)
     return 0;
 }
 
+/* Salvage p without --force-header: the extents in `lost` are lost, no
+ * cluster differs from the original, and `event` was reported `count`
+ * times. */
+static void salvage_expect(const char *p, uint64_t lost, int event, unsigned count)
+{
+    struct result res;
+    assert_int_equal(salvage(p, 0, &res), VMA_OK);
+    expect_lost(&lay, lost, &res);
+    assert_int_equal(res.mismatched, 0);
+    assert_int_equal(res.events[event], count);
+    result_free(&res);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -311,12 +324,7 @@ static void test_truncated(void **state)
             if (cuts[i] > plain.len)
                 continue;
             write_file(p, plain.p, cuts[i]);
-            struct result res;
-            assert_int_equal(salvage(p, 0, &res), VMA_OK);
-            expect_lost(&lay, from(k, lay.n), &res);
-            assert_int_equal(res.mismatched, 0);
-            assert_int_equal(res.events[VMA_SALVAGE_TRUNCATED], cuts[i] > start ? 1 : 0);
-            result_free(&res);
+            salvage_expect(p, from(k, lay.n), VMA_SALVAGE_TRUNCATED, cuts[i] > start ? 1 : 0);
         }
     }
     /* Inside the archive header: nothing to salvage, the open fails. */
@@ -341,12 +349,7 @@ static void test_header_flips(void **state)
             a.p[lay.off[k] + where[i]] ^= 0x10;
             write_file(p, a.p, a.len);
             vt_free(&a);
-            struct result res;
-            assert_int_equal(salvage(p, 0, &res), VMA_OK);
-            expect_lost(&lay, 1ull << k, &res);
-            assert_int_equal(res.mismatched, 0);
-            assert_int_equal(res.events[VMA_SALVAGE_BAD_EXTENT], 1);
-            result_free(&res);
+            salvage_expect(p, 1ull << k, VMA_SALVAGE_BAD_EXTENT, 1);
         }
 }
 
@@ -392,12 +395,7 @@ static void test_garbage(void **state)
         vt_append(&a, plain.p + lay.off[k], plain.len - lay.off[k]);
         write_file(p, a.p, a.len);
         vt_free(&a);
-        struct result res;
-        assert_int_equal(salvage(p, 0, &res), VMA_OK);
-        expect_lost(&lay, 0, &res);
-        assert_int_equal(res.mismatched, 0);
-        assert_int_equal(res.events[VMA_SALVAGE_BAD_EXTENT], 1);
-        result_free(&res);
+        salvage_expect(p, 0, VMA_SALVAGE_BAD_EXTENT, 1);
     }
     /* More garbage than the scan window (1 MiB), then the rest. */
     struct vt_buf a = {0};
@@ -476,12 +474,7 @@ static void test_duplicate_extent(void **state)
     vt_append(&a, plain.p + lay.off[2], plain.len - lay.off[2]);
     write_file(p, a.p, a.len);
     vt_free(&a);
-    struct result res;
-    assert_int_equal(salvage(p, 0, &res), VMA_OK);
-    expect_lost(&lay, 0, &res);
-    assert_int_equal(res.mismatched, 0);
-    assert_int_equal(res.events[VMA_SALVAGE_BAD_RULES], 1);
-    result_free(&res);
+    salvage_expect(p, 0, VMA_SALVAGE_BAD_RULES, 1);
 }
 
 /* A header MD5 mismatch: refused unless forced; a header whose structure
