@@ -15,6 +15,7 @@
 
 #include <zstd.h>
 
+#include "rmtree.h"
 #include "vmatest.h"
 #include "vma.h"
 
@@ -77,11 +78,7 @@ static void make_images(void)
 
 static char *path_of(const char *name)
 {
-    static char buf[4][256];
-    static unsigned k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
+    return vt_path_in(tmpdir, name);
 }
 
 static void write_archive(const char *path, const char *compression)
@@ -288,10 +285,7 @@ static void salvage_expect(const char *p, uint64_t lost, int event, unsigned cou
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        return -1;
+    vt_rm_tree(tmpdir);
     for (unsigned d = 1; d <= NDEV; d++)
         free(image[d]);
     vt_free(&plain);
