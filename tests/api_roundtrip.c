@@ -1137,6 +1137,15 @@ static void vmstate_read(const struct vms_archive *v)
     READER_OK(rd, vma_reader_read(rd, vms_cb, &c));
     assert_int_equal(c.order_errors, 0);
     assert_int_equal(c.next, vclusters);
+    /* per-device counters: bytes inside each device, stored or zero */
+    uint64_t stored, zero;
+    vma_reader_device_counters(rd, a->dev[0].id, &stored, &zero);
+    assert_true(stored + zero == a->dev[0].size);
+    vma_reader_device_counters(rd, rid, &stored, &zero);
+    assert_true(stored + zero == vsize);
+    assert_true(zero >= CL + 5 * BL); /* cluster 1, the zero blocks of cluster 2 */
+    vma_reader_device_counters(rd, 0, &stored, &zero);
+    assert_true(stored == 0 && zero == 0);
     compare("vmstate", c.buf, vdata, vsize);
     free(c.buf);
     vma_reader_free(rd);
