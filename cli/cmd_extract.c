@@ -1,7 +1,7 @@
 /*
- * vma extract <archive> [-v] [-d <dev,...>] [-r <map>] <new-target-dir>:
- * restore configs, disks and the VM state into a new directory, or the
- * disks into existing targets named by a restore map.
+ * vma extract <archive> [-v] [-d <dev,...>] [-r <map>] [--output-format=json]
+ * <new-target-dir>: restore configs, disks and the VM state into a new
+ * directory, or the disks into existing targets named by a restore map.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -13,12 +13,14 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "json.h"
 #include "print.h"
+#include "print_json.h"
 #include "progress.h"
 #include "progress_bar.h"
 #include "restore_map.h"
 
-#define DEV_SLOTS 256 /* dev_ids are 1..255 */
+#define DEV_SLOTS 256 /* indexed by dev_id (0 is unused) */
 
 struct extract {
     vma_reader *r;
@@ -30,6 +32,7 @@ struct extract {
     char **files; /* everything made in dir: removed on failure */
     size_t nfiles;
     unsigned char to_rename[DEV_SLOTS]; /* made tmp-disk-<dev>.raw */
+    unsigned char skipped[DEV_SLOTS];   /* left out by -d */
     struct read_progress progress; /* lives as long as the reader */
 };
 
@@ -42,27 +45,24 @@ static int add_file(struct extract *x, char *path)
     return CLI_OK;
 }
 
-/* Names become file names: refuse anything that would leave the directory
- * (the library checks this too; a second look costs nothing). */
+/* Names become file names. The reader already refused a header with an
+ * unsafe name (vma_name_is_valid(): no '/', ".", "..", control
+ * characters), and calling it again here would be the same check, not a
+ * second one; what is left is the file name length, which only extract
+ * cares about (the library allows longer names). Disk names are checked
+ * where their tmp-disk file is named (set_disk_target()). */
 static int check_names(struct extract *x)
 {
-    unsigned i, id;
+    unsigned i;
     const char *name;
 
     for (i = 0; i < vma_reader_config_count(x->r); i++) {
         if (vma_reader_config(x->r, i, &name, NULL, NULL) != VMA_OK)
             continue;
-        if (!vma_name_is_valid(name) || strchr(name, '/'))
-            return cli_fail("refusing config name '%s'", name);
         if (strlen(name) > CLI_FILE_NAME_MAX)
             return cli_fail("config name '%.32s...' has %zu bytes, more than a file name may "
                             "have (%u); read it with 'vma config -c'",
                             name, strlen(name), CLI_FILE_NAME_MAX);
-    }
-    for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
-        name = vma_reader_device_name(x->r, id);
-        if (!vma_name_is_valid(name) || strchr(name, '/'))
-            return cli_fail("refusing device name '%s'", name);
     }
     return CLI_OK;
 }
@@ -244,6 +244,7 @@ static int set_disk_target(struct extract *x, unsigned id)
 
     if (x->drives && !in_drive_list(x->drives, name)) {
         st = vma_reader_target_skip(x->r, id);
+        x->skipped[id] = 1;
     } else if (x->map_path) {
         e = find_map(x, name);
         if (!e)
@@ -273,8 +274,9 @@ static int set_disk_target(struct extract *x, unsigned id)
         path = cli_path(x->dir, "tmp-disk-", name, ".raw");
         if (add_file(x, path) != CLI_OK)
             return CLI_FAIL;
-        printf("DEVINFO %s %llu\n", path,
-               (unsigned long long)vma_reader_device_size(x->r, id));
+        if (!cli_json()) /* JSON: the document names the files instead */
+            printf("DEVINFO %s %llu\n", path,
+                   (unsigned long long)vma_reader_device_size(x->r, id));
         st = vma_reader_target_create(x->r, id, path);
         x->to_rename[id] = 1;
     }
@@ -343,6 +345,45 @@ static int rename_disks(struct extract *x)
     return CLI_OK;
 }
 
+/* --output-format=json after a successful extract: the header, each
+ * device's file (null when -d left it out) and statistics, the verdict. */
+static int print_json(const struct extract *x)
+{
+    struct json j;
+    unsigned id;
+
+    json_init(&j, stdout);
+    json_begin_object(&j);
+    json_key(&j, "directory");
+    json_string(&j, x->dir);
+    json_header(&j, x->r);
+    json_key(&j, "devices");
+    json_begin_array(&j);
+    for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
+        json_begin_object(&j);
+        json_device_fields(&j, x->r, id);
+        json_key(&j, "file");
+        if (x->skipped[id]) {
+            json_null(&j);
+        } else if (vma_reader_device_is_vmstate(x->r, id)) {
+            json_string(&j, "vmstate.bin");
+        } else {
+            char *file = cli_path("", "disk-", vma_reader_device_name(x->r, id), ".raw");
+
+            if (!file)
+                return cli_fail("out of memory");
+            json_string(&j, file + 1); /* without the leading "/" */
+            free(file);
+        }
+        json_device_stats(&j, x->r, id);
+        json_end_object(&j);
+    }
+    json_end_array(&j);
+    json_read_totals(&j, x->r);
+    json_end_object(&j);
+    return cli_json_printed();
+}
+
 /* Everything after the directory exists; any failure is cleaned up by
  * the caller. */
 static int extract_run(struct extract *x, int verbose)
@@ -364,15 +405,19 @@ static int extract_run(struct extract *x, int verbose)
         return CLI_FAIL;
 
     /* Always watch progress: the callback is what stops on a signal. */
-    read_progress_start(&x->progress, x->r, verbose);
+    read_progress_start(&x->progress, x->r, verbose && !cli_json());
     if (vma_reader_restore(x->r) != VMA_OK)
         return cli_fail("restore failed - %s", vma_reader_error(x->r));
-    if (verbose) {
+    if (verbose && !cli_json()) {
         read_progress_totals(x->r);
         if (cli_flush_stdout() != CLI_OK)
             return CLI_FAIL;
     }
-    return rename_disks(x);
+    if (rename_disks(x) != CLI_OK)
+        return CLI_FAIL;
+    /* Printed last: a failure before it removes the files, and the
+     * document is then the error object only. */
+    return cli_json() ? print_json(x) : CLI_OK;
 }
 
 int cmd_extract(int argc, char **argv)
@@ -401,12 +446,23 @@ int cmd_extract(int argc, char **argv)
         case 'r':
             x.map_path = optarg;
             break;
+        case 'J':
+            if (cli_output_format(optarg) < 0)
+                return cli_usage(stderr);
+            break;
         default:
             return cli_usage(c == 'h' ? stdout : stderr);
         }
     }
     if (optind + 2 != argc)
         return cli_usage(stderr);
+    /* -r is Proxmox's handshake: the device lines on stdout, then the map.
+     * A JSON document cannot share stdout with it. */
+    if (x.map_path && cli_json()) {
+        cli_fail("--output-format=json cannot be used with -r (the restore map "
+                 "handshake is text on stdout)");
+        return CLI_USAGE;
+    }
     x.dir = argv[optind + 1];
 
     if (cli_catch_signals() < 0)

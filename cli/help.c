@@ -67,6 +67,7 @@ static const struct {
       HELP_OPT },
     { "extract",
       "usage: vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
+      "       vma extract <filename> [-d <drive-list>] --output-format=json <targetdir>\n"
       "       vma extract --salvage [--force-header] <filename> <targetdir>\n"
       "\n"
       "Restore configs, disks (disk-<devname>.raw) and the VM state\n"
@@ -77,6 +78,9 @@ static const struct {
       "  -d <dev,...>          restore only these disks\n"
       "  -r <fifo>             read the restore map from this FIFO or file\n"
       "  -v                    progress and totals on stdout\n"
+      "  --output-format=text|json  text (default), or instead of the DEVINFO and\n"
+      "                        -v lines one JSON document (files, statistics) on\n"
+      "                        stdout, also on failure; not with -r\n"
       SALVAGE_OPTS
       PROGRESS_OPTS
       HELP_OPT },

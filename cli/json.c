@@ -141,6 +141,12 @@ void json_bool(struct json *j, int v)
     fputs(v ? "true" : "false", j->f);
 }
 
+void json_null(struct json *j)
+{
+    item(j);
+    fputs("null", j->f);
+}
+
 void json_double(struct json *j, double v)
 {
     item(j);

@@ -36,6 +36,7 @@ void json_string_len(struct json *j, const char *s, size_t len);
 void json_uint(struct json *j, uint64_t v);
 void json_int(struct json *j, int64_t v);
 void json_bool(struct json *j, int v);
+void json_null(struct json *j);
 /* A finite number with up to 6 significant digits after the point. */
 void json_double(struct json *j, double v);
 

@@ -60,6 +60,35 @@ void json_device_fields(struct json *j, const vma_reader *r, unsigned id)
     json_bool(j, vma_reader_device_is_vmstate(r, id));
 }
 
+void json_device_stats(struct json *j, const vma_reader *r, unsigned id)
+{
+    uint64_t stored, zero, all;
+
+    vma_reader_device_counters(r, id, &stored, &zero);
+    all = stored + zero;
+    json_key(j, "bytes_stored");
+    json_uint(j, stored);
+    json_key(j, "zero_bytes");
+    json_uint(j, zero);
+    json_key(j, "sparse_ratio");
+    json_double(j, all ? (double)zero / (double)all : 0.0);
+}
+
+void json_read_totals(struct json *j, const vma_reader *r)
+{
+    uint64_t clusters, zero_clusters, zero_blocks;
+
+    vma_reader_counters(r, &clusters, &zero_clusters, &zero_blocks);
+    json_key(j, "clusters_read");
+    json_uint(j, clusters);
+    json_key(j, "zero_cluster_bytes");
+    json_uint(j, zero_clusters);
+    json_key(j, "zero_block_bytes");
+    json_uint(j, zero_blocks);
+    json_key(j, "verdict");
+    json_string(j, "ok");
+}
+
 int print_list_json(const vma_reader *r)
 {
     struct json j;

@@ -3,7 +3,8 @@
  *   [format=<fmt>:][throttling.bps=<n>:][throttling.group=<g>:][cache=<mode>:]0|1:<devname>=<path>
  *   skip=<devname>
  * with the options in any order, each at most once. Parsing is a pure
- * function on one line, so it can be unit-tested without files.
+ * function on one line, unit-tested without files in
+ * tests/unit_restore_map.c.
  * SPDX-License-Identifier: MIT
  */
 #ifndef VMA_CLI_RESTORE_MAP_H

@@ -132,7 +132,7 @@ _vma_complete()
         config) opts='-c --help' ;;
         verify) opts='-v -p --progress --no-progress --output-format= --salvage --force-header --help' ;;
         checksum) opts='-d -p --progress --no-progress --output-format= --help' ;;
-        extract) opts='-v -d -r -p --progress --no-progress --salvage --force-header --help' ;;
+        extract) opts='-v -d -r -p --progress --no-progress --output-format= --salvage --force-header --help' ;;
         create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
         mount) opts='-f -o -c -r -n --help' ;;
         *) return 0 ;;

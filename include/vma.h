@@ -323,6 +323,17 @@ VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
                                  uint64_t *zero_cluster_bytes,
                                  uint64_t *zero_block_bytes);
 
+/*
+ * Per-device counters after (or during) a read or restore: bytes inside
+ * device dev_id (padding past its end left out, unlike
+ * vma_reader_counters()) read so far that were stored, and that were zero
+ * (blocks not stored, clusters stored all-zero). When the whole archive
+ * was read, the two add up to the device's size. 0 for an unused dev_id;
+ * either pointer may be NULL. Safe from any thread during a read.
+ */
+VMA_API void vma_reader_device_counters(const vma_reader *r, unsigned dev_id,
+                                        uint64_t *stored_bytes, uint64_t *zero_bytes);
+
 /* Expand a cluster as the cluster callback gives it (mask, packed
  * blocks) into VMA_CLUSTER_SIZE bytes at `out`: the stored blocks in
  * place, zeros where the mask bit is clear. `out` must not overlap

@@ -25,6 +25,8 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "codec.h"
+#include "format.h"
 #include "input.h"
 #include "io.h"
 #include "vma.h"
@@ -33,28 +35,9 @@
 #define RAW_SIZE (1u << 20)    /* compressed bytes per ring slot */
 #define RING_SLOTS 4u
 #define SNIFF_LEN 9u
-#define LZO_MAX_BLOCK (64u << 20) /* lzop's own limit */
 
-enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_GZIP, CODEC_LZO };
-
-static const unsigned char zstd_magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
-/* A zstd skippable frame: 0x184D2A50..0x184D2A5F, little-endian. */
-static const unsigned char zstd_skippable[3] = {0x2a, 0x4d, 0x18};
 #define ZSTD_WINDOWLOG_OURS 27 /* 128 MiB: zstd's own default limit */
 #define ZSTD_HEAD_MAX 6        /* magic, frame header descriptor, window descriptor */
-static const unsigned char gzip_magic[2] = {0x1f, 0x8b};
-static const unsigned char lzop_magic[9] = {0x89, 'L', 'Z', 'O', 0x00, 0x0d, 0x0a, 0x1a, 0x0a};
-
-/* lzop header flags we must honour. */
-#define LZOP_ADLER32_D 0x0001u
-#define LZOP_ADLER32_C 0x0002u
-#define LZOP_EXTRA_FIELD 0x0040u
-#define LZOP_CRC32_D 0x0100u
-#define LZOP_CRC32_C 0x0200u
-#define LZOP_FILTER 0x0800u
-#define LZOP_H_CRC32 0x1000u
-#define LZOP_RESERVED 0x000fc000u /* lzop refuses these: "unknown flags" */
-#define LZOP_VERSION_MAX 0x1040u  /* lzop 1.04, the last release */
 
 struct chunk {
     unsigned char *data;
@@ -93,7 +76,7 @@ struct vmai_input {
     void *read_opaque;
     const struct vmai_cancel *cancel;
     bool may_block;         /* a pipe or the like: reads wait in poll(2) */
-    enum codec codec;
+    enum vmai_codec codec;
 
     /* Compressed (or, for plain, sniffed) bytes not yet consumed: the
      * sniffed bytes, then one chunk of the raw ring after another. */
@@ -682,11 +665,6 @@ static ssize_t produce_gzip(struct vmai_input *in, unsigned char *out, size_t ca
     return (ssize_t)(cap - in->gz.avail_out);
 }
 
-static uint32_t be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Read one lzop header field of n bytes, adding it to the header checksum. */
 static int lzo_field(struct vmai_input *in, unsigned char *buf, size_t n, uLong *adler,
                      uLong *crc)
@@ -707,7 +685,7 @@ static int lzo_header(struct vmai_input *in)
     if (rc != VMA_OK || (rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
         return rc;
     unsigned version = (unsigned)b[0] << 8 | b[1];
-    if (version >= 0x0940) { /* version needed to extract */
+    if (version >= LZOP_VERSION_NEW_HEADER) { /* version needed to extract */
         if ((rc = lzo_field(in, b, 2, &adler, &crc)) != VMA_OK)
             return rc;
         unsigned needed = (unsigned)b[0] << 8 | b[1];
@@ -717,7 +695,7 @@ static int lzo_header(struct vmai_input *in)
             return VMA_ERR_CORRUPT;
         }
     }
-    if ((rc = lzo_field(in, b, version >= 0x0940 ? 2 : 1, &adler, &crc)) != VMA_OK)
+    if ((rc = lzo_field(in, b, version >= LZOP_VERSION_NEW_HEADER ? 2 : 1, &adler, &crc)) != VMA_OK)
         return rc;
     if (b[0] < 1 || b[0] > 3) { /* 1-3: LZO1X-1, LZO1X-1(15), LZO1X-999 */
         vmai_errorf(in->err, "lzop method %u not supported (only the LZO1X methods 1-3)", b[0]);
@@ -725,7 +703,7 @@ static int lzo_header(struct vmai_input *in)
     }
     if ((rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
         return rc;
-    in->lzo_flags = be32(b);
+    in->lzo_flags = vmai_get_be32(b);
     /* What lzop itself refuses, refused as clearly. */
     if (in->lzo_flags & LZOP_RESERVED) {
         vmai_errorf(in->err, "lzop header has unknown flags 0x%x",
@@ -738,21 +716,21 @@ static int lzo_header(struct vmai_input *in)
     if (in->lzo_flags & LZOP_FILTER) {
         if ((rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
             return rc;
-        if (be32(b) != 0) {
-            vmai_errorf(in->err, "lzop filter %u not supported", be32(b));
+        if (vmai_get_be32(b) != 0) {
+            vmai_errorf(in->err, "lzop filter %u not supported", vmai_get_be32(b));
             return VMA_ERR_CORRUPT;
         }
     }
     /* mode, mtime (low, and high from 0.94 on), name length, name */
-    if ((rc = lzo_field(in, b, version >= 0x0940 ? 13 : 9, &adler, &crc)) != VMA_OK)
+    if ((rc = lzo_field(in, b, version >= LZOP_VERSION_NEW_HEADER ? 13 : 9, &adler, &crc)) != VMA_OK)
         return rc;
-    size_t name_len = b[version >= 0x0940 ? 12 : 8];
+    size_t name_len = b[version >= LZOP_VERSION_NEW_HEADER ? 12 : 8];
     if ((rc = lzo_field(in, b, name_len, &adler, &crc)) != VMA_OK)
         return rc;
     uint32_t want = (in->lzo_flags & LZOP_H_CRC32) ? (uint32_t)crc : (uint32_t)adler;
     if ((rc = raw_get(in, b, 4, "the header")) != VMA_OK)
         return rc;
-    if (be32(b) != want) {
+    if (vmai_get_be32(b) != want) {
         vmai_errorf(in->err, "lzop header checksum mismatch");
         return VMA_ERR_CORRUPT;
     }
@@ -762,7 +740,7 @@ static int lzo_header(struct vmai_input *in)
         adler = adler32(0, NULL, 0), crc = crc32(0, NULL, 0);
         if ((rc = lzo_field(in, b, 4, &adler, &crc)) != VMA_OK)
             return rc;
-        for (uint32_t left = be32(b); left > 0 && rc == VMA_OK;) {
+        for (uint32_t left = vmai_get_be32(b); left > 0 && rc == VMA_OK;) {
             size_t n = left < sizeof(b) ? left : sizeof(b);
             rc = lzo_field(in, b, n, &adler, &crc);
             left -= (uint32_t)n;
@@ -770,7 +748,7 @@ static int lzo_header(struct vmai_input *in)
         want = (in->lzo_flags & LZOP_H_CRC32) ? (uint32_t)crc : (uint32_t)adler;
         if (rc != VMA_OK || (rc = raw_get(in, b, 4, "the header")) != VMA_OK)
             return rc;
-        if (be32(b) != want) {
+        if (vmai_get_be32(b) != want) {
             vmai_errorf(in->err, "lzop header extra field checksum mismatch");
             return VMA_ERR_CORRUPT;
         }
@@ -803,14 +781,14 @@ static int lzo_block(struct vmai_input *in)
     int rc = lzo_get(in, b, 4, "the header");
     if (rc != VMA_OK)
         return rc;
-    uint32_t dst_len = be32(b);
+    uint32_t dst_len = vmai_get_be32(b);
     if (dst_len == 0) {
         in->lzo_end = true;
         return VMA_OK;
     }
     if ((rc = lzo_get(in, b, 4, "the header")) != VMA_OK)
         return rc;
-    uint32_t src_len = be32(b);
+    uint32_t src_len = vmai_get_be32(b);
     if (dst_len > LZO_MAX_BLOCK || src_len > dst_len || src_len == 0) {
         vmai_errorf(in->err, "lzop block %llu at compressed byte %llu: sizes %u -> %u are invalid",
                     LZO_WHERE(in), src_len, dst_len);
@@ -824,7 +802,7 @@ static int lzo_block(struct vmai_input *in)
         if ((rc = lzo_get(in, b, 4, "the checksum")) != VMA_OK)
             return rc;
         if (i == 0)
-            sum_d = be32(b); /* the first data checksum is the one we check */
+            sum_d = vmai_get_be32(b); /* the first data checksum is the one we check */
     }
     if (dst_len > in->lzo_cap) { /* lzop writes 256 KiB blocks; grow only as needed */
         free(in->lzo_block);
@@ -913,10 +891,10 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
     if (in->pending != VMA_OK)
         return in->pending;
     switch (in->codec) {
-    case CODEC_ZSTD: return produce_zstd(in, out, cap);
-    case CODEC_GZIP: return produce_gzip(in, out, cap);
-    case CODEC_LZO: return produce_lzo(in, out, cap);
-    case CODEC_NONE: break;
+    case VMAI_CODEC_ZSTD: return produce_zstd(in, out, cap);
+    case VMAI_CODEC_GZIP: return produce_gzip(in, out, cap);
+    case VMAI_CODEC_LZO: return produce_lzo(in, out, cap);
+    case VMAI_CODEC_NONE: break;
     }
     return produce_plain(in, out, cap);
 }
@@ -925,7 +903,7 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen)
 {
-    if (in->codec != CODEC_NONE)
+    if (in->codec != VMAI_CODEC_NONE)
         return ring_read(&in->ring, buf, len, err, errlen);
     /* Plain archives are read straight into the caller's buffer: the
      * kernel's read-ahead already overlaps I/O, and a ring would only add a
@@ -997,7 +975,7 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
     if ((size_t)n >= sizeof(zstd_magic) &&
         (memcmp(in->sniff, zstd_magic, 4) == 0 ||
          ((in->sniff[0] & 0xf0) == 0x50 && memcmp(in->sniff + 1, zstd_skippable, 3) == 0))) {
-        in->codec = CODEC_ZSTD;
+        in->codec = VMAI_CODEC_ZSTD;
         in->zstd = ZSTD_createDCtx();
         /* Our limit, set here rather than left to libzstd's default. */
         if (in->zstd == NULL ||
@@ -1007,20 +985,20 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
             return VMA_ERR_NOMEM;
         }
     } else if ((size_t)n >= sizeof(gzip_magic) && memcmp(in->sniff, gzip_magic, 2) == 0) {
-        in->codec = CODEC_GZIP;
+        in->codec = VMAI_CODEC_GZIP;
         if (inflateInit2(&in->gz, 15 + 16) != Z_OK) {
             snprintf(err, errlen, "cannot start zlib");
             return VMA_ERR_NOMEM;
         }
         in->gz_init = true;
     } else if ((size_t)n >= sizeof(lzop_magic) && memcmp(in->sniff, lzop_magic, 9) == 0) {
-        in->codec = CODEC_LZO;
+        in->codec = VMAI_CODEC_LZO;
         if (lzo_init() != LZO_E_OK) {
             snprintf(err, errlen, "cannot start liblzo2");
             return VMA_ERR_NOMEM;
         }
     }
-    if (in->codec == CODEC_NONE)
+    if (in->codec == VMAI_CODEC_NONE)
         return VMA_OK; /* no threads: see vmai_input_read() */
     if (ring_start(&in->raw_ring, in, RAW_SIZE, read_raw, in->raw_err) != VMA_OK ||
         ring_start(&in->ring, in, CHUNK_SIZE, produce, in->err) != VMA_OK) {

@@ -15,20 +15,10 @@
 #include <lzo/lzo1x.h>
 #include <zlib.h>
 
+#include "codec.h"
+#include "format.h"
 #include "lzo_blocks.h"
 
-#define ADLER32_D 0x0001u
-#define ADLER32_C 0x0002u
-#define EXTRA_FIELD 0x0040u
-#define CRC32_D 0x0100u
-#define CRC32_C 0x0200u
-#define FILTER 0x0800u
-#define MAX_BLOCK (64u << 20)
-
-static uint32_t be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 struct cursor {
     int fd;
@@ -55,39 +45,39 @@ int vmai_lzo_map_scan(int fd, struct vmai_block_map **out, char *err, size_t err
     unsigned char b[256];
     int rc = get(&c, b, 4);
     unsigned version = (unsigned)b[0] << 8 | b[1];
-    if (rc == VMA_OK && version >= 0x0940)
+    if (rc == VMA_OK && version >= LZOP_VERSION_NEW_HEADER)
         rc = get(&c, b, 2);
     if (rc == VMA_OK)
-        rc = get(&c, b, version >= 0x0940 ? 2 : 1);
+        rc = get(&c, b, version >= LZOP_VERSION_NEW_HEADER ? 2 : 1);
     if (rc == VMA_OK)
         rc = get(&c, b, 4);
-    m->flags = be32(b);
-    if (rc == VMA_OK && (m->flags & FILTER))
+    m->flags = vmai_get_be32(b);
+    if (rc == VMA_OK && (m->flags & LZOP_FILTER))
         rc = get(&c, b, 4);
     if (rc == VMA_OK)
-        rc = get(&c, b, version >= 0x0940 ? 13 : 9);
+        rc = get(&c, b, version >= LZOP_VERSION_NEW_HEADER ? 13 : 9);
     if (rc == VMA_OK)
-        c.pos += b[version >= 0x0940 ? 12 : 8] + 4u; /* name, header checksum */
-    if (rc == VMA_OK && (m->flags & EXTRA_FIELD) && (rc = get(&c, b, 4)) == VMA_OK)
-        c.pos += be32(b) + 4u;
+        c.pos += b[version >= LZOP_VERSION_NEW_HEADER ? 12 : 8] + 4u; /* name, header checksum */
+    if (rc == VMA_OK && (m->flags & LZOP_EXTRA_FIELD) && (rc = get(&c, b, 4)) == VMA_OK)
+        c.pos += vmai_get_be32(b) + 4u;
     while (rc == VMA_OK) {
         if ((rc = get(&c, b, 4)) != VMA_OK)
             break;
-        uint32_t dst = be32(b);
+        uint32_t dst = vmai_get_be32(b);
         if (dst == 0)
             break;
         if ((rc = get(&c, b, 4)) != VMA_OK)
             break;
-        uint32_t src = be32(b);
-        if (dst > MAX_BLOCK || src > dst || src == 0) {
+        uint32_t src = vmai_get_be32(b);
+        if (dst > LZO_MAX_BLOCK || src > dst || src == 0) {
             rc = VMA_ERR_CORRUPT;
             break;
         }
-        unsigned nd = !!(m->flags & ADLER32_D) + !!(m->flags & CRC32_D);
-        unsigned nc = src < dst ? !!(m->flags & ADLER32_C) + !!(m->flags & CRC32_C) : 0;
+        unsigned nd = !!(m->flags & LZOP_ADLER32_D) + !!(m->flags & LZOP_CRC32_D);
+        unsigned nc = src < dst ? !!(m->flags & LZOP_ADLER32_C) + !!(m->flags & LZOP_CRC32_C) : 0;
         uint32_t sum = 0;
         if (nd > 0 && (rc = get(&c, b, 4)) == VMA_OK)
-            sum = be32(b);
+            sum = vmai_get_be32(b);
         c.pos += 4u * (nd + nc - (nd > 0));
         if ((rc = vmai_block_map_add(m, c.pos, src, dst, sum, nd > 0)) != VMA_OK)
             break;
@@ -121,7 +111,7 @@ static int lzo_decode(const struct vmai_block_map *m, int fd, size_t i, unsigned
     if (packed != out)
         free(packed);
     if (rc == VMA_OK && k->has_sum) {
-        uint32_t got = (m->flags & ADLER32_D)
+        uint32_t got = (m->flags & LZOP_ADLER32_D)
                            ? (uint32_t)adler32(adler32(0, NULL, 0), out, k->dst)
                            : (uint32_t)crc32(crc32(0, NULL, 0), out, k->dst);
         if (got != k->sum)

@@ -16,6 +16,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "format.h"
 #include "io.h"
 #include "output.h"
 #include "vma.h"
@@ -71,9 +72,9 @@ int vmai_codec_parse(const char *spec, enum vmai_codec *codec, int *level)
     if (n == 4 && strncmp(spec, "none", 4) == 0) {
         *codec = VMAI_CODEC_NONE, *level = 0, lo = 0, hi = 0;
     } else if (n == 4 && strncmp(spec, "zstd", 4) == 0) {
-        *codec = VMAI_CODEC_ZSTD, *level = 3, lo = 1, hi = ZSTD_maxCLevel();
+        *codec = VMAI_CODEC_ZSTD, *level = VMAI_ZSTD_LEVEL_DEFAULT, lo = 1, hi = VMAI_ZSTD_LEVEL_MAX;
     } else if ((n == 4 && strncmp(spec, "gzip", 4) == 0) || (n == 2 && strncmp(spec, "gz", 2) == 0)) {
-        *codec = VMAI_CODEC_GZIP, *level = 6, lo = 1, hi = 9;
+        *codec = VMAI_CODEC_GZIP, *level = VMAI_GZIP_LEVEL_DEFAULT, lo = 1, hi = VMAI_GZIP_LEVEL_MAX;
     } else if (n == 3 && strncmp(spec, "lzo", 3) == 0) {
         *codec = VMAI_CODEC_LZO, *level = 1, lo = 1, hi = 1;
     } else {
@@ -89,34 +90,25 @@ int vmai_codec_parse(const char *spec, enum vmai_codec *codec, int *level)
     return VMA_OK;
 }
 
-static void be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
 /* The lzop file header: version 1.040, LZO1X-1, adler32 of the data. */
 static int lzop_header(struct vmai_output *o, char *err, size_t errlen)
 {
-    static const unsigned char magic[9] = {0x89, 'L', 'Z', 'O', 0, 0x0d, 0x0a, 0x1a, 0x0a};
     unsigned char h[64];
     size_t n = 0;
-    memcpy(h, magic, 9);
-    n = 9;
+    memcpy(h, lzop_magic, sizeof lzop_magic);
+    n = sizeof lzop_magic;
     size_t start = n;
-    h[n++] = 0x10, h[n++] = 0x40;                 /* lzop version 1.040 */
+    h[n++] = LZOP_VERSION_MAX >> 8, h[n++] = LZOP_VERSION_MAX & 0xff; /* lzop 1.040 */
     h[n++] = (unsigned char)(lzo_version() >> 8), h[n++] = (unsigned char)lzo_version();
-    h[n++] = 0x09, h[n++] = 0x40;                 /* version needed to extract */
+    h[n++] = LZOP_VERSION_NEW_HEADER >> 8, h[n++] = LZOP_VERSION_NEW_HEADER & 0xff; /* needed */
     h[n++] = 1;                                   /* method: LZO1X-1 */
     h[n++] = 3;                                   /* level */
-    be32(h + n, 0x1u), n += 4;                    /* flags: adler32 of the data */
-    be32(h + n, 0100644), n += 4;                 /* mode */
-    be32(h + n, 0), n += 4;                       /* mtime low */
-    be32(h + n, 0), n += 4;                       /* mtime high */
+    vmai_put_be32(h + n, LZOP_ADLER32_D), n += 4;          /* flags: adler32 of the data */
+    vmai_put_be32(h + n, 0100644), n += 4;                 /* mode */
+    vmai_put_be32(h + n, 0), n += 4;                       /* mtime low */
+    vmai_put_be32(h + n, 0), n += 4;                       /* mtime high */
     h[n++] = 0;                                   /* no name */
-    be32(h + n, (uint32_t)adler32(adler32(0, NULL, 0), h + start, (uInt)(n - start))), n += 4;
+    vmai_put_be32(h + n, (uint32_t)adler32(adler32(0, NULL, 0), h + start, (uInt)(n - start))), n += 4;
     return put(o, h, n, err, errlen);
 }
 
@@ -131,9 +123,9 @@ static int lzop_block(struct vmai_output *o, char *err, size_t errlen)
         return VMA_ERR_IO;
     }
     bool stored = clen >= o->lzo_fill; /* incompressible: store as is */
-    be32(head, (uint32_t)o->lzo_fill);
-    be32(head + 4, stored ? (uint32_t)o->lzo_fill : (uint32_t)clen);
-    be32(head + 8, (uint32_t)adler32(adler32(0, NULL, 0), o->lzo_in, (uInt)o->lzo_fill));
+    vmai_put_be32(head, (uint32_t)o->lzo_fill);
+    vmai_put_be32(head + 4, stored ? (uint32_t)o->lzo_fill : (uint32_t)clen);
+    vmai_put_be32(head + 8, (uint32_t)adler32(adler32(0, NULL, 0), o->lzo_in, (uInt)o->lzo_fill));
     int rc = put(o, head, sizeof(head), err, errlen);
     if (rc == VMA_OK)
         rc = put(o, stored ? o->lzo_in : o->buf, stored ? o->lzo_fill : clen, err, errlen);
@@ -206,9 +198,9 @@ int vmai_output_open(struct vmai_output **out, int fd, const struct vmai_cancel 
         break;
     case VMAI_CODEC_LZO:
         o->cap = LZO_BLOCK + LZO_BLOCK / 16 + 64 + 3;
-        if (lzo_init() != LZO_E_OK || (o->lzo_in = malloc(LZO_BLOCK)) == NULL ||
-            (o->lzo_work = malloc(LZO1X_1_MEM_COMPRESS)) == NULL)
-            break;
+        /* lzo_work stays NULL on any failure: checked below. */
+        if (lzo_init() == LZO_E_OK && (o->lzo_in = malloc(LZO_BLOCK)) != NULL)
+            o->lzo_work = malloc(LZO1X_1_MEM_COMPRESS);
         break;
     }
     o->buf = malloc(o->cap);

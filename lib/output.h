@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-enum vmai_codec { VMAI_CODEC_NONE, VMAI_CODEC_ZSTD, VMAI_CODEC_GZIP, VMAI_CODEC_LZO };
+#include "codec.h"
 
 /* Parse "zstd", "zstd:19", "gzip:9", "lzo", "none". VMA_ERR_INVALID for
  * an unknown codec or a level out of range. */

@@ -510,6 +510,38 @@ static uint64_t counter_add(_Atomic uint64_t *c, uint64_t n)
     return v;
 }
 
+void vmai_reader_count_device(vma_reader *r, unsigned dev_id, uint32_t cluster, uint16_t mask)
+{
+    uint64_t size = r->hdr.devices[dev_id].size;
+    uint64_t off = (uint64_t)cluster * VMA_CLUSTER_SIZE, stored = 0, zero = 0;
+
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER && off < size; b++, off += VMA_BLOCK_SIZE) {
+        uint64_t len = size - off < VMA_BLOCK_SIZE ? size - off : VMA_BLOCK_SIZE;
+
+        if (mask & (1u << b))
+            stored += len;
+        else
+            zero += len;
+    }
+    counter_add(&r->dev_stored[dev_id], stored);
+    counter_add(&r->dev_zero[dev_id], zero);
+}
+
+void vma_reader_device_counters(const vma_reader *r, unsigned dev_id, uint64_t *stored_bytes,
+                                uint64_t *zero_bytes)
+{
+    uint64_t s = 0, z = 0;
+
+    if (dev_id > 0 && dev_id < VMA_DEV_SLOTS) {
+        s = atomic_load_explicit(&r->dev_stored[dev_id], memory_order_relaxed);
+        z = atomic_load_explicit(&r->dev_zero[dev_id], memory_order_relaxed);
+    }
+    if (stored_bytes != NULL)
+        *stored_bytes = s;
+    if (zero_bytes != NULL)
+        *zero_bytes = z;
+}
+
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
     if (r->status != VMA_OK)
@@ -556,6 +588,7 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             else
                 counter_add(&r->zero_block_bytes,
                             (uint64_t)(VMA_BLOCKS_PER_CLUSTER - stored) * VMA_BLOCK_SIZE);
+            vmai_reader_count_device(r, bi->dev_id, bi->cluster_num, bi->mask);
             if (fn != NULL && fn(opaque, bi->dev_id, bi->cluster_num, bi->mask, data) != 0)
                 return vmai_reader_fail(r, VMA_ERR_CALLBACK,
                                         "stopped by the cluster callback at cluster %u of "

@@ -49,6 +49,10 @@ struct vma_reader {
     _Atomic uint64_t clusters;  /* read by vma_reader_counters() from any thread */
     _Atomic uint64_t zero_cluster_bytes;
     _Atomic uint64_t zero_block_bytes;
+    /* Bytes inside each device read so far: stored, and zero (blocks not
+     * stored or clusters stored all-zero); vma_reader_device_counters(). */
+    _Atomic uint64_t dev_stored[VMA_DEV_SLOTS];
+    _Atomic uint64_t dev_zero[VMA_DEV_SLOTS];
 
     vma_progress_fn progress;
     void *progress_opaque;
@@ -67,6 +71,10 @@ struct vma_reader {
     struct vmai_throttle *throttles; /* list of bandwidth budgets */
     const struct vmai_clock *clock;  /* of the throttles; NULL: real (tests set one) */
 };
+
+/* Add one cluster of dev_id (its zero mask) to the per-device counters;
+ * called by the reading thread only. */
+void vmai_reader_count_device(vma_reader *r, unsigned dev_id, uint32_t cluster, uint16_t mask);
 
 /* Record a failure on the handle (first one wins) and return status. */
 int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)

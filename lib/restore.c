@@ -1,6 +1,8 @@
 /*
- * Restore targets ("sinks"): where each device's clusters go. One small
- * operations table per kind of target; zero handling lives here, once:
+ * Restore targets ("sinks"): where each device's clusters go. One switch
+ * on the kind of target (restore_cluster(): disk, vmstate, skip; a disk
+ * is a file, a block device or an NBD image); zero handling lives here,
+ * once:
  *  - new sparse file: zero blocks stay holes;
  *  - existing file or block device: zero blocks punched/zeroed or written
  *    only when asked (map "1:"), else left alone ("0:");
@@ -131,7 +133,8 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
      * device whose size is not a multiple of 4 KiB goes the buffered way. */
     if (t->fd_buffered >= 0 && (off % VMA_BLOCK_SIZE != 0 || len % VMA_BLOCK_SIZE != 0))
         fd = t->fd_buffered;
-    /* Every write (a merged one may cover an extent) looks at the switch. */
+    /* Every write (a merged one may cover an extent) looks at the cancel
+     * flag first. */
     if (vmai_cancelled(&r->cancel))
         return cancelled(r);
     int rc = throttle(r, t, len);

@@ -31,9 +31,6 @@
 
 extern char **environ;
 
-/* The highest zstd level (ZSTD_maxCLevel() of libzstd 1.5). */
-#define ZSTD_MAX_LEVEL 22
-
 /* The deployed writer flushes an extent once it holds 58 clusters. */
 #define CLUSTERS_PER_EXTENT 58u
 
@@ -555,7 +552,7 @@ int vma_writer_set_compression(vma_writer *w, const char *spec)
     if (spec == NULL || vmai_codec_parse(spec, &w->codec, &w->level) != VMA_OK)
         return wrefuse(w, VMA_ERR_INVALID,
                        "unknown compression '%s' (zstd[:1-%d], gzip[:1-9], lzo or none)",
-                       spec ? spec : "", ZSTD_MAX_LEVEL);
+                       spec ? spec : "", VMAI_ZSTD_LEVEL_MAX);
     return VMA_OK;
 }
 

@@ -1051,12 +1051,25 @@ static int vms_cb(void *opaque, unsigned dev_id, uint32_t cn, uint16_t mask,
     return 0;
 }
 
-static void t_vmstate(void **state)
+/* An archive with a disk and a vmstate stream of 4 clusters (the last
+ * cut, one all zero and written as NULL, one with zero blocks), their
+ * clusters interleaved. */
+struct vms_archive {
+    struct arch *a;
+    unsigned char *vdata; /* the stream as written */
+    uint64_t vsize;
+    uint32_t vclusters;
+    int vid;
+    char *path;
+};
+
+static void vms_archive_write(struct vms_archive *v)
 {
-    (void)state;
     struct rng r = rng_for(22);
     const uint64_t vsize = 3 * CL + 1000; /* 4 clusters, the last cut */
     const uint32_t vclusters = 4;
+    v->vsize = vsize;
+    v->vclusters = vclusters;
     unsigned char *vdata = calloc(vclusters, CL);
     assert_non_null(vdata);
     gen_content(&r, vdata, vsize);
@@ -1068,6 +1081,8 @@ static void t_vmstate(void **state)
     set_cfg(a, 0, "qemu-server.conf", "vmstate: yes\n", 13);
     set_dev(a, 0, "drive-scsi0", 5 * CL, &r);
     char *path = tpath("vmstate.vma");
+    v->path = strdup(path);
+    assert_non_null(v->path);
     vma_writer *w = vma_writer_new();
     assert_non_null(w);
     WRITER_OK(w, vma_writer_open_path(w, path));
@@ -1088,13 +1103,32 @@ static void t_vmstate(void **state)
     WRITER_OK(w, vma_writer_close_device(w, (unsigned)vid));
     WRITER_OK(w, vma_writer_finish(w));
     vma_writer_free(w);
+    v->a = a;
+    v->vdata = vdata;
+    v->vid = vid;
+}
 
-    /* read: the disk compares, the vmstate comes in order */
+static void vms_archive_free(struct vms_archive *v)
+{
+    unlink(v->path);
+    free(v->path);
+    free(v->vdata);
+    arch_free(v->a);
+}
+
+/* read: the disk compares, the vmstate comes in order */
+static void vmstate_read(const struct vms_archive *v)
+{
+    struct arch *a = v->a;
+    const char *path = v->path;
+    const unsigned char *vdata = v->vdata;
+    uint64_t vsize = v->vsize;
+    uint32_t vclusters = v->vclusters;
     vma_reader *rd = vma_reader_new();
     assert_non_null(rd);
     READER_OK(rd, vma_reader_open_path(rd, path));
     unsigned rid = vma_reader_find_device(rd, VMA_VMSTATE_NAME);
-    assert_int_equal(rid, (unsigned)vid);
+    assert_int_equal(rid, (unsigned)v->vid);
     assert_int_equal(vma_reader_device_is_vmstate(rd, rid), 1);
     assert_int_equal(vma_reader_device_is_vmstate(rd, a->dev[0].id), 0);
     assert_true(vma_reader_device_size(rd, rid) == vsize);
@@ -1103,14 +1137,31 @@ static void t_vmstate(void **state)
     READER_OK(rd, vma_reader_read(rd, vms_cb, &c));
     assert_int_equal(c.order_errors, 0);
     assert_int_equal(c.next, vclusters);
+    /* per-device counters: bytes inside each device, stored or zero */
+    uint64_t stored, zero;
+    vma_reader_device_counters(rd, a->dev[0].id, &stored, &zero);
+    assert_true(stored + zero == a->dev[0].size);
+    vma_reader_device_counters(rd, rid, &stored, &zero);
+    assert_true(stored + zero == vsize);
+    assert_true(zero >= CL + 5 * BL); /* cluster 1, the zero blocks of cluster 2 */
+    vma_reader_device_counters(rd, 0, &stored, &zero);
+    assert_true(stored == 0 && zero == 0);
     compare("vmstate", c.buf, vdata, vsize);
     free(c.buf);
     vma_reader_free(rd);
+}
 
-    /* restore: the vmstate file has its zero blocks as zeros, cut to size */
+/* restore: the vmstate file has its zero blocks as zeros, cut to size */
+static void vmstate_restore_files(const struct vms_archive *v)
+{
+    struct arch *a = v->a;
+    const char *path = v->path;
+    const unsigned char *vdata = v->vdata;
+    uint64_t vsize = v->vsize;
+    unsigned rid = (unsigned)v->vid;
     char *vout = tpath("vmstate.bin");
     char *dout = tpath("disk.raw");
-    rd = vma_reader_new();
+    vma_reader *rd = vma_reader_new();
     assert_non_null(rd);
     READER_OK(rd, vma_reader_open_path(rd, path));
     /* an existing target is not for the vmstate stream */
@@ -1136,27 +1187,42 @@ static void t_vmstate(void **state)
     free(got);
     unlink(vout);
     unlink(dout);
+}
 
-    /* a caller's descriptor gets the stream sequentially, and nothing past
-     * the recorded size (the format discards it): no cut needed after */
-    rd = vma_reader_new();
+/* a caller's descriptor gets the stream sequentially, and nothing past
+ * the recorded size (the format discards it): no cut needed after */
+static void vmstate_restore_fd(const struct vms_archive *v)
+{
+    unsigned rid = (unsigned)v->vid;
+    char *vout = tpath("vmstate.bin");
+    size_t len;
+    unsigned char *got;
+    vma_reader *rd = vma_reader_new();
     assert_non_null(rd);
-    READER_OK(rd, vma_reader_open_path(rd, path));
+    READER_OK(rd, vma_reader_open_path(rd, v->path));
     int vfd = open(vout, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     assert_true(vfd >= 0);
     READER_OK(rd, vma_reader_target_fd(rd, rid, vfd, 0));
-    READER_OK(rd, vma_reader_target_skip(rd, a->dev[0].id));
+    READER_OK(rd, vma_reader_target_skip(rd, v->a->dev[0].id));
     READER_OK(rd, vma_reader_restore(rd));
     vma_reader_free(rd);
     close(vfd);
     got = read_all(vout, &len);
-    assert_true(len == vsize);
-    compare("vmstate through a descriptor", got, vdata, vsize);
+    assert_true(len == v->vsize);
+    compare("vmstate through a descriptor", got, v->vdata, v->vsize);
     free(got);
     unlink(vout);
-    unlink(path);
-    free(vdata);
-    arch_free(a);
+}
+
+static void t_vmstate(void **state)
+{
+    (void)state;
+    struct vms_archive v;
+    vms_archive_write(&v);
+    vmstate_read(&v);
+    vmstate_restore_files(&v);
+    vmstate_restore_fd(&v);
+    vms_archive_free(&v);
 }
 
 static void t_vmstate_order_refused(void **state)

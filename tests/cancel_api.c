@@ -45,8 +45,7 @@ static const char *golden_dir = "tests/golden";
 
 static unsigned char *slurp(const char *name, size_t *len)
 {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", golden_dir, name);
+    const char *path = vt_path_in(golden_dir, name);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     struct stat st;
@@ -189,8 +188,7 @@ static void t_reader_cancel_in_data(void **state)
 static void t_reader_cancel_before(void **state)
 {
     (void)state;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/basic.vma", golden_dir);
+    const char *path = vt_path_in(golden_dir, "basic.vma");
     vma_reader *r = vma_reader_new();
     assert_non_null(r);
     assert_int_equal(vma_reader_open_path(r, path), VMA_OK);
@@ -319,8 +317,7 @@ static void t_writer_cancel_removes_file(void **state)
     (void)state;
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/out.vma", dir);
+    const char *path = vt_path_in(dir, "out.vma");
     vma_writer *w = vma_writer_new();
     assert_non_null(w);
     assert_int_equal(vma_writer_open_path(w, path), VMA_OK);
@@ -366,8 +363,7 @@ static int cancel_in_callback(void *opaque, unsigned dev_id, uint32_t cluster_nu
  * first extent holds up to 59 clusters). */
 static void t_reader_no_callback_after_cancel(void **state)
 {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", golden_dir, (const char *)*state);
+    const char *path = vt_path_in(golden_dir, (const char *)*state);
     struct self_cancel s = {.r = vma_reader_new(), .at = 3};
     assert_non_null(s.r);
     assert_int_equal(vma_reader_open_path(s.r, path), VMA_OK);
@@ -422,8 +418,7 @@ static void *cancel_on_second_call(void *arg)
 static void t_reader_no_callback_after_other_thread_cancel(void **state)
 {
     (void)state;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/basic.vma.zst", golden_dir);
+    const char *path = vt_path_in(golden_dir, "basic.vma.zst");
     struct other_cancel o = {.r = vma_reader_new()};
     assert_non_null(o.r);
     assert_int_equal(vma_reader_open_path(o.r, path), VMA_OK);
@@ -707,8 +702,7 @@ static void t_cancel_in_fifo_open(void **state)
     bool writer = strcmp(*state, "writer") == 0;
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/x.fifo", dir);
+    const char *path = vt_path_in(dir, "x.fifo");
     assert_int_equal(mkfifo(path, 0600), 0);
     vma_reader *r = writer ? NULL : vma_reader_new();
     vma_writer *w = writer ? vma_writer_new() : NULL;
@@ -734,8 +728,7 @@ static void t_restore_cancel_vmstate_pipe(void **state)
     (void)state;
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/vmstate.vma", dir);
+    const char *path = vt_path_in(dir, "vmstate.vma");
     vma_writer *w = vma_writer_new();
     assert_non_null(w);
     assert_int_equal(vma_writer_open_path(w, path), VMA_OK);

@@ -41,7 +41,7 @@ expect() {
 expect "vma " list config create extract verify checksum mount help --help --version
 expect "vma ex" extract
 expect "vma c" config create checksum
-expect "vma extract -" -v -d -r -p --progress --no-progress --salvage --force-header --help
+expect "vma extract -" -v -d -r -p --progress --no-progress --output-format= --salvage --force-header --help
 expect "vma checksum -" -d -p --progress --no-progress --output-format= --help
 expect "vma list --out" --output-format=
 expect "vma verify basic.vma --output-format=" text json

@@ -1080,181 +1080,255 @@ static void set_bi(struct vt_buf *o, const struct base *B, unsigned k, unsigned 
     vt_resign_extent(o->p + B->ext[k]);
 }
 
-static void resigned_extents(struct base *B)
+/* One extent of a base archive and where its kinds of entries are:
+ * the first used entry, the first disk entry, the first vmstate entry,
+ * the first unused one (-1: none); unused_dev is a dev_id no device has. */
+struct ext_at {
+    struct base *B;
+    unsigned k;
+    size_t x; /* the extent's offset */
+    const struct vmai_extent *E;
+    int first, disk, vms, unused;
+    unsigned unused_dev;
+};
+
+/* A dev_id no device has, in a used and an unused entry. */
+static void resigned_ext_dev_ids(const struct ext_at *c)
 {
+    struct base *B = c->B;
+    unsigned k = c->k;
+    size_t x = c->x;
+    const struct vmai_extent *E = c->E;
+    int first = c->first, unused = c->unused;
+    unsigned unused_dev = c->unused_dev;
     struct vt_buf o = {0};
     char desc[200];
+
+    /* unknown dev_id */
+    unsigned bad_devs[] = {unused_dev, 254, 255};
+    for (unsigned j = 0; j < 3; j++) {
+        unsigned d = bad_devs[j];
+        if (d == 0 || (d < 255 && B->h->devices[d].name != NULL) || (j == 1 && d == unused_dev))
+            continue;
+        int slots[2] = {first, unused};
+        for (unsigned s = 0; s < 2; s++) {
+            if (slots[s] < 0)
+                continue;
+            struct vmai_blockinfo bi = E->info[slots[s]];
+            bi.dev_id = (uint8_t)d;
+            if (slots[s] == unused)
+                bi.mask = 0; /* keeps block_count right */
+            vt_copy(&o, B->b.p, B->b.len);
+            set_bi(&o, B, k, (unsigned)slots[s], &bi);
+            snprintf(desc, sizeof(desc), "%s: extent %u entry %d: dev_id %u", B->name, k,
+                     slots[s], d);
+            char ph[64];
+            snprintf(ph, sizeof(ph), "unknown dev_id %u", d);
+            struct expect e = exp_at(ph, VMA_ERR_CORRUPT, k, x);
+            run_case("re-signed extent: unknown dev_id", desc, o.p, o.len, e, true, NULL);
+        }
+    }
+    vt_free(&o);
+}
+
+/* A disk cluster past the device, a vmstate cluster out of order. */
+static void resigned_ext_clusters(const struct ext_at *c)
+{
+    struct base *B = c->B;
+    unsigned k = c->k;
+    size_t x = c->x;
+    const struct vmai_extent *E = c->E;
+    int disk = c->disk, vms = c->vms;
+    struct vt_buf o = {0};
+    char desc[200];
+
+    /* cluster number past the device */
+    if (disk >= 0) {
+        const struct vmai_blockinfo *bi0 = &E->info[disk];
+        uint64_t count = vmai_cluster_count(B->h->devices[bi0->dev_id].size);
+        uint64_t nums[] = {count, count + 1, 0x80000000u, 0xffffffffu};
+        for (unsigned j = 0; j < 4; j++) {
+            if (nums[j] > 0xffffffffu || (j > 0 && nums[j] == nums[j - 1]))
+                continue;
+            struct vmai_blockinfo bi = *bi0;
+            bi.cluster_num = (uint32_t)nums[j];
+            vt_copy(&o, B->b.p, B->b.len);
+            set_bi(&o, B, k, (unsigned)disk, &bi);
+            snprintf(desc, sizeof(desc), "%s: extent %u entry %d: cluster %llu of %llu",
+                     B->name, k, disk, (unsigned long long)nums[j],
+                     (unsigned long long)count);
+            run_case("re-signed extent: cluster past the device", desc, o.p, o.len,
+                     exp_at("is past the end of device", VMA_ERR_CORRUPT, k, x), true, NULL);
+        }
+    }
+    /* a vmstate cluster out of order */
+    if (vms >= 0) {
+        uint32_t nums[] = {E->info[vms].cluster_num + 1, E->info[vms].cluster_num + 100,
+                           0xffffffffu};
+        for (unsigned j = 0; j < 3; j++) {
+            struct vmai_blockinfo bi = E->info[vms];
+            bi.cluster_num = nums[j];
+            vt_copy(&o, B->b.p, B->b.len);
+            set_bi(&o, B, k, (unsigned)vms, &bi);
+            snprintf(desc, sizeof(desc), "%s: extent %u entry %d: vmstate cluster %u",
+                     B->name, k, vms, nums[j]);
+            run_case("re-signed extent: vmstate cluster out of order", desc, o.p, o.len,
+                     exp_at("out of order", VMA_ERR_CORRUPT, k, x), true, NULL);
+        }
+    }
+    vt_free(&o);
+}
+
+/* block_count against the masks, alone and with a mask. */
+static void resigned_ext_counts(const struct ext_at *c)
+{
+    struct base *B = c->B;
+    unsigned k = c->k;
+    size_t x = c->x;
+    const struct vmai_extent *E = c->E;
+    int first = c->first;
+    struct vt_buf o = {0};
+    char desc[200];
+
+    /* block_count that disagrees with the masks */
+    uint32_t counts[] = {E->block_count + 1u, E->block_count ? E->block_count - 1u : 2u,
+                         E->block_count ? 0u : 59u, 0xffffu};
+    for (unsigned j = 0; j < 4; j++) {
+        if (counts[j] == E->block_count || counts[j] > 0xffff)
+            continue;
+        vt_copy(&o, B->b.p, B->b.len);
+        vmai_put_be16(o.p + x + VMA_EOFF_BLOCK_COUNT, (uint16_t)counts[j]);
+        vt_resign_extent(o.p + x);
+        snprintf(desc, sizeof(desc), "%s: extent %u: block_count %u (masks: %u)", B->name, k,
+                 counts[j], E->block_count);
+        run_case("re-signed extent: block_count vs masks", desc, o.p, o.len,
+                 exp_at("disagrees with its masks", VMA_ERR_CORRUPT, k, x), true, NULL);
+    }
+    /* a mask changed together with block_count: the data no longer
+     * lines up with the next extent header */
+    if (first >= 0) {
+        struct vmai_blockinfo bi = E->info[first];
+        int delta = 0;
+        if (bi.mask != 0xffff) {
+            bi.mask = (uint16_t)(bi.mask | (bi.mask + 1)); /* set the lowest clear bit */
+            delta = 1;
+        } else {
+            bi.mask = 0x7fff;
+            delta = -1;
+        }
+        vt_copy(&o, B->b.p, B->b.len);
+        vmai_put_be16(o.p + x + VMA_EOFF_BLOCK_COUNT, (uint16_t)(E->block_count + delta));
+        set_bi(&o, B, k, (unsigned)first, &bi);
+        snprintf(desc, sizeof(desc), "%s: extent %u entry %d: mask and block_count %+d",
+                 B->name, k, first, delta);
+        run_case("re-signed extent: mask and block_count shifted", desc, o.p, o.len,
+                 exp_("bad extent magic|truncated inside", 0), true, NULL);
+    }
+    vt_free(&o);
+}
+
+/* The extent's reserved field, a blockinfo's reserved bits. */
+static void resigned_ext_reserved(const struct ext_at *c)
+{
+    struct base *B = c->B;
+    unsigned k = c->k;
+    size_t x = c->x;
+    const struct vmai_extent *E = c->E;
+    int first = c->first, unused = c->unused;
+    struct vt_buf o = {0};
+    char desc[200];
+
+    /* the reserved field */
+    uint16_t res[] = {0x0001, 0x0080, 0x8000, 0xffff};
+    for (unsigned j = 0; j < 4; j++) {
+        vt_copy(&o, B->b.p, B->b.len);
+        vmai_put_be16(o.p + x + VMA_EOFF_RESERVED, res[j]);
+        vt_resign_extent(o.p + x);
+        snprintf(desc, sizeof(desc), "%s: extent %u: reserved 0x%04x", B->name, k, res[j]);
+        run_case("re-signed extent: reserved field set", desc, o.p, o.len,
+                 exp_at("reserved field", VMA_ERR_CORRUPT, k, x), true, NULL);
+    }
+    /* reserved bits of a blockinfo (used and unused entries) */
+    int rslots[2] = {first, unused};
+    for (unsigned s = 0; s < 2; s++) {
+        if (rslots[s] < 0)
+            continue;
+        uint8_t rv[] = {0x01, 0x80};
+        for (unsigned j = 0; j < 2; j++) {
+            struct vmai_blockinfo bi = E->info[rslots[s]];
+            bi.reserved = rv[j];
+            vt_copy(&o, B->b.p, B->b.len);
+            set_bi(&o, B, k, (unsigned)rslots[s], &bi);
+            snprintf(desc, sizeof(desc), "%s: extent %u entry %d: reserved bits 0x%02x",
+                     B->name, k, rslots[s], rv[j]);
+            run_case("re-signed extent: blockinfo reserved bits", desc, o.p, o.len,
+                     exp_at("reserved bits", VMA_ERR_CORRUPT, k, x), true, NULL);
+        }
+    }
+    vt_free(&o);
+}
+
+/* The extent's uuid and magic. */
+static void resigned_ext_uuid_magic(const struct ext_at *c)
+{
+    struct base *B = c->B;
+    unsigned k = c->k;
+    size_t x = c->x;
+    struct vt_buf o = {0};
+    char desc[200];
+
+    /* uuid and magic */
+    for (unsigned j = 0; j < 2; j++) {
+        vt_copy(&o, B->b.p, B->b.len);
+        o.p[x + VMA_EOFF_UUID + (j ? 15 : 0)] ^= (unsigned char)(j ? 0x80 : 0x01);
+        vt_resign_extent(o.p + x);
+        snprintf(desc, sizeof(desc), "%s: extent %u: uuid byte %u changed", B->name, k,
+                 j ? 15 : 0);
+        run_case("re-signed extent: uuid differs", desc, o.p, o.len,
+                 exp_at("uuid differs", VMA_ERR_CORRUPT, k, x), true, NULL);
+    }
+    static const char *magics[] = {"VMAF", "VMA\0", "\0\0\0\0"};
+    for (unsigned j = 0; j < 3; j++) {
+        vt_copy(&o, B->b.p, B->b.len);
+        memcpy(o.p + x, magics[j], 4);
+        vt_resign_extent(o.p + x);
+        snprintf(desc, sizeof(desc), "%s: extent %u: magic %u", B->name, k, j);
+        run_case("re-signed extent: bad magic", desc, o.p, o.len,
+                 exp_at("bad extent magic", VMA_ERR_CORRUPT, k, x), true, NULL);
+    }
+    vt_free(&o);
+}
+
+static void resigned_extents(struct base *B)
+{
     unsigned unused_dev = 0;
     for (unsigned d = 1; d < 255 && unused_dev == 0; d++)
         if (B->h->devices[d].name == NULL)
             unused_dev = d;
     for (unsigned k = 0; k < B->next; k++) {
-        size_t x = B->ext[k];
-        const struct vmai_extent *E = &B->e[k];
-        unsigned used = used_entries(E);
-        /* first used entry, first used disk entry, first vmstate entry, an unused one */
-        int first = -1, disk = -1, vms = -1, unused = -1;
+        struct ext_at c = {B, k, B->ext[k], &B->e[k], -1, -1, -1, -1, unused_dev};
         for (unsigned i = 0; i < VMA_BLOCKINFO_PER_EXTENT; i++) {
-            unsigned d = E->info[i].dev_id;
+            unsigned d = c.E->info[i].dev_id;
             if (d == 0) {
-                if (unused < 0)
-                    unused = (int)i;
+                if (c.unused < 0)
+                    c.unused = (int)i;
                 continue;
             }
-            if (first < 0)
-                first = (int)i;
+            if (c.first < 0)
+                c.first = (int)i;
             if (B->h->devices[d].is_vmstate) {
-                if (vms < 0)
-                    vms = (int)i;
-            } else if (disk < 0) {
-                disk = (int)i;
+                if (c.vms < 0)
+                    c.vms = (int)i;
+            } else if (c.disk < 0) {
+                c.disk = (int)i;
             }
         }
-
-        /* unknown dev_id */
-        unsigned bad_devs[] = {unused_dev, 254, 255};
-        for (unsigned j = 0; j < 3; j++) {
-            unsigned d = bad_devs[j];
-            if (d == 0 || (d < 255 && B->h->devices[d].name != NULL) || (j == 1 && d == unused_dev))
-                continue;
-            int slots[2] = {first, unused};
-            for (unsigned s = 0; s < 2; s++) {
-                if (slots[s] < 0)
-                    continue;
-                struct vmai_blockinfo bi = E->info[slots[s]];
-                bi.dev_id = (uint8_t)d;
-                if (slots[s] == unused)
-                    bi.mask = 0; /* keeps block_count right */
-                vt_copy(&o, B->b.p, B->b.len);
-                set_bi(&o, B, k, (unsigned)slots[s], &bi);
-                snprintf(desc, sizeof(desc), "%s: extent %u entry %d: dev_id %u", B->name, k,
-                         slots[s], d);
-                char ph[64];
-                snprintf(ph, sizeof(ph), "unknown dev_id %u", d);
-                struct expect e = exp_at(ph, VMA_ERR_CORRUPT, k, x);
-                run_case("re-signed extent: unknown dev_id", desc, o.p, o.len, e, true, NULL);
-            }
-        }
-
-        /* cluster number past the device */
-        if (disk >= 0) {
-            const struct vmai_blockinfo *bi0 = &E->info[disk];
-            uint64_t count = vmai_cluster_count(B->h->devices[bi0->dev_id].size);
-            uint64_t nums[] = {count, count + 1, 0x80000000u, 0xffffffffu};
-            for (unsigned j = 0; j < 4; j++) {
-                if (nums[j] > 0xffffffffu || (j > 0 && nums[j] == nums[j - 1]))
-                    continue;
-                struct vmai_blockinfo bi = *bi0;
-                bi.cluster_num = (uint32_t)nums[j];
-                vt_copy(&o, B->b.p, B->b.len);
-                set_bi(&o, B, k, (unsigned)disk, &bi);
-                snprintf(desc, sizeof(desc), "%s: extent %u entry %d: cluster %llu of %llu",
-                         B->name, k, disk, (unsigned long long)nums[j],
-                         (unsigned long long)count);
-                run_case("re-signed extent: cluster past the device", desc, o.p, o.len,
-                         exp_at("is past the end of device", VMA_ERR_CORRUPT, k, x), true, NULL);
-            }
-        }
-        /* a vmstate cluster out of order */
-        if (vms >= 0) {
-            uint32_t nums[] = {E->info[vms].cluster_num + 1, E->info[vms].cluster_num + 100,
-                               0xffffffffu};
-            for (unsigned j = 0; j < 3; j++) {
-                struct vmai_blockinfo bi = E->info[vms];
-                bi.cluster_num = nums[j];
-                vt_copy(&o, B->b.p, B->b.len);
-                set_bi(&o, B, k, (unsigned)vms, &bi);
-                snprintf(desc, sizeof(desc), "%s: extent %u entry %d: vmstate cluster %u",
-                         B->name, k, vms, nums[j]);
-                run_case("re-signed extent: vmstate cluster out of order", desc, o.p, o.len,
-                         exp_at("out of order", VMA_ERR_CORRUPT, k, x), true, NULL);
-            }
-        }
-
-        /* block_count that disagrees with the masks */
-        uint32_t counts[] = {E->block_count + 1u, E->block_count ? E->block_count - 1u : 2u,
-                             E->block_count ? 0u : 59u, 0xffffu};
-        for (unsigned j = 0; j < 4; j++) {
-            if (counts[j] == E->block_count || counts[j] > 0xffff)
-                continue;
-            vt_copy(&o, B->b.p, B->b.len);
-            vmai_put_be16(o.p + x + VMA_EOFF_BLOCK_COUNT, (uint16_t)counts[j]);
-            vt_resign_extent(o.p + x);
-            snprintf(desc, sizeof(desc), "%s: extent %u: block_count %u (masks: %u)", B->name, k,
-                     counts[j], E->block_count);
-            run_case("re-signed extent: block_count vs masks", desc, o.p, o.len,
-                     exp_at("disagrees with its masks", VMA_ERR_CORRUPT, k, x), true, NULL);
-        }
-        /* a mask changed together with block_count: the data no longer
-         * lines up with the next extent header */
-        if (first >= 0) {
-            struct vmai_blockinfo bi = E->info[first];
-            int delta = 0;
-            if (bi.mask != 0xffff) {
-                bi.mask = (uint16_t)(bi.mask | (bi.mask + 1)); /* set the lowest clear bit */
-                delta = 1;
-            } else {
-                bi.mask = 0x7fff;
-                delta = -1;
-            }
-            vt_copy(&o, B->b.p, B->b.len);
-            vmai_put_be16(o.p + x + VMA_EOFF_BLOCK_COUNT, (uint16_t)(E->block_count + delta));
-            set_bi(&o, B, k, (unsigned)first, &bi);
-            snprintf(desc, sizeof(desc), "%s: extent %u entry %d: mask and block_count %+d",
-                     B->name, k, first, delta);
-            run_case("re-signed extent: mask and block_count shifted", desc, o.p, o.len,
-                     exp_("bad extent magic|truncated inside", 0), true, NULL);
-        }
-
-        /* the reserved field */
-        uint16_t res[] = {0x0001, 0x0080, 0x8000, 0xffff};
-        for (unsigned j = 0; j < 4; j++) {
-            vt_copy(&o, B->b.p, B->b.len);
-            vmai_put_be16(o.p + x + VMA_EOFF_RESERVED, res[j]);
-            vt_resign_extent(o.p + x);
-            snprintf(desc, sizeof(desc), "%s: extent %u: reserved 0x%04x", B->name, k, res[j]);
-            run_case("re-signed extent: reserved field set", desc, o.p, o.len,
-                     exp_at("reserved field", VMA_ERR_CORRUPT, k, x), true, NULL);
-        }
-        /* reserved bits of a blockinfo (used and unused entries) */
-        int rslots[2] = {first, unused};
-        for (unsigned s = 0; s < 2; s++) {
-            if (rslots[s] < 0)
-                continue;
-            uint8_t rv[] = {0x01, 0x80};
-            for (unsigned j = 0; j < 2; j++) {
-                struct vmai_blockinfo bi = E->info[rslots[s]];
-                bi.reserved = rv[j];
-                vt_copy(&o, B->b.p, B->b.len);
-                set_bi(&o, B, k, (unsigned)rslots[s], &bi);
-                snprintf(desc, sizeof(desc), "%s: extent %u entry %d: reserved bits 0x%02x",
-                         B->name, k, rslots[s], rv[j]);
-                run_case("re-signed extent: blockinfo reserved bits", desc, o.p, o.len,
-                         exp_at("reserved bits", VMA_ERR_CORRUPT, k, x), true, NULL);
-            }
-        }
-        /* uuid and magic */
-        for (unsigned j = 0; j < 2; j++) {
-            vt_copy(&o, B->b.p, B->b.len);
-            o.p[x + VMA_EOFF_UUID + (j ? 15 : 0)] ^= (unsigned char)(j ? 0x80 : 0x01);
-            vt_resign_extent(o.p + x);
-            snprintf(desc, sizeof(desc), "%s: extent %u: uuid byte %u changed", B->name, k,
-                     j ? 15 : 0);
-            run_case("re-signed extent: uuid differs", desc, o.p, o.len,
-                     exp_at("uuid differs", VMA_ERR_CORRUPT, k, x), true, NULL);
-        }
-        static const char *magics[] = {"VMAF", "VMA\0", "\0\0\0\0"};
-        for (unsigned j = 0; j < 3; j++) {
-            vt_copy(&o, B->b.p, B->b.len);
-            memcpy(o.p + x, magics[j], 4);
-            vt_resign_extent(o.p + x);
-            snprintf(desc, sizeof(desc), "%s: extent %u: magic %u", B->name, k, j);
-            run_case("re-signed extent: bad magic", desc, o.p, o.len,
-                     exp_at("bad extent magic", VMA_ERR_CORRUPT, k, x), true, NULL);
-        }
-        (void)used;
+        resigned_ext_dev_ids(&c);
+        resigned_ext_clusters(&c);
+        resigned_ext_counts(&c);
+        resigned_ext_reserved(&c);
+        resigned_ext_uuid_magic(&c);
     }
-    vt_free(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -1348,7 +1422,18 @@ static unsigned header_ptrs(const struct base *B, struct ptr *v)
     return n;
 }
 
-static void resigned_headers(struct base *B)
+/* The first device's dev_id, 0 if the archive has none. */
+static unsigned first_device(const struct base *B)
+{
+    for (unsigned i = 1; i < VMA_DEV_SLOTS; i++)
+        if (B->h->devices[i].name != NULL)
+            return i;
+    return 0;
+}
+
+/* Blob pointers: out of range, into a blob's middle, two entries on one
+ * blob, a name on a config's data. */
+static void resigned_blob_pointers(struct base *B)
 {
     const unsigned char *p = B->b.p;
     uint32_t boff = vmai_get_be32(p + VMA_HOFF_BLOB_OFFSET);
@@ -1409,6 +1494,16 @@ static void resigned_headers(struct base *B)
             break;
         }
     }
+}
+
+/* header_size, the blob buffer's offset and size, version. */
+static void resigned_sizes(struct base *B)
+{
+    const unsigned char *p = B->b.p;
+    uint32_t boff = vmai_get_be32(p + VMA_HOFF_BLOB_OFFSET);
+    uint32_t bsize = vmai_get_be32(p + VMA_HOFF_BLOB_SIZE);
+    struct ptr ptrs[2 * VMA_MAX_CONFIGS + VMA_DEV_SLOTS];
+    unsigned np = header_ptrs(B, ptrs);
 
     /* header_size */
     uint32_t hsizes[] = {0xfffffe00u, 0x80000000u, VMA_MAX_HEADER_SIZE + 512, B->hs + 1,
@@ -1447,24 +1542,28 @@ static void resigned_headers(struct base *B)
     for (unsigned j = 0; j < 4; j++)
         field_case(B, "re-signed header: bad version", "version", VMA_HOFF_VERSION, versions[j],
                    true, exp_("unsupported version", VMA_ERR_CORRUPT));
-    /* uuid: every extent then differs */
-    {
-        struct vt_buf o = {0};
-        vt_copy(&o, p, B->b.len);
-        o.p[VMA_HOFF_UUID + 7] ^= 0x10;
-        vt_resign_header(o.p);
-        char desc[160];
-        snprintf(desc, sizeof(desc), "%s: header uuid changed", B->name);
-        run_case("re-signed header: uuid", desc, o.p, o.len,
-                 exp_at("uuid differs", VMA_ERR_CORRUPT, 0, B->hs), true, NULL);
-        vt_free(&o);
-    }
+}
 
-    /* devices: slot 255, slot 0, size past 2^48, size without a name */
-    unsigned first_dev = 0;
-    for (unsigned i = 1; i < VMA_DEV_SLOTS && first_dev == 0; i++)
-        if (B->h->devices[i].name != NULL)
-            first_dev = i;
+/* uuid: every extent then differs. */
+static void resigned_uuid(struct base *B)
+{
+    struct vt_buf o = {0};
+    vt_copy(&o, B->b.p, B->b.len);
+    o.p[VMA_HOFF_UUID + 7] ^= 0x10;
+    vt_resign_header(o.p);
+    char desc[160];
+    snprintf(desc, sizeof(desc), "%s: header uuid changed", B->name);
+    run_case("re-signed header: uuid", desc, o.p, o.len,
+             exp_at("uuid differs", VMA_ERR_CORRUPT, 0, B->hs), true, NULL);
+    vt_free(&o);
+}
+
+/* Devices: slot 255, slot 0, size past 2^48, size without a name. */
+static void resigned_devices(struct base *B)
+{
+    const unsigned char *p = B->b.p;
+    unsigned first_dev = first_device(B);
+
     if (first_dev != 0) {
         unsigned slots[] = {255, 0};
         for (unsigned j = 0; j < 2; j++) {
@@ -1509,8 +1608,13 @@ static void resigned_headers(struct base *B)
         field_case(B, "re-signed header: device size without a name", "device name pointer",
                    so - 8, 0, true, exp_("but no name", VMA_ERR_CORRUPT));
     }
+}
 
-    /* names: empty, unterminated, unsafe, too long, duplicate */
+/* Names: empty, unterminated, unsafe, too long, duplicate. */
+static void resigned_names(struct base *B)
+{
+    unsigned first_dev = first_device(B);
+
     static char longname[VMA_MAX_NAME_LEN + 2];
     memset(longname, 'n', VMA_MAX_NAME_LEN + 1);
     static char abs_name[4200];
@@ -1591,6 +1695,15 @@ static void resigned_headers(struct base *B)
         }
         free(d);
     }
+}
+
+static void resigned_headers(struct base *B)
+{
+    resigned_blob_pointers(B);
+    resigned_sizes(B);
+    resigned_uuid(B);
+    resigned_devices(B);
+    resigned_names(B);
 }
 
 /* ---------------------------------------------------------------- */

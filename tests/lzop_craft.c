@@ -6,9 +6,9 @@
  *   lzop_craft IN OUT [hcrc] [extra=TEXT] [badextra] [filter=N]
  *                     [multipart] [flags=0xN] [needed=0xNNNN] [method=N]
  *
- * hcrc: header checksum CRC-32 (F_H_CRC32) instead of Adler-32; extra:
- * an extra field (F_H_EXTRA_FIELD) with its checksum, badextra spoils that
- * checksum; filter: the filter field (F_H_FILTER); multipart: F_MULTIPART;
+ * hcrc: header checksum CRC-32 (LZOP_H_CRC32) instead of Adler-32; extra:
+ * an extra field (LZOP_EXTRA_FIELD) with its checksum, badextra spoils that
+ * checksum; filter: the filter field (LZOP_FILTER); multipart: LZOP_MULTIPART;
  * flags: more flag bits; needed: "version needed to extract"; method: the
  * method byte. The blocks are copied unchanged. Exit 0, or 1 with a message.
  * SPDX-License-Identifier: MIT
@@ -20,12 +20,8 @@
 
 #include <zlib.h>
 
+#include "codec.h"
 #include "vmatest.h"
-
-#define F_H_EXTRA_FIELD 0x0040u
-#define F_MULTIPART 0x0400u
-#define F_H_FILTER 0x0800u
-#define F_H_CRC32 0x1000u
 
 static int die(const char *msg)
 {
@@ -33,15 +29,10 @@ static int die(const char *msg)
     return 1;
 }
 
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
+/* lib/format.h's vmai_put_be32, returning the bytes written. */
 static size_t put32(unsigned char *p, uint32_t v)
 {
-    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+    vmai_put_be32(p, v);
     return 4;
 }
 
@@ -60,13 +51,14 @@ int main(int argc, char **argv)
         return die("cannot read the input");
     const unsigned char *p = b.p;
     /* magic 9, version 2, library version 2, needed 2, method 1, level 1 */
-    if (b.len < 50 || p[0] != 0x89 || get32(p + 9) >> 16 < 0x0940)
+    if (b.len < 50 || memcmp(p, lzop_magic, sizeof lzop_magic) != 0 ||
+        vmai_get_be32(p + 9) >> 16 < LZOP_VERSION_NEW_HEADER)
         return die("not an lzop file of version 0.94 or later");
-    uint32_t flags = get32(p + 17);
-    size_t pos = 21 + ((flags & F_H_FILTER) ? 4 : 0) + 12;
+    uint32_t flags = vmai_get_be32(p + 17);
+    size_t pos = 21 + ((flags & LZOP_FILTER) ? 4 : 0) + 12;
     size_t name_len = p[pos];
     pos += 1 + name_len + 4; /* name, header checksum */
-    if ((flags & F_H_EXTRA_FIELD) || pos > b.len)
+    if ((flags & LZOP_EXTRA_FIELD) || pos > b.len)
         return die("unexpected input header");
 
     int hcrc = 0, badextra = 0, multipart = 0;
@@ -94,9 +86,9 @@ int main(int argc, char **argv)
         else
             return die("unknown option");
     }
-    flags &= ~(F_H_FILTER | F_H_CRC32);
-    flags |= more | (hcrc ? F_H_CRC32 : 0) | (multipart ? F_MULTIPART : 0) |
-             (filter >= 0 ? F_H_FILTER : 0) | (extra ? F_H_EXTRA_FIELD : 0);
+    flags &= ~(LZOP_FILTER | LZOP_H_CRC32);
+    flags |= more | (hcrc ? LZOP_H_CRC32 : 0) | (multipart ? LZOP_MULTIPART : 0) |
+             (filter >= 0 ? LZOP_FILTER : 0) | (extra ? LZOP_EXTRA_FIELD : 0);
 
     unsigned char h[1024];
     size_t n = 0;
@@ -110,7 +102,7 @@ int main(int argc, char **argv)
     n += put32(h + n, flags);
     if (filter >= 0)
         n += put32(h + n, (uint32_t)filter);
-    size_t rest = 21 + ((get32(p + 17) & F_H_FILTER) ? 4 : 0);
+    size_t rest = 21 + ((vmai_get_be32(p + 17) & LZOP_FILTER) ? 4 : 0);
     memcpy(h + n, p + rest, 13 + name_len); /* mode, mtime, name */
     n += 13 + name_len;
     n += put32(h + n, sum(hcrc, h + 9, n - 9));

@@ -31,11 +31,7 @@ static const char *g_golden = "tests/golden";
 
 static char *path_in(const char *name)
 {
-    static char buf[4][2048];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s/%s", g_tmp, name);
-    return buf[i];
+    return vt_path_in(g_tmp, name);
 }
 
 static int sh(const char *fmt, ...)

@@ -1,6 +1,7 @@
 /*
- * rm -rf for the tests' scratch directories (public API tests and
- * internal ones alike include it; it needs nothing of libvma).
+ * The tests' scratch directories: rm -rf, and paths inside one (public
+ * API tests and internal ones alike include it; it needs nothing of
+ * libvma).
  * SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_TESTS_RMTREE_H
@@ -23,6 +24,18 @@ static inline int vt_rm_entry(const char *path, const struct stat *st, int flag,
 static inline void vt_rm_tree(const char *path)
 {
     nftw(path, vt_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* "dir/name" in one of four static buffers used in turn, so that up to
+ * four such paths may be in use at once (the arguments of one call). Not
+ * for threads. */
+static inline char *vt_path_in(const char *dir, const char *name)
+{
+    static char buf[4][4096];
+    static unsigned i;
+    char *p = buf[i++ % 4];
+    snprintf(p, sizeof(buf[0]), "%s/%s", dir, name);
+    return p;
 }
 
 #endif

@@ -15,6 +15,7 @@
 
 #include <zstd.h>
 
+#include "rmtree.h"
 #include "vmatest.h"
 #include "vma.h"
 
@@ -77,11 +78,7 @@ static void make_images(void)
 
 static char *path_of(const char *name)
 {
-    static char buf[4][256];
-    static unsigned k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
+    return vt_path_in(tmpdir, name);
 }
 
 static void write_archive(const char *path, const char *compression)
@@ -272,13 +269,23 @@ static int setup(void **state)
     return 0;
 }
 
+/* Salvage p without --force-header: the extents in `lost` are lost, no
+ * cluster differs from the original, and `event` was reported `count`
+ * times. */
+static void salvage_expect(const char *p, uint64_t lost, int event, unsigned count)
+{
+    struct result res;
+    assert_int_equal(salvage(p, 0, &res), VMA_OK);
+    expect_lost(&lay, lost, &res);
+    assert_int_equal(res.mismatched, 0);
+    assert_int_equal(res.events[event], count);
+    result_free(&res);
+}
+
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        return -1;
+    vt_rm_tree(tmpdir);
     for (unsigned d = 1; d <= NDEV; d++)
         free(image[d]);
     vt_free(&plain);
@@ -311,12 +318,7 @@ static void test_truncated(void **state)
             if (cuts[i] > plain.len)
                 continue;
             write_file(p, plain.p, cuts[i]);
-            struct result res;
-            assert_int_equal(salvage(p, 0, &res), VMA_OK);
-            expect_lost(&lay, from(k, lay.n), &res);
-            assert_int_equal(res.mismatched, 0);
-            assert_int_equal(res.events[VMA_SALVAGE_TRUNCATED], cuts[i] > start ? 1 : 0);
-            result_free(&res);
+            salvage_expect(p, from(k, lay.n), VMA_SALVAGE_TRUNCATED, cuts[i] > start ? 1 : 0);
         }
     }
     /* Inside the archive header: nothing to salvage, the open fails. */
@@ -341,12 +343,7 @@ static void test_header_flips(void **state)
             a.p[lay.off[k] + where[i]] ^= 0x10;
             write_file(p, a.p, a.len);
             vt_free(&a);
-            struct result res;
-            assert_int_equal(salvage(p, 0, &res), VMA_OK);
-            expect_lost(&lay, 1ull << k, &res);
-            assert_int_equal(res.mismatched, 0);
-            assert_int_equal(res.events[VMA_SALVAGE_BAD_EXTENT], 1);
-            result_free(&res);
+            salvage_expect(p, 1ull << k, VMA_SALVAGE_BAD_EXTENT, 1);
         }
 }
 
@@ -392,12 +389,7 @@ static void test_garbage(void **state)
         vt_append(&a, plain.p + lay.off[k], plain.len - lay.off[k]);
         write_file(p, a.p, a.len);
         vt_free(&a);
-        struct result res;
-        assert_int_equal(salvage(p, 0, &res), VMA_OK);
-        expect_lost(&lay, 0, &res);
-        assert_int_equal(res.mismatched, 0);
-        assert_int_equal(res.events[VMA_SALVAGE_BAD_EXTENT], 1);
-        result_free(&res);
+        salvage_expect(p, 0, VMA_SALVAGE_BAD_EXTENT, 1);
     }
     /* More garbage than the scan window (1 MiB), then the rest. */
     struct vt_buf a = {0};
@@ -476,12 +468,7 @@ static void test_duplicate_extent(void **state)
     vt_append(&a, plain.p + lay.off[2], plain.len - lay.off[2]);
     write_file(p, a.p, a.len);
     vt_free(&a);
-    struct result res;
-    assert_int_equal(salvage(p, 0, &res), VMA_OK);
-    expect_lost(&lay, 0, &res);
-    assert_int_equal(res.mismatched, 0);
-    assert_int_equal(res.events[VMA_SALVAGE_BAD_RULES], 1);
-    result_free(&res);
+    salvage_expect(p, 0, VMA_SALVAGE_BAD_RULES, 1);
 }
 
 /* A header MD5 mismatch: refused unless forced; a header whose structure

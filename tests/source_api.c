@@ -31,11 +31,7 @@ static char dir[] = "/tmp/vma-source-api.XXXXXX";
 
 static char *path_of(const char *name)
 {
-    static char buf[4][256];
-    static unsigned i;
-    char *p = buf[i++ % 4];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
+    return vt_path_in(dir, name);
 }
 
 /* A file of `len` bytes: zeros, with `magic` at offset `at`. */

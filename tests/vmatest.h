@@ -1,6 +1,7 @@
 /*
- * Test helpers shared by negative_reader.c and vma_craft.c: a byte buffer,
- * an archive builder that lays out headers and extents by hand (so tests
+ * Test helpers shared by the tests that build archives by hand (vma_craft,
+ * negative_reader, the corruption matrix and others): a byte buffer, an
+ * archive builder that lays out headers and extents by hand (so tests
  * can make archives no writer would produce), re-signing of header and
  * extent MD5s, and file helpers. Uses the internal format code for the
  * integer helpers, MD5 and extent encoding only.

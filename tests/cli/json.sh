@@ -1,7 +1,7 @@
 #!/bin/bash
-# --output-format=json for list, verify and checksum, parsed with jq: the
-# header fields against the golden X.list, verify's per-device
-# statistics and verdict, and one JSON error object on stdout (with the
+# --output-format=json for list, verify, checksum and extract, parsed
+# with jq: the header fields against the golden X.list, verify's and
+# extract's per-device statistics and verdict, and one JSON error object on stdout (with the
 # exit status) on every failure path. json_writer checks the escaping.
 # Usage: json.sh <vma> <golden> <vma_craft> <shim> <json_writer>
 # SPDX-License-Identifier: MIT
@@ -62,7 +62,50 @@ for n in basic legacy zero-disk odd-sizes diskless; do
     # every byte of a disk is either stored or a zero block
     jq_is '[.devices[] | .bytes_stored + .zero_bytes == .size] | all' true
     jq_is '[.devices[] | .sparse_ratio >= 0 and .sparse_ratio <= 1] | all' true
+    cp "$T/out" "$T/verify.json"
+
+    case_ "$n: extract --output-format=json"
+    rm -rf "$T/x"
+    run "$VMA" extract --output-format=json "$a" "$T/x"
+    expect_ok
+    expect_json
+    jq_is .verdict ok
+    jq_is .directory "$T/x"
+    # the header and the statistics are verify's; each file is there
+    check "$n: extract's header and statistics are verify's" cmp -s \
+        <(jq -S 'del(.directory) | .devices |= map(del(.file))' "$T/out") <(jq -S . "$T/verify.json")
+    for f in $(jq -r '.devices[].file' "$T/out"); do
+        check "$n: $f was written" [ -f "$T/x/$f" ]
+    done
+    jq_is '[.devices[] | .file == "disk-\(.name).raw"] | all' true
+    check "$n: no DEVINFO line in JSON mode" [ "$(grep -c DEVINFO "$T/out")" = 0 ]
 done
+
+case_ "extract json -d: the device left out has file null"
+rm -rf "$T/x"
+run "$VMA" extract --output-format=json -v -d drive-efidisk0 "$G/basic.vma" "$T/x"
+expect_ok
+expect_json
+jq_is '[.devices[] | "\(.name)=\(.file)"] | join(",")' "drive-scsi0=null,drive-efidisk0=disk-drive-efidisk0.raw"
+check "-d: the left-out disk was not written" [ ! -e "$T/x/disk-drive-scsi0.raw" ]
+case_ "extract json -r: refused as a usage error, nothing made"
+rm -rf "$T/x"
+run "$VMA" extract --output-format=json -r "$T/map" "$G/basic.vma" "$T/x"
+expect_json_error 1
+jq_is '.error | contains("-r")' true
+check "-r + json: no directory made" [ ! -e "$T/x" ]
+case_ "extract json: a truncated archive, the error object and no files left"
+head -c 1000000 "$G/basic.vma" >"$T/trunc.vma"
+rm -rf "$T/x"
+run "$VMA" extract --output-format=json "$T/trunc.vma" "$T/x"
+expect_json_error 2
+jq_is '.error | startswith("restore failed - ")' true
+check "truncated: the directory was removed" [ ! -e "$T/x" ]
+case_ "extract --output-format=text prints the DEVINFO lines as before"
+rm -rf "$T/x"
+run "$VMA" extract --output-format=text "$G/basic.vma" "$T/x"
+expect_ok
+check "text: DEVINFO lines" grep -qx "DEVINFO $T/x/tmp-disk-drive-scsi0.raw 8388608" "$T/out"
 
 case_ "zero-disk: everything sparse"
 run "$VMA" verify --output-format=json "$G/zero-disk.vma"
@@ -88,6 +131,11 @@ expect_ok
 jq_is '[.devices[] | "\(.name)=\(.vmstate)"] | join(",")' "drive-scsi0=false,vmstate=true"
 jq_is .ctime 2023-11-14T22:13:20Z
 jq_is .ctime_epoch 1700000000
+rm -rf "$T/x"
+run "$VMA" extract --output-format=json "$T/vms.vma" "$T/x"
+expect_ok
+jq_is '[.devices[] | "\(.name)=\(.file)"] | join(",")' "drive-scsi0=disk-drive-scsi0.raw,vmstate=vmstate.bin"
+check "vmstate.bin was written" [ -f "$T/x/vmstate.bin" ]
 
 case_ "--output-format=text is the default"
 run "$VMA" list --output-format=text "$G/basic.vma"
@@ -131,7 +179,7 @@ expect_json_error 1
 case_ "json: an unknown --output-format is a usage error"
 run "$VMA" list --output-format=xml "$G/basic.vma"
 expect_usage
-case_ "json: not for config, create, extract"
+case_ "json: not for config, create"
 run "$VMA" config --output-format=json "$G/basic.vma"
 expect_usage
 

@@ -38,7 +38,7 @@ done
 check "the whole list names checksum" grep -q '^vma checksum ' "$T/usage.txt"
 
 # What each command's usage names (its options).
-for want in "list:--output-format=" "verify:--output-format=" "verify:--progress" \
+for want in "list:--output-format=" "extract:--output-format=" "verify:--output-format=" "verify:--progress" \
     "checksum:-d <dev" "checksum:--output-format=" "create:--uuid=" "create:--ctime=" \
     "create:SOURCE_DATE_EPOCH" "create:--compress=" "create:--no-progress" \
     "extract:-r <fifo>" "extract:-p, --progress" "config:-c <config>"; do
@@ -101,7 +101,7 @@ checksum $A $A
 checksum -x $A
 checksum $A -d
 list --output-format=yaml $A
-extract --output-format=json $A $T/u7
+extract --output-format=yaml $A $T/u7
 create --output-format=json $T/u8.vma $A
 list --uuid=x $A
 EOF
