@@ -28,6 +28,7 @@
 #include "input.h"
 #include "io.h"
 #include "vma.h"
+#include "zst_pool.h"
 
 #define CHUNK_SIZE (4u << 20)  /* decompressed bytes per ring slot */
 #define RAW_SIZE (1u << 20)    /* compressed bytes per ring slot */
@@ -132,6 +133,7 @@ struct vmai_input {
     int raw_pending;        /* the same for the raw reader */
     uint64_t raw_read;      /* bytes read(2) by the raw reader */
     char raw_err[VMAI_ERRLEN];
+    struct vmai_zst_pool *pool; /* seekable zstd file: frames on several cores */
 };
 
 /* --- the rings --- */
@@ -908,6 +910,11 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
     return (ssize_t)done;
 }
 
+static ssize_t produce_frames(struct vmai_input *in, unsigned char *out, size_t cap)
+{
+    return vmai_zst_pool_read(in->pool, out, cap, in->err, sizeof(in->err));
+}
+
 static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     if (in->pending != VMA_OK)
@@ -1022,6 +1029,21 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
     }
     if (in->codec == CODEC_NONE)
         return VMA_OK; /* no threads: see vmai_input_read() */
+    /* A seekable zstd file read from its start: decoded frame by frame on
+     * several cores (salvage keeps the stream, which can resync). */
+    if (in->codec == CODEC_ZSTD && fn == NULL && !resync &&
+        lseek(fd, 0, SEEK_CUR) == (off_t)n) {
+        int rc = vmai_zst_pool_start(&in->pool, fd, cancel, err, errlen);
+        if (rc == VMA_OK) {
+            if (ring_start(&in->ring, in, CHUNK_SIZE, produce_frames, in->err) != VMA_OK) {
+                snprintf(err, errlen, "cannot start the read-ahead thread (out of memory?)");
+                return VMA_ERR_NOMEM;
+            }
+            return VMA_OK;
+        }
+        if (rc != VMA_ERR_NOT_FOUND)
+            return rc;
+    }
     if (ring_start(&in->raw_ring, in, RAW_SIZE, read_raw, in->raw_err) != VMA_OK ||
         ring_start(&in->ring, in, CHUNK_SIZE, produce, in->err) != VMA_OK) {
         snprintf(err, errlen, "cannot start the read-ahead threads (out of memory?)");
@@ -1042,7 +1064,9 @@ void vmai_input_free(struct vmai_input *in)
         return;
     /* The reader first: stopping it also wakes a decoder waiting for it. */
     ring_stop(&in->raw_ring, in->read_fn == NULL);
+    vmai_zst_pool_stop(in->pool); /* wakes the decoded ring's filler */
     ring_stop(&in->ring, false);
+    vmai_zst_pool_free(in->pool);
     ring_free(&in->raw_ring);
     ring_free(&in->ring);
     ZSTD_freeDCtx(in->zstd);

@@ -67,6 +67,38 @@ expect_rc 0
 check "disk 0 extracted" cmp -s "$T/d0.raw" "$T/x/disk-drive-scsi0.raw"
 check "disk 1 extracted" cmp -s "$T/d1.raw" "$T/x/disk-drive-virtio1.raw"
 
+case_ "zstd archive: decoded on several cores, every frame checked"
+# (verify and extract of a regular file decode frames in a thread pool;
+# through a pipe the same archive is one stream, as before)
+run_in "$T/z.vma.zst" "$VMA" verify -
+expect_rc 0
+# setsize N SIZE: the seek table entry of frame N says SIZE decompressed bytes.
+setsize() {
+    cp "$T/z.vma.zst" "$T/bad.vma.zst"
+    "$PY" - "$T/bad.vma.zst" "$1" "$2" <<'PYEOF'
+import struct, sys
+f = open(sys.argv[1], "r+b")
+z = f.read()
+n = struct.unpack("<I", z[-9:-5])[0]
+f.seek(len(z) - 9 - 8 * n + 8 * int(sys.argv[2]) + 4)
+f.write(struct.pack("<I", int(sys.argv[3])))
+PYEOF
+}
+off1=$("$PY" -c "import struct,sys; z=open(sys.argv[1],'rb').read(); n=struct.unpack('<I',z[-9:-5])[0]; print(struct.unpack('<I',z[len(z)-9-8*n:len(z)-9-8*n+4])[0])" "$T/z.vma.zst")
+setsize 1 4194303
+run "$VMA" verify "$T/bad.vma.zst"
+expect_rc 2
+expect_err_has "zstd frame 1 at compressed byte $off1 decompresses to more than the 4194303 bytes the seek table says"
+setsize 1 4194305
+run "$VMA" verify "$T/bad.vma.zst"
+expect_rc 2
+expect_err_has "zstd frame 1 at compressed byte $off1 decompresses to 4194304 bytes, the seek table says 4194305"
+cp "$T/z.vma.zst" "$T/bad.vma.zst"
+printf 'XXXX' | dd of="$T/bad.vma.zst" bs=1 seek=$((off1 + 1000)) conv=notrunc status=none
+run "$VMA" extract "$T/bad.vma.zst" "$T/xbad"
+expect_rc 2
+expect_err_has "zstd frame 1 at compressed byte $off1 is corrupt"
+
 case_ "zstd archive at level 19: seekable too"
 mk zstd:19 "$T/z19.vma.zst"
 "$PY" "$T/seektable.py" "$T/z19.vma.zst" "$T/p.vma" >/dev/null 2>"$T/err" || fail "$(tail -1 "$T/err")"
