@@ -910,11 +910,6 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
     return (ssize_t)done;
 }
 
-static ssize_t produce_frames(struct vmai_input *in, unsigned char *out, size_t cap)
-{
-    return vmai_zst_pool_read(in->pool, out, cap, in->err, sizeof(in->err));
-}
-
 static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     if (in->pending != VMA_OK)
@@ -932,6 +927,21 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen)
 {
+    if (in->pool != NULL) {
+        /* Straight from the decoded frames into the caller's buffer (a
+         * short count means the end, so an error wins, as in ring_read()). */
+        size_t got = 0;
+        while (got < len) {
+            ssize_t n = vmai_zst_pool_read(in->pool, (unsigned char *)buf + got, len - got,
+                                           err, errlen);
+            if (n < 0)
+                return n;
+            if (n == 0)
+                break;
+            got += (size_t)n;
+        }
+        return (ssize_t)got;
+    }
     if (in->codec != CODEC_NONE)
         return ring_read(&in->ring, buf, len, err, errlen);
     /* Plain archives are read straight into the caller's buffer: the
@@ -1034,13 +1044,8 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
     if (in->codec == CODEC_ZSTD && fn == NULL && !resync &&
         lseek(fd, 0, SEEK_CUR) == (off_t)n) {
         int rc = vmai_zst_pool_start(&in->pool, fd, cancel, err, errlen);
-        if (rc == VMA_OK) {
-            if (ring_start(&in->ring, in, CHUNK_SIZE, produce_frames, in->err) != VMA_OK) {
-                snprintf(err, errlen, "cannot start the read-ahead thread (out of memory?)");
-                return VMA_ERR_NOMEM;
-            }
-            return VMA_OK;
-        }
+        if (rc == VMA_OK)
+            return VMA_OK; /* no rings: see vmai_input_read() */
         if (rc != VMA_ERR_NOT_FOUND)
             return rc;
     }
@@ -1064,7 +1069,6 @@ void vmai_input_free(struct vmai_input *in)
         return;
     /* The reader first: stopping it also wakes a decoder waiting for it. */
     ring_stop(&in->raw_ring, in->read_fn == NULL);
-    vmai_zst_pool_stop(in->pool); /* wakes the decoded ring's filler */
     ring_stop(&in->ring, false);
     vmai_zst_pool_free(in->pool);
     ring_free(&in->raw_ring);
