@@ -7,7 +7,8 @@
  * the decoder, which is what limits the speed. The consumer (the archive
  * reader) copies out of the decoded ring. Each stage stops at the end of
  * its stream or at its first error, which the next stage sees at the same
- * position in the stream.
+ * position in the stream. A seekable zstd file read from its start skips
+ * both rings: its frames are decoded on several cores (zst_pool.c).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>

@@ -5,7 +5,7 @@
  * (one per core, at most POOL_WORKERS) each pread and decode a whole
  * frame, and the reader takes them back in frame order. At most
  * workers + 2 frames are in flight, each at most POOL_MAX_FRAME bytes, so
- * memory stays bounded (about 60 MB with 4 workers and our 4 MiB frames).
+ * memory stays bounded (about 40 MB with 4 workers and our 4 MiB frames).
  * zstd checks each frame's content checksum when it has one; a frame must
  * decode to exactly the size the table gives it.
  * SPDX-License-Identifier: MIT
