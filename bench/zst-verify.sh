@@ -27,7 +27,7 @@ median() { # median CMD...: wall seconds, median of 3
 echo "cores: $(nproc); $(uptime)"
 z=$(median sh -c "zstd -q -dc '$tmp/a.vma.zst'")
 v=$(median "$vma" verify "$tmp/a.vma.zst")
-p=$(median sh -c "'$vma' verify - <'$tmp/a.vma.zst'")
+p=$(median sh -c "cat '$tmp/a.vma.zst' | '$vma' verify -")
 echo "after: $(uptime)"
 mbs() { awk -v b="$plain" -v s="$1" 'BEGIN { printf "%.0f MB/s", b / s / 1e6 }'; }
 echo "archive: $plain bytes decompressed, $(stat -c %s "$tmp/a.vma.zst") compressed"
