@@ -718,9 +718,13 @@ VMA_API int vma_writer_open_shell(vma_writer *w, const char *command);
  * default 6), "lzo" (the lzop file format), "none". The result is what
  * `zstd -dc`, `gzip -dc` or `lzop -dc` turn back into the plain archive,
  * and what vma_reader_open_*() reads directly.
+ * zstd output is in zstd's seekable format: frames of 4 MiB of archive,
+ * each compressed on its own, then the seek table in a skippable frame
+ * (vma_image_open() reads it in place).
  * zstd compresses in worker threads, one per core but at most 4 (levels
- * 1-9) or 2 (levels 10-22), in jobs of at most 8 MiB (2 MiB from level
- * 17, so that a cancel, which waits for the jobs under way, is quick);
+ * 1-9) or 2 (levels 10-22), in jobs of 1 MiB (2 MiB from level 17), so
+ * that the workers share each frame and a cancel, which waits for the
+ * jobs under way, is quick;
  * levels 20-22 keep level 19's 8 MiB window (no --long needed to read
  * them). Its memory is thus bounded whatever the core count: at most
  * about 256 MB at any level (measured peaks: about 40 MB at level 1 and

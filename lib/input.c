@@ -7,7 +7,8 @@
  * the decoder, which is what limits the speed. The consumer (the archive
  * reader) copies out of the decoded ring. Each stage stops at the end of
  * its stream or at its first error, which the next stage sees at the same
- * position in the stream.
+ * position in the stream. A seekable zstd file read from its start skips
+ * both rings: its frames are decoded on several cores (zst_pool.c).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -30,6 +31,7 @@
 #include "input.h"
 #include "io.h"
 #include "vma.h"
+#include "zst_pool.h"
 
 #define CHUNK_SIZE (4u << 20)  /* decompressed bytes per ring slot */
 #define RAW_SIZE (1u << 20)    /* compressed bytes per ring slot */
@@ -115,6 +117,7 @@ struct vmai_input {
     int raw_pending;        /* the same for the raw reader */
     uint64_t raw_read;      /* bytes read(2) by the raw reader */
     char raw_err[VMAI_ERRLEN];
+    struct vmai_zst_pool *pool; /* seekable zstd file: frames on several cores */
 };
 
 /* --- the rings --- */
@@ -903,6 +906,21 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen)
 {
+    if (in->pool != NULL) {
+        /* Straight from the decoded frames into the caller's buffer (a
+         * short count means the end, so an error wins, as in ring_read()). */
+        size_t got = 0;
+        while (got < len) {
+            ssize_t n = vmai_zst_pool_read(in->pool, (unsigned char *)buf + got, len - got,
+                                           err, errlen);
+            if (n < 0)
+                return n;
+            if (n == 0)
+                break;
+            got += (size_t)n;
+        }
+        return (ssize_t)got;
+    }
     if (in->codec != VMAI_CODEC_NONE)
         return ring_read(&in->ring, buf, len, err, errlen);
     /* Plain archives are read straight into the caller's buffer: the
@@ -1000,6 +1018,16 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
     }
     if (in->codec == VMAI_CODEC_NONE)
         return VMA_OK; /* no threads: see vmai_input_read() */
+    /* A seekable zstd file read from its start: decoded frame by frame on
+     * several cores (salvage keeps the stream, which can resync). */
+    if (in->codec == VMAI_CODEC_ZSTD && fn == NULL && !resync &&
+        lseek(fd, 0, SEEK_CUR) == (off_t)n) {
+        int rc = vmai_zst_pool_start(&in->pool, fd, cancel, err, errlen);
+        if (rc == VMA_OK)
+            return VMA_OK; /* no rings: see vmai_input_read() */
+        if (rc != VMA_ERR_NOT_FOUND)
+            return rc;
+    }
     if (ring_start(&in->raw_ring, in, RAW_SIZE, read_raw, in->raw_err) != VMA_OK ||
         ring_start(&in->ring, in, CHUNK_SIZE, produce, in->err) != VMA_OK) {
         snprintf(err, errlen, "cannot start the read-ahead threads (out of memory?)");
@@ -1021,6 +1049,7 @@ void vmai_input_free(struct vmai_input *in)
     /* The reader first: stopping it also wakes a decoder waiting for it. */
     ring_stop(&in->raw_ring, in->read_fn == NULL);
     ring_stop(&in->ring, false);
+    vmai_zst_pool_free(in->pool);
     ring_free(&in->raw_ring);
     ring_free(&in->ring);
     ZSTD_freeDCtx(in->zstd);

@@ -3,6 +3,10 @@
  * descriptor as they are, or compressed as a standard .zst (libzstd, up
  * to 4 worker threads), .gz (zlib) or .lzo (the lzop file format around
  * liblzo2's LZO1X-1) that the usual tools decompress. Knows nothing of VMA.
+ * The .zst is in zstd's seekable format (contrib/seekable_format): frames
+ * of ZSTD_FRAME bytes of input, each compressed on its own, then the seek
+ * table in a skippable frame that plain zstd -d passes over; random access
+ * (zst_frames.c) then reads an archive in place, one frame per miss.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -27,11 +31,19 @@
 #define ZSTD_FAST_LEVELS 9          /* levels with small tables ... */
 #define ZSTD_WORKERS_FAST 4         /* ... get up to 4 workers, */
 #define ZSTD_WORKERS_SLOW 2         /* higher levels up to 2 */
-#define ZSTD_JOB_SIZE (8u << 20)    /* bytes per job from level 8, where zstd's */
-#define ZSTD_JOB_LEVEL 8            /* default (4 windows) grows past it */
 #define ZSTD_SLOW_JOB_SIZE (2u << 20) /* from level 17 (see zstd_params()) */
 #define ZSTD_SLOW_JOB_LEVEL 17
 #define ZSTD_MAX_WINDOW_LEVEL 19    /* higher levels keep its window and tables */
+
+/* Seekable zstd: 4 MiB of archive per frame. A random read decompresses a
+ * whole frame (about 5 ms at zstd's speed), and small frames cost ratio
+ * (each starts with an empty window): 4 MiB keeps both small (about 1%
+ * larger than one frame at level 3). Each frame is split into 1 MiB jobs
+ * so that zstd's workers still share every frame. */
+#define ZSTD_FRAME (4u << 20)
+#define ZSTD_FRAME_JOB (1u << 20)
+#define SEEK_SKIPPABLE_MAGIC 0x184D2A5Eu
+#define SEEK_MAGIC 0x8F92EAB1u
 
 struct vmai_output {
     int fd;
@@ -41,6 +53,10 @@ struct vmai_output {
     unsigned char *buf;      /* compressed bytes waiting for write(2) */
     size_t cap;
     ZSTD_CCtx *zstd;
+    uint64_t frame_in;       /* input bytes in the current zstd frame */
+    uint64_t frame_at;       /* output byte where it began */
+    uint32_t *seek;          /* seek table: compressed, decompressed size */
+    size_t frames, seek_cap;
     z_stream gz;
     bool gz_init;
     unsigned char *lzo_in, *lzo_work;
@@ -148,15 +164,17 @@ static void zstd_params(ZSTD_CCtx *z, int level)
     ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 1);
     ZSTD_CCtx_setParameter(z, ZSTD_c_nbWorkers, workers);
-    if (level >= ZSTD_SLOW_JOB_LEVEL) {
+    if (level < ZSTD_SLOW_JOB_LEVEL) {
+        /* zstd's own job size (from 8 MiB at level 3) would make each
+         * 4 MiB frame one job: one worker busy, the frame end waiting. */
+        ZSTD_CCtx_setParameter(z, ZSTD_c_jobSize, ZSTD_FRAME_JOB);
+    } else {
         /* A cancel waits for the jobs under way (ZSTD_freeCCtx()): at
          * these levels an 8 MiB job takes seconds, so smaller jobs, each
          * with a quarter window of history before it (about 0.3% larger
          * archives, the same speed, less memory). */
         ZSTD_CCtx_setParameter(z, ZSTD_c_jobSize, ZSTD_SLOW_JOB_SIZE);
         ZSTD_CCtx_setParameter(z, ZSTD_c_overlapLog, 7);
-    } else if (level >= ZSTD_JOB_LEVEL) { /* below, zstd's own job size is smaller */
-        ZSTD_CCtx_setParameter(z, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
     }
     if (level > ZSTD_MAX_WINDOW_LEVEL) {
         /* Levels 20-22 would take a 128 MiB window with 512 MiB tables per
@@ -242,6 +260,93 @@ static int zstd_run(struct vmai_output *o, const void *buf, size_t len, ZSTD_End
     }
 }
 
+static void le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+/* End the current frame and note its sizes for the seek table (8 bytes
+ * per 4 MiB frame: 2 MiB per TiB of archive). */
+static int zstd_frame_end(struct vmai_output *o, char *err, size_t errlen)
+{
+    int rc = zstd_run(o, NULL, 0, ZSTD_e_end, err, errlen);
+    if (rc != VMA_OK)
+        return rc;
+    uint64_t packed = o->written - o->frame_at;
+    if (o->frames == UINT32_MAX || packed > UINT32_MAX) {
+        snprintf(err, errlen, "zstd frame %zu does not fit the seek table", o->frames);
+        return VMA_ERR_INVALID;
+    }
+    if (o->frames == o->seek_cap) {
+        size_t cap = o->seek_cap ? o->seek_cap * 2 : 256;
+        uint32_t *t = realloc(o->seek, cap * 2 * sizeof(*t));
+        if (t == NULL) {
+            snprintf(err, errlen, "out of memory for the seek table of %zu frames", cap);
+            return VMA_ERR_NOMEM;
+        }
+        o->seek = t, o->seek_cap = cap;
+    }
+    o->seek[2 * o->frames] = (uint32_t)packed;
+    o->seek[2 * o->frames + 1] = (uint32_t)o->frame_in;
+    o->frames++;
+    o->frame_at = o->written, o->frame_in = 0;
+    return VMA_OK;
+}
+
+static int zstd_write(struct vmai_output *o, const void *buf, size_t len, char *err,
+                      size_t errlen)
+{
+    const unsigned char *p = buf;
+    while (len > 0) {
+        size_t n = ZSTD_FRAME - o->frame_in < len ? (size_t)(ZSTD_FRAME - o->frame_in) : len;
+        int rc = zstd_run(o, p, n, ZSTD_e_continue, err, errlen);
+        if (rc != VMA_OK)
+            return rc;
+        o->frame_in += n, p += n, len -= n;
+        if (o->frame_in == ZSTD_FRAME && (rc = zstd_frame_end(o, err, errlen)) != VMA_OK)
+            return rc;
+    }
+    return VMA_OK;
+}
+
+/* The last frame, then the seek table: a skippable frame holding each
+ * frame's compressed and decompressed size (no per-frame checksum in the
+ * table: every frame carries zstd's own content checksum), then the
+ * footer (frame count, descriptor 0, the seekable magic). */
+static int zstd_finish(struct vmai_output *o, char *err, size_t errlen)
+{
+    int rc = o->frame_in > 0 || o->frames == 0 ? zstd_frame_end(o, err, errlen) : VMA_OK;
+    if (rc != VMA_OK)
+        return rc;
+    uint64_t content = (uint64_t)o->frames * 8 + 9;
+    size_t n = 0, cap = o->cap & ~(size_t)7; /* whole entries per write */
+    le32(o->buf, SEEK_SKIPPABLE_MAGIC);
+    le32(o->buf + 4, (uint32_t)content);
+    n = 8;
+    for (size_t i = 0; i < o->frames; i++) {
+        if (n + 8 > cap) {
+            if ((rc = put(o, o->buf, n, err, errlen)) != VMA_OK)
+                return rc;
+            n = 0;
+        }
+        le32(o->buf + n, o->seek[2 * i]);
+        le32(o->buf + n + 4, o->seek[2 * i + 1]);
+        n += 8;
+    }
+    if (n + 9 > cap) {
+        if ((rc = put(o, o->buf, n, err, errlen)) != VMA_OK)
+            return rc;
+        n = 0;
+    }
+    le32(o->buf + n, (uint32_t)o->frames);
+    o->buf[n + 4] = 0; /* descriptor: no checksums */
+    le32(o->buf + n + 5, SEEK_MAGIC);
+    return put(o, o->buf, n + 9, err, errlen);
+}
+
 static int gzip_run(struct vmai_output *o, const void *buf, size_t len, int flush, char *err,
                     size_t errlen)
 {
@@ -269,7 +374,7 @@ int vmai_output_write(struct vmai_output *o, const void *buf, size_t len, char *
 {
     switch (o->codec) {
     case VMAI_CODEC_ZSTD:
-        return zstd_run(o, buf, len, ZSTD_e_continue, err, errlen);
+        return zstd_write(o, buf, len, err, errlen);
     case VMAI_CODEC_GZIP:
         return gzip_run(o, buf, len, Z_NO_FLUSH, err, errlen);
     case VMAI_CODEC_LZO: {
@@ -297,7 +402,7 @@ int vmai_output_finish(struct vmai_output *o, char *err, size_t errlen)
     static const unsigned char lzop_end[4];
     switch (o->codec) {
     case VMAI_CODEC_ZSTD:
-        return zstd_run(o, NULL, 0, ZSTD_e_end, err, errlen);
+        return zstd_finish(o, err, errlen);
     case VMAI_CODEC_GZIP:
         return gzip_run(o, NULL, 0, Z_FINISH, err, errlen);
     case VMAI_CODEC_LZO: {
@@ -317,6 +422,7 @@ void vmai_output_free(struct vmai_output *o)
     if (o == NULL)
         return;
     ZSTD_freeCCtx(o->zstd);
+    free(o->seek);
     if (o->gz_init)
         deflateEnd(&o->gz);
     free(o->lzo_in);

@@ -593,6 +593,36 @@ static void seekable_zstd(const char *dir)
     vma_image_free(img);
 }
 
+static void count_notice(void *opaque, const char *dir, uint64_t max_bytes)
+{
+    (void)dir;
+    (void)max_bytes;
+    ++*(int *)opaque;
+}
+
+/* What vma_writer writes with "zstd" is seekable: opened in place, with no
+ * cache notice, though the cache directory does not exist. */
+static void created_zstd_in_place(const char *dir)
+{
+    char path[4096], nodir[4200];
+    snprintf(path, sizeof(path), "%s/created.vma.zst", dir);
+    snprintf(nodir, sizeof(nodir), "%s/no-such-dir", dir);
+    write_archive(path, "zstd", 777);
+    struct ref rf;
+    ref_load(&rf, path);
+    int notices = 0;
+    vma_image *img = vma_image_new();
+    vma_image_set_cache_dir(img, nodir);
+    vma_image_set_cache_notice(img, count_notice, &notices);
+    int rc = vma_image_open(img, path, 0);
+    CHECK(rc == VMA_OK && notices == 0, "created zstd not in place: rc %d, %d cache notices (%s)",
+          rc, notices, vma_image_error(img));
+    if (rc == VMA_OK)
+        compare(img, &rf, path);
+    vma_image_free(img);
+    ref_free(&rf);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -627,6 +657,7 @@ int main(int argc, char **argv)
     damaged(argv[1], d);
     damaged_lzo(d);
     seekable_zstd(d);
+    created_zstd_in_place(d);
     vt_rm_tree(d);
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);

@@ -188,6 +188,11 @@ check "the cache file is unlinked" [ -z "$(ls -A "$T/cache")" ]
 check "served from the cache" cmp -s "$T/x-basic.vma.zst/disk-drive-scsi0.raw" "$T/m-cache/drive-scsi0.raw"
 do_umount "$T/m-cache"
 check "nothing left in the cache dir" [ -z "$(ls -A "$T/cache")" ]
+case_ "a zstd archive from vma create (seekable): read in place, no cache"
+do_mount "$T/a/made-zstd.vma" "$T/m-inplace" -c "$T/none"
+expect_err_empty
+check "read in place" cmp -s "$T/x-made-zstd/disk-drive-scsi0.raw" "$T/m-inplace/drive-scsi0.raw"
+do_umount "$T/m-inplace"
 run "$VMA" mount -c "$T/none" "$T/a/basic.vma.gz" "$T/m-cache"
 expect_rc 2
 grep -q "^vma: cannot make a cache file in $T/none: No such file or directory" "$T/err" ||
