@@ -7,7 +7,9 @@
  * the decoder, which is what limits the speed. The consumer (the archive
  * reader) copies out of the decoded ring. Each stage stops at the end of
  * its stream or at its first error, which the next stage sees at the same
- * position in the stream.
+ * position in the stream. An input from memory (fuzzing, embedding) has
+ * no descriptor and no threads: the caller's thread decodes on demand,
+ * with the same codec code and checks; only the transport differs.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -83,7 +85,9 @@ struct ring {
 };
 
 struct vmai_input {
-    int fd;
+    int fd;                 /* -1 for an input from memory */
+    bool memory;            /* raw is the whole input; no rings, no threads */
+    bool mem_end;           /* memory: the decoded stream ended */
     const struct vmai_cancel *cancel;
     bool may_block;         /* a pipe or the like: reads wait in poll(2) */
     enum codec codec;
@@ -341,6 +345,12 @@ static int raw_fill(struct vmai_input *in)
 {
     if (in->raw_pos < in->raw_len || in->raw_eof)
         return VMA_OK;
+    if (in->memory) { /* all of it was in raw: this is the end */
+        in->raw = in->sniff;
+        in->raw_pos = in->raw_len = 0;
+        in->raw_eof = true;
+        return VMA_OK;
+    }
     const unsigned char *data;
     size_t len;
     int rc = ring_take(&in->raw_ring, &data, &len);
@@ -361,7 +371,7 @@ static int raw_fill(struct vmai_input *in)
  * than wait, so that a reader of a slow pipe sees each byte as it comes. */
 static bool raw_waiting(struct vmai_input *in)
 {
-    if (in->raw_pos < in->raw_len || in->raw_eof)
+    if (in->memory || in->raw_pos < in->raw_len || in->raw_eof)
         return false;
     struct ring *r = &in->raw_ring;
     pthread_mutex_lock(&r->mu);
@@ -822,8 +832,33 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 
 /* --- the interface --- */
 
+/* A compressed input from memory: decode in the caller's thread until len
+ * bytes are out or the stream ends, as ring_read() would hand them out. */
+static ssize_t memory_read(struct vmai_input *in, unsigned char *buf, size_t len, char *err,
+                           size_t errlen)
+{
+    size_t got = 0;
+    while (got < len && !in->mem_end) {
+        ssize_t n = produce(in, buf + got, len - got);
+        if (n < 0) {
+            in->pending = (int)n; /* sticky, as a ring's filler stops there */
+            snprintf(err, errlen, "%s", in->err);
+            return n;
+        }
+        in->mem_end = n == 0;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen)
 {
+    if (in->memory && vmai_cancelled(in->cancel)) {
+        snprintf(err, errlen, "cancelled");
+        return VMA_ERR_CANCELED;
+    }
+    if (in->memory && in->codec != CODEC_NONE)
+        return memory_read(in, buf, len, err, errlen);
     if (in->codec != CODEC_NONE)
         return ring_read(&in->ring, buf, len, err, errlen);
     /* Plain archives are read straight into the caller's buffer: the
@@ -837,33 +872,24 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
     return n;
 }
 
-int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
-                    char *err, size_t errlen)
+static struct vmai_input *input_new(int fd, const struct vmai_cancel *cancel)
 {
     struct vmai_input *in = calloc(1, sizeof(*in));
-    *out = in;
-    if (in == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return VMA_ERR_NOMEM;
-    }
+    if (in == NULL)
+        return NULL;
     in->fd = fd;
     in->cancel = cancel;
-    in->may_block = vmai_fd_may_block(fd);
     in->raw = in->sniff;
     pthread_mutex_init(&in->raw_ring.mu, NULL);
     pthread_cond_init(&in->raw_ring.cv, NULL);
     pthread_mutex_init(&in->ring.mu, NULL);
     pthread_cond_init(&in->ring.cv, NULL);
+    return in;
+}
 
-    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel, in->may_block);
-    if (n < 0) {
-        int rc = read_failed(in, in->err);
-        snprintf(err, errlen, "%s", in->err);
-        return rc;
-    }
-    in->raw_len = (size_t)n;
-    in->raw_total = in->raw_read = (uint64_t)n;
-    in->raw_eof = (size_t)n < SNIFF_LEN;
+/* Pick the codec from the first n bytes (in->sniff) and set it up. */
+static int pick_codec(struct vmai_input *in, size_t n, char *err, size_t errlen)
+{
     if ((size_t)n >= sizeof(zstd_magic) &&
         (memcmp(in->sniff, zstd_magic, 4) == 0 ||
          ((in->sniff[0] & 0xf0) == 0x50 && memcmp(in->sniff + 1, zstd_skippable, 3) == 0))) {
@@ -890,6 +916,31 @@ int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *c
             return VMA_ERR_NOMEM;
         }
     }
+    return VMA_OK;
+}
+
+int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
+                    char *err, size_t errlen)
+{
+    struct vmai_input *in = input_new(fd, cancel);
+    *out = in;
+    if (in == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return VMA_ERR_NOMEM;
+    }
+    in->may_block = vmai_fd_may_block(fd);
+    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel, in->may_block);
+    if (n < 0) {
+        int rc = read_failed(in, in->err);
+        snprintf(err, errlen, "%s", in->err);
+        return rc;
+    }
+    in->raw_len = (size_t)n;
+    in->raw_total = in->raw_read = (uint64_t)n;
+    in->raw_eof = (size_t)n < SNIFF_LEN;
+    int rc = pick_codec(in, (size_t)n, err, errlen);
+    if (rc != VMA_OK)
+        return rc;
     if (in->codec == CODEC_NONE)
         return VMA_OK; /* no threads: see vmai_input_read() */
     if (ring_start(&in->raw_ring, in, RAW_SIZE, read_raw, in->raw_err) != VMA_OK ||
@@ -898,6 +949,30 @@ int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *c
         return VMA_ERR_NOMEM;
     }
     return VMA_OK;
+}
+
+int vmai_input_open_memory(struct vmai_input **out, const void *data, size_t len,
+                           const struct vmai_cancel *cancel, char *err, size_t errlen)
+{
+    struct vmai_input *in = input_new(-1, cancel);
+    *out = in;
+    if (in == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return VMA_ERR_NOMEM;
+    }
+    in->memory = true;
+    size_t n = len < SNIFF_LEN ? len : SNIFF_LEN;
+    if (n > 0)
+        memcpy(in->sniff, data, n);
+    /* All bytes are there at once: raw is the whole input (sniffed bytes
+     * included), and a plain input has nothing more to read(2). */
+    if (len > 0)
+        in->raw = data;
+    in->raw_len = len;
+    in->raw_total = in->raw_read = (uint64_t)len;
+    int rc = pick_codec(in, n, err, errlen);
+    in->raw_eof = in->codec == CODEC_NONE;
+    return rc;
 }
 
 const char *vmai_input_codec(const struct vmai_input *in)

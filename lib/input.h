@@ -23,6 +23,11 @@ struct vmai_cancel;
 int vmai_input_open(struct vmai_input **in, int fd, const struct vmai_cancel *cancel,
                     char *err, size_t errlen);
 
+/* The same on len bytes at data (not copied: they must outlive the
+ * input), decoded in the caller's thread: no descriptor, no threads. */
+int vmai_input_open_memory(struct vmai_input **in, const void *data, size_t len,
+                           const struct vmai_cancel *cancel, char *err, size_t errlen);
+
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt
  * or truncated compressed stream). */

@@ -36,7 +36,8 @@ struct vma_reader {
     size_t seen_mem;                 /* bytes the sets allocated */
     uint64_t vmstate_next[VMA_DEV_SLOTS];
     unsigned char *extent_head;      /* 512 bytes */
-    unsigned char *extent_data;      /* 4096-aligned, up to 59 clusters */
+    unsigned char *extent_data;      /* 4096-aligned, the largest extent's data so far */
+    size_t extent_cap;               /* its size */
 
     uint64_t offset;            /* archive bytes consumed */
     uint64_t clusters;
@@ -64,6 +65,11 @@ struct vma_reader {
 /* Record a failure on the handle (first one wins) and return status. */
 int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* vma_reader_open_fd() on len bytes at data, which must outlive the
+ * reader: the same checks, decoded in the caller's thread (no descriptor,
+ * no threads). For the fuzz targets; a public form would wrap this. */
+int vmai_reader_open_memory(vma_reader *r, const void *data, size_t len);
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
