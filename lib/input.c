@@ -86,8 +86,18 @@ struct ring {
 
 struct vmai_input {
     int fd;                 /* -1 for an input from memory */
-    bool memory;            /* raw is the whole input; no rings, no threads */
-    bool mem_end;           /* memory: the decoded stream ended */
+    /* An input from memory: compressed bytes are handed to the decoder
+     * as read(2) gives a regular file's (the sniffed bytes, then chunks
+     * of RAW_SIZE), and decoded into one chunk of CHUNK_SIZE at a time as
+     * the ring's filler does, so that messages and the reads where errors
+     * show are the descriptor's. No rings, no threads. */
+    bool memory;
+    const unsigned char *mem;
+    size_t mem_len, mem_pos;
+    unsigned char *chunk;   /* decoded bytes, as one ring slot */
+    size_t chunk_len, chunk_pos;
+    bool chunk_done;        /* the decoder ended, with chunk_status */
+    int chunk_status;
     const struct vmai_cancel *cancel;
     bool may_block;         /* a pipe or the like: reads wait in poll(2) */
     enum codec codec;
@@ -345,10 +355,14 @@ static int raw_fill(struct vmai_input *in)
 {
     if (in->raw_pos < in->raw_len || in->raw_eof)
         return VMA_OK;
-    if (in->memory) { /* all of it was in raw: this is the end */
-        in->raw = in->sniff;
-        in->raw_pos = in->raw_len = 0;
-        in->raw_eof = true;
+    if (in->memory) { /* the next chunk, as read_raw() would get it */
+        size_t n = in->mem_len - in->mem_pos < RAW_SIZE ? in->mem_len - in->mem_pos : RAW_SIZE;
+        in->raw = n > 0 ? in->mem + in->mem_pos : in->sniff;
+        in->mem_pos += n;
+        in->raw_pos = 0;
+        in->raw_len = n;
+        in->raw_total += n;
+        in->raw_eof = n == 0;
         return VMA_OK;
     }
     const unsigned char *data;
@@ -832,21 +846,38 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 
 /* --- the interface --- */
 
-/* A compressed input from memory: decode in the caller's thread until len
- * bytes are out or the stream ends, as ring_read() would hand them out. */
+/* A compressed input from memory: ring_read() on a ring whose filler
+ * runs in the caller's thread, one chunk at a time. */
 static ssize_t memory_read(struct vmai_input *in, unsigned char *buf, size_t len, char *err,
                            size_t errlen)
 {
     size_t got = 0;
-    while (got < len && !in->mem_end) {
-        ssize_t n = produce(in, buf + got, len - got);
-        if (n < 0) {
-            in->pending = (int)n; /* sticky, as a ring's filler stops there */
-            snprintf(err, errlen, "%s", in->err);
-            return n;
+    while (got < len) {
+        if (in->chunk_pos == in->chunk_len) {
+            if (in->chunk_done)
+                break;
+            if (in->chunk == NULL && (in->chunk = malloc(CHUNK_SIZE)) == NULL) {
+                snprintf(err, errlen, "out of memory for the decoded input");
+                return VMA_ERR_NOMEM;
+            }
+            ssize_t n = produce(in, in->chunk, CHUNK_SIZE);
+            in->chunk_pos = 0;
+            in->chunk_len = n > 0 ? (size_t)n : 0;
+            if (n <= 0) {
+                in->chunk_done = true;
+                in->chunk_status = n < 0 ? (int)n : VMA_OK;
+                break;
+            }
         }
-        in->mem_end = n == 0;
-        got += (size_t)n;
+        size_t n = in->chunk_len - in->chunk_pos < len - got ? in->chunk_len - in->chunk_pos
+                                                             : len - got;
+        memcpy(buf + got, in->chunk + in->chunk_pos, n);
+        in->chunk_pos += n;
+        got += n;
+    }
+    if (got < len && in->chunk_status != VMA_OK) {
+        snprintf(err, errlen, "%s", in->err);
+        return in->chunk_status;
     }
     return (ssize_t)got;
 }
@@ -961,17 +992,20 @@ int vmai_input_open_memory(struct vmai_input **out, const void *data, size_t len
         return VMA_ERR_NOMEM;
     }
     in->memory = true;
+    in->mem = data;
+    in->mem_len = len;
     size_t n = len < SNIFF_LEN ? len : SNIFF_LEN;
     if (n > 0)
         memcpy(in->sniff, data, n);
-    /* All bytes are there at once: raw is the whole input (sniffed bytes
-     * included), and a plain input has nothing more to read(2). */
-    if (len > 0)
-        in->raw = data;
-    in->raw_len = len;
-    in->raw_total = in->raw_read = (uint64_t)len;
     int rc = pick_codec(in, n, err, errlen);
-    in->raw_eof = in->codec == CODEC_NONE;
+    /* A plain input is all there: raw is the whole of it, nothing is left
+     * to read(2). A decoder starts from the sniffed bytes (raw_fill()). */
+    in->mem_pos = in->codec == CODEC_NONE ? len : n;
+    in->raw_len = in->mem_pos;
+    in->raw_total = in->raw_read = (uint64_t)in->mem_pos;
+    in->raw_eof = in->codec == CODEC_NONE || n < SNIFF_LEN;
+    if (in->raw_len > 0)
+        in->raw = data;
     return rc;
 }
 
@@ -995,5 +1029,6 @@ void vmai_input_free(struct vmai_input *in)
         inflateEnd(&in->gz);
     free(in->lzo_block);
     free(in->lzo_packed);
+    free(in->chunk);
     free(in);
 }
