@@ -62,8 +62,10 @@ const char *vma_reader_error(const vma_reader *r) { return r->err; }
 
 void vma_reader_cancel(vma_reader *r) { vmai_cancel_fire(&r->cancel); }
 
-/* Read exactly len bytes of the header; a short read is truncation. */
-static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_t at)
+/* Read exactly len bytes of the header at offset `at`, of a header of
+ * `total` bytes; a short read is truncation. */
+static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_t at,
+                            size_t total)
 {
     char err[VMAI_ERRLEN];
     ssize_t n = vmai_input_read(r->in, buf, len, err, sizeof(err));
@@ -72,7 +74,7 @@ static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_
     if ((size_t)n < len)
         return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
                                 "archive truncated inside the header: %zu of %zu bytes",
-                                at + (size_t)n, at + len);
+                                at + (size_t)n, total);
     return VMA_OK;
 }
 
@@ -85,7 +87,7 @@ static int open_header(vma_reader *r)
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
     if (fixed == NULL)
         return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
-    rc = read_header_part(r, fixed, VMA_HEADER_FIXED_SIZE, 0);
+    rc = read_header_part(r, fixed, VMA_HEADER_FIXED_SIZE, 0, VMA_HEADER_FIXED_SIZE);
     uint32_t hsize = 0;
     if (rc == VMA_OK) {
         rc = vmai_header_prefix(fixed, VMA_HEADER_FIXED_SIZE, &hsize, err, sizeof(err));
@@ -96,17 +98,27 @@ static int open_header(vma_reader *r)
         free(fixed);
         return r->status;
     }
-    /* hsize is bounded by VMA_MAX_HEADER_SIZE, checked above. */
-    unsigned char *buf = realloc(fixed, hsize);
-    if (buf == NULL) {
-        free(fixed);
-        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for a %u-byte header", hsize);
+    /* hsize is bounded by VMA_MAX_HEADER_SIZE, checked above. The buffer
+     * doubles as the bytes come, so a short file that declares a 32 MiB
+     * header costs no more than twice what it holds. */
+    unsigned char *buf = fixed;
+    size_t have = VMA_HEADER_FIXED_SIZE;
+    while (have < hsize) {
+        size_t step = have < hsize - have ? have : hsize - have;
+        unsigned char *bigger = realloc(buf, have + step);
+        if (bigger == NULL) {
+            free(buf);
+            return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for a %u-byte header",
+                                    hsize);
+        }
+        buf = bigger;
+        if ((rc = read_header_part(r, buf + have, step, have, hsize)) != VMA_OK) {
+            free(buf);
+            return rc;
+        }
+        have += step;
     }
     r->header_buf = buf;
-    rc = read_header_part(r, buf + VMA_HEADER_FIXED_SIZE, hsize - VMA_HEADER_FIXED_SIZE,
-                          VMA_HEADER_FIXED_SIZE);
-    if (rc != VMA_OK)
-        return rc;
     rc = vmai_header_parse(buf, hsize, &r->hdr, err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
