@@ -927,7 +927,7 @@ static struct vmai_input *input_new(int fd, const struct vmai_cancel *cancel)
 /* Pick the codec from the first n bytes (in->sniff) and set it up. */
 static int pick_codec(struct vmai_input *in, size_t n, char *err, size_t errlen)
 {
-    if ((size_t)n >= sizeof(zstd_magic) &&
+    if (n >= sizeof(zstd_magic) &&
         (memcmp(in->sniff, zstd_magic, 4) == 0 ||
          ((in->sniff[0] & 0xf0) == 0x50 && memcmp(in->sniff + 1, zstd_skippable, 3) == 0))) {
         in->codec = CODEC_ZSTD;
@@ -939,14 +939,14 @@ static int pick_codec(struct vmai_input *in, size_t n, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory for zstd");
             return VMA_ERR_NOMEM;
         }
-    } else if ((size_t)n >= sizeof(gzip_magic) && memcmp(in->sniff, gzip_magic, 2) == 0) {
+    } else if (n >= sizeof(gzip_magic) && memcmp(in->sniff, gzip_magic, 2) == 0) {
         in->codec = CODEC_GZIP;
         if (inflateInit2(&in->gz, 15 + 16) != Z_OK) {
             snprintf(err, errlen, "cannot start zlib");
             return VMA_ERR_NOMEM;
         }
         in->gz_init = true;
-    } else if ((size_t)n >= sizeof(lzop_magic) && memcmp(in->sniff, lzop_magic, 9) == 0) {
+    } else if (n >= sizeof(lzop_magic) && memcmp(in->sniff, lzop_magic, 9) == 0) {
         in->codec = CODEC_LZO;
         if (lzo_init() != LZO_E_OK) {
             snprintf(err, errlen, "cannot start liblzo2");

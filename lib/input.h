@@ -3,7 +3,8 @@
  * lzop, recognized by their magic bytes); a compressed stream is read
  * and decompressed ahead by two threads, each filling a small ring of
  * chunks, so that reading, decompressing and the reader's checks and writes
- * overlap. Knows nothing of VMA. Internal to libvma.
+ * overlap. Or a buffer in memory, decoded in the caller's thread (the fuzz
+ * targets). Knows nothing of VMA. Internal to libvma.
  * SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_INPUT_H
