@@ -4,7 +4,7 @@
 #   fuzz/run.sh <target> [seconds]   fuzz (default 1800 s); new inputs go to
 #                                    build-fuzz/corpus-<target>, crashes to
 #                                    fuzz/crashes/
-#   fuzz/run.sh <target> merge       minimize fuzz/corpus/<target> plus
+#   fuzz/run.sh <target> merge       minimize (by edges) fuzz/corpus/<target> plus
 #                                    build-fuzz/corpus-<target> into
 #                                    fuzz/corpus/<target> (crash-* kept)
 # Targets: header verify extract restore_map zstd gzip lzop.
@@ -36,7 +36,9 @@ if [ "$what" = merge ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     mkdir "$tmp/min"
-    "$bin" -merge=1 "${flags[@]}" "$tmp/min" "$corpus" "build-fuzz/corpus-$target" 2>"$tmp/log" ||
+    # Edges only (no hit counts): one input per new edge keeps it small.
+    "$bin" -merge=1 -use_counters=0 "${flags[@]}" "$tmp/min" "$corpus" "build-fuzz/corpus-$target" \
+        2>"$tmp/log" ||
         { tail -20 "$tmp/log" >&2; exit 1; }
     # The inputs of fixed findings stay by name, whatever their coverage.
     find "$corpus" -maxdepth 1 -type f -name 'crash-*' -exec cp {} "$tmp/min/" \;
