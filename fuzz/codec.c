@@ -11,7 +11,7 @@
 #include "input.h"
 #include "reader_internal.h"
 
-#define DECODED_MAX (16u << 20) /* a bomb is decoded this far, no further */
+#define DECODED_MAX (1u << 20) /* a bomb is decoded this far, no further */
 #define READ_SIZE 4093u         /* odd, so reads end inside blocks and frames */
 
 static int count_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
