@@ -29,6 +29,10 @@ corpus=fuzz/corpus/$target
 mkdir -p "build-fuzz/corpus-$target" "$corpus" fuzz/crashes
 export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# extract's scratch files: on tmpfs an input runs about a third faster.
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    export TMPDIR=/dev/shm
+fi
 # Inputs stay small: a few extents of an archive, a few codec blocks.
 flags=(-max_len=131072 -rss_limit_mb=4096 -timeout=30 -dict=fuzz/vma.dict)
 
