@@ -13,6 +13,8 @@
 
 /* Exit codes: see docs/cli.md. */
 enum { CLI_OK = 0, CLI_USAGE = 1, CLI_FAIL = 2 };
+/* --salvage only: partial, some data lost (cmd_salvage.c). */
+enum { CLI_PARTIAL = 3 };
 
 /* Print the usage text to `f`; returns CLI_OK for stdout (help was asked
  * for) and CLI_USAGE otherwise. */
@@ -25,7 +27,8 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* getopt_long() over `optstring` with long options: "--help" returns
  * 'h', "--compress=<c>" 'Z', "--output-format=<f>" 'J', "--progress" 'p',
- * "--no-progress" 'P', "--uuid=<u>" 'U', "--ctime=<t>" 'T'. A command
+ * "--no-progress" 'P', "--uuid=<u>" 'U', "--ctime=<t>" 'T',
+ * "--salvage" 'S', "--force-header" 'F'. A command
  * that does not take one treats it as an unknown option (a usage error). */
 int cli_getopt(int argc, char **argv, const char *optstring);
 
@@ -87,6 +90,11 @@ int cmd_config(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_create(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
+/* extract/verify --salvage (extract: 1 for extract, 0 for verify). */
+int cmd_salvage(int argc, char **argv, int extract);
+/* 1 if argv holds the option --salvage (before a "--"). */
+int cli_has_salvage(int argc, char **argv);
 
 #endif

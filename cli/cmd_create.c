@@ -143,7 +143,7 @@ static int open_source(struct source *s)
         fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK) < 0)
         return cli_fail("%s: %s", s->path, strerror(errno));
     /* Without format=, an image file would be backed up as its bytes. */
-    if (!s->format && (guess = vma_image_format_guess(s->fd)))
+    if (!s->format && (guess = vma_detect_image_format(s->fd)))
         return cli_fail("%s looks like a %s image, not a raw disk: back it up with "
                         "'-d format=%s:%s=%s' (or 'format=raw' for its bytes as they are)",
                         s->path, guess, guess, s->name, s->path);
@@ -218,7 +218,9 @@ static int write_archive(struct create *c, const char *archive, const char *comp
     vma_writer_set_progress(c->w, write_progress_cb, &c->progress);
     if (compress && vma_writer_set_compression(c->w, compress) != VMA_OK)
         return writer_fail(c);
-    if (vma_writer_open_path(c->w, archive) != VMA_OK)
+    /* exec:<command> is the CLI's spelling; the library opens paths as paths. */
+    if ((strncmp(archive, "exec:", 5) == 0 ? vma_writer_open_shell(c->w, archive + 5)
+                                           : vma_writer_open_path(c->w, archive)) != VMA_OK)
         return writer_fail(c);
     write_progress_start(&c->progress, total, verbose);
     for (i = 0; i < c->nsrc; i++) {

@@ -381,6 +381,8 @@ int cmd_extract(int argc, char **argv)
     int c, rc, verbose = 0;
     size_t i;
 
+    if (cli_has_salvage(argc, argv))
+        return cmd_salvage(argc, argv, 1);
     memset(&x, 0, sizeof x);
     while ((c = cli_getopt(argc, argv, "hvpd:r:")) != -1) {
         switch (c) {

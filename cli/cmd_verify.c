@@ -107,8 +107,11 @@ int cmd_verify(int argc, char **argv)
     static struct verify v; /* 4 KiB of counters: not on the stack */
     struct read_progress progress;
     int rc, json;
-    vma_reader *r = cli_archive_args(argc, argv, "hvp", verify_option, &v, &rc);
+    vma_reader *r;
 
+    if (cli_has_salvage(argc, argv))
+        return cmd_salvage(argc, argv, 0);
+    r = cli_archive_args(argc, argv, "hvp", verify_option, &v, &rc);
     if (!r)
         return rc;
     v.r = r;

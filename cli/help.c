@@ -15,6 +15,14 @@
 #define FORMAT_OPT \
     "  --output-format=text|json  text (default) or one JSON document on stdout,\n" \
     "                        also on failure: {\"error\": \"...\", \"exit\": N}\n"
+/* extract and verify: salvage mode (cmd_salvage.c). */
+#define SALVAGE_OPTS                                                           \
+    "  --salvage             read past damage: keep every intact extent, write\n" \
+    "                        salvaged-disk-<devname>.raw and salvage-report.txt\n" \
+    "                        and .json (verify: print the report); exit 3:\n"   \
+    "                        partial, some data lost\n"                          \
+    "  --force-header        with --salvage: read on past a header MD5 mismatch\n"
+
 #define PROGRESS_OPTS \
     "  -p, --progress        show a progress bar on stderr even if it is no terminal\n" \
     "  --no-progress         no progress bar (default: one when stderr is a terminal)\n"
@@ -59,6 +67,7 @@ static const struct {
       HELP_OPT },
     { "extract",
       "usage: vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
+      "       vma extract --salvage [--force-header] <filename> <targetdir>\n"
       "\n"
       "Restore configs, disks (disk-<devname>.raw) and the VM state\n"
       "(vmstate.bin) into a new directory, or the disks into the targets a\n"
@@ -68,15 +77,18 @@ static const struct {
       "  -d <dev,...>          restore only these disks\n"
       "  -r <fifo>             read the restore map from this FIFO or file\n"
       "  -v                    progress and totals on stdout\n"
+      SALVAGE_OPTS
       PROGRESS_OPTS
       HELP_OPT },
     { "verify",
       "usage: vma verify <filename> [-v] [--output-format=text|json]\n"
+      "       vma verify --salvage [--force-header] [--output-format=text|json] <filename>\n"
       "\n"
       "Read the whole archive and check every rule of the format.\n"
       ARCHIVE_NOTE
       "\n"
       "  -v                    the list lines, progress and totals on stdout\n"
+      SALVAGE_OPTS
       FORMAT_OPT
       "                        (with per-device statistics and the verdict)\n"
       PROGRESS_OPTS
@@ -92,6 +104,20 @@ static const struct {
       "\n"
       "  -d <dev,...>          only these devices\n"
       FORMAT_OPT
+      HELP_OPT },
+    { "mount",
+      "usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
+      "\n"
+      "Serve the archive read-only through FUSE: its configs, <devname>.raw per\n"
+      "disk and vmstate.bin, after one checked pass (its index is saved as\n"
+      "<filename>.vmaidx). Unmount with fusermount3 -u <mountpoint>.\n"
+      "\n"
+      "  -f                    stay in the foreground (Ctrl-C unmounts)\n"
+      "  -o allow_other        let other users read the files\n"
+      "  -c <cachedir>         where a single-frame .vma.zst is decompressed\n"
+      "                        and a .vma.gz keeps its windows (default $TMPDIR)\n"
+      "  -r                    build the index anew (after a refused one)\n"
+      "  -n                    neither read nor write <filename>.vmaidx\n"
       HELP_OPT },
 };
 

@@ -20,6 +20,7 @@ static const struct {
     { "create", cmd_create },
     { "extract", cmd_extract },
     { "verify", cmd_verify },
+    { "mount", cmd_mount },
     { "checksum", cmd_checksum },
 };
 

@@ -28,6 +28,7 @@ static const char usage_text[] =
     "vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
     "vma verify <filename> [-v]\n"
     "vma checksum <filename> [-d <drive-list>]\n"
+    "vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
     "(vma <command> --help: the command's options)\n";
 
 int cli_usage(FILE *f)
@@ -88,6 +89,8 @@ int cli_getopt(int argc, char **argv, const char *optstring)
         { "no-progress", no_argument, NULL, 'P' },
         { "uuid", required_argument, NULL, 'U' },  /* create only */
         { "ctime", required_argument, NULL, 'T' }, /* create only */
+        { "salvage", no_argument, NULL, 'S' },      /* extract, verify */
+        { "force-header", no_argument, NULL, 'F' }, /* with --salvage */
         { NULL, 0, NULL, 0 },
     };
 

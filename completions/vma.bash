@@ -46,7 +46,7 @@ _vma_complete()
     [ "$cword" -ge 1 ] && prev=${words[cword - 1]}
 
     if [ "$cword" -le 1 ]; then
-        COMPREPLY=($(compgen -W 'list config create extract verify checksum help --help --version' -- "$cur"))
+        COMPREPLY=($(compgen -W 'list config create extract verify checksum mount help --help --version' -- "$cur"))
         return 0
     fi
     cmd=${words[1]}
@@ -58,9 +58,11 @@ _vma_complete()
     # The archive: the first word after the command that is not an option
     # or an option's argument.
     for ((i = 2; i < cword; i++)); do
-        case ${words[i]} in
-        -c | -d | -r) i=$((i + 1)) ;;
-        -*) ;;
+        case $cmd:${words[i]} in
+        mount:-c | mount:-o) i=$((i + 1)) ;;
+        mount:-*) ;;
+        *:-c | *:-d | *:-r) i=$((i + 1)) ;;
+        *:-*) ;;
         *) archive=${words[i]}; break ;;
         esac
     done
@@ -75,6 +77,14 @@ _vma_complete()
         devs=$(_vma_devices "$vma" "${archive/#\~/$HOME}")
         local IFS=$'\n'
         COMPREPLY=($(compgen -P "$done_part" -W "$devs" -- "$part"))
+        return 0
+        ;;
+    mount:-c)
+        COMPREPLY=($(compgen -d -- "$cur"))
+        return 0
+        ;;
+    mount:-o)
+        COMPREPLY=($(compgen -W 'allow_other' -- "$cur"))
         return 0
         ;;
     extract:-r | create:-c)
@@ -120,10 +130,11 @@ _vma_complete()
         case $cmd in
         list) opts='--output-format= --help' ;;
         config) opts='-c --help' ;;
-        verify) opts='-v -p --progress --no-progress --output-format= --help' ;;
+        verify) opts='-v -p --progress --no-progress --output-format= --salvage --force-header --help' ;;
         checksum) opts='-d -p --progress --no-progress --output-format= --help' ;;
-        extract) opts='-v -d -r -p --progress --no-progress --help' ;;
+        extract) opts='-v -d -r -p --progress --no-progress --salvage --force-header --help' ;;
         create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
+        mount) opts='-f -o -c -r -n --help' ;;
         *) return 0 ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -29,7 +29,7 @@ static void input_alone(const uint8_t *data, size_t size)
     static unsigned char buf[READ_SIZE];
     char err[VMAI_ERRLEN];
     struct vmai_input *in;
-    if (vmai_input_open_memory(&in, data, size, NULL, err, sizeof(err)) == VMA_OK) {
+    if (vmai_input_open_memory(&in, data, size, NULL, false, err, sizeof(err)) == VMA_OK) {
         size_t total = 0;
         ssize_t n;
         while (total < DECODED_MAX && (n = vmai_input_read(in, buf, sizeof(buf), err,
@@ -60,7 +60,7 @@ int fuzz_codec(const uint8_t *data, size_t size, const uint8_t *magic, size_t ma
     input_alone(data, size);
     vma_reader *r = vma_reader_new();
     unsigned sum = 0;
-    if (r != NULL && vmai_reader_open_memory(r, data, size) == VMA_OK)
+    if (r != NULL && vma_reader_open_memory(r, data, size) == VMA_OK)
         (void)vma_reader_read(r, count_cluster, &sum);
     vma_reader_free(r);
     free(copy);

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "fuzz.h"
-#include "reader_internal.h"
+#include "vma.h"
 
 static char scratch[4096];
 
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         atexit(remove_scratch);
     }
     vma_reader *r = vma_reader_new();
-    int rc = r ? vmai_reader_open_memory(r, data, size) : VMA_ERR_NOMEM;
+    int rc = r ? vma_reader_open_memory(r, data, size) : VMA_ERR_NOMEM;
     for (unsigned id = rc == VMA_OK ? vma_reader_next_device(r, 0) : 0; id != 0 && rc == VMA_OK;
          id = vma_reader_next_device(r, id)) {
         char path[sizeof(scratch) + 300];

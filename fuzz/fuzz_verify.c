@@ -2,7 +2,7 @@
  * same checks as a descriptor, without its threads and pipes).
  * SPDX-License-Identifier: MIT */
 #include "fuzz.h"
-#include "reader_internal.h"
+#include "vma.h"
 
 static int count_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
                          const unsigned char *data)
@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     vma_reader *r = vma_reader_new();
     unsigned sum = 0;
-    if (r != NULL && vmai_reader_open_memory(r, data, size) == VMA_OK)
+    if (r != NULL && vma_reader_open_memory(r, data, size) == VMA_OK)
         (void)vma_reader_read(r, count_cluster, &sum);
     vma_reader_free(r);
     return 0;

@@ -5,14 +5,35 @@
  * Installed as <includedir>/vmarchive/vma.h with the library
  * libvmarchive.so.0: build with `pkg-config --cflags --libs vmarchive`.
  *
+ * Programs to start from: examples/ in the source tree (list an archive,
+ * create one from several threads, hash each device, restore with
+ * progress and cancel), built and run by the tests.
+ *
  * Conventions that hold for every function below:
- * - Functions returning int return VMA_OK (0) or a negative VMA_ERR_* code.
+ * - Functions returning int return VMA_OK (0) or a negative VMA_ERR_* code,
+ *   unless their comment says they answer yes/no (1/0) or return an id.
  *   After a failure, vma_reader_error() / vma_writer_error() give a one-line
  *   message that says what was wrong and where (byte offset, extent number,
- *   device name). The message stays valid until the next call on the handle.
- * - A handle that met a corrupt archive, an I/O error or a failed write
- *   stays failed: later calls that would read or write return the same
- *   status again and keep the first message.
+ *   device name); vma_last_error() gives the same message in the thread
+ *   that made the failed call.
+ * - Error strings (vma_reader_error(), vma_writer_error(), vma_last_error())
+ *   stay valid and unchanged until the next call that fails on the same
+ *   handle (or, for vma_last_error(), in the same thread), and at most
+ *   until the handle is freed (the thread exits).
+ * - Two kinds of failure, as libarchive's ARCHIVE_FAILED and ARCHIVE_FATAL:
+ *   * Refused: a bad argument or a call in the wrong state (VMA_ERR_INVALID,
+ *     VMA_ERR_NOT_FOUND, VMA_ERR_LIMIT), a name refused, an output or target
+ *     path that exists or cannot be opened or created (VMA_ERR_EXISTS,
+ *     VMA_ERR_IO from open), a command that cannot be started, and a failed
+ *     vma_reader_open_*() (nothing is kept: another open may be tried). The
+ *     call changed nothing; the handle stays usable, the caller may try
+ *     again with something else. vma_*_status() stays VMA_OK.
+ *   * Fatal: a corrupt or truncated archive met while reading, an I/O error
+ *     once data flows, out of memory, a device closed short, a callback that
+ *     asked to stop, a cancel. The handle is ended: vma_*_status() returns
+ *     that status, and every later call that would read or write returns it
+ *     again and keeps the first message. Only accessors and *_free() remain.
+ * - A cancel is fatal for the whole handle, also for a later open.
  * - The library never prints, exits or aborts because of what a file
  *   contains, and keeps no global state. Handles are independent.
  * - *_free(NULL) is a no-op.
@@ -112,7 +133,13 @@ enum vma_status {
 /* Stable name of a status ("VMA_ERR_CORRUPT"), or "unknown" for other values. */
 VMA_API const char *vma_status_name(int status);
 
-/* A name check shared by reader and writer: returns 1 if name may be used
+/* The message of the last call that failed in the calling thread, on any
+ * handle, or "" if none did. Each thread has its own (thread-local
+ * storage, as libnbd's nbd_get_error()): a worker thread of a writer reads
+ * why its own vma_writer_write_cluster() failed while others go on. */
+VMA_API const char *vma_last_error(void);
+
+/* A name check shared by reader and writer: answers yes (1) if name may be used
  * as a device or config name (non-empty, at most VMA_MAX_NAME_LEN bytes,
  * no '/', no control character: 0x01-0x1f, 0x7f, or U+0080-U+009F as
  * UTF-8; not "." or ".."), else 0. Names a reader returns always pass it,
@@ -136,17 +163,50 @@ VMA_API void vma_reader_free(vma_reader *r);
 /* Open an archive by path ("-" means standard input) and read and check its
  * header. Plain, zstd, gzip and lzop-compressed archives are read alike;
  * for a compressed one, two threads read and decompress ahead while the
- * caller works. May be called once per reader. On failure nothing is kept
- * open. */
+ * caller works. Succeeds once per reader. On failure nothing is kept (no
+ * descriptor, no thread) and another open may be tried on the same reader
+ * (not after a cancel). A file that does not start like a VMA archive
+ * fails with VMA_ERR_CORRUPT "not a VMA archive", also when it is shorter
+ * than a header. */
 VMA_API int vma_reader_open_path(vma_reader *r, const char *path);
 
 /* As vma_reader_open_path(), on a descriptor the caller owns and closes
- * after vma_reader_free(). The descriptor is read sequentially from its
- * current position (pipes work; O_NONBLOCK is fine: reads wait in poll). */
+ * after vma_reader_free() (the reader never closes it). The descriptor is
+ * read sequentially from its current position (pipes work; O_NONBLOCK is
+ * fine: reads wait in poll). A failed open also ends the read-ahead
+ * threads it started before returning. */
 VMA_API int vma_reader_open_fd(vma_reader *r, int fd);
 
-/* The last error message, or "" when there was none. */
+/*
+ * A source of archive bytes for vma_reader_open_callback(), as libarchive's
+ * archive_read_open() takes one: copy up to len bytes into buf and return
+ * how many (at least 1), 0 at the end of the archive, or -1 on an error
+ * (set errno: its strerror() goes into the message). Plain and compressed
+ * archives work alike; for a compressed one the callback runs on a
+ * read-ahead thread of the reader, never two calls at once.
+ */
+typedef ptrdiff_t (*vma_read_fn)(void *opaque, void *buf, size_t len);
+
+/* As vma_reader_open_path(), reading the archive through fn (the
+ * embedder's own transport). A cancel takes effect when a call of fn
+ * has returned (the library cannot interrupt it); vma_reader_free() waits
+ * for a call in progress. */
+VMA_API int vma_reader_open_callback(vma_reader *r, vma_read_fn fn, void *opaque);
+
+/* As vma_reader_open_path(), on len bytes in memory (plain or
+ * compressed). The buffer is not copied: it must stay valid and unchanged
+ * until vma_reader_free(). No descriptor and no threads: a compressed
+ * archive is decoded in the caller's thread as it reads, one chunk at a
+ * time; a cancel takes effect at the next read. */
+VMA_API int vma_reader_open_memory(vma_reader *r, const void *buf, size_t len);
+
+/* The last error message, or "" when there was none. Not for a thread
+ * other than the one using the reader (use vma_last_error() there). */
 VMA_API const char *vma_reader_error(const vma_reader *r);
+
+/* VMA_OK while the reader is usable, else the status that ended it (see
+ * "Two kinds of failure" above). */
+VMA_API int vma_reader_status(const vma_reader *r);
 
 /*
  * Stop the reader's work: the open, read or restore in progress, or the
@@ -179,13 +239,15 @@ VMA_API void vma_reader_cancel(vma_reader *r);
  * flags, methods other than LZO1X or a newer format version fail). */
 VMA_API const char *vma_reader_compression(const vma_reader *r);
 
-/* Header accessors: valid after a successful open. */
+/* Header accessors: valid after a successful open. ctime is the backup
+ * time in seconds since the Unix epoch (UTC). */
 VMA_API void vma_reader_uuid(const vma_reader *r, unsigned char uuid[16]);
 VMA_API int64_t vma_reader_ctime(const vma_reader *r);
 
 /* Number of configs, and config index (0-based, in header slot order).
- * name, data and len may each be NULL. Returns VMA_ERR_NOT_FOUND for an
- * index out of range. */
+ * name, data and len may each be NULL. Config data is `len` bytes as
+ * stored, not NUL-terminated (names are). Returns VMA_ERR_NOT_FOUND for an
+ * index out of range (the reader stays usable). */
 VMA_API unsigned vma_reader_config_count(const vma_reader *r);
 VMA_API int vma_reader_config(const vma_reader *r, unsigned index, const char **name,
                               const void **data, size_t *len);
@@ -194,25 +256,30 @@ VMA_API int vma_reader_config(const vma_reader *r, unsigned index, const char **
 VMA_API int vma_reader_find_config(const vma_reader *r, const char *name,
                                    const void **data, size_t *len);
 
-/* Iterate over the devices: returns the first dev_id greater than `after`
- * that is in use, or 0 when there is none. Start with after = 0. */
+/* Iterate over the devices: returns the first dev_id (an id, not a status)
+ * greater than `after` that is in use, or 0 when there is none. Start
+ * with after = 0. */
 VMA_API unsigned vma_reader_next_device(const vma_reader *r, unsigned after);
 
-/* Device accessors; for an unused dev_id: NULL, 0, 0. */
+/* Device accessors; for an unused dev_id: NULL, 0, 0. is_vmstate answers
+ * yes (1) or no (0). */
 VMA_API const char *vma_reader_device_name(const vma_reader *r, unsigned dev_id);
 VMA_API uint64_t vma_reader_device_size(const vma_reader *r, unsigned dev_id);
 VMA_API int vma_reader_device_is_vmstate(const vma_reader *r, unsigned dev_id);
 
-/* dev_id of the device with this name, or 0. */
+/* dev_id of the device with this name (an id), or 0 if there is none. */
 VMA_API unsigned vma_reader_find_device(const vma_reader *r, const char *name);
 
 /*
- * Called once per stored cluster, in archive order. `data` holds the
- * cluster's stored blocks (one per set bit of `mask`, 4096 bytes each, in
- * ascending block order); it is valid only during the call. For blocks of
+ * Called once per cluster in the archive, in archive order, also for
+ * clusters stored all-zero (mask 0, no data). `data` holds the cluster's
+ * stored blocks (one per set bit of `mask`, 4096 bytes each, in ascending
+ * block order); it is valid only during the call. For blocks of
  * the last cluster past the device end, only bytes before the end belong to
  * the device. Return 0 to go on, anything else to stop: the read then fails
- * with VMA_ERR_CALLBACK.
+ * with VMA_ERR_CALLBACK (message "stopped by the cluster callback ...").
+ * Cluster numbers are uint32_t in the reader and the writer alike: the
+ * format's cluster number is 32 bits.
  */
 typedef int (*vma_cluster_fn)(void *opaque, unsigned dev_id, uint32_t cluster_num,
                               uint16_t mask, const unsigned char *data);
@@ -220,8 +287,8 @@ typedef int (*vma_cluster_fn)(void *opaque, unsigned dev_id, uint32_t cluster_nu
 /*
  * Called after each cluster: clusters read so far and archive bytes
  * consumed so far. The caller decides what to print. Return 0 to go on,
- * anything else to stop (the read or restore fails with VMA_ERR_CALLBACK):
- * this is how a signal handler's flag cancels a long restore.
+ * anything else to stop (the read or restore fails with VMA_ERR_CALLBACK,
+ * message "stopped by the progress callback ...").
  */
 typedef int (*vma_progress_fn)(void *opaque, uint64_t clusters_read,
                                uint64_t bytes_consumed);
@@ -233,20 +300,42 @@ VMA_API void vma_reader_set_progress(vma_reader *r, vma_progress_fn fn, void *op
  * Read every extent after the header, checking every rule of the format:
  * extent magic, reserved fields, uuid, MD5, block counts, known devices,
  * cluster ranges, no duplicate cluster, vmstate order, truncation, and at
- * the end that every cluster of every device was present. `fn` may be NULL
- * (verify). May be called once per reader, and not together with
- * vma_reader_restore().
+ * the end that every cluster of every device was present. The format's
+ * MD5 sums cover the header and each extent's header only, never the image
+ * data: a flipped byte inside a stored block is not detected (compare
+ * checksums of the images for that). `fn` may be NULL (verify). May be
+ * called once per reader, and not together with vma_reader_restore().
  */
 VMA_API int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque);
 
 /*
  * Counters after (or during) a read: clusters read, bytes of clusters that
  * were stored all-zero (mask 0), and bytes of zero blocks inside partly
- * stored clusters. Any pointer may be NULL.
+ * stored clusters. These count whole clusters and blocks as the archive
+ * stores them, as Proxmox's `vma verify -v` prints them: unlike
+ * vma_writer_device_stats() (bytes inside the device), they include the
+ * padding past the end of a device whose size is not a multiple of 64 KiB.
+ * On the same archive the two agree except for that padding: reader zeros
+ * = writer zeros + (64 KiB - size % 64 KiB) per such device, less the
+ * padding of a stored block that straddles the end. Any pointer
+ * may be NULL. Safe from any thread during a read (relaxed atomics: each
+ * value is one the reader had, the three need not be from one moment).
  */
 VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
                                  uint64_t *zero_cluster_bytes,
                                  uint64_t *zero_block_bytes);
+
+/* Expand a cluster as the cluster callback gives it (mask, packed
+ * blocks) into VMA_CLUSTER_SIZE bytes at `out`: the stored blocks in
+ * place, zeros where the mask bit is clear. `out` must not overlap
+ * `data`. */
+VMA_API void vma_cluster_expand(uint16_t mask, const unsigned char *data,
+                                unsigned char *out);
+
+/* Fraction of the archive's clusters read so far, 0.0 to 1.0 (the
+ * clusters the device table declares; 1.0 once they are all read). Safe
+ * from any thread during a read, like vma_reader_counters(). */
+VMA_API double vma_reader_progress(const vma_reader *r);
 
 /* --- Restore: one target per device, then vma_reader_restore() --- */
 
@@ -312,9 +401,13 @@ VMA_API int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *fo
                                   const char *path, unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
- * disk) as the target. Only VMA_TARGET_WRITE_ZEROS is honoured. For the
+ * disk) as the target; the reader never closes it. Only
+ * VMA_TARGET_WRITE_ZEROS is taken: VMA_TARGET_DIRECT and VMA_TARGET_SYNC
+ * are refused (VMA_ERR_INVALID: open the descriptor with O_DIRECT or
+ * O_DSYNC), so is a descriptor that is closed or read-only. For the
  * vmstate device the stream is written sequentially (zero blocks as
- * zeros, so pipes work) and stops at the recorded size. */
+ * zeros, so pipes work) and stops at the recorded size.
+ * Unknown flag bits are refused by target_open and target_fd alike. */
 VMA_API int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags);
 
 /* Read but do not write this device (its clusters are still checked). */
@@ -338,6 +431,193 @@ VMA_API int vma_reader_target_limit(vma_reader *r, unsigned dev_id,
  */
 VMA_API int vma_reader_restore(vma_reader *r);
 
+/* --- Salvage: read what a damaged archive still holds --- */
+
+/* Flags for vma_reader_set_salvage(). */
+#define VMA_SALVAGE_FORCE_HEADER 1u /* read on past a header whose MD5 is wrong */
+
+/* What a salvage read met (the `event` of vma_salvage_fn). Pinned values. */
+enum vma_salvage_event {
+    VMA_SALVAGE_HEADER_MD5 = 1, /* the header's MD5 is wrong; read on (FORCE_HEADER) */
+    VMA_SALVAGE_BAD_EXTENT = 2, /* an extent header failed a check: skipped up to the
+                                   next extent header that passes every check */
+    VMA_SALVAGE_BAD_RULES = 3,  /* an intact extent header names an unknown device, a
+                                   cluster past the end, a duplicate or an old vmstate
+                                   cluster: skipped as above */
+    VMA_SALVAGE_TRUNCATED = 4,  /* the archive ends inside this extent: it is lost */
+    VMA_SALVAGE_STREAM = 5,     /* reading or decompressing failed: the stream ends
+                                   here, or goes on after a skipped lzop block or
+                                   zstd frame */
+    VMA_SALVAGE_VMSTATE_GAP = 6 /* a vmstate cluster is missing: the rest of that
+                                   stream is dropped (it can only be written in order) */
+};
+
+/* Stable name of an event ("bad-extent", "truncated", ...), or "unknown". */
+VMA_API const char *vma_salvage_event_name(int event);
+
+/*
+ * Called once per event of a salvage read, in archive order. `offset` is
+ * the byte offset in the (decompressed) archive where it happened and
+ * `length` the archive bytes it covers: for BAD_EXTENT and BAD_RULES every
+ * byte skipped up to the next good extent header or the end; for
+ * TRUNCATED the bytes of the extent that arrived. `message` says what was
+ * wrong (valid during the call only).
+ */
+typedef void (*vma_salvage_fn)(void *opaque, int event, uint64_t offset, uint64_t length,
+                               const char *message);
+
+/*
+ * Turn on salvage mode, before vma_reader_open_*(): the reader then gets
+ * out everything that is intact instead of failing at the first damage.
+ * - vma_reader_read() and vma_reader_restore() skip an extent whose header
+ *   or rules fail, and resume at the next extent header found by scanning
+ *   forward for its magic that passes the MD5 and every rule (bytes that
+ *   merely hold the magic are never taken); they keep every extent that
+ *   arrived whole when the archive or a compressed stream ends early or
+ *   breaks. A bad lzop block (checksum or decompression) is skipped, a
+ *   broken zstd frame is skipped up to the next frame's magic, and an
+ *   extent that runs into the skipped bytes is lost (offsets after that
+ *   count only the bytes decoded); a gzip error ends the stream. They return
+ *   VMA_OK at the end however much was lost; the scan uses a bounded 1 MiB
+ *   window. Restored files keep their full size, lost ranges left as holes.
+ * - Every cluster handed out comes from an extent whose header passed
+ *   every check. Data blocks carry no checksum in the format: a flipped
+ *   bit inside stored data is handed out as it is. lzop checks each block
+ *   before its bytes are used; zstd and gzip check a frame or member only
+ *   at its end, so bytes of a damaged frame may be handed out before the
+ *   STREAM event says the stream broke (the event says so).
+ * - A header whose MD5 is wrong fails the open (VMA_ERR_CORRUPT) unless
+ *   flags has VMA_SALVAGE_FORCE_HEADER and the rest of its structure is
+ *   consistent; the device table and configs are then taken as they are.
+ * Fatal still: out of memory, VMA_ERR_LIMIT, a cancel, a callback's stop,
+ * a target write error. fn (may be NULL) reports each event. Refused
+ * (VMA_ERR_INVALID, the reader stays usable): unknown flags, or a call
+ * after the open.
+ */
+VMA_API int vma_reader_set_salvage(vma_reader *r, unsigned flags, vma_salvage_fn fn,
+                                   void *opaque);
+
+/*
+ * After (or during) a read or restore: the length of the run of clusters
+ * of dev_id that starts at cluster `first` and are all read (*present = 1)
+ * or all not read (*present = 0), up to the device's last cluster. Returns
+ * 0 when first is past the end or dev_id is unused. A vmstate device
+ * counts its clusters up to the recorded size, read in order from 0.
+ */
+VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, uint64_t first,
+                                        int *present);
+
+/* ------------------------------------------------------------------ */
+/* Random access (lib/image.c, lib/index_file.c)                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An archive opened for reading any byte range of any device. Opening
+ * reads the whole archive once, checking it as vma_reader_read() does, and
+ * builds an index: 12 bytes per cluster that holds data (offset and zero
+ * mask, sorted per device), nothing for clusters stored all-zero. After
+ * that, reads never change the handle, so any number of threads may call
+ * vma_image_pread() and vma_image_next_data() at once.
+ *
+ * A plain archive is read in place (pread on its descriptor), and so is a
+ * .vma.lzo: lzop's blocks (256 KiB) are independent, so a read decompresses
+ * only the blocks it needs and checks their checksums (a damaged block
+ * fails the reads that need it with VMA_ERR_CORRUPT, nothing else). A
+ * .vma.gz is read in place too, through access points (zlib's zran way):
+ * a second inflate pass records one every MiB of archive, with the 32 KiB
+ * window before it kept in an unlinked file of the cache directory (3% of
+ * the archive's size); a read inflates at most 1 MiB before its first byte.
+ * gzip has no checksum below a whole member, so damage after the open is
+ * caught only when inflate finds the stream invalid. A .vma.zst in zstd's
+ * seekable format (independent frames and a seek table in a skippable
+ * frame at the end) is read in place by frames; one in a single frame, as
+ * Proxmox writes it, is decompressed once into a sparse cache file (only
+ * stored blocks are written). Cache and window files go to the directory set by
+ * vma_image_set_cache_dir(), else $TMPDIR, else /tmp, and are unlinked at
+ * once, so nothing is left.
+ *
+ * The index of a plain archive is saved next to it as "<archive>.vmaidx"
+ * (written to a temporary file, then renamed) and loaded by the next open
+ * instead of the pass. It records the archive's size, mtime and uuid; an
+ * index that does not match them, or breaks any of its own rules, is
+ * refused (the open fails with VMA_ERR_CORRUPT and says why).
+ */
+typedef struct vma_image vma_image;
+
+/* Allocate an image handle. NULL only when out of memory. */
+VMA_API vma_image *vma_image_new(void);
+
+/* Free the handle, its descriptors and its cache file. */
+VMA_API void vma_image_free(vma_image *img);
+
+/* The last error message, or "" when there was none. With several threads
+ * reading, the message of one of the latest failures. */
+VMA_API const char *vma_image_error(const vma_image *img);
+
+/* Directory for the cache of a compressed archive (before the open; the
+ * string is copied). NULL: $TMPDIR or /tmp. */
+VMA_API int vma_image_set_cache_dir(vma_image *img, const char *dir);
+
+/* Progress of the index pass, as for vma_reader_set_progress(); a non-zero
+ * return stops the open with VMA_ERR_CALLBACK. Before the open. */
+VMA_API void vma_image_set_progress(vma_image *img, vma_progress_fn fn, void *opaque);
+
+/* Called once, before a compressed archive is decompressed into the cache:
+ * the cache directory and an upper bound of the bytes it may take (the sum
+ * of the device sizes), so that the caller can say so. */
+typedef void (*vma_cache_fn)(void *opaque, const char *dir, uint64_t max_bytes);
+VMA_API void vma_image_set_cache_notice(vma_image *img, vma_cache_fn fn, void *opaque);
+
+/* Flags of vma_image_open(). */
+#define VMA_IMAGE_NO_INDEX_FILE 1u /* neither load nor save <archive>.vmaidx */
+#define VMA_IMAGE_REINDEX 2u       /* ignore an existing index file, build and save anew */
+
+/* Open the archive at path (a file; not "-"): load its index file or read
+ * the whole archive once. Once per handle. Stops with VMA_ERR_CANCELED
+ * after vma_image_cancel(). */
+VMA_API int vma_image_open(vma_image *img, const char *path, unsigned flags);
+
+/* Stop a running vma_image_open(). Safe from a signal handler. */
+VMA_API void vma_image_cancel(vma_image *img);
+
+/* How the index was obtained by the open. */
+#define VMA_IMAGE_INDEX_BUILT 0  /* built by the pass, not saved */
+#define VMA_IMAGE_INDEX_SAVED 1  /* built by the pass and saved */
+#define VMA_IMAGE_INDEX_LOADED 2 /* loaded from <archive>.vmaidx */
+VMA_API int vma_image_index_state(const vma_image *img);
+
+/* The reader behind the image, for the header accessors (uuid, ctime,
+ * configs, devices, compression). Its extent stream is already consumed:
+ * use it for those accessors only. */
+VMA_API const vma_reader *vma_image_reader(const vma_image *img);
+
+/* Readable size of a device: its recorded size for a disk; for the vmstate
+ * device, the stored stream cut to the recorded size (as extract writes
+ * it). 0 for an unused dev_id. */
+VMA_API uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id);
+
+/*
+ * Read up to len bytes of dev_id from offset into buf: fewer only at the
+ * device end (0 at or past it). Zero blocks and clusters stored all-zero
+ * read as zeros. Returns the count or a negative status (VMA_ERR_NOT_FOUND
+ * for an unused dev_id, VMA_ERR_IO or VMA_ERR_TRUNCATED when the archive
+ * or cache file cannot be read, VMA_ERR_CORRUPT for a damaged lzop block).
+ * A failed read does not fail the handle.
+ * Thread-safe.
+ */
+VMA_API int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
+                                uint64_t offset);
+
+/*
+ * The first run of stored data at or after offset: blocks the archive
+ * stores, as opposed to zero blocks and all-zero clusters, which are holes.
+ * Sets *data_off (>= offset) and *data_len (> 0, up to the device end); when
+ * no data follows, *data_off is the device size and *data_len 0. Returns
+ * VMA_OK or VMA_ERR_NOT_FOUND for an unused dev_id. Thread-safe.
+ */
+VMA_API int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
+                                uint64_t *data_off, uint64_t *data_len);
+
 /* ------------------------------------------------------------------ */
 /* Writer                                                              */
 /* ------------------------------------------------------------------ */
@@ -349,14 +629,20 @@ typedef struct vma_writer vma_writer;
 VMA_API vma_writer *vma_writer_new(void);
 
 /* Free a writer. If vma_writer_finish() did not succeed, a file the writer
- * created itself is removed and an exec: command is waited for; if the
+ * created itself is removed and a command (open_command) is waited for; if the
  * writer was cancelled, the command is ended first as vma_writer_cancel()
  * says (so cancel before freeing a failed writer whose command may never
  * exit). */
 VMA_API void vma_writer_free(vma_writer *w);
 
-/* The last error message, or "" when there was none. */
+/* The last error message, or "" when there was none. Read it only when no
+ * other thread uses the writer: a worker thread reads its own failure with
+ * vma_last_error() instead. */
 VMA_API const char *vma_writer_error(const vma_writer *w);
+
+/* VMA_OK while the writer is usable, else the status that ended it (see
+ * "Two kinds of failure" above). Safe from any thread. */
+VMA_API int vma_writer_status(vma_writer *w);
 
 /*
  * Stop the writer's work: the open_path, write_cluster, write_device_fd or
@@ -368,10 +654,10 @@ VMA_API const char *vma_writer_error(const vma_writer *w);
  * - no write_cluster is accepted (each fails with VMA_ERR_CANCELED);
  * - every wait inside the library ends within 100 ms: a write into a pipe
  *   or FIFO whose reader is idle, open_path of a FIFO that no reader has
- *   opened yet, finish waiting for an exec: command to exit. An exec:
- *   command's process group then gets SIGTERM, SIGKILL 50 ms later if it
- *   is still there, and is reaped.
- * The exec: pipe and FIFOs from open_path are non-blocking, so their
+ *   opened yet, finish waiting for a command (open_command, open_shell)
+ *   to exit. The command's process group then gets SIGTERM, SIGKILL 50 ms
+ *   later if it is still there, and is reaped.
+ * The command's pipe and FIFOs from open_path are non-blocking, so their
  * writes wait in poll(2), where the cancel ends them. A descriptor given
  * to vma_writer_open_fd() is used as it is: a write(2) already blocked in
  * the kernel on a blocking pipe ends only when the reader makes room or a
@@ -380,20 +666,15 @@ VMA_API const char *vma_writer_error(const vma_writer *w);
  */
 VMA_API void vma_writer_cancel(vma_writer *w);
 
-/* Set uuid and ctime; only before the first cluster is written. */
+/* Set uuid and ctime (seconds since the Unix epoch); only before the
+ * first cluster is written. */
 VMA_API int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16]);
 VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
 
 /*
- * Output, once per writer, before the first cluster:
- * - "exec:<command>": run the command with /bin/sh -c and write the archive
- *   to its standard input; finish fails if it exits non-zero, and so does
- *   a write it stopped reading (even when it exits with 0), with its exit
- *   status or signal in the message. The library reads the command's
- *   standard error: its lines go through to the process's standard error
- *   as they come, except the last, which is held until the command ends
- *   and then either goes through too (success) or ends the one-line
- *   message (failure; control characters escaped, at most 200 bytes).
+ * Output, once per writer, before the first cluster (one of open_path,
+ * open_fd, open_command, open_shell). A path is always a path ("exec:..."
+ * is a file name here; the vma command maps its exec: to open_shell):
  * - an existing FIFO: opened for writing once a reader has opened it
  *   (a cancel ends that wait).
  * - otherwise a new file (VMA_ERR_EXISTS if the path exists).
@@ -401,6 +682,26 @@ VMA_API int vma_writer_set_ctime(vma_writer *w, int64_t ctime);
  * VMA_ERR_IO (EPIPE) instead of killing the process.
  */
 VMA_API int vma_writer_open_path(vma_writer *w, const char *path);
+
+/*
+ * Run a command and write the archive to its standard input: argv[0] is
+ * found as execvp(3) finds it, argv ends with NULL; no shell is involved.
+ * The command runs in its own process group; finish waits for it and
+ * fails if it exits non-zero, and so does a write it stopped reading (even
+ * when it exits with 0), with its exit status or signal in the message.
+ * The library reads the command's standard error: its lines go through to
+ * the process's standard error as they come, except the last, which is
+ * held until the command ends and then either goes through too (success)
+ * or ends the one-line message (failure; control characters escaped, at
+ * most 200 bytes). A command that cannot be started is refused (VMA_ERR_IO;
+ * the writer stays usable).
+ */
+VMA_API int vma_writer_open_command(vma_writer *w, char *const argv[]);
+
+/* As vma_writer_open_command() with { "/bin/sh", "-c", command }: the
+ * form of the vma command's "exec:<command>" output. Only for commands
+ * the caller wrote itself, never for a string from a configuration. */
+VMA_API int vma_writer_open_shell(vma_writer *w, const char *command);
 
 /*
  * Compress the archive as it is written (before the first cluster):
@@ -419,7 +720,8 @@ VMA_API int vma_writer_open_path(vma_writer *w, const char *path);
  */
 VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 
-/* Write to a descriptor the caller owns (file, pipe, stdout). */
+/* Write to a descriptor the caller owns (file, pipe, stdout): finish
+ * flushes it but never closes it, nor does vma_writer_free(). */
 VMA_API int vma_writer_open_fd(vma_writer *w, int fd);
 
 /* Add a config (before the first cluster). The name and data are copied.
@@ -429,8 +731,8 @@ VMA_API int vma_writer_add_config(vma_writer *w, const char *name, const void *d
                                   size_t len);
 
 /*
- * Register a device (before the first cluster): returns its dev_id (1..254)
- * or a negative status. `size` is in bytes, 1..VMA_MAX_DEVICE_SIZE, and is
+ * Register a device (before the first cluster): returns its dev_id (1..254,
+ * positive) on success, or a negative VMA_ERR_* status (never 0). `size` is in bytes, 1..VMA_MAX_DEVICE_SIZE, and is
  * recorded as given. The device named "vmstate" is the VM state stream: its
  * clusters must come in order 0, 1, 2, ... and its size is not a bound.
  */
@@ -446,7 +748,7 @@ VMA_API int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size
  * on one writer; everything else must not run concurrently with them.
  */
 VMA_API int vma_writer_write_cluster(vma_writer *w, unsigned dev_id,
-                                     uint64_t cluster_num, const void *data);
+                                     uint32_t cluster_num, const void *data);
 
 /* Close a device stream. A disk must have had all its clusters written
  * (else VMA_ERR_INCOMPLETE); no cluster may follow. */
@@ -454,8 +756,9 @@ VMA_API int vma_writer_close_device(vma_writer *w, unsigned dev_id);
 
 /*
  * Finish the archive: every device must be closed. Writes the header if
- * nothing was written yet, flushes the last extent and closes the output
- * (waiting for an exec: command). On success the archive is complete.
+ * nothing was written yet, flushes the last extent and closes an output
+ * the writer opened itself (a descriptor from vma_writer_open_fd() stays
+ * open), waiting for a command. On success the archive is complete.
  */
 VMA_API int vma_writer_finish(vma_writer *w);
 
@@ -485,7 +788,7 @@ VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
  * starts with such bytes is rare; an image backed up as raw bytes is a
  * useless backup, so callers refuse such a source unless told it is raw.
  */
-VMA_API const char *vma_image_format_guess(int fd);
+VMA_API const char *vma_detect_image_format(int fd);
 
 /*
  * A disk image read through NBD (libnbd): any format and QEMU protocol
@@ -538,21 +841,26 @@ VMA_API void vma_source_cancel(vma_source *s);
  */
 VMA_API int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 
-/* Called after each cluster the writer accepts, with the totals over all
- * devices: bytes accepted and zero bytes among them. Return 0 to go on,
- * anything else to stop: the write fails with VMA_ERR_CALLBACK and the
- * writer stays failed (so a signal can cancel a long create). */
+/* Called after clusters the writer accepts, with the totals over all
+ * devices: bytes accepted and zero bytes among them. Calls never overlap
+ * and their totals only grow (with several writing threads, a total older
+ * than one already reported is skipped). Return 0 to go on, anything else
+ * to stop: the write fails with VMA_ERR_CALLBACK ("stopped by the progress
+ * callback ...") and the writer is ended. */
 typedef int (*vma_write_progress_fn)(void *opaque, uint64_t bytes_written,
                                      uint64_t zero_bytes);
 
 /* Set (or clear with fn = NULL) the progress callback; not while clusters
- * are being written. The callback runs on the writing thread, under the
- * writer's lock. */
+ * are being written. The callback runs on a writing thread, outside the
+ * writer's lock: it may call vma_writer_device_stats() and
+ * vma_writer_status(), and must not write clusters itself. */
 VMA_API void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn,
                                      void *opaque);
 
 /* Statistics of one device: bytes of clusters accepted so far (counted up
- * to the device end) and how many of them were zero. */
+ * to the device end) and how many of them were zero. Returns VMA_OK or
+ * VMA_ERR_NOT_FOUND for an unknown dev_id. Safe from any thread and from
+ * the progress callback. */
 VMA_API int vma_writer_device_stats(vma_writer *w, unsigned dev_id,
                                     uint64_t *bytes_written, uint64_t *zero_bytes);
 

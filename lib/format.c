@@ -307,8 +307,8 @@ static int header_parse_devices(const unsigned char *buf, struct blob_map *m,
     return VMA_OK;
 }
 
-int vmai_header_parse(const unsigned char *buf, size_t len, struct vmai_header *h,
-                      char *err, size_t errlen)
+static int header_parse(const unsigned char *buf, size_t len, struct vmai_header *h,
+                        bool check_md5, char *err, size_t errlen)
 {
     uint32_t hsize;
     int rc = vmai_header_prefix(buf, len, &hsize, err, errlen);
@@ -319,7 +319,7 @@ int vmai_header_parse(const unsigned char *buf, size_t len, struct vmai_header *
                     hsize);
     unsigned char md5[16];
     vmai_md5_zeroed(buf, hsize, VMA_HOFF_MD5, md5);
-    if (md5_differs(md5, buf + VMA_HOFF_MD5))
+    if (check_md5 && md5_differs(md5, buf + VMA_HOFF_MD5))
         return fail(VMA_ERR_CORRUPT, err, errlen,
                     "header: MD5 checksum mismatch (bytes 0..%u)", hsize - 1);
 
@@ -338,6 +338,18 @@ int vmai_header_parse(const unsigned char *buf, size_t len, struct vmai_header *
         rc = header_parse_devices(buf, &m, h, err, errlen);
     free(m.state);
     return rc;
+}
+
+int vmai_header_parse(const unsigned char *buf, size_t len, struct vmai_header *h,
+                      char *err, size_t errlen)
+{
+    return header_parse(buf, len, h, true, err, errlen);
+}
+
+int vmai_header_parse_unverified(const unsigned char *buf, size_t len, struct vmai_header *h,
+                                 char *err, size_t errlen)
+{
+    return header_parse(buf, len, h, false, err, errlen);
 }
 
 int vmai_extent_parse(const unsigned char buf[VMA_EXTENT_HEADER_SIZE],

@@ -101,6 +101,11 @@ int vmai_header_prefix(const unsigned char *buf, size_t len, uint32_t *header_si
 int vmai_header_parse(const unsigned char *buf, size_t len, struct vmai_header *h,
                       char *err, size_t errlen);
 
+/* As vmai_header_parse() without the MD5 comparison: every other rule of
+ * the header's structure still holds. Only for salvage (--force-header). */
+int vmai_header_parse_unverified(const unsigned char *buf, size_t len, struct vmai_header *h,
+                                 char *err, size_t errlen);
+
 /* A decoded blockinfo entry. */
 struct vmai_blockinfo {
     uint16_t mask;

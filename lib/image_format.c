@@ -31,7 +31,7 @@ static int has(const unsigned char *buf, size_t len, size_t off, const char *mag
     return len >= off + n && memcmp(buf + off, magic, n) == 0;
 }
 
-const char *vma_image_format_guess(int fd)
+const char *vma_detect_image_format(int fd)
 {
     unsigned char head[512];
     size_t n = read_at(fd, head, sizeof(head), 0);

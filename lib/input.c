@@ -71,6 +71,8 @@ static const unsigned char lzop_magic[9] = {0x89, 'L', 'Z', 'O', 0x00, 0x0d, 0x0
 struct chunk {
     unsigned char *data;
     size_t len;
+    bool gap;                     /* salvage: bytes were skipped after these */
+    char gap_msg[VMAI_ERRLEN];
 };
 
 struct vmai_input;
@@ -92,10 +94,15 @@ struct ring {
     int status;             /* fill()'s error, VMA_OK at a clean end */
     size_t cur_pos;         /* the consumer's position in slot[head] */
     bool held;              /* slot[head] is lent out by ring_take() */
+    bool gaps;              /* the decoded ring: chunks may end at a gap */
+    bool gap_hit;           /* the consumer stopped at a gap (its message:) */
+    char gap_msg[VMAI_ERRLEN];
 };
 
 struct vmai_input {
-    int fd;                 /* -1 for an input from memory */
+    int fd;                 /* -1 for a callback or memory input */
+    vmai_read_fn read_fn;   /* the caller's source instead of fd, or NULL */
+    void *read_opaque;
     /* An input from memory: compressed bytes are handed to the decoder
      * as read(2) gives a regular file's (the sniffed bytes, then chunks
      * of RAW_SIZE), and decoded into one chunk of CHUNK_SIZE at a time as
@@ -108,6 +115,8 @@ struct vmai_input {
     size_t chunk_len, chunk_pos;
     bool chunk_done;        /* the decoder ended, with chunk_status */
     int chunk_status;
+    bool chunk_gap;         /* salvage: bytes were skipped after the chunk */
+    char chunk_gap_msg[VMAI_ERRLEN];
     const struct vmai_cancel *cancel;
     bool may_block;         /* a pipe or the like: reads wait in poll(2) */
     enum codec codec;
@@ -140,6 +149,11 @@ struct vmai_input {
     struct ring raw_ring;   /* compressed bytes, filled by read_raw() */
     struct ring ring;       /* decoded bytes, filled by produce() */
     int pending;            /* decoder error held back until its bytes are out */
+    bool resync;            /* salvage: skip a bad lzop block or zstd frame */
+    bool gap;               /* the decoder skipped bytes after what it returned */
+    bool lzo_skippable;     /* the failed lzop block's bytes were all read */
+    bool zstd_skip;         /* looking for the next zstd frame */
+    uint64_t zstd_bad_at;   /* compressed offset of the frame that failed */
     char err[VMAI_ERRLEN];  /* the decoder's (or plain reading's) message */
     int raw_pending;        /* the same for the raw reader */
     uint64_t raw_read;      /* bytes read(2) by the raw reader */
@@ -165,9 +179,16 @@ static void *ring_thread(void *arg)
         if (stop)
             break;
         ssize_t n = r->fill(r->in, c->data, r->chunk_size);
+        /* in->gap is the decoder's own (this thread's) state. */
+        bool gap = r->gaps && n >= 0 && r->in->gap;
+        if (gap) {
+            r->in->gap = false;
+            snprintf(c->gap_msg, sizeof(c->gap_msg), "%s", r->err);
+        }
         pthread_mutex_lock(&r->mu);
-        if (n > 0) {
+        if (n > 0 || gap) {
             c->len = (size_t)n;
+            c->gap = gap;
             r->count++;
         } else {
             r->status = n < 0 ? (int)n : VMA_OK;
@@ -175,7 +196,7 @@ static void *ring_thread(void *arg)
         }
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
-        if (n <= 0)
+        if (n < 0 || (n == 0 && !gap))
             break;
     }
     return NULL;
@@ -256,8 +277,16 @@ static ssize_t ring_read(struct ring *r, unsigned char *dst, size_t len, char *e
         pthread_mutex_lock(&r->mu);
         got += n;
         r->cur_pos += n;
-        if (r->cur_pos == c->len)
+        if (r->cur_pos == c->len) {
+            bool gap = c->gap;
+            if (gap) { /* stop here: the caller must learn of the gap */
+                r->gap_hit = true;
+                memcpy(r->gap_msg, c->gap_msg, sizeof(r->gap_msg));
+            }
             ring_advance(r);
+            if (gap)
+                break;
+        }
     }
     pthread_mutex_unlock(&r->mu);
     if (status != VMA_OK) {
@@ -303,6 +332,23 @@ static ssize_t fail_after(int *pending, int status, size_t done)
     return (ssize_t)done;
 }
 
+/* One read from the source: the descriptor, or the caller's callback
+ * (which a cancel cannot interrupt: it is checked before each call). */
+static ssize_t source_read(const struct vmai_input *in, void *buf, size_t len)
+{
+    if (in->read_fn == NULL)
+        return vmai_read_some(in->fd, buf, len, in->cancel, in->may_block);
+    if (vmai_cancelled(in->cancel)) {
+        errno = ECANCELED;
+        return -1;
+    }
+    errno = 0;
+    ssize_t n = in->read_fn(in->read_opaque, buf, len);
+    if (n < 0 && errno == 0)
+        errno = EIO;
+    return n > (ssize_t)len ? (errno = EIO, -1) : n;
+}
+
 /* read(2) into out[*done..cap) until it is full or the file ends (*eof),
  * or after one successful read(2) when `once`. Returns 0, or -1 with errno
  * set (ECANCELED once the caller's switch is set). Only the raw reader
@@ -311,13 +357,13 @@ static ssize_t fail_after(int *pending, int status, size_t done)
 static int read_upto(const struct vmai_input *in, unsigned char *out, size_t cap, bool once,
                      size_t *done, bool *eof)
 {
-    bool cancellable = once;
+    /* Never unwind through a caller's callback. */
+    bool cancellable = once && in->read_fn == NULL;
     while (*done < cap && !*eof) {
         int old;
         if (cancellable)
             pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-        ssize_t n =
-            vmai_read_some(in->fd, out + *done, cap - *done, in->cancel, in->may_block);
+        ssize_t n = source_read(in, out + *done, cap - *done);
         int saved = errno;
         if (cancellable)
             pthread_setcancelstate(old, &old);
@@ -491,9 +537,41 @@ static void zstd_window_error(struct vmai_input *in)
                 (unsigned long long)in->zstd_frame_at, size, (1u << ZSTD_WINDOWLOG_OURS) >> 20);
 }
 
+/* Salvage: after a corrupt frame, skip to the next zstd frame magic in
+ * the compressed bytes. Returns 1 when found (raw_pos is at it), 0 when
+ * more input is needed (everything before was dropped). */
+static int zstd_find_frame(struct vmai_input *in)
+{
+    const unsigned char *p = NULL;
+    while (in->raw_pos < in->raw_len) {
+        p = memmem(in->raw + in->raw_pos, in->raw_len - in->raw_pos, zstd_magic,
+                   sizeof(zstd_magic));
+        if (p == NULL || raw_offset(in) + (size_t)(p - in->raw - in->raw_pos) != in->zstd_bad_at)
+            break;
+        in->raw_pos = (size_t)(p - in->raw) + 1; /* not the frame that failed again */
+        p = NULL;
+    }
+    if (p == NULL) {
+        in->raw_pos = in->raw_len; /* a magic across two chunks costs one frame more */
+        return 0;
+    }
+    in->raw_pos = (size_t)(p - in->raw);
+    in->zstd_skip = false;
+    in->zstd_frame_at = raw_offset(in);
+    in->zstd_head_len = 0;
+    return 1;
+}
+
 static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     ZSTD_outBuffer ob = {out, cap, 0};
+    while (in->zstd_skip && !zstd_find_frame(in)) {
+        if (in->raw_eof)
+            return 0;
+        int rc = raw_more(in, 0);
+        if (rc != VMA_OK && rc != 1)
+            return rc;
+    }
     /* Decompress first, even from no new input: zstd may hold output that
      * did not fit last time. Skippable frames (at the start, between
      * frames) and concatenated frames are libzstd's business. */
@@ -512,6 +590,18 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
                         (unsigned long long)(raw_offset(in) + (ib.pos - before_in)),
                         ZSTD_getErrorName(ret));
             in->raw_pos = ib.pos;
+            if (in->resync) { /* the frame is lost; go on at the next one */
+                size_t n = strlen(in->err);
+                snprintf(in->err + n, sizeof(in->err) - n,
+                         "; the zstd frame at compressed byte %llu skipped",
+                         (unsigned long long)in->zstd_frame_at);
+                ZSTD_DCtx_reset(in->zstd, ZSTD_reset_session_only);
+                in->zstd_bad_at = in->zstd_frame_at;
+                in->zstd_last = 0;
+                in->zstd_skip = true;
+                in->gap = true;
+                return (ssize_t)ob.pos;
+            }
             return fail_after(&in->pending, VMA_ERR_CORRUPT, ob.pos);
         }
         zstd_keep_head(in, in->raw + before_in, ib.pos - before_in);
@@ -794,6 +884,7 @@ static int lzo_block(struct vmai_input *in)
              out_len != dst_len)) {
             vmai_errorf(in->err, "lzop block %llu at compressed byte %llu does not decompress",
                         LZO_WHERE(in));
+            in->lzo_skippable = true;
             return VMA_ERR_CORRUPT;
         }
     }
@@ -806,6 +897,7 @@ static int lzo_block(struct vmai_input *in)
         if (got != sum_d) {
             vmai_errorf(in->err, "lzop block %llu at compressed byte %llu: checksum mismatch",
                         LZO_WHERE(in));
+            in->lzo_skippable = true;
             return VMA_ERR_CORRUPT;
         }
     }
@@ -828,8 +920,19 @@ static ssize_t produce_lzo(struct vmai_input *in, unsigned char *out, size_t cap
          * be only partly in (see raw_more()). */
         if (in->lzo_pos == in->lzo_len && done > 0)
             break;
-        if (in->lzo_pos == in->lzo_len && (rc = lzo_block(in)) != VMA_OK)
+        if (in->lzo_pos == in->lzo_len && (rc = lzo_block(in)) != VMA_OK) {
+            /* Salvage: a block that was read whole but is bad is skipped
+             * (its sizes told where the next one starts). */
+            if (in->resync && in->lzo_skippable) {
+                in->lzo_skippable = false;
+                in->lzo_len = in->lzo_pos = 0;
+                size_t n = strlen(in->err);
+                snprintf(in->err + n, sizeof(in->err) - n, "; the block skipped");
+                in->gap = true;
+                return (ssize_t)done;
+            }
             return fail_after(&in->pending, rc, done);
+        }
         if (in->lzo_end)
             break; /* the end mark: no block buffer to copy from */
         size_t n = in->lzo_len - in->lzo_pos;
@@ -873,7 +976,12 @@ static ssize_t memory_read(struct vmai_input *in, unsigned char *buf, size_t len
             ssize_t n = produce(in, in->chunk, CHUNK_SIZE);
             in->chunk_pos = 0;
             in->chunk_len = n > 0 ? (size_t)n : 0;
-            if (n <= 0) {
+            /* As ring_thread(): a chunk (even an empty one) may end at a gap. */
+            in->chunk_gap = in->resync && n >= 0 && in->gap;
+            if (in->chunk_gap) {
+                in->gap = false;
+                snprintf(in->chunk_gap_msg, sizeof(in->chunk_gap_msg), "%s", in->err);
+            } else if (n <= 0) {
                 in->chunk_done = true;
                 in->chunk_status = n < 0 ? (int)n : VMA_OK;
                 break;
@@ -884,6 +992,12 @@ static ssize_t memory_read(struct vmai_input *in, unsigned char *buf, size_t len
         memcpy(buf + got, in->chunk + in->chunk_pos, n);
         in->chunk_pos += n;
         got += n;
+        if (in->chunk_pos == in->chunk_len && in->chunk_gap) { /* as ring_read() */
+            in->chunk_gap = false;
+            in->ring.gap_hit = true;
+            memcpy(in->ring.gap_msg, in->chunk_gap_msg, sizeof(in->ring.gap_msg));
+            break;
+        }
     }
     if (got < len && in->chunk_status != VMA_OK) {
         snprintf(err, errlen, "%s", in->err);
@@ -913,14 +1027,28 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
     return n;
 }
 
-static struct vmai_input *input_new(int fd, const struct vmai_cancel *cancel)
+bool vmai_input_gap(struct vmai_input *in, char *msg, size_t msglen)
+{
+    if (!in->ring.gap_hit)
+        return false;
+    in->ring.gap_hit = false;
+    snprintf(msg, msglen, "%s", in->ring.gap_msg);
+    return true;
+}
+
+static struct vmai_input *input_new(int fd, vmai_read_fn fn, void *opaque,
+                                    const struct vmai_cancel *cancel, bool resync)
 {
     struct vmai_input *in = calloc(1, sizeof(*in));
     if (in == NULL)
         return NULL;
     in->fd = fd;
+    in->read_fn = fn;
+    in->read_opaque = opaque;
     in->cancel = cancel;
     in->raw = in->sniff;
+    in->resync = resync;
+    in->ring.gaps = resync;
     pthread_mutex_init(&in->raw_ring.mu, NULL);
     pthread_cond_init(&in->raw_ring.cv, NULL);
     pthread_mutex_init(&in->ring.mu, NULL);
@@ -963,23 +1091,36 @@ static int pick_codec(struct vmai_input *in, size_t n, char *err, size_t errlen)
 int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
                     char *err, size_t errlen)
 {
-    struct vmai_input *in = input_new(fd, cancel);
+    return vmai_input_open_ex(out, fd, NULL, NULL, cancel, false, err, errlen);
+}
+
+int vmai_input_open_fn(struct vmai_input **out, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, char *err, size_t errlen)
+{
+    return vmai_input_open_ex(out, -1, fn, opaque, cancel, false, err, errlen);
+}
+
+int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, bool resync, char *err, size_t errlen)
+{
+    struct vmai_input *in = input_new(fd, fn, opaque, cancel, resync);
     *out = in;
     if (in == NULL) {
         snprintf(err, errlen, "out of memory");
         return VMA_ERR_NOMEM;
     }
-    in->may_block = vmai_fd_may_block(fd);
-    ssize_t n = vmai_read_full(fd, in->sniff, SNIFF_LEN, cancel, in->may_block);
-    if (n < 0) {
+    in->may_block = fn == NULL && vmai_fd_may_block(fd);
+    size_t sniffed = 0;
+    bool sniff_eof = false;
+    if (read_upto(in, in->sniff, SNIFF_LEN, false, &sniffed, &sniff_eof) != 0) {
         int rc = read_failed(in, in->err);
         snprintf(err, errlen, "%s", in->err);
         return rc;
     }
-    in->raw_len = (size_t)n;
-    in->raw_total = in->raw_read = (uint64_t)n;
-    in->raw_eof = (size_t)n < SNIFF_LEN;
-    int rc = pick_codec(in, (size_t)n, err, errlen);
+    in->raw_len = sniffed;
+    in->raw_total = in->raw_read = (uint64_t)sniffed;
+    in->raw_eof = sniffed < SNIFF_LEN;
+    int rc = pick_codec(in, sniffed, err, errlen);
     if (rc != VMA_OK)
         return rc;
     if (in->codec == CODEC_NONE)
@@ -993,9 +1134,10 @@ int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *c
 }
 
 int vmai_input_open_memory(struct vmai_input **out, const void *data, size_t len,
-                           const struct vmai_cancel *cancel, char *err, size_t errlen)
+                           const struct vmai_cancel *cancel, bool resync, char *err,
+                           size_t errlen)
 {
-    struct vmai_input *in = input_new(-1, cancel);
+    struct vmai_input *in = input_new(-1, NULL, NULL, cancel, resync);
     *out = in;
     if (in == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -1030,7 +1172,7 @@ void vmai_input_free(struct vmai_input *in)
     if (in == NULL)
         return;
     /* The reader first: stopping it also wakes a decoder waiting for it. */
-    ring_stop(&in->raw_ring, true);
+    ring_stop(&in->raw_ring, in->read_fn == NULL);
     ring_stop(&in->ring, false);
     ring_free(&in->raw_ring);
     ring_free(&in->ring);

@@ -10,6 +10,7 @@
 #ifndef LIBVMA_INPUT_H
 #define LIBVMA_INPUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -24,10 +25,35 @@ struct vmai_cancel;
 int vmai_input_open(struct vmai_input **in, int fd, const struct vmai_cancel *cancel,
                     char *err, size_t errlen);
 
-/* The same on len bytes at data (not copied: they must outlive the
- * input), decoded in the caller's thread: no descriptor, no threads. */
+/* A source of bytes other than a descriptor: returns the count read (at
+ * most len), 0 at the end, or -1 with errno set. */
+typedef ssize_t (*vmai_read_fn)(void *opaque, void *buf, size_t len);
+
+/* As vmai_input_open(), reading through fn. For a compressed stream fn is
+ * called from a read-ahead thread (never concurrently); a cancel takes
+ * effect when a call has returned, and vmai_input_free() waits for it. */
+int vmai_input_open_fn(struct vmai_input **in, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, char *err, size_t errlen);
+
+/* The general open: a descriptor fd, or fn (fd -1). With resync
+ * (salvage), a bad lzop block or zstd frame does not end the stream: the
+ * decoder skips to the next block or frame, and a read stops short at the
+ * gap (see vmai_input_gap()). */
+int vmai_input_open_ex(struct vmai_input **in, int fd, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, bool resync, char *err,
+                       size_t errlen);
+
+/* After a short read with resync: true (and what was skipped in msg) if
+ * the read stopped at a gap rather than at the end; reading goes on after
+ * the gap. */
+bool vmai_input_gap(struct vmai_input *in, char *msg, size_t msglen);
+
+/* As vmai_input_open_ex() on len bytes at data (not copied: they must outlive the
+ * input), decoded in the caller's thread: no descriptor, no threads.
+ * resync as for vmai_input_open_ex(). */
 int vmai_input_open_memory(struct vmai_input **in, const void *data, size_t len,
-                           const struct vmai_cancel *cancel, char *err, size_t errlen);
+                           const struct vmai_cancel *cancel, bool resync, char *err,
+                           size_t errlen);
 
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt

@@ -88,4 +88,7 @@ int vmai_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* printf into an error buffer of VMAI_ERRLEN bytes. */
 void vmai_errorf(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Record msg as this thread's vma_last_error() (status.c). */
+void vmai_set_last_error(const char *msg);
+
 #endif

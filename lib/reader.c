@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "reader_internal.h"
@@ -35,6 +36,7 @@ void vma_reader_free(vma_reader *r)
         return;
     vmai_targets_free(r);
     vmai_input_free(r->in);
+    vmai_salvage_free(r->salvage);
     vmai_cancel_close(&r->cancel);
     if (r->own_fd && r->fd >= 0)
         close(r->fd);
@@ -55,8 +57,23 @@ int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
         va_end(ap);
         r->status = status;
     }
+    vmai_set_last_error(r->err);
     return r->status;
 }
+
+int vmai_reader_refuse(vma_reader *r, int status, const char *fmt, ...)
+{
+    if (r->status != VMA_OK) /* already ended: keep its first message */
+        return vmai_reader_fail(r, r->status, "%s", "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof(r->err), fmt, ap);
+    va_end(ap);
+    vmai_set_last_error(r->err);
+    return status;
+}
+
+int vma_reader_status(const vma_reader *r) { return r->status; }
 
 const char *vma_reader_error(const vma_reader *r) { return r->err; }
 
@@ -71,17 +88,40 @@ static int read_header_part(vma_reader *r, unsigned char *buf, size_t len, size_
     ssize_t n = vmai_input_read(r->in, buf, len, err, sizeof(err));
     if (n < 0)
         return vmai_reader_fail(r, (int)n, "in the header at offset %zu: %s", at, err);
-    if ((size_t)n < len)
+    if ((size_t)n < len) {
+        /* Only what starts like a VMA header is a truncated one (an empty
+         * file could be either: it stays "truncated"). */
+        static const unsigned char magic[4] = {'V', 'M', 'A', 0};
+        size_t m = (size_t)n < sizeof(magic) ? (size_t)n : sizeof(magic);
+        if (at == 0 && n > 0 && memcmp(buf, magic, m) != 0)
+            return vmai_reader_fail(r, VMA_ERR_CORRUPT,
+                                    "not a VMA archive (%zu bytes, shorter than a header)",
+                                    (size_t)n);
         return vmai_reader_fail(r, VMA_ERR_TRUNCATED,
                                 "archive truncated inside the header: %zu of %zu bytes",
                                 at + (size_t)n, total);
+    }
     return VMA_OK;
+}
+
+/* The input layer's view of open_callback's source. */
+static ssize_t call_source(void *opaque, void *buf, size_t len)
+{
+    vma_reader *r = opaque;
+    return (ssize_t)r->read_fn(r->read_opaque, buf, len);
 }
 
 static int open_header(vma_reader *r)
 {
     char err[VMAI_ERRLEN];
-    int rc = r->in != NULL ? VMA_OK : vmai_input_open(&r->in, r->fd, &r->cancel, err, sizeof(err));
+    /* An input from memory is opened by vma_reader_open_memory(). */
+    int rc = VMA_OK;
+    if (r->in == NULL && r->read_fn != NULL)
+        rc = vmai_input_open_ex(&r->in, -1, call_source, r, &r->cancel, r->salvage != NULL,
+                                err, sizeof(err));
+    else if (r->in == NULL)
+        rc = vmai_input_open_ex(&r->in, r->fd, NULL, NULL, &r->cancel, r->salvage != NULL,
+                                err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     unsigned char *fixed = malloc(VMA_HEADER_FIXED_SIZE);
@@ -119,7 +159,7 @@ static int open_header(vma_reader *r)
         have += step;
     }
     r->header_buf = buf;
-    rc = vmai_header_parse(buf, hsize, &r->hdr, err, sizeof(err));
+    rc = vmai_salvage_header(r, buf, hsize, err, sizeof(err));
     if (rc != VMA_OK)
         return vmai_reader_fail(r, rc, "%s", err);
     r->offset = hsize;
@@ -127,63 +167,110 @@ static int open_header(vma_reader *r)
     return VMA_OK;
 }
 
-int vma_reader_open_fd(vma_reader *r, int fd)
+/* A failed open keeps nothing (read-ahead threads, buffers, descriptor)
+ * and leaves the reader unopened: another open may be tried, unless the
+ * reader was cancelled. */
+static int open_failed(vma_reader *r, int rc)
 {
-    if (r->opened || r->fd >= 0 || r->in != NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
-    if (fd < 0)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "bad file descriptor %d", fd);
-    r->fd = fd;
-    return open_header(r);
+    vmai_input_free(r->in);
+    r->in = NULL;
+    free(r->header_buf);
+    r->header_buf = NULL;
+    memset(&r->hdr, 0, sizeof(r->hdr));
+    if (r->own_fd)
+        close(r->fd);
+    r->fd = -1;
+    r->own_fd = false;
+    r->read_fn = NULL;
+    if (r->status != VMA_ERR_CANCELED)
+        r->status = VMA_OK;
+    return rc;
 }
 
-int vmai_reader_open_memory(vma_reader *r, const void *data, size_t len)
+static int open_checked(vma_reader *r)
 {
-    if (r->opened || r->fd >= 0 || r->in != NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
-    if (data == NULL && len > 0)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive bytes");
-    char err[VMAI_ERRLEN];
-    int rc = vmai_input_open_memory(&r->in, data, len, &r->cancel, err, sizeof(err));
+    int rc = open_header(r);
+    return rc == VMA_OK ? rc : open_failed(r, rc);
+}
+
+/* What every open checks first; `bad` (an argument's fault) says why. */
+static int may_open(vma_reader *r, const char *bad)
+{
+    if (r->opened || r->fd >= 0 || r->read_fn != NULL || r->in != NULL)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is already open");
+    if (bad != NULL)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "%s", bad);
+    if (r->status != VMA_OK)
+        return vmai_reader_refuse(r, r->status, "%s", "");
+    return VMA_OK;
+}
+
+int vma_reader_open_callback(vma_reader *r, vma_read_fn fn, void *opaque)
+{
+    int rc = may_open(r, fn == NULL ? "no read callback" : NULL);
     if (rc != VMA_OK)
-        return vmai_reader_fail(r, rc, "%s", err);
-    return open_header(r);
+        return rc;
+    r->read_fn = fn;
+    r->read_opaque = opaque;
+    return open_checked(r);
+}
+
+/* The bytes are decoded in the caller's thread (lib/input.c's memory
+ * input): no copy, no threads, for embedders and the fuzz targets alike. */
+int vma_reader_open_memory(vma_reader *r, const void *buf, size_t len)
+{
+    int rc = may_open(r, buf == NULL && len > 0 ? "no buffer" : NULL);
+    if (rc != VMA_OK)
+        return rc;
+    char err[VMAI_ERRLEN];
+    rc = vmai_input_open_memory(&r->in, buf, len, &r->cancel, r->salvage != NULL, err,
+                                sizeof(err));
+    if (rc != VMA_OK)
+        return open_failed(r, vmai_reader_fail(r, rc, "%s", err));
+    return open_checked(r);
+}
+
+int vma_reader_open_fd(vma_reader *r, int fd)
+{
+    char bad[64];
+    snprintf(bad, sizeof(bad), "bad file descriptor %d", fd);
+    int rc = may_open(r, fd < 0 ? bad : NULL);
+    if (rc != VMA_OK)
+        return rc;
+    r->fd = fd;
+    return open_checked(r);
 }
 
 int vma_reader_open_path(vma_reader *r, const char *path)
 {
-    if (r->opened || r->fd >= 0 || r->in != NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is already open");
-    if (path == NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "no archive path");
+    int rc = may_open(r, path == NULL ? "no archive path" : NULL);
+    if (rc != VMA_OK)
+        return rc;
     if (strcmp(path, "-") == 0) {
         /* Closed, descriptor 0 would be whatever is opened next. */
         if (fcntl(STDIN_FILENO, F_GETFD) < 0)
-            return vmai_reader_fail(r, VMA_ERR_IO, "standard input is closed");
+            return vmai_reader_refuse(r, VMA_ERR_IO, "standard input is closed");
         return vma_reader_open_fd(r, STDIN_FILENO);
     }
     /* O_NONBLOCK: open(2) of a FIFO would wait for a writer where a cancel
      * cannot end it; reads wait in poll(2) instead (see vmai_read_some). */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
-        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
     int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0 || fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(e));
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot open %s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot read %s: it is a directory", path);
     }
     r->fd = fd;
     r->own_fd = true;
-    int rc = open_header(r);
-    if (rc != VMA_OK) {
-        vmai_input_free(r->in);
-        r->in = NULL;
-        close(fd);
-        r->fd = -1;
-        r->own_fd = false;
-    }
-    return rc;
+    return open_checked(r);
 }
 
 /* --- header accessors --- */
@@ -272,11 +359,11 @@ void vma_reader_counters(const vma_reader *r, uint64_t *clusters, uint64_t *zero
                          uint64_t *zero_block_bytes)
 {
     if (clusters != NULL)
-        *clusters = r->clusters;
+        *clusters = atomic_load_explicit(&r->clusters, memory_order_relaxed);
     if (zero_cluster_bytes != NULL)
-        *zero_cluster_bytes = r->zero_cluster_bytes;
+        *zero_cluster_bytes = atomic_load_explicit(&r->zero_cluster_bytes, memory_order_relaxed);
     if (zero_block_bytes != NULL)
-        *zero_block_bytes = r->zero_block_bytes;
+        *zero_block_bytes = atomic_load_explicit(&r->zero_block_bytes, memory_order_relaxed);
 }
 
 /* --- the extent stream --- */
@@ -375,6 +462,23 @@ static int check_complete(vma_reader *r, uint64_t extents)
     return VMA_OK;
 }
 
+int vmai_reader_extent_buffer(vma_reader *r, size_t len)
+{
+    if (len <= r->extent_cap && r->extent_data != NULL)
+        return VMA_OK;
+    /* Grown to the largest extent so far (at most 59 clusters): a small
+     * archive needs no 3.8 MB, and ASan sees reads past the data. The
+     * restore's merged writes were flushed by extent_done(). */
+    free(r->extent_data);
+    r->extent_cap = 0;
+    if (posix_memalign((void **)&r->extent_data, 4096, len > 0 ? len : VMA_BLOCK_SIZE) != 0) {
+        r->extent_data = NULL;
+        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for the extent buffer");
+    }
+    r->extent_cap = len;
+    return VMA_OK;
+}
+
 /* Read one extent into the buffers; returns 1 at clean end of file. */
 static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
 {
@@ -396,18 +500,8 @@ static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
                                 (unsigned long long)extent_no, (unsigned long long)r->offset,
                                 err);
     size_t len = (size_t)e->block_count * VMA_BLOCK_SIZE;
-    if (len > r->extent_cap || r->extent_data == NULL) {
-        /* Grown to the largest extent so far (at most 59 clusters): a small
-         * archive needs no 3.8 MB, and ASan sees reads past the data. The
-         * restore's merged writes were flushed by extent_done(). */
-        free(r->extent_data);
-        r->extent_cap = 0;
-        if (posix_memalign((void **)&r->extent_data, 4096, len > 0 ? len : VMA_BLOCK_SIZE) != 0) {
-            r->extent_data = NULL;
-            return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for the extent buffer");
-        }
-        r->extent_cap = len;
-    }
+    if ((rc = vmai_reader_extent_buffer(r, len)) != VMA_OK)
+        return rc;
     n = vmai_input_read(r->in, r->extent_data, len, err, sizeof(err));
     if (n < 0)
         return vmai_reader_fail(r, (int)n, "in the data of extent %llu at offset %llu: %s",
@@ -430,18 +524,29 @@ static int cancelled_at(vma_reader *r, const struct vmai_blockinfo *bi, uint64_t
                             (unsigned long long)r->offset);
 }
 
+/* The counters are read from other threads (vma_reader_counters()):
+ * relaxed atomics, written by the reading thread only. Returns the sum. */
+static uint64_t counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+    uint64_t v = atomic_load_explicit(c, memory_order_relaxed) + n;
+    atomic_store_explicit(c, v, memory_order_relaxed);
+    return v;
+}
+
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
     if (r->status != VMA_OK)
         return r->status;
     if (!r->opened)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is not open");
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is not open");
     if (r->consumed)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "the archive was already read");
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "the archive was already read");
     r->consumed = true;
     int rc = alloc_stream_state(r);
     if (rc != VMA_OK)
         return rc;
+    if (r->salvage != NULL)
+        return vmai_salvage_run(r, fn, opaque);
 
     struct vmai_extent e;
     for (uint64_t extent_no = 0;; extent_no++) {
@@ -466,15 +571,18 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             if (rc != VMA_OK)
                 return rc;
             unsigned stored = vmai_popcount16(bi->mask);
-            r->clusters++;
+            uint64_t clusters = counter_add(&r->clusters, 1);
+            /* Whole clusters and blocks as stored, padding past a device
+             * end included: what the deployed tool's verify prints. */
             if (bi->mask == 0)
-                r->zero_cluster_bytes += VMA_CLUSTER_SIZE;
+                counter_add(&r->zero_cluster_bytes, VMA_CLUSTER_SIZE);
             else
-                r->zero_block_bytes += (uint64_t)(VMA_BLOCKS_PER_CLUSTER - stored) * VMA_BLOCK_SIZE;
+                counter_add(&r->zero_block_bytes,
+                            (uint64_t)(VMA_BLOCKS_PER_CLUSTER - stored) * VMA_BLOCK_SIZE);
             if (fn != NULL && fn(opaque, bi->dev_id, bi->cluster_num, bi->mask, data) != 0)
                 return vmai_reader_fail(r, VMA_ERR_CALLBACK,
-                                        "stopped at cluster %u of device '%s' in extent %llu "
-                                        "at offset %llu",
+                                        "stopped by the cluster callback at cluster %u of "
+                                        "device '%s' in extent %llu at offset %llu",
                                         bi->cluster_num, r->hdr.devices[bi->dev_id].name,
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
@@ -482,11 +590,12 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             if (r->progress != NULL && vmai_cancelled(&r->cancel))
                 return cancelled_at(r, bi, extent_no);
             if (r->progress != NULL &&
-                r->progress(r->progress_opaque, r->clusters,
+                r->progress(r->progress_opaque, clusters,
                             r->offset + VMA_EXTENT_HEADER_SIZE +
                                 (uint64_t)(data - r->extent_data)) != 0)
                 return vmai_reader_fail(r, VMA_ERR_CALLBACK,
-                                        "cancelled at extent %llu (offset %llu)",
+                                        "stopped by the progress callback at extent %llu "
+                                        "(offset %llu)",
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
         }

@@ -5,6 +5,7 @@
 #ifndef LIBVMA_READER_INTERNAL_H
 #define LIBVMA_READER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,6 +16,7 @@
 #include "vma.h"
 
 struct vmai_clock;
+struct vmai_salvage;
 struct vmai_throttle;
 struct vmai_target;
 
@@ -24,6 +26,9 @@ struct vma_reader {
     int fd;
     bool own_fd;
     struct vmai_input *in;      /* bytes of the archive, decompressed */
+    struct vmai_salvage *salvage; /* salvage mode (salvage.c), NULL: off */
+    vma_read_fn read_fn;        /* open_callback's source, or NULL */
+    void *read_opaque;
     struct vmai_cancel cancel;  /* vma_reader_cancel() */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
@@ -40,9 +45,9 @@ struct vma_reader {
     size_t extent_cap;               /* its size */
 
     uint64_t offset;            /* archive bytes consumed */
-    uint64_t clusters;
-    uint64_t zero_cluster_bytes;
-    uint64_t zero_block_bytes;
+    _Atomic uint64_t clusters;  /* read by vma_reader_counters() from any thread */
+    _Atomic uint64_t zero_cluster_bytes;
+    _Atomic uint64_t zero_block_bytes;
 
     vma_progress_fn progress;
     void *progress_opaque;
@@ -66,13 +71,25 @@ struct vma_reader {
 int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* vma_reader_open_fd() on len bytes at data, which must outlive the
- * reader: the same checks, decoded in the caller's thread (no descriptor,
- * no threads). For the fuzz targets; a public form would wrap this. */
-int vmai_reader_open_memory(vma_reader *r, const void *data, size_t len);
+/* Refuse a call (bad argument, a path that cannot be opened): the message
+ * is set but the reader stays usable. On an ended reader, its status and
+ * first message stay. Returns status. */
+int vmai_reader_refuse(vma_reader *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Make extent_data hold at least len bytes (4096-aligned). */
+int vmai_reader_extent_buffer(vma_reader *r, size_t len);
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+
+/* Salvage mode (salvage.c): the header check that may be forced (with
+ * salvage off: vmai_header_parse into r->hdr), the extent stream that
+ * reads past damage, and freeing its state (NULL is a no-op). */
+int vmai_salvage_header(vma_reader *r, const unsigned char *buf, size_t len, char *err,
+                        size_t errlen);
+int vmai_salvage_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+void vmai_salvage_free(struct vmai_salvage *s);
 
 /* The bandwidth budget of dev_id's target (NULL: none), for tests. */
 const struct vmai_throttle *vmai_target_throttle(const vma_reader *r, unsigned dev_id);

@@ -291,18 +291,38 @@ static int restore_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, 
 
 /* --- setting targets --- */
 
+#define TARGET_FLAGS (VMA_TARGET_WRITE_ZEROS | VMA_TARGET_DIRECT | VMA_TARGET_SYNC)
+
+/* Free dev_id's target (removing a file it created unless the restore
+ * succeeded); also undoes a setup that failed half way. */
+static void target_drop(vma_reader *r, unsigned dev_id)
+{
+    struct vmai_target *t = r->targets[dev_id];
+    if (t->own_fd && t->fd >= 0)
+        close(t->fd);
+    if (t->fd_buffered >= 0)
+        close(t->fd_buffered);
+    vmai_nbd_target_free(t->nbd); /* stops and reaps qemu-nbd */
+    free(t->label);
+    if (t->created_path != NULL && !r->restored)
+        unlink(t->created_path);
+    free(t->created_path);
+    free(t);
+    r->targets[dev_id] = NULL;
+}
+
 static int target_check(vma_reader *r, unsigned dev_id)
 {
     if (r->status != VMA_OK)
         return r->status;
     if (!r->opened)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is not open");
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is not open");
     if (r->consumed)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "targets must be set before reading");
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "targets must be set before reading");
     if (vma_reader_device_name(r, dev_id) == NULL)
-        return vmai_reader_fail(r, VMA_ERR_NOT_FOUND, "no device with dev_id %u", dev_id);
+        return vmai_reader_refuse(r, VMA_ERR_NOT_FOUND, "no device with dev_id %u", dev_id);
     if (r->targets[dev_id] != NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "device '%s' already has a target",
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "device '%s' already has a target",
                                 vma_reader_device_name(r, dev_id));
     return VMA_OK;
 }
@@ -331,9 +351,9 @@ int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path)
     bool vmstate = vma_reader_device_is_vmstate(r, dev_id);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
-        return vmai_reader_fail(r, errno == EEXIST ? VMA_ERR_EXISTS : VMA_ERR_IO,
-                                "cannot create %s for device '%s': %s", path, name,
-                                strerror(errno));
+        return vmai_reader_refuse(r, errno == EEXIST ? VMA_ERR_EXISTS : VMA_ERR_IO,
+                                  "cannot create %s for device '%s': %s", path, name,
+                                  strerror(errno));
     struct vmai_target *t = target_new(r, dev_id, vmstate ? TARGET_VMSTATE : TARGET_DISK);
     char *copy = strdup(path);
     if (t == NULL || copy == NULL) {
@@ -347,9 +367,13 @@ int vma_reader_target_create(vma_reader *r, unsigned dev_id, const char *path)
     t->created_path = copy;
     t->write_behind = !vmstate;
     /* A new file reads as zeros everywhere: holes, no zero writes. */
-    if (!vmstate && ftruncate(fd, (off_t)t->size) != 0)
-        return vmai_reader_fail(r, VMA_ERR_IO, "cannot size %s to %llu bytes: %s", path,
-                                (unsigned long long)t->size, strerror(errno));
+    if (!vmstate && ftruncate(fd, (off_t)t->size) != 0) {
+        int e = errno;
+        target_drop(r, dev_id);
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot size %s to %llu bytes: %s", path,
+                                  (unsigned long long)vma_reader_device_size(r, dev_id),
+                                  strerror(e));
+    }
     return VMA_OK;
 }
 
@@ -367,36 +391,51 @@ static int target_length(int fd, uint64_t *len)
 
 #define TARGET_SLACK (4u * 1024 * 1024) /* a target may be this much larger */
 
-int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, unsigned flags)
+/* What every disk target checks first: the device may get a target, the
+ * flags are known, and it is not the vmstate stream. Refusals leave the
+ * reader usable. */
+static int disk_target_check(vma_reader *r, unsigned dev_id, unsigned flags)
 {
     int rc = target_check(r, dev_id);
     if (rc != VMA_OK)
         return rc;
-    const char *name = vma_reader_device_name(r, dev_id);
+    if (flags & ~TARGET_FLAGS)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown target flags 0x%x",
+                                  flags & ~TARGET_FLAGS);
     if (vma_reader_device_is_vmstate(r, dev_id))
-        return vmai_reader_fail(r, VMA_ERR_INVALID,
-                                "the vmstate device '%s' needs a new file (target_create)", name);
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "the vmstate device '%s' needs a new file (target_create)",
+                                  vma_reader_device_name(r, dev_id));
+    return VMA_OK;
+}
+
+int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, unsigned flags)
+{
+    int rc = disk_target_check(r, dev_id, flags);
+    if (rc != VMA_OK)
+        return rc;
+    const char *name = vma_reader_device_name(r, dev_id);
     int oflags = O_WRONLY | O_CLOEXEC;
     if (flags & VMA_TARGET_SYNC)
         oflags |= O_DSYNC;
     int fd = open(path, oflags | ((flags & VMA_TARGET_DIRECT) ? O_DIRECT : 0));
     if (fd < 0)
-        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s", path,
-                                name, strerror(errno));
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s",
+                                  path, name, strerror(errno));
     uint64_t len = 0;
     uint64_t size = vma_reader_device_size(r, dev_id);
     if (target_length(fd, &len) != 0) {
         int e = errno;
         close(fd);
-        return vmai_reader_fail(r, VMA_ERR_IO, "cannot get the size of %s: %s", path,
-                                strerror(e));
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot get the size of %s: %s", path,
+                                  strerror(e));
     }
     if (len < size || len - size > TARGET_SLACK) {
         close(fd);
-        return vmai_reader_fail(r, VMA_ERR_INVALID,
-                                "target %s of device '%s' has %llu bytes; it needs %llu to "
-                                "%llu",
-                                path, name, (unsigned long long)len, (unsigned long long)size,
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "target %s of device '%s' has %llu bytes; it needs %llu to "
+                                  "%llu",
+                                  path, name, (unsigned long long)len, (unsigned long long)size,
                                 (unsigned long long)(size + TARGET_SLACK));
     }
     struct vmai_target *t = target_new(r, dev_id, TARGET_DISK);
@@ -410,9 +449,12 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
     t->write_behind = !(flags & VMA_TARGET_DIRECT); /* O_DIRECT bypasses the cache anyway */
     if (flags & VMA_TARGET_DIRECT) {
         t->fd_buffered = open(path, oflags);
-        if (t->fd_buffered < 0)
-            return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s: %s", path,
-                                    strerror(errno));
+        if (t->fd_buffered < 0) {
+            int e = errno;
+            target_drop(r, dev_id);
+            return vmai_reader_refuse(r, VMA_ERR_IO, "cannot open target %s: %s", path,
+                                      strerror(e));
+        }
     }
     return VMA_OK;
 }
@@ -420,19 +462,16 @@ int vma_reader_target_open(vma_reader *r, unsigned dev_id, const char *path, uns
 int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
                           const char *path, unsigned flags)
 {
-    int rc = target_check(r, dev_id);
+    int rc = disk_target_check(r, dev_id, flags);
     if (rc != VMA_OK)
         return rc;
     const char *name = vma_reader_device_name(r, dev_id);
     if (path == NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "no target path for device '%s'", name);
-    if (vma_reader_device_is_vmstate(r, dev_id))
-        return vmai_reader_fail(r, VMA_ERR_INVALID,
-                                "the vmstate device '%s' needs a new file (target_create)", name);
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "no target path for device '%s'", name);
     if (!vma_path_needs_nbd(format, path))
-        return vmai_reader_fail(r, VMA_ERR_INVALID,
-                                "target %s of device '%s' is a raw file: use target_open", path,
-                                name);
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "target %s of device '%s' is a raw file: use target_open",
+                                  path, name);
     struct vmai_target *t = target_new(r, dev_id, TARGET_DISK);
     if (t == NULL)
         return r->status;
@@ -444,15 +483,19 @@ int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
     if (vmai_nbd_target_open(&t->nbd, format, path, flags, &r->cancel, &len, err) != 0) {
         if (vmai_cancelled(&r->cancel))
             return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled while opening %s", path);
-        return vmai_reader_fail(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s", path,
-                                name, err);
+        target_drop(r, dev_id); /* refused: the device has no target again */
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s",
+                                  path, name, err);
     }
-    if (len < t->size || len - t->size > TARGET_SLACK)
-        return vmai_reader_fail(r, VMA_ERR_INVALID,
-                                "target %s of device '%s' has %llu bytes; it needs %llu to "
-                                "%llu",
-                                path, name, (unsigned long long)len, (unsigned long long)t->size,
-                                (unsigned long long)(t->size + TARGET_SLACK));
+    if (len < t->size || len - t->size > TARGET_SLACK) {
+        uint64_t size = t->size;
+        target_drop(r, dev_id);
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "target %s of device '%s' has %llu bytes; it needs %llu to "
+                                  "%llu",
+                                  path, name, (unsigned long long)len, (unsigned long long)size,
+                                  (unsigned long long)(size + TARGET_SLACK));
+    }
     return VMA_OK;
 }
 
@@ -461,8 +504,25 @@ int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
     int rc = target_check(r, dev_id);
     if (rc != VMA_OK)
         return rc;
-    if (fd < 0)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    if (flags & ~TARGET_FLAGS)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown target flags 0x%x",
+                                  flags & ~TARGET_FLAGS);
+    if (flags & VMA_TARGET_DIRECT)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "VMA_TARGET_DIRECT needs a path (target_open); open the "
+                                  "descriptor with O_DIRECT instead");
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (fl < 0)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "bad file descriptor %d for device '%s'",
+                                  fd, vma_reader_device_name(r, dev_id));
+    if ((fl & O_ACCMODE) == O_RDONLY)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "descriptor %d for device '%s' is not open for writing", fd,
+                                  vma_reader_device_name(r, dev_id));
+    if (flags & VMA_TARGET_SYNC)
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "VMA_TARGET_SYNC needs a path (target_open); open the "
+                                  "descriptor with O_DSYNC instead");
     bool vmstate = vma_reader_device_is_vmstate(r, dev_id);
     struct vmai_target *t = target_new(r, dev_id, vmstate ? TARGET_VMSTATE : TARGET_DISK);
     if (t == NULL)
@@ -488,7 +548,8 @@ int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_s
         return r->status;
     struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
     if (t == NULL)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "device %u has no target to limit", dev_id);
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "device %u has no target to limit",
+                                  dev_id);
     struct vmai_throttle *g = vmai_throttle_get(&r->throttles, group, bytes_per_second);
     if (g == NULL)
         return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
@@ -541,13 +602,13 @@ static int targets_finish(vma_reader *r)
 int vma_reader_restore(vma_reader *r)
 {
     if (r->status != VMA_OK)
-        return r->status;
+        return vmai_reader_refuse(r, r->status, "%s", ""); /* ended: its first message */
     if (!r->opened)
-        return vmai_reader_fail(r, VMA_ERR_INVALID, "reader is not open");
+        return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is not open");
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i))
         if (r->targets[i] == NULL)
-            return vmai_reader_fail(r, VMA_ERR_INVALID, "device '%s' has no restore target",
-                                    vma_reader_device_name(r, i));
+            return vmai_reader_refuse(r, VMA_ERR_INVALID, "device '%s' has no restore target",
+                                      vma_reader_device_name(r, i));
     r->extent_done = extent_done;
     int rc = vmai_reader_run(r, restore_cluster, r);
     if (rc == VMA_OK)
@@ -562,22 +623,9 @@ int vma_reader_restore(vma_reader *r)
 
 void vmai_targets_free(vma_reader *r)
 {
-    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
-        struct vmai_target *t = r->targets[i];
-        if (t == NULL)
-            continue;
-        if (t->own_fd && t->fd >= 0)
-            close(t->fd);
-        if (t->fd_buffered >= 0)
-            close(t->fd_buffered);
-        vmai_nbd_target_free(t->nbd); /* stops and reaps qemu-nbd */
-        free(t->label);
-        if (t->created_path != NULL && !r->restored)
-            unlink(t->created_path);
-        free(t->created_path);
-        free(t);
-        r->targets[i] = NULL;
-    }
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
+        if (r->targets[i] != NULL)
+            target_drop(r, i);
     vmai_throttle_free_all(&r->throttles);
 }
 

@@ -138,21 +138,33 @@ static int make_room(struct vmai_nbd_target *t, uint64_t len, char *err)
     }
 }
 
-static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, uint64_t off,
-                      bool zero, char *err)
+/* Wait until the window has room for `room` more bytes in flight, then
+ * take a request for [off, off + len) with a data buffer of data_len
+ * bytes; NULL after a failure, in err. */
+static struct request *request_start(struct vmai_nbd_target *t, uint64_t off, uint64_t len,
+                                     uint64_t room, size_t data_len, bool zero, char *err)
 {
-    if (make_room(t, len, err) != 0)
-        return -1;
-    bool copy = buf != t->zeros;
-    struct request *q = request_get(t, copy ? len : 0);
+    if (make_room(t, room, err) != 0)
+        return NULL;
+    struct request *q = request_get(t, data_len);
     if (q == NULL) {
         vmai_errorf(err, "out of memory");
-        return -1;
+        return NULL;
     }
     q->t = t;
     q->off = off;
     q->len = len;
     q->zero = zero;
+    return q;
+}
+
+static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, uint64_t off,
+                      bool zero, char *err)
+{
+    bool copy = buf != t->zeros;
+    struct request *q = request_start(t, off, len, len, copy ? len : 0, zero, err);
+    if (q == NULL)
+        return -1;
     if (copy)
         memcpy(q->data, buf, len);
     nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = request_put};
@@ -184,17 +196,9 @@ static int send_zero(struct vmai_nbd_target *t, char *err)
         }
         return 0;
     }
-    if (make_room(t, 0, err) != 0)
+    struct request *q = request_start(t, off, len, 0, 0, true, err);
+    if (q == NULL)
         return -1;
-    struct request *q = request_get(t, 0);
-    if (q == NULL) {
-        vmai_errorf(err, "out of memory");
-        return -1;
-    }
-    q->t = t;
-    q->off = off;
-    q->len = len;
-    q->zero = true;
     nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = request_put};
     if (nbd_aio_zero(t->h, len, off, cb, 0) < 0)
         return vmai_nbd_fail(t->c, err, "write-zeroes of %llu bytes at offset %llu failed",

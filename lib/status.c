@@ -1,6 +1,8 @@
 /* Status names and the name rule shared by reader and writer. */
+#include <stdio.h>
 #include <string.h>
 
+#include "io.h"
 #include "vma.h"
 
 const char *vma_status_name(int status)
@@ -46,3 +48,14 @@ int vma_name_is_valid(const char *name)
         return 0;
     return 1;
 }
+
+/* The message of this thread's last failed call: each thread has its own,
+ * so a worker reads why its own call failed whatever other threads do. */
+static _Thread_local char last_error[VMAI_ERRLEN];
+
+void vmai_set_last_error(const char *msg)
+{
+    snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
+const char *vma_last_error(void) { return last_error; }

@@ -49,6 +49,11 @@ struct wdev {
 
 struct vma_writer {
     pthread_mutex_t lock;
+    /* Held while the progress callback runs, outside `lock` (so the
+     * callback may call vma_writer_device_stats()); never taken before
+     * `lock` is released. */
+    pthread_mutex_t progress_lock;
+    uint64_t reported_bytes;    /* the last totals given to the callback */
     char err[VMAI_ERRLEN];
     int status;             /* sticky failure */
 
@@ -96,8 +101,13 @@ static int wfail(vma_writer *w, int status, const char *fmt, ...)
         va_end(ap);
         w->status = status;
     }
+    vmai_set_last_error(w->err);
     return w->status;
 }
+
+/* The status of an ended writer, its first message as this thread's last
+ * error. */
+static int wended(vma_writer *w) { return wfail(w, w->status, "%s", ""); }
 
 /* An argument error: reported, but the writer stays usable. */
 static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
@@ -105,10 +115,13 @@ static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
 
 static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
 {
+    if (w->status != VMA_OK)
+        return wended(w);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(w->err, sizeof(w->err), fmt, ap);
     va_end(ap);
+    vmai_set_last_error(w->err);
     return status;
 }
 
@@ -119,6 +132,12 @@ vma_writer *vma_writer_new(void)
         return NULL;
     w->ext_buf = malloc(VMA_EXTENT_HEADER_SIZE + CLUSTERS_PER_EXTENT * VMA_CLUSTER_SIZE);
     if (w->ext_buf == NULL || pthread_mutex_init(&w->lock, NULL) != 0) {
+        free(w->ext_buf);
+        free(w);
+        return NULL;
+    }
+    if (pthread_mutex_init(&w->progress_lock, NULL) != 0) {
+        pthread_mutex_destroy(&w->lock);
         free(w->ext_buf);
         free(w);
         return NULL;
@@ -194,10 +213,19 @@ void vma_writer_free(vma_writer *w)
     vmai_cancel_close(&w->cancel);
     free(w->ext_buf);
     pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->progress_lock);
     free(w);
 }
 
 const char *vma_writer_error(const vma_writer *w) { return w->err; }
+
+int vma_writer_status(vma_writer *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = w->status;
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
 
 void vma_writer_cancel(vma_writer *w) { vmai_cancel_fire(&w->cancel); }
 
@@ -205,7 +233,7 @@ void vma_writer_cancel(vma_writer *w) { vmai_cancel_fire(&w->cancel); }
 static int check_setup(vma_writer *w, const char *what)
 {
     if (w->status != VMA_OK)
-        return w->status;
+        return wended(w);
     if (w->sealed)
         return wrefuse(w, VMA_ERR_INVALID, "%s: not allowed after the first cluster", what);
     return VMA_OK;
@@ -248,7 +276,9 @@ int vma_writer_open_fd(vma_writer *w, int fd)
     return VMA_OK;
 }
 
-static int open_exec(vma_writer *w, const char *command)
+/* Run argv (file found as execvp does) with the archive on its stdin;
+ * `command` names it in messages. */
+static int open_exec(vma_writer *w, const char *file, char *const argv[], const char *command)
 {
     int pipefd[2], errfd;
     if ((w->command = strdup(command)) == NULL)
@@ -281,16 +311,20 @@ static int open_exec(vma_writer *w, const char *command)
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
-    char *argv[] = {"sh", "-c", (char *)command, NULL};
     pid_t pid;
-    int err = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+    int err = posix_spawnp(&pid, file, &fa, &attr, argv, environ);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(pipefd[0]);
     vmai_childerr_spawned(w->child_err);
     if (err != 0) {
         close(pipefd[1]);
-        return wfail(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
+        /* Refused: nothing of this try is kept, another output may follow. */
+        vmai_childerr_free(w->child_err);
+        w->child_err = NULL;
+        free(w->command);
+        w->command = NULL;
+        return wrefuse(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
     }
     /* Our end only: writes then wait in poll(2), where a cancel ends them. */
     int fl = fcntl(pipefd[1], F_GETFL);
@@ -300,6 +334,27 @@ static int open_exec(vma_writer *w, const char *command)
     w->fd = pipefd[1];
     w->own_fd = true;
     return VMA_OK;
+}
+
+int vma_writer_open_command(vma_writer *w, char *const argv[])
+{
+    int rc = check_output(w);
+    if (rc != VMA_OK)
+        return rc;
+    if (argv == NULL || argv[0] == NULL || argv[0][0] == '\0')
+        return wrefuse(w, VMA_ERR_INVALID, "open_command: no command");
+    return open_exec(w, argv[0], argv, argv[0]);
+}
+
+int vma_writer_open_shell(vma_writer *w, const char *command)
+{
+    int rc = check_output(w);
+    if (rc != VMA_OK)
+        return rc;
+    if (command == NULL)
+        return wrefuse(w, VMA_ERR_INVALID, "open_shell: no command");
+    char *argv[] = {"sh", "-c", (char *)command, NULL};
+    return open_exec(w, "/bin/sh", argv, command);
 }
 
 /* open(2) of a FIFO for writing waits for a reader, and a cancel could not
@@ -326,8 +381,6 @@ int vma_writer_open_path(vma_writer *w, const char *path)
         return rc;
     if (path == NULL || path[0] == '\0')
         return wrefuse(w, VMA_ERR_INVALID, "no output path");
-    if (strncmp(path, "exec:", 5) == 0)
-        return open_exec(w, path + 5);
     struct stat st;
     int fd;
     if (stat(path, &st) == 0) {
@@ -554,7 +607,7 @@ static uint16_t cluster_mask(const unsigned char *data, uint64_t limit)
 static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
 {
     if (w->status != VMA_OK)
-        return w->status;
+        return wended(w);
     if (w->finished)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
     if (dev_id == 0 || dev_id > w->device_count)
@@ -582,7 +635,7 @@ static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
     return VMA_OK;
 }
 
-int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_num,
+int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint32_t cluster_num,
                              const void *data)
 {
     /* Zero detection runs outside the lock: it is the per-cluster work
@@ -590,7 +643,7 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     uint64_t limit = VMA_CLUSTER_SIZE;
     if (dev_id > 0 && dev_id < VMA_DEV_SLOTS && !w->hdr.devices[dev_id].is_vmstate) {
         uint64_t size = w->hdr.devices[dev_id].size;
-        uint64_t start = cluster_num * VMA_CLUSTER_SIZE;
+        uint64_t start = (uint64_t)cluster_num * VMA_CLUSTER_SIZE;
         limit = start >= size ? 0 : (size - start < limit ? size - start : limit);
     }
     uint16_t mask = cluster_mask(data, limit);
@@ -641,9 +694,26 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint64_t cluster_nu
     w->total_zero += zeros;
     if (w->hdr.devices[dev_id].is_vmstate)
         d->next++;
-    if (w->progress != NULL && w->progress(w->progress_opaque, w->total_bytes, w->total_zero) != 0)
-        rc = wfail(w, VMA_ERR_CALLBACK, "cancelled at cluster %llu of device '%s'",
-                   (unsigned long long)cluster_num, w->hdr.devices[dev_id].name);
+    vma_write_progress_fn progress = w->progress;
+    uint64_t total = w->total_bytes, total_zero = w->total_zero;
+    pthread_mutex_unlock(&w->lock);
+    /* Outside the lock: the callback may call device_stats. Totals only
+     * grow; a snapshot older than one already reported is skipped. */
+    if (progress == NULL)
+        return VMA_OK;
+    pthread_mutex_lock(&w->progress_lock);
+    int stop = 0;
+    if (total > w->reported_bytes) {
+        w->reported_bytes = total;
+        stop = progress(w->progress_opaque, total, total_zero);
+    }
+    pthread_mutex_unlock(&w->progress_lock);
+    if (stop == 0)
+        return VMA_OK;
+    pthread_mutex_lock(&w->lock);
+    rc = wfail(w, VMA_ERR_CALLBACK,
+               "stopped by the progress callback at cluster %lu of device '%s'",
+               (unsigned long)cluster_num, w->hdr.devices[dev_id].name);
 out:
     pthread_mutex_unlock(&w->lock);
     return rc;
@@ -653,8 +723,10 @@ int vma_writer_close_device(vma_writer *w, unsigned dev_id)
 {
     pthread_mutex_lock(&w->lock);
     int rc = w->status;
-    if (rc != VMA_OK)
+    if (rc != VMA_OK) {
+        wended(w);
         goto out;
+    }
     if (dev_id == 0 || dev_id > w->device_count) {
         rc = wrefuse(w, VMA_ERR_INVALID, "close of unknown dev_id %u", dev_id);
         goto out;
@@ -677,7 +749,7 @@ out:
 int vma_writer_finish(vma_writer *w)
 {
     if (w->status != VMA_OK)
-        return w->status;
+        return wended(w);
     if (w->finished)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
     if (vmai_cancelled(&w->cancel))

@@ -11,6 +11,8 @@
 #        prints exactly tests/golden/basic.list, and --version works,
 #      - a small program compiled with `pkg-config --cflags --libs
 #        vmarchive` against the installed header and library runs,
+#      - the programs of examples/, compiled the same way, pass
+#        tests/cli/examples.sh with the installed command,
 #      - no package ships /usr/bin/vma (pve-qemu-kvm's file).
 # Nothing is written inside the repository. Exits non-zero on any failure.
 # Usage: scripts/debian-check.sh   (VMA_KEEP_DEB_DIR=1 keeps the temp dir)
@@ -189,4 +191,16 @@ cmp -s "$T/prog.out" "$T/prog.want" || {
     echo "debian-check.sh: the pkg-config program printed something else" >&2
     exit 1
 }
+echo "== examples/ built with pkg-config against the installed library, then run"
+mkdir "$T/examples"
+for x in list create_threads hash_devices restore_progress; do
+    extra=-pthread
+    [ $x = hash_devices ] && extra=$(pkg-config --cflags --libs libcrypto)
+    # shellcheck disable=SC2046,SC2086
+    gcc -std=c11 -Wall -Wextra -Werror -o "$T/examples/$x" "$repo/examples/$x.c" \
+        $(pc --cflags --libs vmarchive) $extra
+done
+# examples.sh wants vma_craft and the preload shim only as placeholders.
+LD_LIBRARY_PATH=$libdir bash "$repo/tests/cli/examples.sh" "$root/usr/bin/vmarchive" \
+    "$repo/tests/golden" /bin/false /dev/null "$T/examples"
 echo "debian-check.sh: OK"

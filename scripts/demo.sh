@@ -103,4 +103,13 @@ debugfs -R 'cat /data/random.bin' out/disk-drive-scsi0.raw 2>/dev/null | cmp - t
 echo "/data/random.bin in the restored filesystem: same as the original"
 
 echo
+echo "== one file out of the backup, without restoring it: vma mount"
+mkdir mnt
+trap 'fusermount3 -u "$tmp/mnt" 2>/dev/null; rm -rf "$tmp"' EXIT
+run "$vma" mount vm.vma mnt
+ls -l mnt
+run debugfs -R 'cat /hello.txt' mnt/drive-scsi0.raw
+run fusermount3 -u mnt
+
+echo
 echo "demo OK"

@@ -24,9 +24,17 @@ packages=(
     jq                    # parses --output-format=json in tests/cli/json.sh and checksum.sh
     bsdutils              # script(1): a pty for the progress bar test (tests/cli/progress.sh)
     libnbd-dev            # NBD targets and sources: qcow2, vmdk, rbd:, iscsi://, nbd://
-    qemu-utils            # qemu-nbd (started by vma for such targets), qemu-img (tests)
+    qemu-utils            # qemu-nbd (started by vma for such targets and sources), qemu-img/qemu-io (tests)
     qemu-block-extra      # qemu-nbd's rbd/iscsi/ssh/curl/gluster/nfs modules
-    nbdkit libnbd-bin     # tests/cli/nbd.sh: nbdkit exports, nbdcopy, qemu-img map JSON
+    nbdkit                # NBD exports in tests/cli/nbd.sh, nbd_create.sh (memory, log, delay, error)
+    libnbd-bin            # nbdcopy: tests/cli/nbd.sh; the NBD read limit in bench/bench-qcow2.sh
+    libfuse3-dev fuse3    # vma mount (libfuse3 >= 3.8 for lseek), fusermount3 (tests/cli/mount.sh)
+    nbdkit-plugin-dev     # nbdkit-vma-plugin.so: the plugin API (nbdkit itself: above)
+    python3-minimal       # /usr/bin/python3: tests/cli/seekmap.py (SEEK_DATA/SEEK_HOLE)
+    # tests/ceph: a one-node Ceph cluster (monitor, manager, one OSD) to
+    # restore into rbd: images through qemu-nbd's rbd driver
+    ceph-mon ceph-mgr ceph-osd
+    ceph-common           # ceph, rbd, rados, ceph-authtool, monmaptool
 )
 
 missing=()

@@ -4,9 +4,13 @@
 #   2. with clang (build-clang/),
 #   3. with gcc and -fsanitize=address,undefined (build-asan/): any ASan,
 #      LeakSanitizer or UBSan report aborts the process and fails its test,
-#   4. and once more the CLI tests and the corruption matrix's CLI sample
-#      of build/ under valgrind (memcheck; any error or definite leak fails),
-#   5. the Debian packages (scripts/debian-check.sh: build, lintian, dpkg -x,
+#   4. with clang and -fsanitize=thread (build-tsan/): the tests that use
+#      threads (embed_api, cancel_api, api_roundtrip); any report fails,
+#   5. and once more the CLI tests and the corruption matrix's CLI sample
+#      of build/, a sample of their vma commands (the first and every
+#      third of each script) under valgrind (memcheck; any error or
+#      definite leak fails),
+#   6. the Debian packages (scripts/debian-check.sh: build, lintian, dpkg -x,
 #      the installed command and a pkg-config program; counted as one test),
 # all with warnings as errors. Prints the time of each stage; exits
 # non-zero on any failure.
@@ -94,7 +98,26 @@ stage "asan+ubsan: meson test" export_san cli_sample run_tests build-asan \
     --timeout-multiplier 3 || true
 count build-asan/meson-logs/testlog.json
 
-# The CLI tests again with every vma command under valgrind (the setup is
+# ThreadSanitizer (clang) on the tests that use threads: the writer's
+# workers and progress callback, counters read during a read, cancels
+# from other threads. Only those targets are built; any report fails.
+tsan_tests=(embed_api cancel_api api_roundtrip)
+tsan_build() {
+    if [ -d build-tsan/meson-private ]; then
+        meson setup --reconfigure build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
+    else
+        CC=clang meson setup build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
+    fi
+    meson compile -C build-tsan "${tsan_tests[@]/#/tests/}"
+}
+stage "tsan: build (build-tsan/, threaded tests)" tsan_build
+stage "tsan: meson test (threaded tests)" \
+    env TSAN_OPTIONS=halt_on_error=1:abort_on_error=1 \
+    meson test -C build-tsan --no-rebuild --print-errorlogs --timeout-multiplier 3 \
+    "${tsan_tests[@]}" || status=1
+count build-tsan/meson-logs/testlog.json
+
+# The CLI tests again with a sample of their vma commands under valgrind (the setup is
 # in tests/meson.build; the matrix drives the CLI on every 25th case).
 if command -v valgrind >/dev/null; then
     stage "valgrind: CLI tests + matrix sample (build/)" \

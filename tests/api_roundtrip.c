@@ -1326,7 +1326,7 @@ static void t_writer_stream_errors(void **state)
     assert_true(id >= 1);
     EXPECT_RC(VMA_ERR_INVALID, vma_writer_write_cluster(w, (unsigned)id, 2, buf),
               vma_writer_error, w);
-    EXPECT_RC(VMA_ERR_INVALID, vma_writer_write_cluster(w, (unsigned)id, UINT64_MAX / CL, buf),
+    EXPECT_RC(VMA_ERR_INVALID, vma_writer_write_cluster(w, (unsigned)id, UINT32_MAX, buf),
               vma_writer_error, w);
     vma_writer_free(w);
     w = new_writer(path);
@@ -1691,9 +1691,9 @@ static void t_closed_stdin(void **state)
             _exit(10);
         vma_reader_free(r);
         char cmd[4400];
-        snprintf(cmd, sizeof(cmd), "exec:cat > '%s'", out);
+        snprintf(cmd, sizeof(cmd), "cat > '%s'", out);
         vma_writer *w = vma_writer_new();
-        if (w == NULL || vma_writer_open_path(w, cmd) != VMA_OK)
+        if (w == NULL || vma_writer_open_shell(w, cmd) != VMA_OK)
             _exit(11);
         int id = vma_writer_add_device(w, "drive-scsi0", CL + 1);
         if (id < 1 || vma_writer_write_cluster(w, (unsigned)id, 0, NULL) != VMA_OK ||
@@ -1722,10 +1722,10 @@ static void t_exec_output(void **state)
     struct arch *a = small_arch(33);
     char *out = tpath("exec.vma");
     char cmd[4400];
-    snprintf(cmd, sizeof(cmd), "exec:cat > '%s'", out);
+    snprintf(cmd, sizeof(cmd), "cat > '%s'", out);
     vma_writer *w = vma_writer_new();
     assert_non_null(w);
-    WRITER_OK(w, vma_writer_open_path(w, cmd));
+    WRITER_OK(w, vma_writer_open_shell(w, cmd));
     writer_setup(w, a);
     writer_fill(w, a, &r); /* finish waits for the command */
     vma_writer_free(w);
@@ -1733,10 +1733,10 @@ static void t_exec_output(void **state)
     unlink(out);
 
     /* a command that fails makes finish fail */
-    snprintf(cmd, sizeof(cmd), "exec:cat > /dev/null; exit 3");
+    snprintf(cmd, sizeof(cmd), "cat > /dev/null; exit 3");
     w = vma_writer_new();
     assert_non_null(w);
-    WRITER_OK(w, vma_writer_open_path(w, cmd));
+    WRITER_OK(w, vma_writer_open_shell(w, cmd));
     int id = vma_writer_add_device(w, "d", CL);
     assert_true(id >= 1);
     WRITER_OK(w, vma_writer_write_cluster(w, (unsigned)id, 0, NULL));
@@ -1748,7 +1748,7 @@ static void t_exec_output(void **state)
      * ignored by this program, as vma.h asks of callers) */
     w = vma_writer_new();
     assert_non_null(w);
-    WRITER_OK(w, vma_writer_open_path(w, "exec:exit 0"));
+    WRITER_OK(w, vma_writer_open_shell(w, "exit 0"));
     id = vma_writer_add_device(w, "d", 64 * MiB);
     assert_true(id >= 1);
     unsigned char *buf = malloc(CL);

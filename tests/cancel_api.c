@@ -658,8 +658,8 @@ static void t_writer_cancel_exec_wait(void **state)
     snprintf(e.marker, sizeof(e.marker), "%s/lingering", dir);
     char cmd[9000];
     snprintf(cmd, sizeof(cmd),
-             "exec:%secho $$ >%s/pid; cat >/dev/null; : >%s; sleep 600", prefix, dir, e.marker);
-    assert_int_equal(vma_writer_open_path(e.w, cmd), VMA_OK);
+             "%secho $$ >%s/pid; cat >/dev/null; : >%s; sleep 600", prefix, dir, e.marker);
+    assert_int_equal(vma_writer_open_shell(e.w, cmd), VMA_OK);
     int id = vma_writer_add_device(e.w, "drive-scsi0", VMA_CLUSTER_SIZE);
     assert_true(id > 0);
     static unsigned char cluster[VMA_CLUSTER_SIZE] = {1};
@@ -686,10 +686,10 @@ static void t_writer_cancel_exec_stalled(void **state)
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char cmd[4200];
-    snprintf(cmd, sizeof(cmd), "exec:echo $$ >%s/pid; exec sleep 600", dir);
+    snprintf(cmd, sizeof(cmd), "echo $$ >%s/pid; exec sleep 600", dir);
     vma_writer *w = vma_writer_new();
     assert_non_null(w);
-    assert_int_equal(vma_writer_open_path(w, cmd), VMA_OK);
+    assert_int_equal(vma_writer_open_shell(w, cmd), VMA_OK);
     snprintf(cmd, sizeof(cmd), "%s/pid", dir);
     wait_for_file(cmd); /* the command runs */
     write_until_cancelled(w);

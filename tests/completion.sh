@@ -38,10 +38,10 @@ expect() {
     fi
 }
 
-expect "vma " list config create extract verify checksum help --help --version
+expect "vma " list config create extract verify checksum mount help --help --version
 expect "vma ex" extract
 expect "vma c" config create checksum
-expect "vma extract -" -v -d -r -p --progress --no-progress --help
+expect "vma extract -" -v -d -r -p --progress --no-progress --salvage --force-header --help
 expect "vma checksum -" -d -p --progress --no-progress --output-format= --help
 expect "vma list --out" --output-format=
 expect "vma verify basic.vma --output-format=" text json
@@ -65,6 +65,8 @@ expect "vma extract missing.vma -d " # unreadable archive: nothing, no error
 expect "vma config basic.vma -c qemu-server.f" qemu-server.fw
 # Archives for the first argument, directories for extract's target.
 expect "vma verify ba" basic.vma
+expect "vma mount -o " allow_other
+expect "vma mount -" -f -o -c -r -n --help
 expect "vma extract basic.vma rest" restore-dir
 
 [ $fails = 0 ] || exit 1

@@ -1,5 +1,5 @@
 /*
- * The memory input (vmai_reader_open_memory, used by the fuzz targets)
+ * The memory input (vma_reader_open_memory, used by the fuzz targets)
  * against a descriptor: for each archive given, and for cut and
  * byte-flipped copies of it, both must end with the same status, the same
  * message and the same clusters handed out. So the fuzzers, which read
@@ -64,7 +64,7 @@ static void compare(const char *name, const char *variant, const unsigned char *
     vma_reader_free(r);
     close(fd);
     r = vma_reader_new();
-    run(r, vmai_reader_open_memory(r, data, len), &b);
+    run(r, vma_reader_open_memory(r, data, len), &b);
     vma_reader_free(r);
     g_cases++;
     if (a.status != b.status || strcmp(a.err, b.err) != 0 || a.clusters != b.clusters ||

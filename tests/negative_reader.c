@@ -141,6 +141,7 @@ struct result {
     int open_rc;
     int read_rc;
     int read2_rc;        /* a second read on the same handle */
+    int status;          /* vma_reader_status() after the first failure */
     char msg[1024];      /* message after the first failure */
     char msg2[1024];     /* message after the second call */
     struct seen seen;
@@ -160,6 +161,7 @@ static void run_reader(vma_reader *r, int rc, struct result *res)
         res->read_rc = vma_reader_read(r, count_cb, &res->seen);
     }
     snprintf(res->msg, sizeof(res->msg), "%s", vma_reader_error(r));
+    res->status = vma_reader_status(r);
     if (rc != VMA_OK || res->read_rc != VMA_OK) {
         res->read2_rc = vma_reader_read(r, count_cb, &res->seen);
         snprintf(res->msg2, sizeof(res->msg2), "%s", vma_reader_error(r));
@@ -226,7 +228,18 @@ static void expect_failure(const struct result *res, const char *via, enum phase
         fail_msg("%s: message '%s' does not say where ('%s')", via, res->msg, where);
     if (strchr(res->msg, '\n') != NULL)
         fail_msg("%s: message is not one line: '%s'", via, res->msg);
+    if (phase == AT_OPEN) {
+        /* a failed open keeps nothing: the reader is usable, not open */
+        if (res->status != VMA_OK || res->read2_rc != VMA_ERR_INVALID ||
+            strcmp(res->msg2, "reader is not open") != 0)
+            fail_msg("%s: after a failed open: status %s, read %s '%s'", via,
+                     vma_status_name(res->status), vma_status_name(res->read2_rc), res->msg2);
+        return;
+    }
     /* the handle stays failed and keeps the first message */
+    if (res->status != status)
+        fail_msg("%s: vma_reader_status() is %s, not %s", via, vma_status_name(res->status),
+                 vma_status_name(status));
     if (res->read2_rc != status)
         fail_msg("%s: second call returned %s, not %s", via, vma_status_name(res->read2_rc),
                  vma_status_name(status));

@@ -1,5 +1,5 @@
 /*
- * The image side of create through the public API: vma_image_format_guess()
+ * The image side of create through the public API: vma_detect_image_format()
  * on signatures, plain data, empty files and pipes (nothing consumed, the
  * file offset kept); vma_path_needs_nbd()'s rule; vma_source's argument and
  * state errors; a qcow2 written through vma_writer_write_device_source()
@@ -57,7 +57,7 @@ static void guess_is(const char *name, size_t len, size_t at, const void *magic,
 {
     int fd = file_with(name, len, at, magic, n);
     assert_int_equal(lseek(fd, 7, SEEK_SET), 7);
-    const char *got = vma_image_format_guess(fd);
+    const char *got = vma_detect_image_format(fd);
     if (want == NULL)
         assert_null(got);
     else
@@ -100,13 +100,13 @@ static void test_guess_pipe(void **state)
     int p[2];
     assert_int_equal(pipe(p), 0);
     assert_int_equal(write(p[1], "QFI\xfb", 4), 4);
-    assert_null(vma_image_format_guess(p[0]));
+    assert_null(vma_detect_image_format(p[0]));
     char b[4];
     assert_int_equal(read(p[0], b, 4), 4);
     assert_memory_equal(b, "QFI\xfb", 4);
     close(p[0]);
     close(p[1]);
-    assert_null(vma_image_format_guess(-1));
+    assert_null(vma_detect_image_format(-1));
 }
 
 static void test_needed(void **state)

@@ -16,10 +16,20 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/vma-cli.XXXXXX") || exit 99
 trap 'rm -rf "$T"' EXIT
 trap 'exit 143' TERM INT # so that the EXIT trap cleans up after a timeout
 
-# VMA_RUNNER: a prefix for every vma command (e.g. "valgrind -q
+# VMA_RUNNER: a prefix for vma commands (e.g. "valgrind -q
 # --error-exitcode=99 ..."); a wrapper script keeps "$VMA" one word.
+# VMA_RUNNER_EVERY=N (default 1) puts only the first and then every Nth
+# vma command of a script under the prefix, the others run as they are:
+# the valgrind stage samples every test's commands rather than dropping
+# tests. The wrapper counts with shell builtins only (some tests run it
+# with a PATH that has nothing but the runner).
 if [ -n "${VMA_RUNNER:-}" ]; then
-    printf '#!/bin/sh\nexec %s %q "$@"\n' "$VMA_RUNNER" "$VMA" >"$T/vma-runner" &&
+    every=${VMA_RUNNER_EVERY:-1}
+    printf '%s\n' '#!/bin/sh' \
+        "n=0; read n 2>/dev/null <\"$T/vma-runner.count\"" \
+        "echo \$((n + 1)) >\"$T/vma-runner.count\"" \
+        "[ \$((n % $every)) -eq 0 ] && exec $VMA_RUNNER $(printf %q "$VMA") \"\$@\"" \
+        "exec $(printf %q "$VMA") \"\$@\"" >"$T/vma-runner" &&
         chmod +x "$T/vma-runner" || exit 99
     VMA=$T/vma-runner
 fi
@@ -180,6 +190,18 @@ dir_sizes() {
 devinfo_lines() {
     local list=$1 dir=$2
     sed -n 's/^DEV: dev_id=[0-9]* size: \([0-9]*\) devname: \(.*\)$/DEVINFO '"$(printf '%s' "$dir" | sed 's/[\/&]/\\&/g')"'\/tmp-disk-\2.raw \1/p' "$list"
+}
+
+# wait_for PATH [SECONDS]: until PATH exists (a command is in flight, a
+# server listens); gives up after SECONDS (120) so a broken build cannot
+# hang the suite.
+wait_for() {
+    local i
+    for i in $(seq $((${2:-120} * 10))); do
+        [ -e "$1" ] && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 # ends_within SECONDS PID: whether PID ends within SECONDS (a hang check

@@ -170,27 +170,6 @@ ends_within_cmd() {
     return 1
 }
 
-# wait_for PATH: until PATH exists (the command is in flight); gives up
-# after 120 s so a broken build cannot hang the suite.
-wait_for() {
-    local i
-    for i in $(seq 1200); do
-        [ -e "$1" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# ends_within SECONDS PID: whether PID ends within SECONDS.
-ends_within() {
-    local i
-    for i in $(seq $(($1 * 10))); do
-        kill -0 "$2" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # stop_with SIG PID [keep-stdout]: send SIG; PID must end within 20 s
 # (else it is killed) and fail as a signal makes it: exit 2, the one line
 # "interrupted by signal".

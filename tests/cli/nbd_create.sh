@@ -46,23 +46,13 @@ data() {
     [ "$(stat -c %s "$1")" = "$2" ] || { echo "nbd_create.sh: cannot make $1" >&2; exit 99; }
 }
 
-# wait_socket PATH: until a server listens there (at most 30 s).
-wait_socket() {
-    local i
-    for i in $(seq 300); do
-        [ -S "$1" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # serve SOCKET CMD...: start a server in the background, wait for its socket.
 serve() {
     local sock=$1
     shift
     "$@" 2>>"$T/servers.log" &
     PIDS+=($!)
-    wait_socket "$sock" || { echo "nbd_create.sh: $1 did not start" >&2; exit 99; }
+    wait_for "$sock" 30 || { echo "nbd_create.sh: $1 did not start" >&2; exit 99; }
 }
 
 S=$T/src
@@ -312,6 +302,18 @@ sigterm_create() {
         for i in $(seq 300); do pgrep -f "$2" >/dev/null && break; sleep 0.1; done
         check "vma started qemu-nbd" pgrep -f "$2"
     fi
+    # A stalled server: wait until the client is connected (the socket's
+    # path shows twice in /proc/net/unix: listening and accepted), so that
+    # the signal comes during the handshake even when vma starts slowly
+    # (valgrind on a loaded machine).
+    if [ -n "${3:-}" ]; then
+        for i in $(seq 600); do
+            [ "$(grep -c -F "$3" /proc/net/unix)" -ge 2 ] && break
+            sleep 0.1
+        done
+        check "the client reached the stalled server" \
+            test "$(grep -c -F "$3" /proc/net/unix)" -ge 2
+    fi
     sleep 1
     kill -TERM $pid
     check "create ended long before the server's delay" ends_within 30 $pid
@@ -330,7 +332,7 @@ for spec in "nbd+unix:///?socket=$T/stall.sock" "nbd:unix:$T/stall.sock"; do
     rm -f "$T/stall.sock"
     serve "$T/stall.sock" nbdkit -f -U "$T/stall.sock" --filter=delay memory 1M delay-open=120
     case_ "SIGTERM while the handshake of $spec stalls"
-    sigterm_create "format=raw:drive-scsi0=$spec"
+    sigterm_create "format=raw:drive-scsi0=$spec" "" "$T/stall.sock"
 done
 
 # SIGTERM while reads are in flight: qemu-nbd serves an NBD export (QEMU's

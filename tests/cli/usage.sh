@@ -19,13 +19,13 @@ run "$VMA" --help
 expect_ok
 expect_out_file "$T/usage.txt"
 
-for cmd in list config create extract verify checksum; do
+for cmd in list config create extract verify checksum mount; do
     case_ "vma help $cmd"
     run "$VMA" help "$cmd"
     expect_ok
     check "$cmd usage starts with 'usage: vma $cmd '" grep -q "^usage: vma $cmd " "$T/out"
     check "$cmd usage names no other command" \
-        bash -c '! grep -E "vma (list|config|create|extract|verify|checksum) " "$1" | grep -qv "vma $2 "' _ "$T/out" "$cmd"
+        bash -c '! grep -E "vma (list|config|create|extract|verify|checksum|mount) " "$1" | grep -qv "vma $2 "' _ "$T/out" "$cmd"
     check "$cmd usage is not the whole list" differ "$T/out" "$T/usage.txt"
     cp "$T/out" "$T/usage-$cmd.txt"
     for h in -h --help; do

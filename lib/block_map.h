@@ -1,0 +1,62 @@
+/*
+ * Random access into compressed archives made of independent blocks (lzop
+ * blocks, seekable zstd frames): a table of where each block's bytes lie
+ * in the decompressed stream and in the file; a read decodes just the
+ * blocks it needs. Also the exact pread the in-place readers share.
+ * Internal to libvma. SPDX-License-Identifier: MIT
+ */
+#ifndef LIBVMA_BLOCK_MAP_H
+#define LIBVMA_BLOCK_MAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vma.h"
+
+struct vmai_block {
+    uint64_t dec_off;   /* where its bytes begin in the decompressed stream */
+    uint64_t file_off;  /* where its compressed data begins in the file */
+    uint32_t src, dst;  /* compressed and decompressed sizes */
+    uint32_t sum;       /* lzop: checksum of the decompressed data */
+    bool has_sum;
+};
+
+struct vmai_block_map {
+    struct vmai_block *blocks;  /* 32 bytes per block */
+    size_t count, cap;
+    uint32_t flags;             /* lzop header flags */
+    uint32_t max_src, max_dst;
+    uint64_t size;              /* decompressed bytes */
+    const char *what;           /* "lzop block", "zstd frame" */
+    /* Decode block i into out (dst bytes), checking what can be checked. */
+    int (*decode)(const struct vmai_block_map *m, int fd, size_t i, unsigned char *out);
+};
+
+/* A new empty map, or NULL when out of memory. */
+struct vmai_block_map *vmai_block_map_new(const char *what,
+                                          int (*decode)(const struct vmai_block_map *, int,
+                                                        size_t, unsigned char *));
+
+/* Append a block (dec_off is set from the blocks before). */
+int vmai_block_map_add(struct vmai_block_map *m, uint64_t file_off, uint32_t src,
+                       uint32_t dst, uint32_t sum, bool has_sum);
+
+/* Read len decompressed bytes at off. Thread-safe. */
+int vmai_block_map_read(const struct vmai_block_map *m, int fd, void *buf, size_t len,
+                        uint64_t off, char *err, size_t errlen);
+
+void vmai_block_map_free(struct vmai_block_map *m);
+
+/* Index of the last of count entries (each stride bytes, a uint64_t key at
+ * key_off, sorted) whose key is <= off; 0 when there is none. */
+size_t vmai_seek_table_find(const void *base, size_t count, size_t stride, size_t key_off,
+                            uint64_t off);
+
+/* Make room for one more element in a growing array (by half). */
+int vmai_grow(void **array, size_t *cap, size_t count, size_t size);
+
+/* pread exactly n bytes: VMA_OK, VMA_ERR_IO (errno set) or VMA_ERR_TRUNCATED. */
+int vmai_pread_exact(int fd, void *buf, size_t n, uint64_t off);
+
+#endif

@@ -1,0 +1,658 @@
+/*
+ * Random access to an archive's devices: one checked pass over the archive
+ * (the reader's own loop and rules) records, for every cluster that holds
+ * data, where its stored blocks lie; reads then pread() just those bytes.
+ * A compressed archive's stored blocks go to an unlinked sparse cache file
+ * during the pass. After the open nothing changes, so reads need no lock.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "image_internal.h"
+#include "lzo_blocks.h"
+#include "reader_internal.h"
+#include "zst_frames.h"
+
+vma_image *vma_image_new(void)
+{
+    vma_image *img = calloc(1, sizeof(*img));
+    if (img == NULL)
+        return NULL;
+    img->r = vma_reader_new();
+    if (img->r == NULL || pthread_mutex_init(&img->lock, NULL) != 0) {
+        vma_reader_free(img->r);
+        free(img);
+        return NULL;
+    }
+    img->archive_fd = -1;
+    img->data_fd = -1;
+    return img;
+}
+
+void vmai_ra_clear(vma_image *img)
+{
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
+        free(img->dev[i].e);
+        memset(&img->dev[i], 0, sizeof(img->dev[i]));
+    }
+}
+
+void vma_image_free(vma_image *img)
+{
+    if (img == NULL)
+        return;
+    vmai_ra_clear(img);
+    vmai_block_map_free(img->blocks);
+    vmai_gz_map_free(img->gz);
+    vma_reader_free(img->r);
+    if (img->data_fd >= 0 && img->data_fd != img->archive_fd)
+        close(img->data_fd);
+    if (img->archive_fd >= 0)
+        close(img->archive_fd);
+    pthread_mutex_destroy(&img->lock);
+    free(img->cache_dir);
+    free(img);
+}
+
+static int fail(vma_image *img, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(vma_image *img, int status, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&img->lock);
+    va_start(ap, fmt);
+    vsnprintf(img->err, sizeof(img->err), fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&img->lock);
+    return status;
+}
+
+const char *vma_image_error(const vma_image *img) { return img->err; }
+
+int vma_image_set_cache_dir(vma_image *img, const char *dir)
+{
+    char *copy = NULL;
+    if (dir != NULL && (copy = strdup(dir)) == NULL)
+        return fail(img, VMA_ERR_NOMEM, "out of memory");
+    free(img->cache_dir);
+    img->cache_dir = copy;
+    return VMA_OK;
+}
+
+void vma_image_set_progress(vma_image *img, vma_progress_fn fn, void *opaque)
+{
+    img->progress = fn;
+    img->progress_opaque = opaque;
+}
+
+void vma_image_set_cache_notice(vma_image *img, vma_cache_fn fn, void *opaque)
+{
+    img->notice = fn;
+    img->notice_opaque = opaque;
+}
+
+void vma_image_cancel(vma_image *img) { vma_reader_cancel(img->r); }
+
+int vma_image_index_state(const vma_image *img) { return img->index_state; }
+
+const vma_reader *vma_image_reader(const vma_image *img) { return img->r; }
+
+static struct vmai_ra_dev *image_dev(const vma_image *img, unsigned dev_id)
+{
+    if (!img->opened || vma_reader_device_name(img->r, dev_id) == NULL)
+        return NULL;
+    return (struct vmai_ra_dev *)&img->dev[dev_id];
+}
+
+uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id)
+{
+    const struct vmai_ra_dev *d = image_dev(img, dev_id);
+    return d != NULL ? d->size : 0;
+}
+
+/* --- the index pass --- */
+
+/* Grow by an eighth: glibc moves large blocks with mremap, so the peak
+ * stays near 12 * 9/8 = 13.5 bytes per entry. */
+static int append(struct vmai_ra_dev *d, uint32_t num, uint16_t mask, uint64_t off)
+{
+    if (d->count == d->cap) {
+        uint64_t cap = d->cap + d->cap / 8 + 1024;
+        struct vmai_ra_entry *e = realloc(d->e, (size_t)cap * sizeof(*e));
+        if (e == NULL)
+            return VMA_ERR_NOMEM;
+        d->e = e;
+        d->cap = cap;
+    }
+    if (d->count > 0 && d->e[d->count - 1].num > num)
+        d->unsorted = true;
+    d->e[d->count++] = (struct vmai_ra_entry){ num, mask, (uint16_t)(off >> 32), (uint32_t)off };
+    return VMA_OK;
+}
+
+/* Write a cluster's stored blocks to the cache; all-zero blocks are left
+ * as holes. */
+static int cache_blocks(vma_image *img, const unsigned char *data, unsigned stored)
+{
+    for (unsigned b = 0; b < stored; b++) {
+        const unsigned char *blk = data + (size_t)b * VMA_BLOCK_SIZE;
+        if (vmai_is_zero(blk, VMA_BLOCK_SIZE))
+            continue;
+        if (vmai_write_full(img->data_fd, blk, VMA_BLOCK_SIZE,
+                            (int64_t)(img->cache_pos + (uint64_t)b * VMA_BLOCK_SIZE), NULL,
+                            false) != 0)
+            return fail(img, VMA_ERR_IO, "write of the cache file in %s at byte %llu failed: %s",
+                        img->cache_dir != NULL ? img->cache_dir : "the temporary directory",
+                        (unsigned long long)(img->cache_pos + (uint64_t)b * VMA_BLOCK_SIZE),
+                        strerror(errno));
+    }
+    return VMA_OK;
+}
+
+static int index_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
+                         const unsigned char *data)
+{
+    vma_image *img = opaque;
+    vma_reader *r = img->r;
+    struct vmai_ra_dev *d = &img->dev[dev_id];
+    if (vma_reader_device_is_vmstate(r, dev_id))
+        d->stream_len = (uint64_t)cluster_num + 1;
+    if (mask == 0)
+        return 0;
+    unsigned stored = vmai_popcount16(mask);
+    uint64_t off;
+    if (img->data_fd == img->archive_fd) {
+        /* The reader holds the extent that starts at r->offset in
+         * extent_data; data points into it. */
+        off = r->offset + VMA_EXTENT_HEADER_SIZE + (uint64_t)(data - r->extent_data);
+    } else {
+        off = img->cache_pos;
+        if ((img->cb_status = cache_blocks(img, data, stored)) != VMA_OK)
+            return 1;
+        img->cache_pos += (uint64_t)stored * VMA_BLOCK_SIZE;
+    }
+    if (off + (uint64_t)stored * VMA_BLOCK_SIZE > VMAI_RA_MAX_OFFSET) {
+        img->cb_status = fail(img, VMA_ERR_LIMIT, "archive too large for random access: data at byte %llu is "
+             "past 256 TiB", (unsigned long long)off);
+        return 1;
+    }
+    if (append(d, cluster_num, mask, off) != VMA_OK) {
+        img->cb_status = fail(img, VMA_ERR_NOMEM, "out of memory for the index of device '%s' (%llu entries)",
+             vma_reader_device_name(r, dev_id), (unsigned long long)d->count);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    uint32_t x = ((const struct vmai_ra_entry *)a)->num;
+    uint32_t y = ((const struct vmai_ra_entry *)b)->num;
+    return x < y ? -1 : x > y;
+}
+
+static int image_progress(void *opaque, uint64_t clusters, uint64_t bytes)
+{
+    vma_image *img = opaque;
+    return img->progress != NULL ? img->progress(img->progress_opaque, clusters, bytes) : 0;
+}
+
+/* An unlinked file in the cache directory: O_TMPFILE where the file
+ * system has it, else mkstemp() and unlink() at once. */
+static int open_tmp(vma_image *img, int *out)
+{
+    const char *dir = img->cache_dir;
+    if (dir == NULL) {
+        dir = getenv("TMPDIR");
+        if (dir == NULL || *dir == '\0')
+            dir = "/tmp";
+        if (vma_image_set_cache_dir(img, dir) != VMA_OK)
+            return VMA_ERR_NOMEM;
+        dir = img->cache_dir;
+    }
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        size_t n = strlen(dir) + sizeof("/vma-cache.XXXXXX");
+        char *tmpl = malloc(n);
+        if (tmpl == NULL)
+            return fail(img, VMA_ERR_NOMEM, "out of memory");
+        snprintf(tmpl, n, "%s/vma-cache.XXXXXX", dir);
+        fd = mkostemp(tmpl, O_CLOEXEC);
+        if (fd >= 0)
+            unlink(tmpl);
+        free(tmpl);
+    }
+    if (fd < 0)
+        return fail(img, VMA_ERR_IO, "cannot make a cache file in %s: %s", dir, strerror(errno));
+    *out = fd;
+    return VMA_OK;
+}
+
+static int open_cache(vma_image *img)
+{
+    int rc = open_tmp(img, &img->data_fd);
+    if (rc != VMA_OK)
+        return rc;
+    if (img->notice != NULL) {
+        uint64_t total = 0;
+        for (unsigned i = vma_reader_next_device(img->r, 0); i != 0;
+             i = vma_reader_next_device(img->r, i))
+            total += vma_reader_device_size(img->r, i);
+        img->notice(img->notice_opaque, img->cache_dir, total);
+    }
+    return VMA_OK;
+}
+
+static int build_index(vma_image *img)
+{
+    vma_reader *r = img->r;
+    bool compressed = strcmp(vma_reader_compression(r), "none") != 0, gzip = false;
+    char err[VMAI_ERRLEN];
+    int rc = VMA_OK;
+    if (strcmp(vma_reader_compression(r), "lzo") == 0) {
+        /* Read in place: index the lzop blocks, then the archive as if
+         * plain (offsets in the decompressed stream). */
+        rc = vmai_lzo_map_scan(img->archive_fd, &img->blocks, err, sizeof(err));
+        if (rc != VMA_OK)
+            return fail(img, rc, "%s", err);
+        compressed = false;
+        img->data_fd = img->archive_fd;
+    } else if (strcmp(vma_reader_compression(r), "gzip") == 0) {
+        /* Read in place through access points, built by a second inflate
+         * pass after the checked one. */
+        compressed = false;
+        img->data_fd = img->archive_fd;
+        gzip = true;
+    } else if (strcmp(vma_reader_compression(r), "zstd") == 0 &&
+               (rc = vmai_zst_map_load(img->archive_fd, (uint64_t)img->st.st_size, &img->blocks,
+                                       err, sizeof(err))) != VMA_ERR_NOT_FOUND) {
+        /* Seekable zstd: read in place by frames. */
+        if (rc != VMA_OK)
+            return fail(img, rc, "%s", err);
+        compressed = false;
+        img->data_fd = img->archive_fd;
+    } else if (compressed) {
+        rc = open_cache(img);
+        if (rc != VMA_OK)
+            return rc;
+    } else {
+        img->data_fd = img->archive_fd;
+    }
+    vma_reader_set_progress(r, image_progress, img);
+    rc = vma_reader_read(r, index_cluster, img);
+    if (rc != VMA_OK) {
+        /* A failure of index_cluster itself already has its message. */
+        if (img->cb_status != VMA_OK)
+            rc = img->cb_status;
+        else
+            fail(img, rc, "%s", vma_reader_error(r));
+        vmai_ra_clear(img);
+        return rc;
+    }
+    if (gzip) {
+        int wfd;
+        if ((rc = open_tmp(img, &wfd)) != VMA_OK)
+            return rc;
+        rc = vmai_gz_map_build(img->archive_fd, wfd, &r->cancel, &img->gz, err, sizeof(err));
+        if (rc != VMA_OK) {
+            close(wfd);
+            return fail(img, rc, "%s", err);
+        }
+        if (img->gz->size != r->offset)
+            return fail(img, VMA_ERR_CORRUPT,
+                        "the gzip stream holds %llu bytes but the archive is %llu bytes long",
+                        (unsigned long long)img->gz->size, (unsigned long long)r->offset);
+    }
+    if (img->blocks != NULL && img->blocks->size != r->offset)
+        return fail(img, VMA_ERR_CORRUPT,
+                    "the %ss hold %llu bytes but the archive is %llu bytes long",
+                    img->blocks->what, (unsigned long long)img->blocks->size,
+                    (unsigned long long)r->offset);
+    if (compressed && ftruncate(img->data_fd, (off_t)img->cache_pos) != 0)
+        return fail(img, VMA_ERR_IO, "cannot size the cache file: %s", strerror(errno));
+    for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
+        struct vmai_ra_dev *d = &img->dev[i];
+        if (d->unsorted)
+            qsort(d->e, (size_t)d->count, sizeof(*d->e), cmp_entry);
+        d->unsorted = false;
+        if (d->count < d->cap) {
+            struct vmai_ra_entry *e = realloc(d->e, (size_t)d->count * sizeof(*e));
+            if (e != NULL || d->count == 0) {
+                d->e = e;
+                d->cap = d->count;
+            }
+        }
+        d->size = vma_reader_device_size(r, i);
+        if (vma_reader_device_is_vmstate(r, i) && d->stream_len * VMA_CLUSTER_SIZE < d->size)
+            d->size = d->stream_len * VMA_CLUSTER_SIZE;
+    }
+    return VMA_OK;
+}
+
+int vma_image_open(vma_image *img, const char *path, unsigned flags)
+{
+    if (img->opened || img->archive_fd >= 0)
+        return fail(img, VMA_ERR_INVALID, "image is already open");
+    if (path == NULL || strcmp(path, "-") == 0)
+        return fail(img, VMA_ERR_INVALID, "random access needs an archive file, not a stream");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(img, VMA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    img->archive_fd = fd;
+    if (fstat(fd, &img->st) != 0)
+        return fail(img, VMA_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(img->st.st_mode))
+        return fail(img, VMA_ERR_INVALID, "%s is not a regular file", path);
+    int rc = vma_reader_open_fd(img->r, fd);
+    if (rc != VMA_OK)
+        return fail(img, rc, "%s", vma_reader_error(img->r));
+    bool plain = strcmp(vma_reader_compression(img->r), "none") == 0;
+    bool use_file = plain && !(flags & VMA_IMAGE_NO_INDEX_FILE);
+
+    char *idx = NULL;
+    if (use_file) {
+        size_t n = strlen(path) + sizeof(".vmaidx");
+        if ((idx = malloc(n)) == NULL)
+            return fail(img, VMA_ERR_NOMEM, "out of memory");
+        snprintf(idx, n, "%s.vmaidx", path);
+    }
+    char err[VMAI_ERRLEN];
+    if (use_file && !(flags & VMA_IMAGE_REINDEX)) {
+        rc = vmai_index_load(img, idx, err, sizeof(err));
+        if (rc == VMA_OK) {
+            img->data_fd = fd;
+            img->index_state = VMA_IMAGE_INDEX_LOADED;
+            img->opened = true;
+            free(idx);
+            return VMA_OK;
+        }
+        vmai_ra_clear(img);
+        if (rc != VMA_ERR_NOT_FOUND) {
+            free(idx);
+            return fail(img, rc, "%s", err);
+        }
+    }
+    rc = build_index(img);
+    if (rc != VMA_OK) {
+        free(idx);
+        return rc;
+    }
+    img->index_state = VMA_IMAGE_INDEX_BUILT;
+    /* A directory we may not write to only costs the next open a pass. */
+    if (use_file && vmai_index_save(img, idx, err, sizeof(err)) == VMA_OK)
+        img->index_state = VMA_IMAGE_INDEX_SAVED;
+    free(idx);
+    img->opened = true;
+    return VMA_OK;
+}
+
+/* --- reads --- */
+
+/* First entry with num >= cluster. */
+static uint64_t lower_bound(const struct vmai_ra_dev *d, uint64_t cluster)
+{
+    uint64_t lo = 0, hi = d->count;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (d->e[mid].num < cluster)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A run of file bytes to pread into a run of the caller's buffer: adjacent
+ * stored blocks become one pread. */
+struct run {
+    uint64_t file_off;
+    unsigned char *buf;
+    size_t len;
+};
+
+static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
+{
+    if (img->blocks != NULL || img->gz != NULL) {
+        char err[VMAI_ERRLEN];
+        int rc = img->blocks != NULL
+                     ? vmai_block_map_read(img->blocks, img->archive_fd, run->buf, run->len,
+                                           run->file_off, err, sizeof(err))
+                     : vmai_gz_map_read(img->gz, img->archive_fd, run->buf, run->len,
+                                        run->file_off, err, sizeof(err));
+        run->len = 0;
+        if (rc != VMA_OK)
+            return fail(img, rc, "read of device '%s': %s",
+                        vma_reader_device_name(img->r, dev_id), err);
+        return VMA_OK;
+    }
+    size_t done = 0;
+    while (done < run->len) {
+        ssize_t n = pread(img->data_fd, run->buf + done, run->len - done,
+                          (off_t)(run->file_off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return fail(img, VMA_ERR_IO, "read of device '%s' failed at %s byte %llu: %s",
+                        vma_reader_device_name(img->r, dev_id),
+                        img->data_fd == img->archive_fd ? "archive" : "cache",
+                        (unsigned long long)(run->file_off + done), strerror(errno));
+        if (n == 0)
+            return fail(img, VMA_ERR_TRUNCATED,
+                        "read of device '%s': the %s ends at byte %llu, before the indexed "
+                        "data (changed since it was indexed?)",
+                        vma_reader_device_name(img->r, dev_id),
+                        img->data_fd == img->archive_fd ? "archive" : "cache",
+                        (unsigned long long)(run->file_off + done));
+        done += (size_t)n;
+    }
+    run->len = 0;
+    return VMA_OK;
+}
+
+/* Called for each piece of a read, in order: n bytes at out, stored at
+ * file_off of the data file, or zeros when file_off is NO_DATA. */
+#define NO_DATA UINT64_MAX
+typedef int (*piece_fn)(void *ctx, unsigned char *out, size_t n, uint64_t file_off);
+
+static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsigned char *out,
+                piece_fn fn, void *ctx)
+{
+    uint64_t pos = offset, end = offset + len;
+    uint64_t i = lower_bound(d, pos / VMA_CLUSTER_SIZE);
+    int rc = VMA_OK;
+    while (pos < end && rc == VMA_OK) {
+        uint64_t c = pos / VMA_CLUSTER_SIZE;
+        while (i < d->count && d->e[i].num < c)
+            i++;
+        uint64_t cend = (c + 1) * VMA_CLUSTER_SIZE < end ? (c + 1) * VMA_CLUSTER_SIZE : end;
+        if (i == d->count || d->e[i].num != c) {
+            rc = fn(ctx, out, (size_t)(cend - pos), NO_DATA);
+            out += cend - pos;
+            pos = cend;
+            continue;
+        }
+        uint16_t mask = d->e[i].mask;
+        uint64_t base = vmai_ra_off(&d->e[i]);
+        while (pos < cend && rc == VMA_OK) {
+            unsigned b = (unsigned)((pos % VMA_CLUSTER_SIZE) / VMA_BLOCK_SIZE);
+            uint64_t bend = c * VMA_CLUSTER_SIZE + (uint64_t)(b + 1) * VMA_BLOCK_SIZE;
+            size_t n = (size_t)((bend < cend ? bend : cend) - pos);
+            uint64_t fo = NO_DATA;
+            if (mask & (1u << b)) {
+                unsigned rank = vmai_popcount16((uint16_t)(mask & ((1u << b) - 1)));
+                fo = base + (uint64_t)rank * VMA_BLOCK_SIZE + pos % VMA_BLOCK_SIZE;
+            }
+            rc = fn(ctx, out, n, fo);
+            out += n;
+            pos += n;
+        }
+    }
+    return rc;
+}
+
+/* Pass 1: the range of the data file a read needs. */
+struct span {
+    uint64_t lo, hi;
+    unsigned runs;              /* preads the pieces alone would take */
+    uint64_t run_end;
+    const unsigned char *out_end;
+};
+
+static int span_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct span *s = ctx;
+    if (fo != NO_DATA) {
+        if (fo < s->lo)
+            s->lo = fo;
+        if (fo + n > s->hi)
+            s->hi = fo + n;
+        s->runs += fo != s->run_end || out != s->out_end;
+        s->run_end = fo + n;
+        s->out_end = out + n;
+    }
+    return VMA_OK;
+}
+
+/* Pass 2 after one read of the whole span into a bounce buffer. */
+struct bounce {
+    const unsigned char *data;
+    uint64_t lo;
+};
+
+static int bounce_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct bounce *b = ctx;
+    if (fo == NO_DATA)
+        memset(out, 0, n);
+    else
+        memcpy(out, b->data + (fo - b->lo), n);
+    return VMA_OK;
+}
+
+/* Pass 2 without a bounce buffer: adjacent pieces become one read. */
+struct direct {
+    vma_image *img;
+    unsigned dev_id;
+    struct run run;
+};
+
+static int direct_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct direct *x = ctx;
+    if (fo == NO_DATA) {
+        memset(out, 0, n);
+        return VMA_OK;
+    }
+    struct run *run = &x->run;
+    if (run->len > 0 && run->file_off + run->len == fo && run->buf + run->len == out) {
+        run->len += n;
+        return VMA_OK;
+    }
+    int rc = run->len > 0 ? run_flush(x->img, x->dev_id, run) : VMA_OK;
+    *run = (struct run){ fo, out, n };
+    return rc;
+}
+
+/* A read whose stored pieces lie within this much of the data file (and
+ * at most twice its length plus 1 MiB) reads that range once: one pread,
+ * or one decode per compressed block, instead of one per piece. */
+#define BOUNCE_MAX (32u << 20)
+
+int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
+                        uint64_t offset)
+{
+    const struct vmai_ra_dev *d = image_dev(img, dev_id);
+    if (d == NULL)
+        return fail(img, VMA_ERR_NOT_FOUND, "no device %u in the image", dev_id);
+    if (offset >= d->size)
+        return 0;
+    if (len > d->size - offset)
+        len = (size_t)(d->size - offset);
+    if (len > INT64_MAX)
+        len = INT64_MAX;
+    struct span sp = { NO_DATA, 0, 0, NO_DATA, NULL };
+    walk(d, offset, len, buf, span_piece, &sp);
+    int rc;
+    uint64_t width = sp.hi > sp.lo ? sp.hi - sp.lo : 0;
+    unsigned char *tmp = NULL;
+    /* In a plain archive a few preads cost less than the extra copy. */
+    bool in_place = img->blocks == NULL && img->gz == NULL;
+    if (width > 0 && width <= BOUNCE_MAX && width <= 2 * (uint64_t)len + (1u << 20) &&
+        (!in_place || sp.runs > 8) &&
+        (tmp = malloc((size_t)width)) != NULL) {
+        struct run run = { sp.lo, tmp, (size_t)width };
+        rc = run_flush(img, dev_id, &run);
+        struct bounce b = { tmp, sp.lo };
+        if (rc == VMA_OK)
+            rc = walk(d, offset, len, buf, bounce_piece, &b);
+        free(tmp);
+        if (rc == VMA_OK)
+            return (int64_t)len;
+        /* The span also covers bytes the read does not need (other
+         * devices, extent headers): a damaged block there must not fail
+         * it, so read the pieces alone. */
+    }
+    {
+        struct direct x = { img, dev_id, { 0, NULL, 0 } };
+        rc = walk(d, offset, len, buf, direct_piece, &x);
+        if (rc == VMA_OK && x.run.len > 0)
+            rc = run_flush(img, dev_id, &x.run);
+    }
+    return rc != VMA_OK ? rc : (int64_t)len;
+}
+
+int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
+                        uint64_t *data_off, uint64_t *data_len)
+{
+    const struct vmai_ra_dev *d = image_dev(img, dev_id);
+    if (d == NULL)
+        return VMA_ERR_NOT_FOUND;
+    *data_off = d->size;
+    *data_len = 0;
+    if (offset >= d->size)
+        return VMA_OK;
+    uint64_t i = lower_bound(d, offset / VMA_CLUSTER_SIZE);
+    uint64_t start = 0, stop = 0;
+    bool found = false;
+    for (; i < d->count; i++) {
+        uint64_t cs = (uint64_t)d->e[i].num * VMA_CLUSTER_SIZE;
+        unsigned b0 = offset > cs ? (unsigned)((offset - cs) / VMA_BLOCK_SIZE) : 0;
+        unsigned mask = d->e[i].mask;
+        if (!found) {
+            unsigned rest = b0 < 16 ? mask >> b0 << b0 : 0;
+            if (rest == 0)
+                continue;
+            unsigned b = (unsigned)__builtin_ctz(rest);
+            start = cs + (uint64_t)b * VMA_BLOCK_SIZE;
+            if (start < offset)
+                start = offset;
+            found = true;
+            /* Stored blocks from b on, up to the first zero block. */
+            unsigned run = (unsigned)__builtin_ctz(~(mask >> b) | 0x10000u >> b);
+            stop = cs + (uint64_t)(b + run) * VMA_BLOCK_SIZE;
+            if (b + run < 16)
+                break;
+        } else {
+            if (cs != stop || !(mask & 1u))
+                break;
+            unsigned run = (unsigned)__builtin_ctz(~mask | 0x10000u);
+            stop = cs + (uint64_t)run * VMA_BLOCK_SIZE;
+            if (run < 16)
+                break;
+        }
+    }
+    if (!found || start >= d->size)
+        return VMA_OK;
+    if (stop > d->size)
+        stop = d->size;
+    *data_off = start;
+    *data_len = stop - start;
+    return VMA_OK;
+}

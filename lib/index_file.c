@@ -1,0 +1,321 @@
+/*
+ * <archive>.vmaidx: the random-access index of a plain archive, saved so
+ * that the next open skips the pass. The file is input like any other: the
+ * loader checks its size against its counts before allocating, every entry
+ * against the archive's header and size, the order of the entries, and a
+ * SHA-256 over the whole file; and it must name this archive (size, mtime,
+ * uuid). Layout, little-endian:
+ *   0   magic "VMAIDX\r\n", u32 version (1), u32 entry size (12)
+ *   16  u64 archive size, i64 mtime seconds, u32 mtime nanoseconds,
+ *       u32 device count, uuid[16], u64 0 (reserved)  (64 bytes)
+ *   64  per device, by dev_id: u32 dev_id, u32 0, u64 entries, u64 readable size
+ *   ... per device, its entries: u32 cluster, u16 mask, u16 offset >> 32,
+ *       u32 offset & 0xffffffff
+ *   end SHA-256 of all the bytes before it
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "image_internal.h"
+
+#define IDX_MAGIC "VMAIDX\r\n"
+#define IDX_VERSION 1u
+#define IDX_HEAD 64u
+#define IDX_DEV 24u
+#define IDX_ENTRY 12u
+#define IDX_SUM 32u
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static unsigned device_count(const vma_reader *r)
+{
+    unsigned n = 0;
+    for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i))
+        n++;
+    return n;
+}
+
+static void encode_head(const vma_image *img, unsigned char *h)
+{
+    memset(h, 0, IDX_HEAD);
+    memcpy(h, IDX_MAGIC, 8);
+    put32(h + 8, IDX_VERSION);
+    put32(h + 12, IDX_ENTRY);
+    put64(h + 16, (uint64_t)img->st.st_size);
+    put64(h + 24, (uint64_t)img->st.st_mtim.tv_sec);
+    put32(h + 32, (uint32_t)img->st.st_mtim.tv_nsec);
+    put32(h + 36, device_count(img->r));
+    vma_reader_uuid(img->r, h + 40);
+}
+
+/* Buffered writes that also feed the checksum. */
+struct out {
+    int fd;
+    EVP_MD_CTX *sum;
+    unsigned char buf[65536];
+    size_t len;
+    bool failed;
+};
+
+static void out_flush(struct out *o)
+{
+    if (!o->failed && o->len > 0 &&
+        (EVP_DigestUpdate(o->sum, o->buf, o->len) != 1 ||
+         vmai_write_full(o->fd, o->buf, o->len, -1, NULL, false) != 0))
+        o->failed = true;
+    o->len = 0;
+}
+
+static void out_put(struct out *o, const unsigned char *p, size_t n)
+{
+    if (o->len + n > sizeof(o->buf))
+        out_flush(o);
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+}
+
+int vmai_index_save(const vma_image *img, const char *path, char *err, size_t errlen)
+{
+    size_t n = strlen(path) + sizeof(".XXXXXX");
+    char *tmp = malloc(n);
+    struct out *o = calloc(1, sizeof(*o));
+    int rc = VMA_ERR_NOMEM;
+    if (tmp == NULL || o == NULL || (o->sum = EVP_MD_CTX_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(tmp, n, "%s.XXXXXX", path);
+    o->fd = mkostemp(tmp, O_CLOEXEC);
+    if (o->fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        rc = VMA_ERR_IO;
+        goto out;
+    }
+    EVP_DigestInit_ex(o->sum, EVP_sha256(), NULL);
+    unsigned char h[IDX_HEAD];
+    encode_head(img, h);
+    out_put(o, h, IDX_HEAD);
+    const vma_reader *r = img->r;
+    for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
+        unsigned char d[IDX_DEV] = { 0 };
+        put32(d, i);
+        put64(d + 8, img->dev[i].count);
+        put64(d + 16, img->dev[i].size);
+        out_put(o, d, IDX_DEV);
+    }
+    for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
+        for (uint64_t k = 0; k < img->dev[i].count; k++) {
+            const struct vmai_ra_entry *e = &img->dev[i].e[k];
+            unsigned char b[IDX_ENTRY];
+            put32(b, e->num);
+            b[4] = (unsigned char)e->mask;
+            b[5] = (unsigned char)(e->mask >> 8);
+            b[6] = (unsigned char)e->off_hi;
+            b[7] = (unsigned char)(e->off_hi >> 8);
+            put32(b + 8, e->off_lo);
+            out_put(o, b, IDX_ENTRY);
+        }
+    }
+    out_flush(o);
+    unsigned char sum[EVP_MAX_MD_SIZE];
+    unsigned slen = 0;
+    if (!o->failed && EVP_DigestFinal_ex(o->sum, sum, &slen) == 1 && slen == IDX_SUM &&
+        vmai_write_full(o->fd, sum, IDX_SUM, -1, NULL, false) == 0 && fsync(o->fd) == 0 &&
+        close(o->fd) == 0) {
+        o->fd = -1;
+        if (rename(tmp, path) == 0) {
+            rc = VMA_OK;
+            goto out;
+        }
+    }
+    snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+    rc = VMA_ERR_IO;
+    if (o->fd >= 0)
+        close(o->fd);
+    o->fd = -1;
+    unlink(tmp);
+out:
+    if (o != NULL)
+        EVP_MD_CTX_free(o->sum);
+    free(o);
+    free(tmp);
+    return rc;
+}
+
+/* Buffered reads that also feed the checksum. */
+struct in {
+    FILE *f;
+    EVP_MD_CTX *sum;
+};
+
+static bool in_get(struct in *in, unsigned char *p, size_t n)
+{
+    return fread(p, 1, n, in->f) == n && EVP_DigestUpdate(in->sum, p, n) == 1;
+}
+
+static int refuse(char *err, size_t errlen, const char *path, const char *why)
+{
+    snprintf(err, errlen, "index %s refused: %s (remove it, or reindex)", path, why);
+    return VMA_ERR_CORRUPT;
+}
+
+int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
+{
+    const vma_reader *r = img->r;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return VMA_ERR_NOT_FOUND;
+        snprintf(err, errlen, "cannot open index %s: %s", path, strerror(errno));
+        return VMA_ERR_IO;
+    }
+    struct stat st;
+    struct in in = { fdopen(fd, "rb"), EVP_MD_CTX_new() };
+    char why[VMAI_ERRLEN];
+    int rc = VMA_ERR_NOMEM;
+    snprintf(err, errlen, "out of memory");
+    if (in.f == NULL || in.sum == NULL || EVP_DigestInit_ex(in.sum, EVP_sha256(), NULL) != 1)
+        goto out;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = refuse(err, errlen, path, "not a regular file");
+        goto out;
+    }
+    unsigned char h[IDX_HEAD], want[IDX_HEAD];
+    if (!in_get(&in, h, IDX_HEAD) || memcmp(h, IDX_MAGIC, 8) != 0) {
+        rc = refuse(err, errlen, path, "not a vma index file (bad magic)");
+        goto out;
+    }
+    if (get32(h + 8) != IDX_VERSION || get32(h + 12) != IDX_ENTRY) {
+        snprintf(why, sizeof(why), "index version %u is not %u", get32(h + 8), IDX_VERSION);
+        rc = refuse(err, errlen, path, why);
+        goto out;
+    }
+    encode_head(img, want);
+    if (memcmp(h + 40, want + 40, 16) != 0) {
+        rc = refuse(err, errlen, path, "it belongs to another archive (uuid differs)");
+        goto out;
+    }
+    if (get64(h + 16) != get64(want + 16)) {
+        snprintf(why, sizeof(why), "it was made for an archive of %llu bytes, this one has %llu",
+                 (unsigned long long)get64(h + 16), (unsigned long long)get64(want + 16));
+        rc = refuse(err, errlen, path, why);
+        goto out;
+    }
+    if (memcmp(h + 24, want + 24, 12) != 0) {
+        rc = refuse(err, errlen, path, "the archive was modified after it was indexed (mtime "
+                                       "differs)");
+        goto out;
+    }
+    unsigned ndev = get32(h + 36);
+    if (ndev != device_count(r) || get64(h + 56) != 0) {
+        rc = refuse(err, errlen, path, "its device table does not match the archive header");
+        goto out;
+    }
+    /* The device table, checked against the header before any allocation. */
+    uint64_t total = 0, counts[VMA_DEV_SLOTS] = { 0 };
+    unsigned ids[VMA_DEV_SLOTS];
+    unsigned i = 0;
+    for (unsigned id = vma_reader_next_device(r, 0); id != 0;
+         id = vma_reader_next_device(r, id), i++) {
+        unsigned char d[IDX_DEV];
+        if (!in_get(&in, d, IDX_DEV)) {
+            rc = refuse(err, errlen, path, "it is truncated in its device table");
+            goto out;
+        }
+        uint64_t size = vma_reader_device_size(r, id), rsize = get64(d + 16);
+        bool vmstate = vma_reader_device_is_vmstate(r, id);
+        uint64_t limit = (size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
+        if (get32(d) != id || get32(d + 4) != 0 || get64(d + 8) > limit ||
+            (vmstate ? rsize > size : rsize != size)) {
+            snprintf(why, sizeof(why), "its entry for device '%s' does not match the header",
+                     vma_reader_device_name(r, id));
+            rc = refuse(err, errlen, path, why);
+            goto out;
+        }
+        ids[i] = id;
+        counts[id] = get64(d + 8);
+        img->dev[id].size = rsize;
+        total += counts[id];
+    }
+    if ((uint64_t)st.st_size != IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY + IDX_SUM) {
+        rc = refuse(err, errlen, path, "its size does not match its entry counts");
+        goto out;
+    }
+    uint64_t asize = (uint64_t)img->st.st_size;
+    for (i = 0; i < ndev; i++) {
+        unsigned id = ids[i];
+        struct vmai_ra_dev *dv = &img->dev[id];
+        if (counts[id] > 0 && (dv->e = malloc((size_t)counts[id] * sizeof(*dv->e))) == NULL) {
+            rc = VMA_ERR_NOMEM;
+            snprintf(err, errlen, "out of memory for the index (%llu entries)",
+                     (unsigned long long)counts[id]);
+            goto out;
+        }
+        dv->cap = counts[id];
+        uint64_t clusters = (dv->size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
+        for (uint64_t k = 0; k < counts[id]; k++) {
+            unsigned char b[IDX_ENTRY];
+            if (!in_get(&in, b, IDX_ENTRY)) {
+                rc = refuse(err, errlen, path, "it is truncated in its entries");
+                goto out;
+            }
+            struct vmai_ra_entry e = { get32(b), (uint16_t)(b[4] | b[5] << 8),
+                                       (uint16_t)(b[6] | b[7] << 8), get32(b + 8) };
+            uint64_t off = vmai_ra_off(&e);
+            uint64_t end = off + (uint64_t)vmai_popcount16(e.mask) * VMA_BLOCK_SIZE;
+            if (e.num >= clusters || e.mask == 0 || (k > 0 && e.num <= dv->e[k - 1].num) ||
+                off < VMA_HEADER_FIXED_SIZE + VMA_EXTENT_HEADER_SIZE || end > asize) {
+                snprintf(why, sizeof(why),
+                         "entry %llu of device '%s' is out of order or out of bounds",
+                         (unsigned long long)k, vma_reader_device_name(r, id));
+                rc = refuse(err, errlen, path, why);
+                goto out;
+            }
+            dv->e[k] = e;
+            dv->count = k + 1;
+        }
+    }
+    unsigned char sum[EVP_MAX_MD_SIZE], stored[IDX_SUM];
+    unsigned slen = 0;
+    if (fread(stored, 1, IDX_SUM, in.f) != IDX_SUM ||
+        EVP_DigestFinal_ex(in.sum, sum, &slen) != 1 || slen != IDX_SUM ||
+        memcmp(sum, stored, IDX_SUM) != 0) {
+        rc = refuse(err, errlen, path, "its checksum does not match (damaged)");
+        goto out;
+    }
+    rc = VMA_OK;
+out:
+    EVP_MD_CTX_free(in.sum);
+    if (in.f != NULL)
+        fclose(in.f);
+    else
+        close(fd);
+    return rc;
+}

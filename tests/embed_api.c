@@ -1,0 +1,736 @@
+/*
+ * What an embedder relies on, through the public header only: the error
+ * model (refused calls leave a handle usable, fatal ones end it), a
+ * failed open that keeps nothing (no read-ahead thread), the writer's
+ * progress callback calling device_stats (a deadlock before), counters
+ * read from another thread, per-thread error messages, commands as their
+ * own calls (a path is a path), target flags and descriptors checked at
+ * setup, and what the header promises about counts, messages and
+ * descriptors. Threads here are also what the TSan stage of
+ * scripts/test.sh runs.
+ * SPDX-License-Identifier: MIT
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rmtree.h"
+#include "vma.h"
+
+#define CL VMA_CLUSTER_SIZE
+
+static const char *golden;
+static char dir[] = "/tmp/vma-embed-XXXXXX";
+
+/* base/name in one of a few rotating buffers (several per call are fine). */
+static char *join(const char *base, const char *name)
+{
+    static char buf[8][4200];
+    static unsigned n;
+    char *p = buf[n++ % 8];
+    snprintf(p, sizeof(buf[0]), "%s/%s", base, name);
+    return p;
+}
+
+static char *gpath(const char *name) { return join(golden, name); }
+static char *tpath(const char *name) { return join(dir, name); }
+
+static int threads_now(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* A writer on a new file with one device of `size` bytes; *id gets it. */
+static vma_writer *writer_with(const char *path, uint64_t size, unsigned *id)
+{
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    assert_int_equal(vma_writer_open_path(w, path), VMA_OK);
+    int rc = vma_writer_add_device(w, "drive-scsi0", size);
+    assert_true(rc > 0);
+    *id = (unsigned)rc;
+    return w;
+}
+
+/* --- the error model ------------------------------------------------ */
+
+static void t_reader_refused_then_usable(void **state)
+{
+    (void)state;
+    vma_reader *r = vma_reader_new();
+    assert_non_null(r);
+    /* refused: a path that cannot be opened, then a non-VMA file */
+    assert_int_equal(vma_reader_open_path(r, tpath("missing.vma")), VMA_ERR_IO);
+    assert_non_null(strstr(vma_reader_error(r), "missing.vma"));
+    assert_int_equal(vma_reader_status(r), VMA_OK);
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.conf")), VMA_ERR_CORRUPT);
+    assert_int_equal(vma_reader_status(r), VMA_OK);
+    /* the retry works */
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma")), VMA_OK);
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma")), VMA_ERR_INVALID);
+    assert_int_equal(vma_reader_status(r), VMA_OK);
+
+    /* refused targets: unknown device, existing file, flags, descriptors */
+    assert_int_equal(vma_reader_target_skip(r, 99), VMA_ERR_NOT_FOUND);
+    assert_int_equal(vma_reader_target_create(r, 1, gpath("basic.vma")), VMA_ERR_EXISTS);
+    assert_int_equal(vma_reader_target_create(r, 1, tpath("no/such/dir")), VMA_ERR_IO);
+    assert_int_equal(vma_reader_target_open(r, 1, tpath("x"), 0x80), VMA_ERR_INVALID);
+    assert_non_null(strstr(vma_reader_error(r), "unknown target flags"));
+    int ro = open(gpath("basic.vma"), O_RDONLY);
+    assert_true(ro >= 0);
+    assert_int_equal(vma_reader_target_fd(r, 1, ro, 0), VMA_ERR_INVALID);
+    assert_non_null(strstr(vma_reader_error(r), "not open for writing"));
+    close(ro);
+    int wfd = open(tpath("fd.raw"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(wfd >= 0);
+    assert_int_equal(ftruncate(wfd, 8388608), 0);
+    int closed = dup(wfd);
+    close(closed);
+    assert_int_equal(vma_reader_target_fd(r, 1, closed, 0), VMA_ERR_INVALID);
+    assert_int_equal(vma_reader_target_fd(r, 1, wfd, VMA_TARGET_DIRECT), VMA_ERR_INVALID);
+    assert_int_equal(vma_reader_target_fd(r, 1, wfd, 0x100), VMA_ERR_INVALID);
+    assert_int_equal(vma_reader_target_limit(r, 2, 1000, NULL), VMA_ERR_INVALID);
+    assert_int_equal(vma_reader_status(r), VMA_OK);
+
+    /* after all that, the restore works */
+    assert_int_equal(vma_reader_target_fd(r, 1, wfd, VMA_TARGET_WRITE_ZEROS), VMA_OK);
+    assert_int_equal(vma_reader_target_create(r, 2, tpath("efi.raw")), VMA_OK);
+    assert_int_equal(vma_reader_restore(r), VMA_OK);
+    vma_reader_free(r);
+    /* the caller's descriptor stays open */
+    assert_true(fcntl(wfd, F_GETFD) >= 0);
+    struct stat st;
+    assert_int_equal(fstat(wfd, &st), 0);
+    assert_int_equal(st.st_size, 8388608);
+    close(wfd);
+}
+
+static void t_reader_fatal_sticks(void **state)
+{
+    (void)state;
+    /* the first 1 MB of basic.vma: a truncated archive */
+    int in = open(gpath("basic.vma"), O_RDONLY);
+    int out = open(tpath("short.vma"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(in >= 0 && out >= 0);
+    static char buf[1 << 20];
+    assert_int_equal(read(in, buf, sizeof(buf)), sizeof(buf));
+    assert_int_equal(write(out, buf, sizeof(buf)), sizeof(buf));
+    close(in);
+    close(out);
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, tpath("short.vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_ERR_TRUNCATED);
+    char first[600];
+    snprintf(first, sizeof(first), "%s", vma_reader_error(r));
+    assert_int_equal(vma_reader_status(r), VMA_ERR_TRUNCATED);
+    /* later calls: the same status, the first message */
+    assert_int_equal(vma_reader_target_skip(r, 1), VMA_ERR_TRUNCATED);
+    assert_int_equal(vma_reader_restore(r), VMA_ERR_TRUNCATED);
+    assert_string_equal(vma_reader_error(r), first);
+    assert_string_equal(vma_last_error(), first);
+    vma_reader_free(r);
+}
+
+static int stop_at_third(void *opaque, unsigned dev_id, uint32_t cluster, uint16_t mask,
+                         const unsigned char *data)
+{
+    (void)dev_id, (void)cluster, (void)mask, (void)data;
+    return ++*(int *)opaque == 3;
+}
+
+static int stop_progress(void *opaque, uint64_t a, uint64_t b)
+{
+    (void)opaque, (void)a, (void)b;
+    return 1;
+}
+
+static void t_callback_stop_message(void **state)
+{
+    (void)state;
+    vma_reader *r = vma_reader_new();
+    int calls = 0;
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, stop_at_third, &calls), VMA_ERR_CALLBACK);
+    assert_null(strstr(vma_reader_error(r), "cancel"));
+    assert_non_null(strstr(vma_reader_error(r), "stopped by the cluster callback"));
+    vma_reader_free(r);
+
+    r = vma_reader_new();
+    vma_reader_set_progress(r, stop_progress, NULL);
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_ERR_CALLBACK);
+    assert_null(strstr(vma_reader_error(r), "cancel"));
+    vma_reader_free(r);
+
+    unsigned id;
+    vma_writer *w = writer_with(tpath("stop.vma"), 2 * CL, &id);
+    vma_writer_set_progress(w, stop_progress, NULL);
+    assert_int_equal(vma_writer_write_cluster(w, id, 0, NULL), VMA_ERR_CALLBACK);
+    assert_null(strstr(vma_writer_error(w), "cancel"));
+    assert_non_null(strstr(vma_writer_error(w), "stopped by the progress callback"));
+    /* fatal: the writer is ended */
+    assert_int_equal(vma_writer_status(w), VMA_ERR_CALLBACK);
+    assert_int_equal(vma_writer_write_cluster(w, id, 1, NULL), VMA_ERR_CALLBACK);
+    assert_int_equal(vma_writer_finish(w), VMA_ERR_CALLBACK);
+    vma_writer_free(w);
+    assert_int_equal(access(tpath("stop.vma"), F_OK), -1);
+}
+
+static void t_writer_refused_then_usable(void **state)
+{
+    (void)state;
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    assert_int_equal(vma_writer_open_path(w, gpath("basic.vma")), VMA_ERR_EXISTS);
+    assert_int_equal(vma_writer_open_path(w, tpath("no/such/dir.vma")), VMA_ERR_IO);
+    char *missing[] = {"/nonexistent/vma-command", NULL};
+    assert_int_equal(vma_writer_open_command(w, missing), VMA_ERR_IO);
+    assert_int_equal(vma_writer_add_device(w, "a/b", CL), VMA_ERR_INVALID);
+    assert_int_equal(vma_writer_status(w), VMA_OK);
+    assert_int_equal(vma_writer_open_path(w, tpath("ok.vma")), VMA_OK);
+    int id = vma_writer_add_device(w, "drive-scsi0", CL);
+    assert_int_equal(id, 1);
+    assert_int_equal(vma_writer_write_cluster(w, 7, 0, NULL), VMA_ERR_INVALID);
+    assert_int_equal(vma_writer_write_cluster(w, 1, 5, NULL), VMA_ERR_INVALID);
+    assert_int_equal(vma_writer_status(w), VMA_OK);
+    assert_int_equal(vma_writer_write_cluster(w, 1, 0, NULL), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, 1), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, tpath("ok.vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+    vma_reader_free(r);
+}
+
+/* --- a failed open_fd keeps no thread --------------------------------- */
+
+static void *feed(void *arg)
+{
+    int fd = *(int *)arg;
+    int in = open(gpath("basic.vma.zst"), O_RDONLY);
+    static char buf[3000]; /* a zstd frame cut short */
+    ssize_t n = read(in, buf, sizeof(buf));
+    if (n > 0 && write(fd, buf, (size_t)n) != n)
+        n = -1;
+    close(in);
+    close(fd);
+    return NULL;
+}
+
+static void *nothing(void *arg) { return arg; }
+
+static void t_open_fd_failure_releases(void **state)
+{
+    (void)state;
+    /* a thread started and joined first: a sanitizer's own helper thread
+     * (TSan starts one with the first thread) is then counted before too */
+    pthread_t warm;
+    assert_int_equal(pthread_create(&warm, NULL, nothing, NULL), 0);
+    pthread_join(warm, NULL);
+    int before = threads_now();
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, feed, &p[1]), 0);
+    vma_reader *r = vma_reader_new();
+    int rc = vma_reader_open_fd(r, p[0]);
+    assert_true(rc == VMA_ERR_TRUNCATED || rc == VMA_ERR_CORRUPT);
+    pthread_join(t, NULL);
+    /* the read-ahead threads are gone before free, the fd is the caller's */
+    assert_int_equal(threads_now(), before);
+    assert_int_equal(vma_reader_status(r), VMA_OK);
+    assert_true(fcntl(p[0], F_GETFD) >= 0);
+    vma_reader_free(r);
+    close(p[0]);
+}
+
+/* --- threads ----------------------------------------------------------- */
+
+struct stats_cb {
+    vma_writer *w;
+    unsigned id;
+    uint64_t last, calls;
+};
+
+static int stats_in_progress(void *opaque, uint64_t bytes, uint64_t zeros)
+{
+    struct stats_cb *s = opaque;
+    uint64_t dev_bytes = 0;
+    (void)zeros;
+    /* deadlocked on the writer's lock before */
+    if (vma_writer_device_stats(s->w, s->id, &dev_bytes, NULL) != VMA_OK)
+        return 1;
+    if (bytes < s->last)
+        return 1; /* totals only grow */
+    s->last = bytes;
+    s->calls++;
+    return 0;
+}
+
+static unsigned char data5a[CL]; /* filled before the threads start */
+
+struct worker {
+    vma_writer *w;
+    unsigned id;
+    uint32_t first, step, count;
+    int rc;
+};
+
+static void *write_some(void *arg)
+{
+    struct worker *k = arg;
+    for (uint32_t c = k->first; c < k->count && k->rc == VMA_OK; c += k->step)
+        k->rc = vma_writer_write_cluster(k->w, k->id, c, (c & 1) ? data5a : NULL);
+    return NULL;
+}
+
+static void t_device_stats_from_progress(void **state)
+{
+    (void)state;
+    alarm(60); /* a deadlock fails the test instead of hanging it */
+    unsigned id;
+    vma_writer *w = writer_with(tpath("stats.vma"), 64 * (uint64_t)CL, &id);
+    struct stats_cb s = {.w = w, .id = id};
+    memset(data5a, 0x5a, sizeof(data5a));
+    vma_writer_set_progress(w, stats_in_progress, &s);
+    struct worker k[4];
+    pthread_t t[4];
+    for (unsigned i = 0; i < 4; i++) {
+        k[i] = (struct worker){.w = w, .id = id, .first = i, .step = 4, .count = 64};
+        assert_int_equal(pthread_create(&t[i], NULL, write_some, &k[i]), 0);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(k[i].rc, VMA_OK);
+    }
+    alarm(0);
+    assert_true(s.calls > 0);
+    assert_int_equal(s.last, 64 * (uint64_t)CL);
+    assert_int_equal(vma_writer_close_device(w, id), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+}
+
+struct poller {
+    vma_reader *r;
+    atomic_int done;
+    uint64_t seen;
+};
+
+static void *poll_counters(void *arg)
+{
+    struct poller *p = arg;
+    while (!atomic_load_explicit(&p->done, memory_order_relaxed)) {
+        uint64_t c = 0;
+        vma_reader_counters(p->r, &c, NULL, NULL);
+        if (c < p->seen)
+            abort(); /* counters only grow */
+        p->seen = c;
+    }
+    return NULL;
+}
+
+static void t_counters_from_another_thread(void **state)
+{
+    (void)state;
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma.zst")), VMA_OK);
+    struct poller p = {.r = r};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, poll_counters, &p), 0);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+    atomic_store_explicit(&p.done, 1, memory_order_relaxed);
+    pthread_join(t, NULL);
+    uint64_t c = 0;
+    vma_reader_counters(r, &c, NULL, NULL);
+    assert_true(c > 0 && p.seen <= c);
+    vma_reader_free(r);
+}
+
+struct refusal {
+    vma_writer *w;
+    uint32_t cluster;
+    char msg[600];
+};
+
+static void *refused_write(void *arg)
+{
+    struct refusal *f = arg;
+    for (int i = 0; i < 200; i++) {
+        if (vma_writer_write_cluster(f->w, 1, f->cluster, NULL) != VMA_ERR_INVALID)
+            return NULL;
+        snprintf(f->msg, sizeof(f->msg), "%s", vma_last_error());
+        char want[64];
+        snprintf(want, sizeof(want), "cluster %u is past", f->cluster);
+        if (strstr(f->msg, want) == NULL)
+            return NULL; /* another thread's message */
+    }
+    return f;
+}
+
+static void t_last_error_per_thread(void **state)
+{
+    (void)state;
+    unsigned id;
+    vma_writer *w = writer_with(tpath("tls.vma"), CL, &id);
+    struct refusal f[2] = {{.w = w, .cluster = 100}, {.w = w, .cluster = 200}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, refused_write, &f[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        void *ok;
+        pthread_join(t[i], &ok);
+        assert_ptr_equal(ok, &f[i]);
+    }
+    assert_int_equal(vma_writer_status(w), VMA_OK);
+    vma_writer_free(w);
+}
+
+/* --- commands are their own calls ------------------------------------ */
+
+static void t_path_is_a_path(void **state)
+{
+    (void)state;
+    /* "exec:..." given to open_path is a file name, never run */
+    assert_int_equal(chdir(dir), 0);
+    vma_writer *w = vma_writer_new();
+    assert_int_equal(vma_writer_open_path(w, "exec:touch ran"), VMA_OK);
+    vma_writer_free(w);
+    assert_int_equal(access("ran", F_OK), -1);
+    assert_int_equal(access("exec:touch ran", F_OK), -1); /* removed: not finished */
+
+    /* argv: no shell, arguments passed as they are */
+    char out[4300];
+    snprintf(out, sizeof(out), "of=%s", tpath("cmd out;$(touch ran).vma"));
+    char *argv[] = {"dd", out, "status=none", NULL};
+    unsigned id;
+    w = vma_writer_new();
+    assert_int_equal(vma_writer_open_command(w, argv), VMA_OK);
+    int rc = vma_writer_add_device(w, "drive-scsi0", CL);
+    assert_true(rc > 0);
+    id = (unsigned)rc;
+    assert_int_equal(vma_writer_write_cluster(w, id, 0, NULL), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, id), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    assert_int_equal(access("ran", F_OK), -1);
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, tpath("cmd out;$(touch ran).vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+    vma_reader_free(r);
+
+    /* the shell form: what the CLI's exec: uses */
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "cat > '%s'", tpath("shell.vma"));
+    w = vma_writer_new();
+    assert_int_equal(vma_writer_open_shell(w, cmd), VMA_OK);
+    rc = vma_writer_add_device(w, "drive-scsi0", CL);
+    assert_true(rc > 0);
+    assert_int_equal(vma_writer_write_cluster(w, (unsigned)rc, 0, NULL), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, (unsigned)rc), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    assert_int_equal(access(tpath("shell.vma"), F_OK), 0);
+}
+
+/* --- what the header says ---------------------------------------------- */
+
+static int count_mask0(void *opaque, unsigned dev_id, uint32_t cluster, uint16_t mask,
+                       const unsigned char *data)
+{
+    (void)dev_id, (void)cluster, (void)data;
+    *(int *)opaque += mask == 0;
+    return 0;
+}
+
+static void t_counts_agree(void **state)
+{
+    (void)state;
+    /* a size that ends inside a block: padding past it is not counted */
+    uint64_t size = 2 * (uint64_t)CL + 5000;
+    unsigned id;
+    vma_writer *w = writer_with(tpath("counts.vma"), size, &id);
+    static unsigned char data[CL];
+    memset(data, 0, sizeof(data));
+    memset(data, 1, 100);               /* block 0 stored, 15 zero */
+    assert_int_equal(vma_writer_write_cluster(w, id, 0, data), VMA_OK);
+    assert_int_equal(vma_writer_write_cluster(w, id, 1, NULL), VMA_OK);
+    assert_int_equal(vma_writer_write_cluster(w, id, 2, data), VMA_OK); /* tail */
+    uint64_t wbytes = 0, wzero = 0;
+    assert_int_equal(vma_writer_device_stats(w, id, &wbytes, &wzero), VMA_OK);
+    assert_int_equal(vma_writer_device_stats(w, 9, NULL, NULL), VMA_ERR_NOT_FOUND);
+    assert_int_equal(vma_writer_close_device(w, id), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    assert_int_equal(wbytes, size);
+
+    vma_reader *r = vma_reader_new();
+    int mask0 = 0;
+    assert_int_equal(vma_reader_open_path(r, tpath("counts.vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, count_mask0, &mask0), VMA_OK);
+    uint64_t clusters, zc, zb;
+    vma_reader_counters(r, &clusters, &zc, &zb);
+    vma_reader_free(r);
+    assert_int_equal(clusters, 3);
+    assert_int_equal(mask0, 1); /* the all-zero cluster reached the callback */
+    assert_int_equal(zc, CL);
+    assert_int_equal(wzero, size - 2 * VMA_BLOCK_SIZE); /* two stored blocks */
+    /* the reader also counts the padding past the end (as vma.h says; the
+     * block straddling the end holds only zeros here: not stored) */
+    assert_int_equal(zc + zb, wzero + (CL - size % CL));
+}
+
+static void t_messages(void **state)
+{
+    (void)state;
+    /* shorter than a header, not VMA: "not a VMA archive" */
+    int fd = open(tpath("tiny"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_int_equal(write(fd, "hello", 5), 5);
+    close(fd);
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, tpath("tiny")), VMA_ERR_CORRUPT);
+    assert_non_null(strstr(vma_reader_error(r), "not a VMA archive"));
+    assert_int_equal(vma_reader_open_path(r, "/dev/null"), VMA_ERR_TRUNCATED);
+    fd = open(tpath("vma-start"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_int_equal(write(fd, "VMA\0\0\0", 6), 6);
+    close(fd);
+    assert_int_equal(vma_reader_open_path(r, tpath("vma-start")), VMA_ERR_TRUNCATED);
+    /* a directory names the path */
+    assert_int_equal(vma_reader_open_path(r, dir), VMA_ERR_IO);
+    assert_non_null(strstr(vma_reader_error(r), dir));
+    /* open_fd: the descriptor stays the caller's */
+    int in = open(gpath("basic.vma"), O_RDONLY);
+    assert_true(in >= 0);
+    assert_int_equal(vma_reader_open_fd(r, in), VMA_OK);
+    vma_reader_free(r);
+    assert_true(fcntl(in, F_GETFD) >= 0); /* not the reader's to close */
+    close(in);
+
+    /* writer: finish does not close the caller's descriptor */
+    int out = open(tpath("fd.vma"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    vma_writer *w = vma_writer_new();
+    assert_int_equal(vma_writer_open_fd(w, out), VMA_OK);
+    int id = vma_writer_add_device(w, "drive-scsi0", CL);
+    assert_int_equal(vma_writer_write_cluster(w, (unsigned)id, 0, NULL), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, (unsigned)id), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    assert_true(fcntl(out, F_GETFD) >= 0);
+    close(out);
+}
+
+/* --- consumer helpers ---------------------------------------------------- */
+
+static void t_cluster_expand(void **state)
+{
+    (void)state;
+    static unsigned char packed[2 * VMA_BLOCK_SIZE], out[CL];
+    memset(packed, 0xaa, VMA_BLOCK_SIZE);
+    memset(packed + VMA_BLOCK_SIZE, 0xbb, VMA_BLOCK_SIZE);
+    memset(out, 0x11, sizeof(out));
+    vma_cluster_expand(0x8001, packed, out); /* blocks 0 and 15 */
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+        unsigned char want = b == 0 ? 0xaa : b == 15 ? 0xbb : 0;
+        const unsigned char *p = out + (size_t)b * VMA_BLOCK_SIZE;
+        assert_int_equal(p[0], want);
+        assert_int_equal(p[VMA_BLOCK_SIZE - 1], want);
+    }
+    vma_cluster_expand(0, NULL, out);
+    for (size_t i = 0; i < CL; i += 997)
+        assert_int_equal(out[i], 0);
+}
+
+struct fraction {
+    vma_reader *r;
+    double last;
+    int bad;
+};
+
+static int watch_fraction(void *opaque, uint64_t clusters, uint64_t bytes)
+{
+    struct fraction *f = opaque;
+    double now = vma_reader_progress(f->r);
+    (void)clusters, (void)bytes;
+    f->bad |= now < f->last || now > 1.0;
+    f->last = now;
+    return 0;
+}
+
+static void t_progress_fraction(void **state)
+{
+    (void)state;
+    vma_reader *r = vma_reader_new();
+    struct fraction f = {.r = r};
+    assert_true(vma_reader_progress(r) == 0.0);
+    assert_int_equal(vma_reader_open_path(r, gpath("basic.vma")), VMA_OK);
+    vma_reader_set_progress(r, watch_fraction, &f);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+    assert_false(f.bad);
+    assert_true(vma_reader_progress(r) == 1.0);
+    vma_reader_free(r);
+}
+
+/* --- archive input from memory and from a callback ------------------------ */
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    assert_true(fd >= 0 && fstat(fd, &st) == 0);
+    unsigned char *p = malloc((size_t)st.st_size);
+    assert_non_null(p);
+    assert_int_equal(read(fd, p, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return p;
+}
+
+static uint64_t clusters_of(vma_reader *r)
+{
+    uint64_t c = 0;
+    vma_reader_counters(r, &c, NULL, NULL);
+    return c;
+}
+
+static void t_open_memory(void **state)
+{
+    (void)state;
+    const char *names[] = {"basic.vma", "basic.vma.zst", "basic.vma.gz", "basic.vma.lzo"};
+    for (unsigned i = 0; i < 4; i++) {
+        size_t len;
+        unsigned char *buf = slurp(gpath(names[i]), &len);
+        vma_reader *r = vma_reader_new();
+        assert_int_equal(vma_reader_open_memory(r, buf, len), VMA_OK);
+        assert_int_equal(vma_reader_open_memory(r, buf, len), VMA_ERR_INVALID);
+        assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+        assert_int_equal(clusters_of(r), 137);
+        vma_reader_free(r);
+        /* cut short: refused, nothing kept (threads included) */
+        pthread_t warm;
+        assert_int_equal(pthread_create(&warm, NULL, nothing, NULL), 0);
+        pthread_join(warm, NULL);
+        int before = threads_now();
+        r = vma_reader_new();
+        int rc = vma_reader_open_memory(r, buf, 100);
+        assert_true(rc == VMA_ERR_TRUNCATED || rc == VMA_ERR_CORRUPT);
+        assert_int_equal(threads_now(), before);
+        assert_int_equal(vma_reader_status(r), VMA_OK);
+        vma_reader_free(r);
+        free(buf);
+    }
+}
+
+struct source {
+    int fd;
+    unsigned calls, fail_at, cancel_at;
+    vma_reader *r;
+};
+
+/* Odd-sized reads, an error or a cancel on the given call. */
+static ptrdiff_t read_source(void *opaque, void *buf, size_t len)
+{
+    struct source *s = opaque;
+    if (++s->calls == s->fail_at) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (s->calls == s->cancel_at)
+        vma_reader_cancel(s->r);
+    return read(s->fd, buf, len < 777 ? len : 777);
+}
+
+static int run_source(const char *name, unsigned fail_at, unsigned cancel_at, int *open_rc,
+                      char *msg, size_t msglen)
+{
+    struct source s = {.fd = open(gpath(name), O_RDONLY), .fail_at = fail_at,
+                       .cancel_at = cancel_at};
+    assert_true(s.fd >= 0);
+    vma_reader *r = s.r = vma_reader_new();
+    *open_rc = vma_reader_open_callback(r, read_source, &s);
+    int rc = *open_rc == VMA_OK ? vma_reader_read(r, NULL, NULL) : *open_rc;
+    snprintf(msg, msglen, "%s", vma_reader_error(r));
+    if (rc == VMA_OK)
+        assert_int_equal(clusters_of(r), 137);
+    vma_reader_free(r);
+    close(s.fd);
+    return rc;
+}
+
+static void t_open_callback(void **state)
+{
+    (void)state;
+    char msg[600];
+    int open_rc;
+    assert_int_equal(run_source("basic.vma", 0, 0, &open_rc, msg, sizeof(msg)), VMA_OK);
+    assert_int_equal(run_source("basic.vma.zst", 0, 0, &open_rc, msg, sizeof(msg)), VMA_OK);
+    assert_int_equal(run_source("basic.vma.gz", 0, 0, &open_rc, msg, sizeof(msg)), VMA_OK);
+    /* an error of the source: VMA_ERR_IO with its errno, at open or later */
+    assert_int_equal(run_source("basic.vma", 2, 0, &open_rc, msg, sizeof(msg)), VMA_ERR_IO);
+    assert_non_null(strstr(msg, strerror(EPROTO)));
+    assert_int_equal(run_source("basic.vma.zst", 200, 0, &open_rc, msg, sizeof(msg)),
+                     VMA_ERR_IO);
+    assert_int_equal(open_rc, VMA_OK);
+    assert_non_null(strstr(msg, strerror(EPROTO)));
+    /* a cancel while the source runs takes effect once it returned */
+    assert_int_equal(run_source("basic.vma", 100, 50, &open_rc, msg, sizeof(msg)),
+                     VMA_ERR_CANCELED);
+    assert_int_equal(run_source("basic.vma.zst", 0, 50, &open_rc, msg, sizeof(msg)),
+                     VMA_ERR_CANCELED);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: embed_api GOLDEN_DIR\n");
+        return 2;
+    }
+    static char abs_golden[4096];
+    if (realpath(argv[1], abs_golden) == NULL)
+        return 1;
+    golden = abs_golden; /* a test changes directory */
+    signal(SIGPIPE, SIG_IGN);
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_reader_refused_then_usable),
+        cmocka_unit_test(t_reader_fatal_sticks),
+        cmocka_unit_test(t_callback_stop_message),
+        cmocka_unit_test(t_writer_refused_then_usable),
+        cmocka_unit_test(t_open_fd_failure_releases),
+        cmocka_unit_test(t_device_stats_from_progress),
+        cmocka_unit_test(t_counters_from_another_thread),
+        cmocka_unit_test(t_last_error_per_thread),
+        cmocka_unit_test(t_path_is_a_path),
+        cmocka_unit_test(t_counts_agree),
+        cmocka_unit_test(t_messages),
+        cmocka_unit_test(t_cluster_expand),
+        cmocka_unit_test(t_progress_fraction),
+        cmocka_unit_test(t_open_memory),
+        cmocka_unit_test(t_open_callback),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    vt_rm_tree(dir);
+    return rc;
+}

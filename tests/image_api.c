@@ -1,0 +1,637 @@
+/*
+ * Random access (vma_image_*): every byte and random ranges of every device
+ * of every golden archive and of archives written here (odd sizes,
+ * interleaved devices, vmstate, every codec) equal what the sequential
+ * reader hands out; data/hole ranges equal the stored blocks; reads from
+ * four threads at once; the saved index is loaded again and refused when
+ * stale, foreign, truncated or damaged.
+ * Usage: image_api <golden dir>. SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "rmtree.h"
+#include "vma.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+            failures++;                                                         \
+        }                                                                       \
+    } while (0)
+
+/* What the sequential reader says: each device's bytes and stored blocks. */
+struct ref {
+    unsigned char *data[256];
+    unsigned char *stored[256]; /* one byte per 4 KiB block */
+    uint64_t len[256];          /* buffer bytes (whole clusters) */
+    uint64_t size[256];         /* readable size */
+};
+
+/* Grow a device's buffers to `need` bytes (whole clusters), zero-filled. */
+static void ref_grow(struct ref *rf, unsigned dev, uint64_t need)
+{
+    if (need <= rf->len[dev])
+        return;
+    rf->data[dev] = realloc(rf->data[dev], need);
+    rf->stored[dev] = realloc(rf->stored[dev], need / VMA_BLOCK_SIZE);
+    memset(rf->data[dev] + rf->len[dev], 0, need - rf->len[dev]);
+    memset(rf->stored[dev] + rf->len[dev] / VMA_BLOCK_SIZE, 0,
+           (need - rf->len[dev]) / VMA_BLOCK_SIZE);
+    rf->len[dev] = need;
+}
+
+static int ref_cluster(void *opaque, unsigned dev, uint32_t num, uint16_t mask,
+                       const unsigned char *data)
+{
+    struct ref *rf = opaque;
+    ref_grow(rf, dev, ((uint64_t)num + 1) * VMA_CLUSTER_SIZE);
+    for (unsigned b = 0; b < 16; b++) {
+        if (!(mask & (1u << b)))
+            continue;
+        uint64_t at = (uint64_t)num * VMA_CLUSTER_SIZE + b * VMA_BLOCK_SIZE;
+        memcpy(rf->data[dev] + at, data, VMA_BLOCK_SIZE);
+        rf->stored[dev][at / VMA_BLOCK_SIZE] = 1;
+        data += VMA_BLOCK_SIZE;
+    }
+    return 0;
+}
+
+static void ref_load(struct ref *rf, const char *path)
+{
+    memset(rf, 0, sizeof(*rf));
+    vma_reader *r = vma_reader_new();
+    int rc = vma_reader_open_path(r, path);
+    if (rc == VMA_OK)
+        rc = vma_reader_read(r, ref_cluster, rf);
+    CHECK(rc == VMA_OK, "%s: %s", path, vma_reader_error(r));
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d)) {
+        uint64_t size = vma_reader_device_size(r, d);
+        if (vma_reader_device_is_vmstate(r, d) && rf->len[d] < size)
+            size = rf->len[d];
+        rf->size[d] = size;
+        /* A disk whose last clusters are all-zero. */
+        ref_grow(rf, d, (size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE * VMA_CLUSTER_SIZE);
+    }
+    vma_reader_free(r);
+}
+
+static void ref_free(struct ref *rf)
+{
+    for (unsigned d = 0; d < 256; d++) {
+        free(rf->data[d]);
+        free(rf->stored[d]);
+    }
+}
+
+struct rnd_job {
+    vma_image *img;
+    const struct ref *rf;
+    unsigned seed;
+    int bad;
+};
+
+/* 500 reads of random devices, offsets and lengths (some across the end). */
+static void *random_reads(void *arg)
+{
+    struct rnd_job *j = arg;
+    const vma_reader *r = vma_image_reader(j->img);
+    unsigned char *buf = malloc(300000);
+    for (int k = 0; k < 500; k++) {
+        unsigned devs[256], n = 0;
+        for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d))
+            devs[n++] = d;
+        if (n == 0)
+            break;
+        unsigned d = devs[rand_r(&j->seed) % n];
+        uint64_t size = j->rf->size[d];
+        uint64_t off = size ? ((uint64_t)rand_r(&j->seed) * 7919u) % (size + 5000) : 0;
+        size_t len = (size_t)(rand_r(&j->seed) % 300000);
+        int64_t got = vma_image_pread(j->img, d, buf, len, off);
+        int64_t want = off >= size ? 0 : (int64_t)(len < size - off ? len : size - off);
+        if (got != want || (want > 0 && memcmp(buf, j->rf->data[d] + off, (size_t)want) != 0))
+            j->bad++;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Compare everything the image says with the reference. */
+static void compare(vma_image *img, const struct ref *rf, const char *what)
+{
+    const vma_reader *r = vma_image_reader(img);
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d)) {
+        uint64_t size = vma_image_device_size(img, d);
+        CHECK(size == rf->size[d], "%s dev %u: size %llu, want %llu", what, d,
+              (unsigned long long)size, (unsigned long long)rf->size[d]);
+        unsigned char *buf = malloc(size + 1);
+        int64_t got = vma_image_pread(img, d, buf, size + 1, 0);
+        CHECK(got == (int64_t)size && memcmp(buf, rf->data[d], size) == 0,
+              "%s dev %u: whole read differs (%lld): %s", what, d, (long long)got,
+              vma_image_error(img));
+        CHECK(vma_image_pread(img, d, buf, 10, size) == 0, "%s: read at the end", what);
+        free(buf);
+        /* Data ranges: walk them and compare with the stored blocks. */
+        uint64_t pos = 0, ranges = 0;
+        for (;;) {
+            uint64_t off, len;
+            CHECK(vma_image_next_data(img, d, pos, &off, &len) == VMA_OK, "%s next_data", what);
+            for (uint64_t b = pos / VMA_BLOCK_SIZE; b * VMA_BLOCK_SIZE < off; b++)
+                if (pos < off && rf->stored[d][b] && (b + 1) * VMA_BLOCK_SIZE > pos) {
+                    CHECK(0, "%s dev %u: block %llu is data but skipped", what, d,
+                          (unsigned long long)b);
+                    break;
+                }
+            if (len == 0) {
+                CHECK(off == size, "%s dev %u: end of data at %llu", what, d,
+                      (unsigned long long)off);
+                break;
+            }
+            for (uint64_t b = off / VMA_BLOCK_SIZE; b * VMA_BLOCK_SIZE < off + len; b++)
+                if (!rf->stored[d][b]) {
+                    CHECK(0, "%s dev %u: block %llu is a hole but reported as data", what, d,
+                          (unsigned long long)b);
+                    break;
+                }
+            CHECK(off + len == size || !rf->stored[d][(off + len) / VMA_BLOCK_SIZE],
+                  "%s dev %u: data range at %llu stops early", what, d,
+                  (unsigned long long)off);
+            pos = off + len;
+            ranges++;
+        }
+        /* From an odd offset inside the device. */
+        uint64_t off, len;
+        if (size > 5000) {
+            vma_image_next_data(img, d, 4999, &off, &len);
+            CHECK(off >= 4999, "%s: next_data went backwards", what);
+        }
+    }
+    struct rnd_job jobs[4];
+    pthread_t th[4];
+    for (unsigned t = 0; t < 4; t++) {
+        jobs[t] = (struct rnd_job){ img, rf, 1234 + t, 0 };
+        pthread_create(&th[t], NULL, random_reads, &jobs[t]);
+    }
+    for (unsigned t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        CHECK(jobs[t].bad == 0, "%s: %d random reads differ in thread %u", what, jobs[t].bad, t);
+    }
+}
+
+static vma_image *open_image(const char *path, unsigned flags, int *rc)
+{
+    vma_image *img = vma_image_new();
+    vma_image_set_cache_dir(img, getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    *rc = vma_image_open(img, path, flags);
+    return img;
+}
+
+static void check_archive(const char *path, unsigned flags)
+{
+    struct ref rf;
+    ref_load(&rf, path);
+    int rc;
+    vma_image *img = open_image(path, flags, &rc);
+    CHECK(rc == VMA_OK, "open %s: %s", path, vma_image_error(img));
+    if (rc == VMA_OK)
+        compare(img, &rf, path);
+    vma_image_free(img);
+    ref_free(&rf);
+}
+
+/* An archive of odd-sized disks written in a shuffled, interleaved order,
+ * with zero blocks, all-zero clusters and a vmstate stream. */
+static void write_archive(const char *path, const char *codec, unsigned seed)
+{
+    static const uint64_t sizes[] = { 1048576 + 4097, 3 * 65536 + 100, 5000, 20 * 65536 };
+    vma_writer *w = vma_writer_new();
+    int rc = vma_writer_open_path(w, path);
+    if (rc == VMA_OK && codec != NULL)
+        rc = vma_writer_set_compression(w, codec);
+    if (rc == VMA_OK)
+        rc = vma_writer_add_config(w, "qemu-server.conf", "memory: 512\n", 12);
+    int ids[5];
+    char name[32];
+    for (unsigned i = 0; i < 4 && rc == VMA_OK; i++) {
+        snprintf(name, sizeof(name), "drive-scsi%u", i);
+        ids[i] = vma_writer_add_device(w, name, sizes[i]);
+        rc = ids[i] > 0 ? VMA_OK : ids[i];
+    }
+    ids[4] = vma_writer_add_device(w, "vmstate", 200000);
+    CHECK(rc == VMA_OK && ids[4] > 0, "writer setup: %s", vma_writer_error(w));
+    /* Every (device, cluster) pair in a shuffled order. */
+    unsigned pairs[64][2], n = 0;
+    for (unsigned i = 0; i < 4; i++)
+        for (uint64_t c = 0; c * VMA_CLUSTER_SIZE < sizes[i]; c++)
+            pairs[n][0] = i, pairs[n][1] = (unsigned)c, n++;
+    for (unsigned k = n; k > 1; k--) {
+        unsigned j = (unsigned)rand_r(&seed) % k, t0 = pairs[k - 1][0], t1 = pairs[k - 1][1];
+        pairs[k - 1][0] = pairs[j][0], pairs[k - 1][1] = pairs[j][1];
+        pairs[j][0] = t0, pairs[j][1] = t1;
+    }
+    unsigned char *buf = malloc(VMA_CLUSTER_SIZE);
+    unsigned vm = 0;
+    for (unsigned k = 0; k < n && rc == VMA_OK; k++) {
+        unsigned kind = (unsigned)rand_r(&seed) % 4;
+        for (unsigned b = 0; b < 16; b++) {
+            bool zero = kind == 0 || (kind == 1 && rand_r(&seed) % 2);
+            for (unsigned x = 0; x < VMA_BLOCK_SIZE; x++)
+                buf[b * VMA_BLOCK_SIZE + x] = zero ? 0 : (unsigned char)rand_r(&seed);
+        }
+        rc = vma_writer_write_cluster(w, (unsigned)ids[pairs[k][0]], pairs[k][1],
+                                      kind == 0 && k % 2 ? NULL : buf);
+        if (rc == VMA_OK && k % 7 == 0 && vm < 4) { /* vmstate interleaved */
+            rc = vma_writer_write_cluster(w, (unsigned)ids[4], vm, vm == 2 ? NULL : buf);
+            vm++;
+        }
+    }
+    while (rc == VMA_OK && vm < 4)
+        rc = vma_writer_write_cluster(w, (unsigned)ids[4], vm++, buf);
+    for (unsigned i = 0; i < 5 && rc == VMA_OK; i++)
+        rc = vma_writer_close_device(w, (unsigned)ids[i]);
+    if (rc == VMA_OK)
+        rc = vma_writer_finish(w);
+    CHECK(rc == VMA_OK, "write %s: %s", path, vma_writer_error(w));
+    free(buf);
+    vma_writer_free(w);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    char buf[65536];
+    size_t n;
+    while (in && out && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}
+
+/* Open must fail with VMA_ERR_CORRUPT and a message containing `why`. */
+static void expect_refused(const char *path, const char *why, const char *what)
+{
+    int rc;
+    vma_image *img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_ERR_CORRUPT && strstr(vma_image_error(img), why) != NULL &&
+              strstr(vma_image_error(img), ".vmaidx refused") != NULL,
+          "%s: open gave %d '%s', want refusal with '%s'", what, rc, vma_image_error(img), why);
+    vma_image_free(img);
+}
+
+static void index_files(const char *dir)
+{
+    char a[4096], b[4096], ia[4200], ib[4200], tmp[4300];
+    snprintf(a, sizeof(a), "%s/a.vma", dir);
+    snprintf(b, sizeof(b), "%s/b.vma", dir);
+    snprintf(ia, sizeof(ia), "%s.vmaidx", a);
+    snprintf(ib, sizeof(ib), "%s.vmaidx", b);
+    write_archive(a, NULL, 7);
+    write_archive(b, NULL, 7); /* same layout, another uuid */
+    struct ref rf;
+    ref_load(&rf, a);
+    int rc;
+    vma_image *img = open_image(a, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_SAVED,
+          "first open: %d %d %s", rc, vma_image_index_state(img), vma_image_error(img));
+    vma_image_free(img);
+    img = open_image(a, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
+          "second open: %d %d %s", rc, vma_image_index_state(img), vma_image_error(img));
+    if (rc == VMA_OK)
+        compare(img, &rf, "loaded index");
+    vma_image_free(img);
+    img = open_image(b, 0, &rc);
+    vma_image_free(img);
+
+    /* Foreign: b's index next to a. */
+    snprintf(tmp, sizeof(tmp), "%s.keep", ia);
+    rename(ia, tmp);
+    copy_file(ib, ia);
+    expect_refused(a, "another archive", "swapped index");
+    rename(tmp, ia);
+
+    /* Damaged: a flipped byte in the entries, a cut file, garbage. */
+    copy_file(ia, tmp);
+    struct stat st;
+    stat(ia, &st);
+    int fd = open(ia, O_RDWR);
+    unsigned char c;
+    pread(fd, &c, 1, st.st_size - 40);
+    c ^= 0x10;
+    pwrite(fd, &c, 1, st.st_size - 40);
+    close(fd);
+    expect_refused(a, "checksum", "flipped index byte");
+    copy_file(tmp, ia);
+    truncate(ia, st.st_size - 13);
+    expect_refused(a, "size does not match", "truncated index");
+    FILE *f = fopen(ia, "wb");
+    fputs("not an index at all, but long enough to be read as one .......................", f);
+    fclose(f);
+    expect_refused(a, "bad magic", "garbage index");
+    copy_file(tmp, ia);
+    img = open_image(a, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
+          "restored index: %s", vma_image_error(img));
+    vma_image_free(img);
+
+    /* Stale: the archive was touched after indexing. */
+    struct timespec ts[2] = { { 0, UTIME_OMIT }, { 1000000000, 0 } };
+    utimensat(AT_FDCWD, a, ts, 0);
+    expect_refused(a, "mtime differs", "touched archive");
+    img = open_image(a, VMA_IMAGE_REINDEX, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_SAVED,
+          "reindex: %s", vma_image_error(img));
+    vma_image_free(img);
+    img = open_image(a, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
+          "after reindex: %s", vma_image_error(img));
+
+    /* The archive cut short after the open: reads of the lost data fail
+     * (VMA_ERR_TRUNCATED), reads of the rest and of holes still work. */
+    stat(a, &st);
+    truncate(a, st.st_size / 2);
+    const vma_reader *r = vma_image_reader(img);
+    unsigned d = vma_reader_find_device(r, "drive-scsi3");
+    unsigned char *buf = malloc(20 * 65536);
+    int64_t got = vma_image_pread(img, d, buf, 20 * 65536, 0);
+    CHECK(got == VMA_ERR_TRUNCATED && strstr(vma_image_error(img), "drive-scsi3"),
+          "read after truncation: %lld %s", (long long)got, vma_image_error(img));
+    free(buf);
+    vma_image_free(img);
+    expect_refused(a, "bytes, this one has", "truncated archive");
+    ref_free(&rf);
+
+    /* Neither a stream nor an index file for NO_INDEX_FILE. */
+    unlink(ib);
+    img = open_image(b, VMA_IMAGE_NO_INDEX_FILE, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_BUILT &&
+              access(ib, F_OK) != 0,
+          "no index file: %s", vma_image_error(img));
+    vma_image_free(img);
+    img = open_image("-", 0, &rc);
+    CHECK(rc == VMA_ERR_INVALID, "stdin refused: %d", rc);
+    vma_image_free(img);
+}
+
+/* A damaged extent fails the open with the reader's message. */
+static void damaged(const char *golden, const char *dir)
+{
+    char src[4200], dst[4096];
+    snprintf(src, sizeof(src), "%s/basic.vma", golden);
+    snprintf(dst, sizeof(dst), "%s/damaged.vma", dir);
+    copy_file(src, dst);
+    int fd = open(dst, O_RDWR);
+    struct stat st;
+    fstat(fd, &st);
+    /* The first extent header's block_count, right after the header. */
+    vma_reader *r = vma_reader_new();
+    vma_reader_open_path(r, src);
+    vma_reader_free(r);
+    unsigned char c = 0;
+    off_t at = 0;
+    /* Find the first extent magic "VMAE". */
+    unsigned char *all = malloc((size_t)st.st_size);
+    pread(fd, all, (size_t)st.st_size, 0);
+    for (off_t i = 12288; i + 4 < st.st_size; i++)
+        if (memcmp(all + i, "VMAE", 4) == 0) {
+            at = i + 50;
+            break;
+        }
+    free(all);
+    pread(fd, &c, 1, at);
+    c ^= 1;
+    pwrite(fd, &c, 1, at);
+    close(fd);
+    int rc;
+    vma_image *img = open_image(dst, 0, &rc);
+    CHECK(rc == VMA_ERR_CORRUPT && strstr(vma_image_error(img), "extent 0"),
+          "damaged extent: %d %s", rc, vma_image_error(img));
+    vma_image_free(img);
+    snprintf(src, sizeof(src), "%s.vmaidx", dst);
+    CHECK(access(src, F_OK) != 0, "an index was written for a damaged archive");
+}
+
+/* Flip the bits of mask in the byte in the middle of a file. */
+static void flip_middle(const char *path, unsigned char mask)
+{
+    struct stat st;
+    stat(path, &st);
+    int fd = open(path, O_RDWR);
+    unsigned char c = 0;
+    pread(fd, &c, 1, st.st_size / 2);
+    c ^= mask;
+    pwrite(fd, &c, 1, st.st_size / 2);
+    close(fd);
+}
+
+/* Read every 4 KiB block of every device on its own: count the reads that
+ * failed (as VMA_ERR_CORRUPT naming `what`), that returned the right bytes,
+ * and the wrong outcomes (other bytes, another status, a hole that failed). */
+/* Reads of 200000 bytes: each one either returns the right bytes or fails
+ * because one of its own 4 KiB blocks fails alone (a damaged block that
+ * only lies between its pieces, in another device's data, must not fail
+ * it). Returns the number of reads that broke this. */
+static unsigned wide_reads_exact(vma_image *img, const struct ref *rf)
+{
+    const vma_reader *r = vma_image_reader(img);
+    unsigned char *buf = malloc(200000), blk[VMA_BLOCK_SIZE];
+    unsigned bad = 0;
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d))
+        for (uint64_t off = 0; off < rf->size[d]; off += 200000) {
+            int64_t n = vma_image_pread(img, d, buf, 200000, off);
+            if (n >= 0) {
+                bad += memcmp(buf, rf->data[d] + off, (size_t)n) != 0;
+                continue;
+            }
+            int own = 0;
+            for (uint64_t b = off / VMA_BLOCK_SIZE * VMA_BLOCK_SIZE;
+                 b < off + 200000 && b < rf->size[d]; b += VMA_BLOCK_SIZE)
+                own |= vma_image_pread(img, d, blk, VMA_BLOCK_SIZE, b) < 0;
+            bad += !own;
+        }
+    free(buf);
+    return bad;
+}
+
+static void count_block_reads(vma_image *img, const struct ref *rf, const char *what,
+                              uint64_t *failed, uint64_t *good, uint64_t *wrong)
+{
+    const vma_reader *r = vma_image_reader(img);
+    unsigned char buf[VMA_BLOCK_SIZE];
+    *failed = *good = *wrong = 0;
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d))
+        for (uint64_t b = 0; b * VMA_BLOCK_SIZE < rf->size[d]; b++) {
+            int64_t n = vma_image_pread(img, d, buf, VMA_BLOCK_SIZE, b * VMA_BLOCK_SIZE);
+            if (n < 0) {
+                (*failed)++;
+                *wrong += n != VMA_ERR_CORRUPT || !rf->stored[d][b] ||
+                          !strstr(vma_image_error(img), what);
+            } else if (memcmp(buf, rf->data[d] + b * VMA_BLOCK_SIZE, (size_t)n) != 0) {
+                (*wrong)++;
+            } else {
+                (*good)++;
+            }
+        }
+}
+
+/* A .vma.lzo damaged after the open: reads that need the damaged lzop
+ * block fail with VMA_ERR_CORRUPT, every other read returns the right
+ * bytes, holes still read as zeros, and no read returns wrong bytes. */
+static void damaged_lzo(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/damaged.vma.lzo", dir);
+    write_archive(path, "lzo", 99);
+    struct ref rf;
+    ref_load(&rf, path);
+    int rc;
+    vma_image *img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_OK, "open lzo: %s", vma_image_error(img));
+    flip_middle(path, 0xff);
+    uint64_t failed, good, wrong;
+    count_block_reads(img, &rf, "lzop block", &failed, &good, &wrong);
+    CHECK(wide_reads_exact(img, &rf) == 0, "damaged lzo: a wide read failed for another's block");
+    /* One lzop block holds 256 KiB of the archive: 64 stored blocks, plus
+     * one at each end that straddles its border (extent headers shift them). */
+    CHECK(failed > 0 && failed <= 66 && wrong == 0 && good > 100,
+          "damaged lzo: %llu failed, %llu good, %llu wrong (%s)", (unsigned long long)failed,
+          (unsigned long long)good, (unsigned long long)wrong, vma_image_error(img));
+    vma_image_free(img);
+    ref_free(&rf);
+    img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_ERR_CORRUPT, "damaged lzo: open gave %d %s", rc, vma_image_error(img));
+    vma_image_free(img);
+}
+
+static void put_le32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = { (unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 24) };
+    fwrite(b, 1, 4, f);
+}
+
+/* The plain archive `from` in zstd's seekable format: frames of `frame`
+ * bytes (each with its checksum), then the seek table's skippable frame.
+ * `bad` != 0 writes a footer whose frame count is off by one. */
+static void write_seekable(const char *from, const char *to, size_t frame, int bad)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    unsigned char *buf = malloc(frame), *z = malloc(ZSTD_compressBound(frame));
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+    uint32_t sizes[4096][2], n = 0;
+    size_t got;
+    while ((got = fread(buf, 1, frame, in)) > 0 && n < 4096) {
+        size_t zl = ZSTD_compress2(cc, z, ZSTD_compressBound(frame), buf, got);
+        fwrite(z, 1, zl, out);
+        sizes[n][0] = (uint32_t)zl;
+        sizes[n][1] = (uint32_t)got;
+        n++;
+    }
+    put_le32(out, 0x184D2A5Eu);
+    put_le32(out, n * 8 + 9);
+    for (uint32_t i = 0; i < n; i++) {
+        put_le32(out, sizes[i][0]);
+        put_le32(out, sizes[i][1]);
+    }
+    put_le32(out, n + (bad ? 1 : 0));
+    fputc(0, out);
+    put_le32(out, 0x8F92EAB1u);
+    fclose(in);
+    fclose(out);
+    ZSTD_freeCCtx(cc);
+    free(buf);
+    free(z);
+}
+
+/* Seekable zstd: read in place by frames, equal to the plain archive;
+ * a bad seek table is refused; a frame damaged after the open fails the
+ * reads that need it and only those. */
+static void seekable_zstd(const char *dir)
+{
+    char plain[4096], zst[4200];
+    snprintf(plain, sizeof(plain), "%s/s.vma", dir);
+    snprintf(zst, sizeof(zst), "%s/s.vma.zst", dir);
+    write_archive(plain, NULL, 555);
+    write_seekable(plain, zst, 256 * 1024, 0);
+    check_archive(zst, 0);
+    struct ref rf;
+    ref_load(&rf, zst);
+    int rc;
+    vma_image *img = open_image(zst, 0, &rc);
+    CHECK(rc == VMA_OK && strcmp(vma_reader_compression(vma_image_reader(img)), "zstd") == 0,
+          "seekable zstd: %s", vma_image_error(img));
+    flip_middle(zst, 0x40);
+    uint64_t failed, good, wrong;
+    count_block_reads(img, &rf, "zstd frame", &failed, &good, &wrong);
+    CHECK(wide_reads_exact(img, &rf) == 0, "damaged zstd: a wide read failed for another's frame");
+    CHECK(failed > 0 && failed <= 66 && wrong == 0 && good > 100,
+          "damaged zstd frame: %llu failed, %llu good, %llu wrong (%s)",
+          (unsigned long long)failed, (unsigned long long)good, (unsigned long long)wrong,
+          vma_image_error(img));
+    vma_image_free(img);
+    ref_free(&rf);
+    write_seekable(plain, zst, 256 * 1024, 1);
+    img = open_image(zst, 0, &rc);
+    CHECK(rc == VMA_ERR_CORRUPT && strstr(vma_image_error(img), "seek table"),
+          "bad seek table: %d %s", rc, vma_image_error(img));
+    vma_image_free(img);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: image_api <golden dir>\n");
+        return 99;
+    }
+    static const char *golden[] = { "basic.vma", "basic.vma.gz", "basic.vma.lzo",
+                                    "basic.vma.zst", "diskless.vma", "legacy.vma",
+                                    "odd-sizes.vma", "zero-disk.vma" };
+    char path[4096];
+    for (size_t i = 0; i < sizeof(golden) / sizeof(golden[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", argv[1], golden[i]);
+        check_archive(path, VMA_IMAGE_NO_INDEX_FILE); /* no .vmaidx in the source tree */
+    }
+    char dir[] = "/tmp/vma-image-api.XXXXXX";
+    const char *t = getenv("TMPDIR");
+    char tdir[4096];
+    snprintf(tdir, sizeof(tdir), "%s/vma-image-api.XXXXXX", t ? t : "/tmp");
+    char *d = mkdtemp(t ? tdir : dir);
+    if (d == NULL) {
+        perror("mkdtemp");
+        return 99;
+    }
+    static const char *codecs[] = { NULL, "zstd", "gzip", "lzo" };
+    for (unsigned seed = 1; seed <= 3; seed++)
+        for (unsigned c = 0; c < 4; c++) {
+            snprintf(path, sizeof(path), "%s/r%u-%u.vma", d, seed, c);
+            write_archive(path, codecs[c], seed * 100 + c);
+            check_archive(path, 0);
+        }
+    index_files(d);
+    damaged(argv[1], d);
+    damaged_lzo(d);
+    seekable_zstd(d);
+    vt_rm_tree(d);
+    if (failures) {
+        fprintf(stderr, "%d failures\n", failures);
+        return 1;
+    }
+    printf("image_api: all checks passed\n");
+    return 0;
+}
