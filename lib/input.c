@@ -1088,18 +1088,6 @@ static int pick_codec(struct vmai_input *in, size_t n, char *err, size_t errlen)
     return VMA_OK;
 }
 
-int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
-                    char *err, size_t errlen)
-{
-    return vmai_input_open_ex(out, fd, NULL, NULL, cancel, false, err, errlen);
-}
-
-int vmai_input_open_fn(struct vmai_input **out, vmai_read_fn fn, void *opaque,
-                       const struct vmai_cancel *cancel, char *err, size_t errlen)
-{
-    return vmai_input_open_ex(out, -1, fn, opaque, cancel, false, err, errlen);
-}
-
 int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *opaque,
                        const struct vmai_cancel *cancel, bool resync, char *err, size_t errlen)
 {
