@@ -7,7 +7,4 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* A descriptor reading the given bytes from the start (a memfd). */
-int fuzz_memfd(const uint8_t *data, size_t size);
-
 #endif

@@ -43,11 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         atexit(remove_scratch);
     }
-    int fd = fuzz_memfd(data, size);
-    if (fd < 0)
-        return 0;
     vma_reader *r = vma_reader_new();
-    int rc = r ? vma_reader_open_fd(r, fd) : VMA_ERR_NOMEM;
+    int rc = r ? vma_reader_open_memory(r, data, size) : VMA_ERR_NOMEM;
     for (unsigned id = rc == VMA_OK ? vma_reader_next_device(r, 0) : 0; id != 0 && rc == VMA_OK;
          id = vma_reader_next_device(r, id)) {
         char path[sizeof(scratch) + 300];
@@ -57,7 +54,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == VMA_OK)
         rc = vma_reader_restore(r);
     vma_reader_free(r);
-    close(fd);
     clean_scratch(rc != VMA_OK);
     return 0;
 }

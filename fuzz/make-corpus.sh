@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Seeds the fuzz corpus with small valid archives made by build/vma and
-# the golden archives that are small. Re-run only to refresh the seeds;
-# the committed corpus is what the tests use.
+# the golden archives that are small, compressed streams made by the zstd,
+# gzip and lzop tools, and restore map lines. Re-run only to refresh the
+# seeds, then `fuzz/run.sh <target> merge`; the committed corpus is what
+# the tests use.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 vma=${VMA:-$top/build/vma}
 out=$top/fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out"/{header,verify,extract}
+mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop}
 
 # Deterministic bytes: a seeded keystream.
 bytes() { (set +o pipefail; openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f \
@@ -39,4 +41,39 @@ for f in "$tmp"/*.vma; do
     hsize=$(od -An -tu1 -j56 -N4 "$f" | awk '{print $1*16777216+$2*65536+$3*256+$4}')
     head -c "$hsize" "$f" >"$out/header/$n.hdr"
 done
+
+# The codec targets: archives and small streams in each framing.
+printf 'hello vma\n%.0s' {1..50} >"$tmp/text"
+head -c 70000 /dev/zero >"$tmp/zeros"
+cp "$tmp/one-zstd.vmaz" "$out/zstd/one.vma.zst"
+zstd -q -19 -c "$tmp/two.vma" >"$out/zstd/two.vma.zst"
+zstd -q -c "$tmp/text" >"$out/zstd/text.zst"
+{ zstd -q -c "$tmp/text"; zstd -q -c "$tmp/zeros"; } >"$out/zstd/two-frames.zst"
+{ printf '\x50\x2a\x4d\x18\x04\x00\x00\x00abcd'; zstd -q -c --no-check "$tmp/text"; } >"$out/zstd/skippable.zst"
+cp "$tmp/one-gzip.vmaz" "$out/gzip/one.vma.gz"
+gzip -9 -c "$tmp/two.vma" >"$out/gzip/two.vma.gz"
+{ gzip -c "$tmp/text"; gzip -c "$tmp/zeros"; } >"$out/gzip/two-members.gz"
+{ gzip -n -c "$tmp/text"; head -c 512 /dev/zero; } >"$out/gzip/padded.gz"
+cp "$tmp/one-lzo.vmaz" "$out/lzop/one.vma.lzo"
+lzop -9 -c "$tmp/two.vma" >"$out/lzop/two.vma.lzo"
+lzop -c "$tmp/text" >"$out/lzop/text.lzo"
+lzop -c --crc32 "$tmp/zeros" >"$out/lzop/crc32.lzo"
+lzop -1 -c -n "$tmp/text" >"$out/lzop/noname.lzo"
+
+# The restore map parser: one line per file, accepted and refused.
+n=0
+while IFS= read -r line; do
+    n=$((n + 1))
+    printf '%s' "$line" >"$out/restore_map/seed-$n"
+done <<'EOF_MAP'
+0:drive-scsi0=/tmp/disk.raw
+1:drive-virtio0=/dev/vg/vm-100-disk-0
+format=qcow2:throttling.bps=1048576:cache=none:1:drive-scsi1=disk.qcow2
+throttling.group=g1:throttling.bps=0x100000:0:drive-sata0=nbd+unix:///x?socket=/tmp/s
+cache=directsync:format=raw:0:drive-ide0=out.img
+cache=writeback:cache=unsafe:0:a=b
+skip=drive-scsi2
+throttling.bps=12abc:0:a=b
+0:=path
+EOF_MAP
 ls -l "$out"/*

@@ -195,7 +195,9 @@ VMA_API int vma_reader_open_callback(vma_reader *r, vma_read_fn fn, void *opaque
 
 /* As vma_reader_open_path(), on len bytes in memory (plain or
  * compressed). The buffer is not copied: it must stay valid and unchanged
- * until vma_reader_free(). */
+ * until vma_reader_free(). No descriptor and no threads: a compressed
+ * archive is decoded in the caller's thread as it reads, one chunk at a
+ * time; a cancel takes effect at the next read. */
 VMA_API int vma_reader_open_memory(vma_reader *r, const void *buf, size_t len);
 
 /* The last error message, or "" when there was none. Not for a thread

@@ -8,7 +8,10 @@
  * reader) copies out of the decoded ring. Each stage stops at the end of
  * its stream or at its first error, which the next stage sees at the same
  * position in the stream. A seekable zstd file read from its start skips
- * both rings: its frames are decoded on several cores (zst_pool.c).
+ * both rings: its frames are decoded on several cores (zst_pool.c). An
+ * input from memory (fuzzing, embedding) has no descriptor and no
+ * threads: the caller's thread decodes on demand, with the same codec
+ * code and checks; only the transport differs.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -33,12 +36,22 @@
 #include "vma.h"
 #include "zst_pool.h"
 
-#define CHUNK_SIZE (4u << 20)  /* decompressed bytes per ring slot */
 #define RAW_SIZE (1u << 20)    /* compressed bytes per ring slot */
 #define RING_SLOTS 4u
 #define SNIFF_LEN 9u
-
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define CHUNK_SIZE (4u << 20)  /* decompressed bytes per ring slot */
+#define LZO_READ_MAX_BLOCK LZO_MAX_BLOCK /* lzop's own limit */
 #define ZSTD_WINDOWLOG_OURS 27 /* 128 MiB: zstd's own default limit */
+#else
+/* fuzz/run.sh's build: under ASan each large buffer costs a shadow
+ * memset and page faults, most of a fuzz input's time. Smaller limits
+ * there (still above what vma create and lzop write: 2 MiB windows,
+ * 256 KiB blocks) keep the same checks, for both paths alike. */
+#define CHUNK_SIZE (64u << 10)
+#define LZO_READ_MAX_BLOCK (1u << 20)
+#define ZSTD_WINDOWLOG_OURS 21
+#endif
 #define ZSTD_HEAD_MAX 6        /* magic, frame header descriptor, window descriptor */
 
 struct chunk {
@@ -73,9 +86,23 @@ struct ring {
 };
 
 struct vmai_input {
-    int fd;
+    int fd;                 /* -1 for a callback or memory input */
     vmai_read_fn read_fn;   /* the caller's source instead of fd, or NULL */
     void *read_opaque;
+    /* An input from memory: compressed bytes are handed to the decoder
+     * as read(2) gives a regular file's (the sniffed bytes, then chunks
+     * of RAW_SIZE), and decoded into one chunk of CHUNK_SIZE at a time as
+     * the ring's filler does, so that messages and the reads where errors
+     * show are the descriptor's. No rings, no threads. */
+    bool memory;
+    const unsigned char *mem;
+    size_t mem_len, mem_pos;
+    unsigned char *chunk;   /* decoded bytes, as one ring slot */
+    size_t chunk_len, chunk_pos;
+    bool chunk_done;        /* the decoder ended, with chunk_status */
+    int chunk_status;
+    bool chunk_gap;         /* salvage: bytes were skipped after the chunk */
+    char chunk_gap_msg[VMAI_ERRLEN];
     const struct vmai_cancel *cancel;
     bool may_block;         /* a pipe or the like: reads wait in poll(2) */
     enum vmai_codec codec;
@@ -371,6 +398,16 @@ static int raw_fill(struct vmai_input *in)
 {
     if (in->raw_pos < in->raw_len || in->raw_eof)
         return VMA_OK;
+    if (in->memory) { /* the next chunk, as read_raw() would get it */
+        size_t n = in->mem_len - in->mem_pos < RAW_SIZE ? in->mem_len - in->mem_pos : RAW_SIZE;
+        in->raw = n > 0 ? in->mem + in->mem_pos : in->sniff;
+        in->mem_pos += n;
+        in->raw_pos = 0;
+        in->raw_len = n;
+        in->raw_total += n;
+        in->raw_eof = n == 0;
+        return VMA_OK;
+    }
     const unsigned char *data;
     size_t len;
     int rc = ring_take(&in->raw_ring, &data, &len);
@@ -391,7 +428,7 @@ static int raw_fill(struct vmai_input *in)
  * than wait, so that a reader of a slow pipe sees each byte as it comes. */
 static bool raw_waiting(struct vmai_input *in)
 {
-    if (in->raw_pos < in->raw_len || in->raw_eof)
+    if (in->memory || in->raw_pos < in->raw_len || in->raw_eof)
         return false;
     struct ring *r = &in->raw_ring;
     pthread_mutex_lock(&r->mu);
@@ -792,7 +829,7 @@ static int lzo_block(struct vmai_input *in)
     if ((rc = lzo_get(in, b, 4, "the header")) != VMA_OK)
         return rc;
     uint32_t src_len = vmai_get_be32(b);
-    if (dst_len > LZO_MAX_BLOCK || src_len > dst_len || src_len == 0) {
+    if (dst_len > LZO_READ_MAX_BLOCK || src_len > dst_len || src_len == 0) {
         vmai_errorf(in->err, "lzop block %llu at compressed byte %llu: sizes %u -> %u are invalid",
                     LZO_WHERE(in), src_len, dst_len);
         return VMA_ERR_CORRUPT;
@@ -904,6 +941,53 @@ static ssize_t produce(struct vmai_input *in, unsigned char *out, size_t cap)
 
 /* --- the interface --- */
 
+/* A compressed input from memory: ring_read() on a ring whose filler
+ * runs in the caller's thread, one chunk at a time. */
+static ssize_t memory_read(struct vmai_input *in, unsigned char *buf, size_t len, char *err,
+                           size_t errlen)
+{
+    size_t got = 0;
+    while (got < len) {
+        if (in->chunk_pos == in->chunk_len) {
+            if (in->chunk_done)
+                break;
+            if (in->chunk == NULL && (in->chunk = malloc(CHUNK_SIZE)) == NULL) {
+                snprintf(err, errlen, "out of memory for the decoded input");
+                return VMA_ERR_NOMEM;
+            }
+            ssize_t n = produce(in, in->chunk, CHUNK_SIZE);
+            in->chunk_pos = 0;
+            in->chunk_len = n > 0 ? (size_t)n : 0;
+            /* As ring_thread(): a chunk (even an empty one) may end at a gap. */
+            in->chunk_gap = in->resync && n >= 0 && in->gap;
+            if (in->chunk_gap) {
+                in->gap = false;
+                snprintf(in->chunk_gap_msg, sizeof(in->chunk_gap_msg), "%s", in->err);
+            } else if (n <= 0) {
+                in->chunk_done = true;
+                in->chunk_status = n < 0 ? (int)n : VMA_OK;
+                break;
+            }
+        }
+        size_t n = in->chunk_len - in->chunk_pos < len - got ? in->chunk_len - in->chunk_pos
+                                                             : len - got;
+        memcpy(buf + got, in->chunk + in->chunk_pos, n);
+        in->chunk_pos += n;
+        got += n;
+        if (in->chunk_pos == in->chunk_len && in->chunk_gap) { /* as ring_read() */
+            in->chunk_gap = false;
+            in->ring.gap_hit = true;
+            memcpy(in->ring.gap_msg, in->chunk_gap_msg, sizeof(in->ring.gap_msg));
+            break;
+        }
+    }
+    if (got < len && in->chunk_status != VMA_OK) {
+        snprintf(err, errlen, "%s", in->err);
+        return in->chunk_status;
+    }
+    return (ssize_t)got;
+}
+
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen)
 {
     if (in->pool != NULL) {
@@ -921,6 +1005,12 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
         }
         return (ssize_t)got;
     }
+    if (in->memory && vmai_cancelled(in->cancel)) {
+        snprintf(err, errlen, "cancelled");
+        return VMA_ERR_CANCELED;
+    }
+    if (in->memory && in->codec != VMAI_CODEC_NONE)
+        return memory_read(in, buf, len, err, errlen);
     if (in->codec != VMAI_CODEC_NONE)
         return ring_read(&in->ring, buf, len, err, errlen);
     /* Plain archives are read straight into the caller's buffer: the
@@ -943,32 +1033,16 @@ bool vmai_input_gap(struct vmai_input *in, char *msg, size_t msglen)
     return true;
 }
 
-int vmai_input_open(struct vmai_input **out, int fd, const struct vmai_cancel *cancel,
-                    char *err, size_t errlen)
-{
-    return vmai_input_open_ex(out, fd, NULL, NULL, cancel, false, err, errlen);
-}
-
-int vmai_input_open_fn(struct vmai_input **out, vmai_read_fn fn, void *opaque,
-                       const struct vmai_cancel *cancel, char *err, size_t errlen)
-{
-    return vmai_input_open_ex(out, -1, fn, opaque, cancel, false, err, errlen);
-}
-
-int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *opaque,
-                       const struct vmai_cancel *cancel, bool resync, char *err, size_t errlen)
+static struct vmai_input *input_new(int fd, vmai_read_fn fn, void *opaque,
+                                    const struct vmai_cancel *cancel, bool resync)
 {
     struct vmai_input *in = calloc(1, sizeof(*in));
-    *out = in;
-    if (in == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return VMA_ERR_NOMEM;
-    }
+    if (in == NULL)
+        return NULL;
     in->fd = fd;
     in->read_fn = fn;
     in->read_opaque = opaque;
     in->cancel = cancel;
-    in->may_block = fn == NULL && vmai_fd_may_block(fd);
     in->raw = in->sniff;
     in->resync = resync;
     in->ring.gaps = resync;
@@ -976,21 +1050,13 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
     pthread_cond_init(&in->raw_ring.cv, NULL);
     pthread_mutex_init(&in->ring.mu, NULL);
     pthread_cond_init(&in->ring.cv, NULL);
+    return in;
+}
 
-    size_t sniffed = 0;
-    bool sniff_eof = false;
-    ssize_t n = read_upto(in, in->sniff, SNIFF_LEN, false, &sniffed, &sniff_eof) != 0
-                    ? -1
-                    : (ssize_t)sniffed;
-    if (n < 0) {
-        int rc = read_failed(in, in->err);
-        snprintf(err, errlen, "%s", in->err);
-        return rc;
-    }
-    in->raw_len = (size_t)n;
-    in->raw_total = in->raw_read = (uint64_t)n;
-    in->raw_eof = (size_t)n < SNIFF_LEN;
-    if ((size_t)n >= sizeof(zstd_magic) &&
+/* Pick the codec from the first n bytes (in->sniff) and set it up. */
+static int pick_codec(struct vmai_input *in, size_t n, char *err, size_t errlen)
+{
+    if (n >= sizeof(zstd_magic) &&
         (memcmp(in->sniff, zstd_magic, 4) == 0 ||
          ((in->sniff[0] & 0xf0) == 0x50 && memcmp(in->sniff + 1, zstd_skippable, 3) == 0))) {
         in->codec = VMAI_CODEC_ZSTD;
@@ -1002,26 +1068,52 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
             snprintf(err, errlen, "out of memory for zstd");
             return VMA_ERR_NOMEM;
         }
-    } else if ((size_t)n >= sizeof(gzip_magic) && memcmp(in->sniff, gzip_magic, 2) == 0) {
+    } else if (n >= sizeof(gzip_magic) && memcmp(in->sniff, gzip_magic, 2) == 0) {
         in->codec = VMAI_CODEC_GZIP;
         if (inflateInit2(&in->gz, 15 + 16) != Z_OK) {
             snprintf(err, errlen, "cannot start zlib");
             return VMA_ERR_NOMEM;
         }
         in->gz_init = true;
-    } else if ((size_t)n >= sizeof(lzop_magic) && memcmp(in->sniff, lzop_magic, 9) == 0) {
+    } else if (n >= sizeof(lzop_magic) && memcmp(in->sniff, lzop_magic, 9) == 0) {
         in->codec = VMAI_CODEC_LZO;
         if (lzo_init() != LZO_E_OK) {
             snprintf(err, errlen, "cannot start liblzo2");
             return VMA_ERR_NOMEM;
         }
     }
+    return VMA_OK;
+}
+
+int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *opaque,
+                       const struct vmai_cancel *cancel, bool resync, char *err, size_t errlen)
+{
+    struct vmai_input *in = input_new(fd, fn, opaque, cancel, resync);
+    *out = in;
+    if (in == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return VMA_ERR_NOMEM;
+    }
+    in->may_block = fn == NULL && vmai_fd_may_block(fd);
+    size_t sniffed = 0;
+    bool sniff_eof = false;
+    if (read_upto(in, in->sniff, SNIFF_LEN, false, &sniffed, &sniff_eof) != 0) {
+        int rc = read_failed(in, in->err);
+        snprintf(err, errlen, "%s", in->err);
+        return rc;
+    }
+    in->raw_len = sniffed;
+    in->raw_total = in->raw_read = (uint64_t)sniffed;
+    in->raw_eof = sniffed < SNIFF_LEN;
+    int rc = pick_codec(in, sniffed, err, errlen);
+    if (rc != VMA_OK)
+        return rc;
     if (in->codec == VMAI_CODEC_NONE)
         return VMA_OK; /* no threads: see vmai_input_read() */
     /* A seekable zstd file read from its start: decoded frame by frame on
      * several cores (salvage keeps the stream, which can resync). */
     if (in->codec == VMAI_CODEC_ZSTD && fn == NULL && !resync &&
-        lseek(fd, 0, SEEK_CUR) == (off_t)n) {
+        lseek(fd, 0, SEEK_CUR) == (off_t)sniffed) {
         int rc = vmai_zst_pool_start(&in->pool, fd, cancel, err, errlen);
         if (rc == VMA_OK)
             return VMA_OK; /* no rings: see vmai_input_read() */
@@ -1034,6 +1126,34 @@ int vmai_input_open_ex(struct vmai_input **out, int fd, vmai_read_fn fn, void *o
         return VMA_ERR_NOMEM;
     }
     return VMA_OK;
+}
+
+int vmai_input_open_memory(struct vmai_input **out, const void *data, size_t len,
+                           const struct vmai_cancel *cancel, bool resync, char *err,
+                           size_t errlen)
+{
+    struct vmai_input *in = input_new(-1, NULL, NULL, cancel, resync);
+    *out = in;
+    if (in == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return VMA_ERR_NOMEM;
+    }
+    in->memory = true;
+    in->mem = data;
+    in->mem_len = len;
+    size_t n = len < SNIFF_LEN ? len : SNIFF_LEN;
+    if (n > 0)
+        memcpy(in->sniff, data, n);
+    int rc = pick_codec(in, n, err, errlen);
+    /* A plain input is all there: raw is the whole of it, nothing is left
+     * to read(2). A decoder starts from the sniffed bytes (raw_fill()). */
+    in->mem_pos = in->codec == VMAI_CODEC_NONE ? len : n;
+    in->raw_len = in->mem_pos;
+    in->raw_total = in->raw_read = (uint64_t)in->mem_pos;
+    in->raw_eof = in->codec == VMAI_CODEC_NONE || n < SNIFF_LEN;
+    if (in->raw_len > 0)
+        in->raw = data;
+    return rc;
 }
 
 const char *vmai_input_codec(const struct vmai_input *in)
@@ -1057,5 +1177,6 @@ void vmai_input_free(struct vmai_input *in)
         inflateEnd(&in->gz);
     free(in->lzo_block);
     free(in->lzo_packed);
+    free(in->chunk);
     free(in);
 }

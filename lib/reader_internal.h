@@ -29,8 +29,6 @@ struct vma_reader {
     struct vmai_salvage *salvage; /* salvage mode (salvage.c), NULL: off */
     vma_read_fn read_fn;        /* open_callback's source, or NULL */
     void *read_opaque;
-    const unsigned char *mem;   /* open_memory's buffer and position */
-    size_t mem_len, mem_pos;
     struct vmai_cancel cancel;  /* vma_reader_cancel() */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
@@ -43,7 +41,8 @@ struct vma_reader {
     size_t seen_mem;                 /* bytes the sets allocated */
     uint64_t vmstate_next[VMA_DEV_SLOTS];
     unsigned char *extent_head;      /* 512 bytes */
-    unsigned char *extent_data;      /* 4096-aligned, up to 59 clusters */
+    unsigned char *extent_data;      /* 4096-aligned, the largest extent's data so far */
+    size_t extent_cap;               /* its size */
 
     uint64_t offset;            /* archive bytes consumed */
     _Atomic uint64_t clusters;  /* read by vma_reader_counters() from any thread */
@@ -85,6 +84,9 @@ int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
  * first message stay. Returns status. */
 int vmai_reader_refuse(vma_reader *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Make extent_data hold at least len bytes (4096-aligned). */
+int vmai_reader_extent_buffer(vma_reader *r, size_t len);
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);

@@ -410,6 +410,9 @@ int vmai_salvage_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
         memcpy(r->extent_head, s->win + s->pos, VMA_EXTENT_HEADER_SIZE);
         s->pos += VMA_EXTENT_HEADER_SIZE;
         size_t len = (size_t)e.block_count * VMA_BLOCK_SIZE;
+        int rc = vmai_reader_extent_buffer(r, len);
+        if (rc != VMA_OK)
+            return rc;
         bool gap;
         have = read_data(r, r->extent_data, len, &gap);
         if (have < 0)
@@ -428,7 +431,7 @@ int vmai_salvage_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                   (unsigned long long)extent_no, have, len);
             return VMA_OK;
         }
-        int rc = deliver(r, &e, extent_no, fn, opaque);
+        rc = deliver(r, &e, extent_no, fn, opaque);
         if (rc != VMA_OK)
             return rc;
         if (r->extent_done != NULL && (rc = r->extent_done(r)) != VMA_OK)

@@ -637,6 +637,14 @@ static void t_open_memory(void **state)
         assert_true(rc == VMA_ERR_TRUNCATED || rc == VMA_ERR_CORRUPT);
         assert_int_equal(threads_now(), before);
         assert_int_equal(vma_reader_status(r), VMA_OK);
+        /* the same reader opens the whole buffer then, and reads it
+         * without a thread of its own (decoded in this one) */
+        assert_int_equal(vma_reader_open_memory(r, buf, len), VMA_OK);
+        assert_true(threads_now() <= before); /* <=: the warm thread may still have
+                                                 been listed in `before` */
+        assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+        assert_true(threads_now() <= before);
+        assert_int_equal(clusters_of(r), 137);
         vma_reader_free(r);
         free(buf);
     }

@@ -349,6 +349,9 @@ static void m_hsize_over_max(struct vt_buf *b)
 {
     put32(b, VMA_HOFF_HEADER_SIZE, VMA_MAX_HEADER_SIZE + 512);
 }
+/* A short file declaring the largest header: truncation, from a buffer
+ * that grew with the bytes read rather than 32 MiB up front. */
+static void m_hsize_max_short(struct vt_buf *b) { put32(b, VMA_HOFF_HEADER_SIZE, VMA_MAX_HEADER_SIZE); }
 static void m_hsize_below_blobs(struct vt_buf *b)
 {
     /* 12288 + 522 bytes of blobs do not fit in 12800 */
@@ -741,6 +744,8 @@ static const struct ncase cases[] = {
     OPENCASE(m_hsize_below_fixed, &g_basic, VMA_ERR_CORRUPT, "bad header_size 512", "offset 56"),
     OPENCASE(m_hsize_huge, &g_basic, VMA_ERR_CORRUPT, "bad header_size 4294966784", "offset 56"),
     OPENCASE(m_hsize_over_max, &g_basic, VMA_ERR_CORRUPT, "bad header_size", "offset 56"),
+    OPENCASE(m_hsize_max_short, &g_basic, VMA_ERR_TRUNCATED, "truncated inside the header",
+             "of 33554432 bytes"),
     OPENCASE(m_hsize_below_blobs, &g_basic, VMA_ERR_CORRUPT, "blob buffer", "12288, size 522"),
     OPENCASE(m_blob_offset_huge, &g_basic, VMA_ERR_CORRUPT, "blob buffer", "4294967280"),
     OPENCASE(m_blob_offset_past, &g_basic, VMA_ERR_CORRUPT, "blob buffer", "13312"),

@@ -1,0 +1,11 @@
+/* Fuzz target: zstd framing, raw compressed bytes through the input layer
+ * and the reader (see codec.c). SPDX-License-Identifier: MIT */
+#include "codec.h"
+#include "fuzz.h"
+
+static const uint8_t magic[] = {0x28, 0xb5, 0x2f, 0xfd};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return fuzz_codec(data, size, magic, sizeof(magic));
+}
