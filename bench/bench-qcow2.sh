@@ -67,8 +67,7 @@ cd "$tmp"
 mkdir times bin
 
 # A private copy of the binary: others may rebuild build/vma during the run.
-cp "$VMA" ./vma
-vma=$tmp/vma
+private_vma
 cc -O2 -std=c11 -o gen-image "$repo/bench/gen-image.c"
 
 # qemu-nbd wrapper: appends qemu-nbd's user + system CPU seconds to

@@ -84,3 +84,15 @@ row() {
         printf "%-12s %8.3f %7.2f %9.0f %-4s %8.1f  %-12s %6s %6s  %-7s %s\n", n, t, c, (t > 0 ? by / 1048576 / t : 0), ba, k / 1024, b, r, cr, g, v
     }'
 }
+
+# private_vma: copy $VMA into the current directory as ./vma (others may
+# rebuild build/vma during a run), with the shared library it loads from
+# its build directory ($ORIGIN/lib), and set vma to the copy.
+private_vma() {
+    cp "$VMA" ./vma
+    if compgen -G "$(dirname "$VMA")/lib/libvmarchive.so*" >/dev/null; then
+        mkdir -p lib
+        find "$(dirname "$VMA")/lib" -maxdepth 1 -name "libvmarchive.so*" ! -type d -exec cp -P {} lib/ \;
+    fi
+    vma=$PWD/vma
+}
