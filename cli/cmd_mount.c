@@ -1,10 +1,14 @@
 /*
- * vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <archive> <mountpoint>:
+ * vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n]
+ *           [--salvage [--force-header]] <archive> <mountpoint>:
  * the archive as a read-only FUSE file system: one file per config blob,
  * <devname>.raw per disk (its exact size), vmstate.bin. The index is built
  * (or loaded) before mounting, so errors reach the terminal; then, without
  * -f, the command goes to the background. Holes are visible through
- * lseek(SEEK_DATA/SEEK_HOLE). SPDX-License-Identifier: MIT
+ * lseek(SEEK_DATA/SEEK_HOLE). With --salvage, a damaged archive is served
+ * as extract --salvage would write it (salvaged-disk-<name>.raw,
+ * salvaged-vmstate.bin, salvage-report.txt and .json), and reads of lost
+ * clusters fail with EIO. SPDX-License-Identifier: MIT
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "salvage_report.h"
 
 #ifndef VMA_HAVE_FUSE
 
@@ -42,6 +47,10 @@ struct mount_state {
     vma_image *img;
     struct mfile *files;
     unsigned count;
+    int salvage;                 /* --salvage: names and reports as extract --salvage */
+    struct salvage_log log;
+    char *report[2];             /* salvage-report.txt, salvage-report.json */
+    size_t report_len[2];
     time_t ctime;
     uid_t uid;
     gid_t gid;
@@ -203,11 +212,24 @@ static int add_file(struct mount_state *m, char *name, unsigned dev_id, const vo
     return CLI_OK;
 }
 
+/* File name of device d: as extract writes it, or extract --salvage. */
+static char *device_file(const struct mount_state *m, const vma_reader *r, unsigned d)
+{
+    if (vma_reader_device_is_vmstate(r, d))
+        return strdup(m->salvage ? "salvaged-vmstate.bin" : "vmstate.bin");
+    char *name = cli_path("", m->salvage ? "salvaged-disk-" : "", vma_reader_device_name(r, d),
+                          ".raw");
+    /* cli_path gives "/<name>.raw" for an empty dir: drop the slash. */
+    if (name && name[0] == '/')
+        memmove(name, name + 1, strlen(name));
+    return name;
+}
+
 static int build_files(struct mount_state *m)
 {
     const vma_reader *r = vma_image_reader(m->img);
     unsigned n = vma_reader_config_count(r);
-    m->files = calloc(n + VMA_MAX_DEVICES, sizeof(*m->files));
+    m->files = calloc(n + VMA_MAX_DEVICES + 2, sizeof(*m->files));
     if (!m->files)
         return cli_fail("out of memory");
     for (unsigned i = 0; i < n; i++) {
@@ -218,17 +240,42 @@ static int build_files(struct mount_state *m)
         if (add_file(m, strdup(name), 0, data, len) != CLI_OK)
             return CLI_FAIL;
     }
-    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d)) {
-        char *name = vma_reader_device_is_vmstate(r, d)
-                         ? strdup("vmstate.bin")
-                         : cli_path("", "", vma_reader_device_name(r, d), ".raw");
-        /* cli_path gives "/<name>.raw" for an empty dir: drop the slash. */
-        if (name && name[0] == '/')
-            memmove(name, name + 1, strlen(name));
-        if (add_file(m, name, d, NULL, vma_image_device_size(m->img, d)) != CLI_OK)
+    for (unsigned d = vma_reader_next_device(r, 0); d; d = vma_reader_next_device(r, d))
+        if (add_file(m, device_file(m, r, d), d, NULL, vma_image_device_size(m->img, d)) !=
+            CLI_OK)
             return CLI_FAIL;
-    }
+    static const char *const report_name[2] = { "salvage-report.txt", "salvage-report.json" };
+    for (unsigned i = 0; i < 2 && m->salvage; i++)
+        if (add_file(m, strdup(report_name[i]), 0, m->report[i], m->report_len[i]) != CLI_OK)
+            return CLI_FAIL;
     return CLI_OK;
+}
+
+/* After a salvage open: the reports, kept in memory for the mount, and
+ * the verdict (CLI_OK, CLI_PARTIAL, or CLI_FAIL when nothing is left). */
+static int salvage_reports(struct mount_state *m, const char *archive)
+{
+    const vma_reader *r = vma_image_reader(m->img);
+    struct salvage_totals t;
+    if (m->log.alloc_failed)
+        return cli_fail("out of memory for the salvage report");
+    salvage_totals(r, &m->log, &t);
+    int rc = salvage_exit_status(&t);
+    if (rc == CLI_FAIL)
+        return cli_fail("nothing could be recovered from %s", archive);
+    for (int i = 0; i < 2; i++) {
+        FILE *f = open_memstream(&m->report[i], &m->report_len[i]);
+        if (!f)
+            return cli_fail("out of memory for the salvage report");
+        (i ? salvage_report_json : salvage_report_text)(f, archive, r, &m->log, &t, rc);
+        if (fclose(f) != 0)
+            return cli_fail("out of memory for the salvage report");
+    }
+    if (rc == CLI_PARTIAL)
+        fprintf(stderr, "vma: partial: some data lost (%llu of %llu bytes recovered); reads "
+                        "of lost ranges fail with EIO, see salvage-report.txt in the mount\n",
+                (unsigned long long)t.recovered, (unsigned long long)(t.recovered + t.lost));
+    return rc;
 }
 
 static void free_files(struct mount_state *m)
@@ -236,6 +283,9 @@ static void free_files(struct mount_state *m)
     for (unsigned i = 0; i < m->count; i++)
         free(m->files[i].name);
     free(m->files);
+    free(m->report[0]);
+    free(m->report[1]);
+    salvage_log_free(&m->log);
 }
 
 static void cache_notice(void *archive, const char *dir, uint64_t max_bytes)
@@ -295,8 +345,8 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
 
 int cmd_mount(int argc, char **argv)
 {
-    int c, foreground = 0, allow_other = 0;
-    unsigned flags = 0;
+    int c, foreground = 0, allow_other = 0, salvage = 0;
+    unsigned flags = 0, salvage_flags = 0;
     const char *cache_dir = NULL;
 
     while ((c = cli_getopt(argc, argv, "hfo:c:rn")) != -1) {
@@ -320,11 +370,17 @@ int cmd_mount(int argc, char **argv)
         case 'n':
             flags |= VMA_IMAGE_NO_INDEX_FILE;
             break;
+        case 'S':
+            salvage = 1;
+            break;
+        case 'F':
+            salvage_flags |= VMA_SALVAGE_FORCE_HEADER;
+            break;
         default:
             return cli_usage(stderr);
         }
     }
-    if (argc - optind != 2)
+    if (argc - optind != 2 || (salvage_flags && !salvage))
         return cli_usage(stderr);
     const char *archive = argv[optind];
     struct stat st;
@@ -348,19 +404,28 @@ int cmd_mount(int argc, char **argv)
     }
     vma_image_set_cache_notice(m.img, cache_notice, (void *)archive);
     vma_image_set_progress(m.img, stop_on_signal, NULL);
+    m.salvage = salvage;
     int rc = vma_image_set_cache_dir(m.img, cache_dir);
+    if (rc == VMA_OK && salvage)
+        rc = vma_image_set_salvage(m.img, salvage_flags, salvage_log_event, &m.log);
     if (rc == VMA_OK)
         rc = vma_image_open(m.img, archive, flags);
     if (rc != VMA_OK) {
-        rc = cli_fail("%s", vma_image_error(m.img));
+        const char *msg = vma_image_error(m.img);
+        rc = cli_fail("%s%s", msg, strstr(msg, "force it to salvage") ? " (--force-header)" : "");
         vma_image_free(m.img);
+        salvage_log_free(&m.log);
         free(mountpoint);
         return rc;
     }
     m.ctime = (time_t)vma_reader_ctime(vma_image_reader(m.img));
-    rc = build_files(&m);
+    /* A salvage mount that loses data exits 3 once unmounted (-f). */
+    int verdict = salvage ? salvage_reports(&m, archive) : CLI_OK;
+    rc = verdict == CLI_FAIL ? CLI_FAIL : build_files(&m);
     if (rc == CLI_OK)
         rc = serve(&m, archive, mountpoint, foreground, allow_other);
+    if (rc == CLI_OK)
+        rc = verdict;
     free_files(&m);
     free(mountpoint);
     /* After fuse_daemonize() this is a forked child: the reader's finished

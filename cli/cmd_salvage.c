@@ -16,17 +16,9 @@
 
 #include "cli.h"
 #include "json.h"
-#include "print_json.h"
 #include "progress.h"
 #include "progress_bar.h"
-
-#define MAX_EVENTS 10000u /* listed in the report; more are only counted */
-
-struct event {
-    int kind;
-    uint64_t offset, length;
-    char *message;
-};
+#include "salvage_report.h"
 
 struct salvage {
     vma_reader *r;
@@ -35,45 +27,11 @@ struct salvage {
     int force_header;
     int keep; /* the report is written: keep the output whatever the verdict */
     int made_dir;
-    struct event *events;
-    size_t nevents, unlisted;
-    int alloc_failed;
+    struct salvage_log log;
     char **files; /* made in dir: removed after a fatal failure */
     size_t nfiles, files_cap;
     struct read_progress progress;
 };
-
-/* vma_salvage_fn: keep the event for the report. */
-static void on_event(void *opaque, int kind, uint64_t offset, uint64_t length,
-                     const char *message)
-{
-    struct salvage *s = opaque;
-    struct event *e;
-
-    if (s->nevents == MAX_EVENTS) {
-        s->unlisted++;
-        return;
-    }
-    if (s->nevents % 64 == 0) {
-        void *p = realloc(s->events, (s->nevents + 64) * sizeof *s->events);
-
-        if (!p) {
-            s->alloc_failed = 1;
-            return;
-        }
-        s->events = p;
-    }
-    e = &s->events[s->nevents];
-    e->message = strdup(message);
-    if (!e->message) {
-        s->alloc_failed = 1;
-        return;
-    }
-    e->kind = kind;
-    e->offset = offset;
-    e->length = length;
-    s->nevents++;
-}
 
 static int add_file(struct salvage *s, char *path)
 {
@@ -159,226 +117,29 @@ static int set_targets(struct salvage *s)
     return CLI_OK;
 }
 
-/* Byte range [first, first + n) clusters of device id, within its size. */
-static void cluster_bytes(const vma_reader *r, unsigned id, uint64_t first, uint64_t n,
-                          uint64_t *off, uint64_t *len)
-{
-    uint64_t size = vma_reader_device_size(r, id);
-    uint64_t end = (first + n) * VMA_CLUSTER_SIZE;
-
-    *off = first * VMA_CLUSTER_SIZE;
-    *len = (end < size ? end : size) - *off;
-}
-
-/* Recovered (want = 1) or lost (want = 0) bytes of a device. */
-static uint64_t device_bytes(const vma_reader *r, unsigned id, int want)
-{
-    uint64_t c = 0, n, off, len, total = 0;
-    int present;
-
-    while ((n = vma_reader_cluster_run(r, id, c, &present)) != 0) {
-        cluster_bytes(r, id, c, n, &off, &len);
-        if (present == want)
-            total += len;
-        c += n;
-    }
-    return total;
-}
-
-struct totals {
-    uint64_t recovered, lost, extents_skipped, bytes_skipped;
-    int forced;       /* the header's MD5 was wrong */
-    int stream_error; /* the compressed stream broke */
-};
-
-static void totals(const struct salvage *s, struct totals *t)
-{
-    memset(t, 0, sizeof *t);
-    for (unsigned id = vma_reader_next_device(s->r, 0); id;
-         id = vma_reader_next_device(s->r, id)) {
-        t->recovered += device_bytes(s->r, id, 1);
-        t->lost += device_bytes(s->r, id, 0);
-    }
-    for (size_t i = 0; i < s->nevents; i++) {
-        const struct event *e = &s->events[i];
-
-        if (e->kind == VMA_SALVAGE_HEADER_MD5)
-            t->forced = 1;
-        if (e->kind == VMA_SALVAGE_STREAM)
-            t->stream_error = 1;
-        if (e->kind == VMA_SALVAGE_BAD_EXTENT || e->kind == VMA_SALVAGE_BAD_RULES ||
-            e->kind == VMA_SALVAGE_TRUNCATED) {
-            t->extents_skipped++;
-            t->bytes_skipped += e->length;
-        }
-    }
-}
-
-/* 0: nothing lost; 3: partial; 2: nothing recovered though something was
- * lost. A forced header or a broken stream is never "nothing lost": the
- * device table, or data before a zstd/gzip checksum, is unproven. */
-static int exit_status(const struct totals *t)
-{
-    if (t->lost > 0 && t->recovered == 0)
-        return CLI_FAIL;
-    return t->lost > 0 || t->forced || t->stream_error ? CLI_PARTIAL : CLI_OK;
-}
-
-static const char *verdict(int rc)
-{
-    return rc == CLI_OK ? "complete" : rc == CLI_PARTIAL ? "partial" : "nothing-recovered";
-}
-
-static void text_ranges(FILE *f, const vma_reader *r, unsigned id)
-{
-    uint64_t c = 0, n, off, len;
-    int present;
-
-    while ((n = vma_reader_cluster_run(r, id, c, &present)) != 0) {
-        cluster_bytes(r, id, c, n, &off, &len);
-        fprintf(f, "  %-9s offset %llu length %llu (clusters %llu-%llu)\n",
-                present ? "recovered" : "lost", (unsigned long long)off,
-                (unsigned long long)len, (unsigned long long)c, (unsigned long long)(c + n - 1));
-        c += n;
-    }
-}
-
-static void write_text(FILE *f, const struct salvage *s, const struct totals *t, int rc)
-{
-    fprintf(f, "salvage report for %s\n", s->archive);
-    fprintf(f, "header: %s\n", t->forced ? "MD5 mismatch, taken as it is (--force-header)" : "ok");
-    for (unsigned id = vma_reader_next_device(s->r, 0); id;
-         id = vma_reader_next_device(s->r, id)) {
-        fprintf(f, "device %u %s%s: %llu bytes, recovered %llu, lost %llu\n", id,
-                vma_reader_device_name(s->r, id),
-                vma_reader_device_is_vmstate(s->r, id) ? " (vmstate)" : "",
-                (unsigned long long)vma_reader_device_size(s->r, id),
-                (unsigned long long)device_bytes(s->r, id, 1),
-                (unsigned long long)device_bytes(s->r, id, 0));
-        text_ranges(f, s->r, id);
-    }
-    for (size_t i = 0; i < s->nevents; i++)
-        fprintf(f, "event %s at archive offset %llu, %llu bytes: %s\n",
-                vma_salvage_event_name(s->events[i].kind),
-                (unsigned long long)s->events[i].offset,
-                (unsigned long long)s->events[i].length, s->events[i].message);
-    if (s->unlisted)
-        fprintf(f, "%zu more events not listed\n", s->unlisted);
-    fprintf(f, "total: recovered %llu bytes, lost %llu bytes, %llu damaged or cut "
-               "extents skipped (%llu archive bytes)\n",
-            (unsigned long long)t->recovered, (unsigned long long)t->lost,
-            (unsigned long long)t->extents_skipped, (unsigned long long)t->bytes_skipped);
-    fprintf(f, "verdict: %s\n",
-            rc == CLI_OK      ? "complete: nothing lost"
-            : rc == CLI_PARTIAL ? "partial: some data lost"
-                                : "nothing could be recovered");
-}
-
-static void json_ranges(struct json *j, const vma_reader *r, unsigned id, int want)
-{
-    uint64_t c = 0, n, off, len;
-    int present;
-
-    json_begin_array(j);
-    while ((n = vma_reader_cluster_run(r, id, c, &present)) != 0) {
-        if (present == want) {
-            cluster_bytes(r, id, c, n, &off, &len);
-            json_begin_object(j);
-            json_key(j, "offset");
-            json_uint(j, off);
-            json_key(j, "length");
-            json_uint(j, len);
-            json_end_object(j);
-        }
-        c += n;
-    }
-    json_end_array(j);
-}
-
-static void write_json(FILE *f, const struct salvage *s, const struct totals *t, int rc)
-{
-    struct json j;
-
-    json_init(&j, f);
-    json_begin_object(&j);
-    json_key(&j, "archive");
-    json_string(&j, s->archive);
-    json_header(&j, s->r);
-    json_key(&j, "header_md5");
-    json_string(&j, t->forced ? "forced" : "ok");
-    json_key(&j, "devices");
-    json_begin_array(&j);
-    for (unsigned id = vma_reader_next_device(s->r, 0); id;
-         id = vma_reader_next_device(s->r, id)) {
-        json_begin_object(&j);
-        json_device_fields(&j, s->r, id);
-        json_key(&j, "bytes_recovered");
-        json_uint(&j, device_bytes(s->r, id, 1));
-        json_key(&j, "bytes_lost");
-        json_uint(&j, device_bytes(s->r, id, 0));
-        json_key(&j, "recovered");
-        json_ranges(&j, s->r, id, 1);
-        json_key(&j, "lost");
-        json_ranges(&j, s->r, id, 0);
-        json_end_object(&j);
-    }
-    json_end_array(&j);
-    json_key(&j, "events");
-    json_begin_array(&j);
-    for (size_t i = 0; i < s->nevents; i++) {
-        json_begin_object(&j);
-        json_key(&j, "event");
-        json_string(&j, vma_salvage_event_name(s->events[i].kind));
-        json_key(&j, "offset");
-        json_uint(&j, s->events[i].offset);
-        json_key(&j, "length");
-        json_uint(&j, s->events[i].length);
-        json_key(&j, "message");
-        json_string(&j, s->events[i].message);
-        json_end_object(&j);
-    }
-    json_end_array(&j);
-    json_key(&j, "events_unlisted");
-    json_uint(&j, s->unlisted);
-    json_key(&j, "bytes_recovered");
-    json_uint(&j, t->recovered);
-    json_key(&j, "bytes_lost");
-    json_uint(&j, t->lost);
-    json_key(&j, "extents_skipped");
-    json_uint(&j, t->extents_skipped);
-    json_key(&j, "archive_bytes_skipped");
-    json_uint(&j, t->bytes_skipped);
-    json_key(&j, "verdict");
-    json_string(&j, verdict(rc));
-    json_key(&j, "exit");
-    json_uint(&j, (uint64_t)rc);
-    json_end_object(&j);
-    fputc('\n', f);
-}
-
 /* The reports: files in dir (extract), or stdout (verify). */
-static int report(struct salvage *s, int rc, const struct totals *t)
+static int report(struct salvage *s, int rc, const struct salvage_totals *t)
 {
     FILE *f;
 
     if (!s->dir) {
         if (cli_json()) {
-            write_json(stdout, s, t, rc);
+            salvage_report_json(stdout, s->archive, s->r, &s->log, t, rc);
             return cli_json_printed();
         }
-        write_text(stdout, s, t, rc);
+        salvage_report_text(stdout, s->archive, s->r, &s->log, t, rc);
         return cli_flush_stdout();
     }
     f = new_file(s, "salvage-report.txt");
     if (!f)
         return CLI_FAIL;
-    write_text(f, s, t, rc);
+    salvage_report_text(f, s->archive, s->r, &s->log, t, rc);
     if (fclose(f) != 0)
         return cli_fail("unable to write salvage-report.txt - %s", strerror(errno));
     f = new_file(s, "salvage-report.json");
     if (!f)
         return CLI_FAIL;
-    write_json(f, s, t, rc);
+    salvage_report_json(f, s->archive, s->r, &s->log, t, rc);
     if (fclose(f) != 0)
         return cli_fail("unable to write salvage-report.json - %s", strerror(errno));
     return CLI_OK;
@@ -392,8 +153,8 @@ static int open_archive(struct salvage *s)
     cli_cancel_on_signal(s->r, NULL);
     if (strcmp(s->archive, "-") == 0 && cli_std_was_closed(STDIN_FILENO))
         return cli_fail("standard input is closed");
-    if (vma_reader_set_salvage(s->r, s->force_header ? VMA_SALVAGE_FORCE_HEADER : 0, on_event,
-                               s) != VMA_OK ||
+    if (vma_reader_set_salvage(s->r, s->force_header ? VMA_SALVAGE_FORCE_HEADER : 0, salvage_log_event,
+                               &s->log) != VMA_OK ||
         vma_reader_open_path(s->r, s->archive) != VMA_OK) {
         const char *msg = vma_reader_error(s->r);
 
@@ -406,7 +167,7 @@ static int open_archive(struct salvage *s)
 
 static int salvage_run(struct salvage *s)
 {
-    struct totals t;
+    struct salvage_totals t;
     int rc, st;
 
     if (open_archive(s) != CLI_OK)
@@ -424,10 +185,10 @@ static int salvage_run(struct salvage *s)
     st = s->dir ? vma_reader_restore(s->r) : vma_reader_read(s->r, NULL, NULL);
     if (st != VMA_OK)
         return cli_fail("salvage failed - %s", vma_reader_error(s->r));
-    if (s->alloc_failed)
+    if (s->log.alloc_failed)
         return cli_fail("out of memory for the salvage report");
-    totals(s, &t);
-    rc = exit_status(&t);
+    salvage_totals(s->r, &s->log, &t);
+    rc = salvage_exit_status(&t);
     if (report(s, rc, &t) != CLI_OK)
         return CLI_FAIL;
     s->keep = 1;
@@ -486,9 +247,7 @@ int cmd_salvage(int argc, char **argv, int extract)
     }
     if (!s.keep && s.made_dir)
         rmdir(s.dir);
-    for (size_t i = 0; i < s.nevents; i++)
-        free(s.events[i].message);
-    free(s.events);
+    salvage_log_free(&s.log);
     free(s.files);
     return rc;
 }

@@ -110,7 +110,8 @@ static const struct {
       FORMAT_OPT
       HELP_OPT },
     { "mount",
-      "usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
+      "usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n]\n"
+      "                 [--salvage [--force-header]] <filename> <mountpoint>\n"
       "\n"
       "Serve the archive read-only through FUSE: its configs, <devname>.raw per\n"
       "disk and vmstate.bin, after one checked pass (its index is saved as\n"
@@ -122,6 +123,10 @@ static const struct {
       "                        and a .vma.gz keeps its windows (default $TMPDIR)\n"
       "  -r                    build the index anew (after a refused one)\n"
       "  -n                    neither read nor write <filename>.vmaidx\n"
+      "  --salvage             serve what a damaged archive still holds, named as\n"
+      "                        extract --salvage names it, with its reports; reads\n"
+      "                        of lost ranges fail with EIO (exit 3 after -f if lost)\n"
+      "  --force-header        with --salvage: take a header whose MD5 is wrong\n"
       HELP_OPT },
 };
 

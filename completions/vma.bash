@@ -134,7 +134,7 @@ _vma_complete()
         checksum) opts='-d -p --progress --no-progress --output-format= --help' ;;
         extract) opts='-v -d -r -p --progress --no-progress --output-format= --salvage --force-header --help' ;;
         create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
-        mount) opts='-f -o -c -r -n --help' ;;
+        mount) opts='-f -o -c -r -n --salvage --force-header --help' ;;
         *) return 0 ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -579,6 +579,23 @@ VMA_API void vma_image_set_progress(vma_image *img, vma_progress_fn fn, void *op
 typedef void (*vma_cache_fn)(void *opaque, const char *dir, uint64_t max_bytes);
 VMA_API void vma_image_set_cache_notice(vma_image *img, vma_cache_fn fn, void *opaque);
 
+/*
+ * Open in salvage mode (before vma_image_open(); flags, fn and opaque as
+ * for vma_reader_set_salvage()): the index pass reads past damage as a
+ * salvage read does, and the image serves what it got out. A read that
+ * touches a lost cluster of a disk (damaged or missing in the archive)
+ * fails with VMA_ERR_CORRUPT and says which; the rest reads as usual.
+ * vma_image_next_data() counts lost clusters as data, so a copy that
+ * skips holes still meets the error instead of writing zeros. A vmstate
+ * device ends at its first lost cluster. The index file is neither loaded
+ * nor saved, and a compressed archive's stored blocks always go to the
+ * cache (its block maps no longer match once a block was skipped). What
+ * was lost: vma_reader_cluster_run() on vma_image_reader(). Refused
+ * (VMA_ERR_INVALID) after the open or with unknown flags.
+ */
+VMA_API int vma_image_set_salvage(vma_image *img, unsigned flags, vma_salvage_fn fn,
+                                  void *opaque);
+
 /* Flags of vma_image_open(). */
 #define VMA_IMAGE_NO_INDEX_FILE 1u /* neither load nor save <archive>.vmaidx */
 #define VMA_IMAGE_REINDEX 2u       /* ignore an existing index file, build and save anew */

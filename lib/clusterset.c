@@ -202,27 +202,53 @@ int vmai_cset_contains(const struct vmai_cset *s, uint64_t n)
     return pos < l->n && v[pos] == x;
 }
 
-uint64_t vmai_cset_first_missing(const struct vmai_cset *s)
+/* Within one partly filled leaf: the first offset >= x (below len) whose
+ * membership is want, or len. */
+static uint32_t leaf_next(const struct leaf *l, uint32_t x, uint32_t len, int want)
 {
-    if (s->stored == s->count)
-        return s->count;
-    for (uint64_t base = 0; base < s->count; base += LEAF_SPAN) {
-        const struct leaf *l = find_leaf(s, base);
-        if (l == NULL)
-            return base;
-        if (l == FULL)
-            continue;
-        if (l->cap != 0) {
-            const uint16_t *v = (const uint16_t *)l->data;
-            uint32_t i = 0;
-            while (i < l->n && v[i] == i)
-                i++;
-            return base + i;
+    if (l->cap != 0) {
+        const uint16_t *v = (const uint16_t *)l->data;
+        uint32_t i = lower_bound(v, l->n, (uint16_t)x);
+        if (want)
+            return i < l->n ? v[i] : len;
+        /* Skip the run of consecutive members that starts at x. */
+        while (i < l->n && v[i] == x)
+            i++, x++;
+        return x < len ? x : len;
+    }
+    for (uint32_t w = x / 64; w < BITMAP_WORDS && (uint64_t)w * 64 < len; w++) {
+        uint64_t bits = want ? l->data[w] : ~l->data[w];
+        if (w == x / 64)
+            bits &= ~(uint64_t)0 << (x % 64);
+        if (bits != 0) {
+            uint32_t at = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            return at < len ? at : len;
         }
-        /* Bits past the leaf's end are never set, and one before it is clear. */
-        for (unsigned w = 0; w < BITMAP_WORDS; w++)
-            if (~l->data[w] != 0)
-                return base + (uint64_t)w * 64 + (uint64_t)__builtin_ctzll(~l->data[w]);
+    }
+    return len;
+}
+
+uint64_t vmai_cset_next(const struct vmai_cset *s, uint64_t from, int want)
+{
+    want = want != 0;
+    if (!want && s->stored == s->count)
+        return s->count;
+    if (want && s->stored == 0)
+        return s->count;
+    for (uint64_t n = from; n < s->count; n = n / LEAF_SPAN * LEAF_SPAN + LEAF_SPAN) {
+        const struct leaf *l = find_leaf(s, n);
+        if (l == NULL || l == FULL) {
+            if ((l == FULL) == want)
+                return n;
+            continue;
+        }
+        uint64_t base = n / LEAF_SPAN * LEAF_SPAN;
+        uint32_t len = (uint32_t)leaf_len(s, n);
+        uint32_t at = leaf_next(l, (uint32_t)(n - base), len, want);
+        if (at < len)
+            return base + at;
     }
     return s->count;
 }
+
+uint64_t vmai_cset_first_missing(const struct vmai_cset *s) { return vmai_cset_next(s, 0, 0); }

@@ -44,4 +44,9 @@ int vmai_cset_contains(const struct vmai_cset *s, uint64_t n);
  * when every cluster is. */
 uint64_t vmai_cset_first_missing(const struct vmai_cset *s);
 
+/* The lowest cluster number from `from` on (below count) that is in the
+ * set (want != 0) or not in it (want == 0), or count when there is none.
+ * Skips absent and full leaves whole. */
+uint64_t vmai_cset_next(const struct vmai_cset *s, uint64_t from, int want);
+
 #endif

@@ -98,6 +98,17 @@ void vma_image_set_cache_notice(vma_image *img, vma_cache_fn fn, void *opaque)
     img->notice_opaque = opaque;
 }
 
+int vma_image_set_salvage(vma_image *img, unsigned flags, vma_salvage_fn fn, void *opaque)
+{
+    if (img->opened || img->archive_fd >= 0)
+        return fail(img, VMA_ERR_INVALID, "salvage mode must be set before the open");
+    int rc = vma_reader_set_salvage(img->r, flags, fn, opaque);
+    if (rc != VMA_OK)
+        return fail(img, rc, "%s", vma_reader_error(img->r));
+    img->salvage = true;
+    return VMA_OK;
+}
+
 void vma_image_cancel(vma_image *img) { vma_reader_cancel(img->r); }
 
 int vma_image_index_state(const vma_image *img) { return img->index_state; }
@@ -256,7 +267,14 @@ static int build_index(vma_image *img)
     bool compressed = strcmp(vma_reader_compression(r), "none") != 0, gzip = false;
     char err[VMAI_ERRLEN];
     int rc = VMA_OK;
-    if (strcmp(vma_reader_compression(r), "lzo") == 0) {
+    if (compressed && img->salvage) {
+        /* Past a skipped lzop block or zstd frame, the reader's offsets
+         * count only the bytes it decoded, so the archive's own block
+         * maps no longer match them: keep what the pass read instead. */
+        rc = open_cache(img);
+        if (rc != VMA_OK)
+            return rc;
+    } else if (strcmp(vma_reader_compression(r), "lzo") == 0) {
         /* Read in place: index the lzop blocks, then the archive as if
          * plain (offsets in the decompressed stream). */
         rc = vmai_lzo_map_scan(img->archive_fd, &img->blocks, err, sizeof(err));
@@ -332,6 +350,10 @@ static int build_index(vma_image *img)
         d->size = vma_reader_device_size(r, i);
         if (vma_reader_device_is_vmstate(r, i) && d->stream_len * VMA_CLUSTER_SIZE < d->size)
             d->size = d->stream_len * VMA_CLUSTER_SIZE;
+        /* A vmstate stream is read in order, so its size above already
+         * ends at its first lost cluster. */
+        if (img->salvage && !vma_reader_device_is_vmstate(r, i))
+            d->present = &r->seen[i];
     }
     return VMA_OK;
 }
@@ -354,7 +376,9 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     if (rc != VMA_OK)
         return fail(img, rc, "%s", vma_reader_error(img->r));
     bool plain = strcmp(vma_reader_compression(img->r), "none") == 0;
-    bool use_file = plain && !(flags & VMA_IMAGE_NO_INDEX_FILE);
+    /* A salvage index covers a damaged archive: never saved for (or
+     * replaced by) a normal open. */
+    bool use_file = plain && !(flags & VMA_IMAGE_NO_INDEX_FILE) && !img->salvage;
 
     char *idx = NULL;
     if (use_file) {
@@ -461,8 +485,12 @@ static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
 #define NO_DATA UINT64_MAX
 typedef int (*piece_fn)(void *ctx, unsigned char *out, size_t n, uint64_t file_off);
 
+/* Status of walk() when it meets a lost cluster (salvage mode); the
+ * cluster's number goes to *lost. */
+#define LOST VMA_ERR_CORRUPT
+
 static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsigned char *out,
-                piece_fn fn, void *ctx)
+                piece_fn fn, void *ctx, uint64_t *lost)
 {
     uint64_t pos = offset, end = offset + len;
     uint64_t i = lower_bound(d, pos / VMA_CLUSTER_SIZE);
@@ -473,6 +501,10 @@ static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsign
             i++;
         uint64_t cend = (c + 1) * VMA_CLUSTER_SIZE < end ? (c + 1) * VMA_CLUSTER_SIZE : end;
         if (i == d->count || d->e[i].num != c) {
+            if (d->present != NULL && !vmai_cset_contains(d->present, c)) {
+                *lost = c;
+                return LOST;
+            }
             rc = fn(ctx, out, (size_t)(cend - pos), NO_DATA);
             out += cend - pos;
             pos = cend;
@@ -578,8 +610,16 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
     if (len > INT64_MAX)
         len = INT64_MAX;
     struct span sp = { NO_DATA, 0, 0, NO_DATA, NULL };
-    walk(d, offset, len, buf, span_piece, &sp);
-    int rc;
+    uint64_t lost;
+    int rc = walk(d, offset, len, buf, span_piece, &sp, &lost);
+    if (rc == LOST)
+        return fail(img, VMA_ERR_CORRUPT,
+                    "read of device '%s' at byte %llu: cluster %llu is lost (damaged or "
+                    "missing in the archive)",
+                    vma_reader_device_name(img->r, dev_id),
+                    (unsigned long long)(lost * VMA_CLUSTER_SIZE > offset ? lost * VMA_CLUSTER_SIZE
+                                                                           : offset),
+                    (unsigned long long)lost);
     uint64_t width = sp.hi > sp.lo ? sp.hi - sp.lo : 0;
     unsigned char *tmp = NULL;
     /* In a plain archive a few preads cost less than the extra copy. */
@@ -591,7 +631,7 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
         rc = run_flush(img, dev_id, &run);
         struct bounce b = { tmp, sp.lo };
         if (rc == VMA_OK)
-            rc = walk(d, offset, len, buf, bounce_piece, &b);
+            rc = walk(d, offset, len, buf, bounce_piece, &b, &lost);
         free(tmp);
         if (rc == VMA_OK)
             return (int64_t)len;
@@ -601,7 +641,7 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
     }
     {
         struct direct x = { img, dev_id, { 0, NULL, 0 } };
-        rc = walk(d, offset, len, buf, direct_piece, &x);
+        rc = walk(d, offset, len, buf, direct_piece, &x, &lost);
         if (rc == VMA_OK && x.run.len > 0)
             rc = run_flush(img, dev_id, &x.run);
     }
@@ -649,6 +689,19 @@ int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
         }
     }
     if (!found || start >= d->size)
+        found = false;
+    if (d->present != NULL) {
+        /* Lost clusters read as errors, not zeros: they are data to a
+         * reader that skips holes, so it meets the error. */
+        uint64_t lc = vmai_cset_next(d->present, offset / VMA_CLUSTER_SIZE, 0);
+        uint64_t lstart = lc * VMA_CLUSTER_SIZE > offset ? lc * VMA_CLUSTER_SIZE : offset;
+        if (lc < d->present->count && lstart < d->size && (!found || lstart < start)) {
+            found = true;
+            start = lstart;
+            stop = vmai_cset_next(d->present, lc, 1) * VMA_CLUSTER_SIZE;
+        }
+    }
+    if (!found)
         return VMA_OK;
     if (stop > d->size)
         stop = d->size;

@@ -42,6 +42,9 @@ struct vmai_ra_dev {
     uint64_t size;          /* readable size */
     uint64_t stream_len;    /* vmstate: clusters of the stream seen */
     bool unsorted;          /* an entry came after a higher cluster number */
+    /* Salvage mode, disks: the clusters the pass read (the reader's set);
+     * a cluster outside it is lost and fails reads. NULL: all present. */
+    const struct vmai_cset *present;
 };
 
 struct vma_image {
@@ -54,6 +57,7 @@ struct vma_image {
     struct vmai_gz_map *gz;     /* .vma.gz read in place by access points */
     struct stat st;             /* of the archive, at open */
     bool opened;
+    bool salvage;               /* vma_image_set_salvage() was called */
     int index_state;
     int cb_status;              /* failure inside the index pass's callback */
     char *cache_dir;

@@ -146,6 +146,7 @@ static void parse_layout(const struct vt_buf *a, struct layout *l)
 /* What one salvage read gave. */
 struct result {
     unsigned char *present[NDEV + 1];
+    unsigned char *got[NDEV + 1]; /* the clusters handed out, at their place */
     unsigned mismatched;   /* clusters whose data differs from the image */
     unsigned events[8];
     const unsigned char *flip_at; /* data-flip test: expected different byte */
@@ -170,6 +171,7 @@ static int on_cluster(void *opaque, unsigned dev_id, uint32_t c, uint16_t mask,
     }
     if (memcmp(got, image[dev_id] + (uint64_t)c * 65536, 65536) != 0)
         res->mismatched++;
+    memcpy(res->got[dev_id] + (uint64_t)c * 65536, got, 65536);
     return 0;
 }
 
@@ -184,12 +186,76 @@ static void on_event(void *opaque, int event, uint64_t offset, uint64_t length, 
     res->events[event]++;
 }
 
+static void on_event_image(void *opaque, int event, uint64_t offset, uint64_t length,
+                           const char *msg)
+{
+    unsigned *events = opaque;
+    (void)offset;
+    (void)length;
+    (void)msg;
+    events[event]++;
+}
+
+/* The same archive opened as an image in salvage mode serves what the
+ * salvage read handed out: present clusters read back the same bytes,
+ * lost ones fail with VMA_ERR_CORRUPT, and skipping holes never skips a
+ * lost cluster. */
+static void check_image(const char *path, unsigned flags, const struct result *res)
+{
+    unsigned events[8] = {0};
+    vma_image *img = vma_image_new();
+    assert_non_null(img);
+    assert_int_equal(vma_image_set_salvage(img, flags, on_event_image, events), VMA_OK);
+    assert_int_equal(vma_image_open(img, path, 0), VMA_OK);
+    assert_int_equal(vma_image_index_state(img), VMA_IMAGE_INDEX_BUILT);
+    assert_int_equal(memcmp(events, res->events, sizeof(events)), 0);
+    unsigned char *buf = malloc(65536);
+    assert_non_null(buf);
+    for (unsigned d = 1; d <= NDEV; d++) {
+        uint64_t size = vma_image_device_size(img, d), n_lost = 0;
+        if (d == NDEV) { /* vmstate: up to its first lost cluster */
+            uint64_t c = 0;
+            while (c < clusters_of(d) && res->present[d][c])
+                c++;
+            assert_int_equal(size, c * 65536 < dev_size[d] ? c * 65536 : dev_size[d]);
+        } else {
+            assert_int_equal(size, dev_size[d]);
+        }
+        for (uint64_t c = 0; c * 65536 < size; c++) {
+            size_t len = size - c * 65536 < 65536 ? (size_t)(size - c * 65536) : 65536;
+            int64_t n = vma_image_pread(img, d, buf, len, c * 65536);
+            uint64_t off, dlen;
+            if (res->present[d][c]) {
+                assert_int_equal(n, (int64_t)len);
+                assert_memory_equal(buf, res->got[d] + c * 65536, len);
+                continue;
+            }
+            n_lost++;
+            assert_int_equal(n, VMA_ERR_CORRUPT);
+            assert_non_null(strstr(vma_image_error(img), "is lost"));
+            assert_int_equal(vma_image_next_data(img, d, c * 65536, &off, &dlen), VMA_OK);
+            assert_int_equal(off, c * 65536);
+            assert_true(dlen > 0);
+        }
+        /* One read of the whole device fails exactly when something is lost. */
+        unsigned char *all = malloc(size + 1);
+        assert_non_null(all);
+        int64_t n = vma_image_pread(img, d, all, size, 0);
+        assert_int_equal(n, n_lost > 0 ? VMA_ERR_CORRUPT : (int64_t)size);
+        free(all);
+    }
+    free(buf);
+    vma_image_free(img);
+}
+
 /* Salvage-read path; returns the open status (the read must succeed). */
 static int salvage(const char *path, unsigned flags, struct result *res)
 {
     memset(res, 0, sizeof(*res));
-    for (unsigned d = 1; d <= NDEV; d++)
+    for (unsigned d = 1; d <= NDEV; d++) {
         res->present[d] = calloc(1, clusters_of(d));
+        res->got[d] = calloc(clusters_of(d), 65536);
+    }
     vma_reader *r = vma_reader_new();
     assert_non_null(r);
     assert_int_equal(vma_reader_set_salvage(r, flags, on_event, res), VMA_OK);
@@ -209,13 +275,17 @@ static int salvage(const char *path, unsigned flags, struct result *res)
         }
     }
     vma_reader_free(r);
+    if (rc == VMA_OK)
+        check_image(path, flags, res);
     return rc;
 }
 
 static void result_free(struct result *res)
 {
-    for (unsigned d = 1; d <= NDEV; d++)
+    for (unsigned d = 1; d <= NDEV; d++) {
         free(res->present[d]);
+        free(res->got[d]);
+    }
 }
 
 /* Expected: clusters of the extents not in `lost` (a bitmask of extent
@@ -536,6 +606,22 @@ static void test_api_rules(void **state)
     assert_int_equal(vma_reader_cluster_run(r, 3, 5, &present), clusters_of(3) - 5);
     assert_int_equal(present, 1);
     vma_reader_free(r);
+    /* The image: refused after the open and with unknown flags; a salvage
+     * image of an intact plain archive leaves no index file behind. */
+    vma_image *img = vma_image_new();
+    assert_int_equal(vma_image_set_salvage(img, 0x80, NULL, NULL), VMA_ERR_INVALID);
+    assert_int_equal(vma_image_open(img, path_of("plain.vma"), 0), VMA_OK);
+    assert_int_equal(vma_image_set_salvage(img, 0, NULL, NULL), VMA_ERR_INVALID);
+    vma_image_free(img);
+    char idx[4096];
+    snprintf(idx, sizeof(idx), "%s", path_of("plain.vma.vmaidx"));
+    assert_int_equal(unlink(idx), 0); /* the normal open saved one */
+    img = vma_image_new();
+    assert_int_equal(vma_image_set_salvage(img, 0, NULL, NULL), VMA_OK);
+    assert_int_equal(vma_image_open(img, path_of("plain.vma"), 0), VMA_OK);
+    assert_int_equal(vma_image_index_state(img), VMA_IMAGE_INDEX_BUILT);
+    assert_int_equal(access(idx, F_OK), -1);
+    vma_image_free(img);
     assert_string_equal(vma_salvage_event_name(VMA_SALVAGE_BAD_EXTENT), "bad-extent");
     assert_string_equal(vma_salvage_event_name(0), "unknown");
     assert_string_equal(vma_salvage_event_name(99), "unknown");

@@ -99,6 +99,50 @@ static void test_first_missing(void **state)
     vmai_cset_free(&s);
 }
 
+/* Brute force: the first n >= from whose membership is want. */
+static uint64_t slow_next(const struct vmai_cset *s, uint64_t from, int want)
+{
+    for (uint64_t n = from; n < s->count; n++)
+        if (vmai_cset_contains(s, n) == want)
+            return n;
+    return s->count;
+}
+
+/* vmai_cset_next agrees with contains() over leaves of every kind: absent,
+ * sorted array, bitmap, full, and a partial last leaf. */
+static void test_next(void **state)
+{
+    (void)state;
+    size_t mem = 0;
+    struct vmai_cset s;
+    uint64_t count = 5 * 65536 + 100;
+    assert_int_equal(vmai_cset_init(&s, count, &mem), 0);
+    assert_int_equal(vmai_cset_next(&s, 0, 1), count);
+    assert_int_equal(vmai_cset_next(&s, 7, 0), 7);
+    srand(7);
+    for (int i = 0; i < 300; i++) /* leaf 1: a sparse array */
+        vmai_cset_insert(&s, 65536 + (uint64_t)(rand() % 65536));
+    for (uint64_t n = 2 * 65536; n < 3 * 65536; n++) /* leaf 2: a bitmap with gaps */
+        if (rand() % 97 != 0)
+            vmai_cset_insert(&s, n);
+    for (uint64_t n = 3 * 65536; n < 4 * 65536; n++) /* leaf 3: full */
+        vmai_cset_insert(&s, n);
+    for (uint64_t n = 5 * 65536; n < count - 3; n++) /* partial last leaf, 3 missing */
+        vmai_cset_insert(&s, n);
+    for (uint64_t from = 0; from < count; from += 1 + (uint64_t)(rand() % 700)) {
+        assert_int_equal(vmai_cset_next(&s, from, 1), slow_next(&s, from, 1));
+        assert_int_equal(vmai_cset_next(&s, from, 0), slow_next(&s, from, 0));
+    }
+    assert_int_equal(vmai_cset_next(&s, 3 * 65536, 0), 4 * 65536);
+    assert_int_equal(vmai_cset_next(&s, count - 3, 0), count - 3);
+    assert_int_equal(vmai_cset_next(&s, count, 0), count);
+    for (uint64_t n = 0; n < count; n++)
+        vmai_cset_insert(&s, n);
+    assert_int_equal(vmai_cset_next(&s, 0, 0), count);
+    assert_int_equal(vmai_cset_next(&s, 12345, 1), 12345);
+    vmai_cset_free(&s);
+}
+
 static void test_edges_2_32(void **state)
 {
     (void)state;
@@ -219,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_duplicates_array_and_bitmap),
         cmocka_unit_test(test_first_missing),
+        cmocka_unit_test(test_next),
         cmocka_unit_test(test_edges_2_32),
         cmocka_unit_test(test_memory),
         cmocka_unit_test(test_random_against_bitmap),

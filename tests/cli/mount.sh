@@ -6,7 +6,8 @@
 # the saved index is reused, and refused once stale or foreign; a mount
 # with a damaged archive fails before mounting; file-level restore of an
 # ext4 disk with debugfs through the mount and the export; a qcow2
-# copy-on-write overlay on the export takes writes, the archive unchanged.
+# copy-on-write overlay on the export takes writes, the archive unchanged;
+# mount --salvage serves what extract --salvage writes, lost clusters EIO.
 # Services listen on unix sockets in $T and are stopped by the EXIT trap.
 # Usage: mount.sh <vma> <golden> <vma_craft> <nbdkit plugin>
 # SPDX-License-Identifier: MIT
@@ -331,6 +332,102 @@ wait "$fg"
 check "-f exits 0 after SIGINT (was $?)" [ $? = 0 ]
 check "-f unmounted" sh -c "! mountpoint -q '$T/m-fg'"
 check "-f said nothing: $(cat "$T/fg.err")" [ ! -s "$T/fg.err" ]
+
+# --- mount --salvage ----------------------------------------------------
+# A cut archive, plain and gzip'd: the mount serves exactly what extract
+# --salvage writes (names, configs, reports); every cluster the report
+# lists as lost fails with EIO, every other one equals the salvaged file,
+# and SEEK_DATA finds each lost range (a sparse copy meets the error).
+check_salvage_mount() { # mountdir extractdir
+    "$PY" - "$1" "$2" <<'EOF' >"$T/out" 2>"$T/err"
+import errno, json, os, sys
+mnt, ref = sys.argv[1], sys.argv[2]
+rep = json.load(open(os.path.join(ref, "salvage-report.json")))
+lost_n = good = wrong = 0
+for dev in rep["devices"]:
+    name = ("salvaged-vmstate.bin" if dev["vmstate"] else "salvaged-disk-%s.raw" % dev["name"])
+    a = os.open(os.path.join(mnt, name), os.O_RDONLY)
+    b = os.open(os.path.join(ref, name), os.O_RDONLY)
+    lost = [(r["offset"], r["offset"] + r["length"]) for r in dev["lost"]]
+    for lo, hi in lost:
+        if os.lseek(a, lo, os.SEEK_DATA) != lo:
+            sys.exit("%s: SEEK_DATA skips the lost range at %d" % (name, lo))
+    size = os.fstat(a).st_size
+    for off in range(0, size, 65536):
+        is_lost = any(lo <= off < hi for lo, hi in lost)
+        try:
+            got = os.pread(a, 65536, off)
+        except OSError as e:
+            if not is_lost or e.errno != errno.EIO:
+                wrong += 1
+            lost_n += 1
+            continue
+        if is_lost or got != os.pread(b, 65536, off):
+            wrong += 1
+        else:
+            good += 1
+print(lost_n, good, wrong)
+EOF
+}
+
+salvage_case() { # archive name
+    local a=$1 name=$2 lost good wrong
+    case_ "mount --salvage of $name"
+    run "$VMA" extract --salvage "$a" "$T/sx-$name"
+    expect_rc 3
+    mkdir -p "$T/ms-$name"
+    MOUNTS+=("$T/ms-$name")
+    run "$VMA" mount --salvage -c "$T" "$a" "$T/ms-$name"
+    expect_rc 0
+    grep -q '^vma: partial: some data lost (.*reads of lost ranges fail with EIO' "$T/err" ||
+        fail "stderr: $(cat "$T/err")"
+    check "the same files as extract --salvage" \
+        [ "$(ls "$T/sx-$name")" = "$(ls "$T/ms-$name")" ]
+    check "the same JSON report" cmp -s "$T/sx-$name/salvage-report.json" \
+        "$T/ms-$name/salvage-report.json"
+    check "the same text report" cmp -s "$T/sx-$name/salvage-report.txt" \
+        "$T/ms-$name/salvage-report.txt"
+    check "the same config" cmp -s "$T/sx-$name/qemu-server.conf" "$T/ms-$name/qemu-server.conf"
+    check_salvage_mount "$T/ms-$name" "$T/sx-$name" || fail "check: $(cat "$T/err")"
+    read -r lost good wrong <"$T/out"
+    check "$name: $lost lost clusters fail with EIO, $good equal, $wrong wrong" \
+        test "${lost:-0}" -gt 0 -a "${good:-0}" -gt 0 -a "${wrong:-1}" = 0
+    echo "mount --salvage of $name: $lost lost clusters read EIO, $good equal, $wrong wrong"
+    check "cp meets the lost range" sh -c \
+        "! cp --sparse=always '$T/ms-$name/salvaged-disk-drive-scsi0.raw' '$T/sc.raw' 2>'$T/cp.err'"
+    grep -q 'Input/output error' "$T/cp.err" || fail "cp: $(cat "$T/cp.err")"
+    check "no index file written" [ ! -e "$a.vmaidx" ]
+    do_umount "$T/ms-$name"
+}
+cp "$G/basic.vma" "$T/salv.vma"
+truncate -s $(($(stat -c %s "$T/salv.vma") / 2)) "$T/salv.vma"
+salvage_case "$T/salv.vma" cut-plain
+head -c $(($(stat -c %s "$G/basic.vma.gz") * 2 / 3)) "$G/basic.vma.gz" >"$T/salv.vma.gz"
+salvage_case "$T/salv.vma.gz" cut-gzip
+
+case_ "mount --salvage -f: exit 3 after the unmount when data was lost"
+mkdir -p "$T/ms-fg"
+MOUNTS+=("$T/ms-fg")
+"$VMA" mount -f --salvage "$T/salv.vma" "$T/ms-fg" 2>"$T/fg.err" &
+fg=$!
+for _ in $(seq 200); do mountpoint -q "$T/ms-fg" && break; sleep 0.05; done
+check "mounted in the foreground" mountpoint -q "$T/ms-fg"
+do_umount "$T/ms-fg"
+wait "$fg"
+RC=$?
+check "exit 3 after the unmount (got $RC)" [ "$RC" = 3 ]
+
+case_ "mount --salvage: nothing recoverable, nothing mounted"
+head -c "$hsize" "$G/basic.vma" >"$T/hdr-only.vma"
+truncate -s $((hsize + 300)) "$T/hdr-only.vma"
+mkdir -p "$T/ms-none"
+run "$VMA" mount --salvage "$T/hdr-only.vma" "$T/ms-none"
+expect_rc 2
+expect_err "vma: nothing could be recovered from $T/hdr-only.vma
+"
+check "nothing mounted" sh -c "! mountpoint -q '$T/ms-none'"
+run "$VMA" mount --force-header "$T/salv.vma" "$T/ms-none"
+expect_rc 1
 
 # --- file-level restore: an ext4 disk ---------------------------------
 case_ "debugfs reads a file of the backup's ext4 disk"
