@@ -394,10 +394,9 @@ static int target_length(int fd, uint64_t *len)
 
 #define TARGET_SLACK (4u * 1024 * 1024) /* a target may be this much larger */
 
-/* What every disk target checks first: the device may get a target, the
- * flags are known, and it is not the vmstate stream. Refusals leave the
- * reader usable. */
-static int disk_target_check(vma_reader *r, unsigned dev_id, unsigned flags)
+/* What every target checks first: the device may get a target and the
+ * flags are known. Refusals leave the reader usable. */
+static int target_flags_check(vma_reader *r, unsigned dev_id, unsigned flags)
 {
     int rc = target_check(r, dev_id);
     if (rc != VMA_OK)
@@ -405,6 +404,15 @@ static int disk_target_check(vma_reader *r, unsigned dev_id, unsigned flags)
     if (flags & ~TARGET_FLAGS)
         return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown target flags 0x%x",
                                   flags & ~TARGET_FLAGS);
+    return VMA_OK;
+}
+
+/* ... and a disk target: it is not the vmstate stream. */
+static int disk_target_check(vma_reader *r, unsigned dev_id, unsigned flags)
+{
+    int rc = target_flags_check(r, dev_id, flags);
+    if (rc != VMA_OK)
+        return rc;
     if (vma_reader_device_is_vmstate(r, dev_id))
         return vmai_reader_refuse(r, VMA_ERR_INVALID,
                                   "the vmstate device '%s' needs a new file (target_create)",
@@ -504,12 +512,9 @@ int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
 
 int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
 {
-    int rc = target_check(r, dev_id);
+    int rc = target_flags_check(r, dev_id, flags);
     if (rc != VMA_OK)
         return rc;
-    if (flags & ~TARGET_FLAGS)
-        return vmai_reader_refuse(r, VMA_ERR_INVALID, "unknown target flags 0x%x",
-                                  flags & ~TARGET_FLAGS);
     if (flags & VMA_TARGET_DIRECT)
         return vmai_reader_refuse(r, VMA_ERR_INVALID,
                                   "VMA_TARGET_DIRECT needs a path (target_open); open the "

@@ -311,6 +311,17 @@ static void t_writer_cancel_on_full_pipe(void **state)
     writer_cancel_on_full_pipe(*state);
 }
 
+/* A writer on a new archive at path with one device; its id in *id. */
+static vma_writer *writer_with_device(const char *path, const char *name, uint64_t size, int *id)
+{
+    vma_writer *w = vma_writer_new();
+    assert_non_null(w);
+    assert_int_equal(vma_writer_open_path(w, path), VMA_OK);
+    *id = vma_writer_add_device(w, name, size);
+    assert_true(*id > 0);
+    return w;
+}
+
 /* Cancelled before finish: no archive is left. */
 static void t_writer_cancel_removes_file(void **state)
 {
@@ -318,11 +329,8 @@ static void t_writer_cancel_removes_file(void **state)
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
     const char *path = vt_path_in(dir, "out.vma");
-    vma_writer *w = vma_writer_new();
-    assert_non_null(w);
-    assert_int_equal(vma_writer_open_path(w, path), VMA_OK);
-    int id = vma_writer_add_device(w, "drive-scsi0", VMA_CLUSTER_SIZE);
-    assert_true(id > 0);
+    int id;
+    vma_writer *w = writer_with_device(path, "drive-scsi0", VMA_CLUSTER_SIZE, &id);
     static unsigned char cluster[VMA_CLUSTER_SIZE] = {1};
     assert_int_equal(vma_writer_write_cluster(w, (unsigned)id, 0, cluster), VMA_OK);
     assert_int_equal(vma_writer_close_device(w, (unsigned)id), VMA_OK);
@@ -729,11 +737,8 @@ static void t_restore_cancel_vmstate_pipe(void **state)
     char dir[] = "/tmp/vma-cancel-XXXXXX";
     assert_non_null(mkdtemp(dir));
     const char *path = vt_path_in(dir, "vmstate.vma");
-    vma_writer *w = vma_writer_new();
-    assert_non_null(w);
-    assert_int_equal(vma_writer_open_path(w, path), VMA_OK);
-    int id = vma_writer_add_device(w, VMA_VMSTATE_NAME, 16 * VMA_CLUSTER_SIZE);
-    assert_true(id > 0);
+    int id;
+    vma_writer *w = writer_with_device(path, VMA_VMSTATE_NAME, 16 * VMA_CLUSTER_SIZE, &id);
     static unsigned char cluster[VMA_CLUSTER_SIZE];
     memset(cluster, 0x77, sizeof(cluster));
     for (uint64_t n = 0; n < 16; n++)

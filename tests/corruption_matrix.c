@@ -1896,26 +1896,28 @@ static void on_signal(int sig)
     _exit(98); /* atexit handlers do not run here; meson's timeout kills us anyway */
 }
 
-int main(int argc, char **argv)
+/* Arguments and environment: the golden dir, the vma binary, the part to
+ * run, the seed, the sampling strides and the runner (valgrind). */
+static void parse_args(int argc, char **argv, bool *do_header, bool *do_rest)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: corruption_matrix <golden-dir> <vma-binary> "
                         "[part=all|header|rest] [seed=N]\n");
-        return 99;
+        exit(99);
     }
     g_golden = argv[1];
     g_vma = argv[2];
     const char *s = getenv("VMA_MATRIX_SEED");
     if (s != NULL && *s)
         g_seed = strtoull(s, NULL, 0);
-    bool do_header = true, do_rest = true;
+    *do_header = *do_rest = true;
     for (int i = 3; i < argc; i++) {
         if (strncmp(argv[i], "seed=", 5) == 0)
             g_seed = strtoull(argv[i] + 5, NULL, 0);
         else if (strcmp(argv[i], "part=header") == 0)
-            do_rest = false;
+            *do_rest = false;
         else if (strcmp(argv[i], "part=rest") == 0)
-            do_header = false;
+            *do_header = false;
         else if (strcmp(argv[i], "part=all") != 0)
             die("unknown argument '%s'", argv[i]);
     }
@@ -1929,33 +1931,26 @@ int main(int argc, char **argv)
     s = getenv("VMA_MATRIX_API");
     if (s != NULL && strcmp(s, "0") == 0)
         g_api = false;
+}
+
+/* VMA_RUNNER split into g_runner; returns it as given, for the banner. */
+static const char *parse_runner(void)
+{
     static char runner[1024];
-    const char *runner_env = "";
-    s = getenv("VMA_RUNNER");
-    if (s != NULL && *s) {
-        runner_env = s;
-        snprintf(runner, sizeof(runner), "%s", s);
-        char *save = NULL;
-        for (char *t = strtok_r(runner, " \t", &save); t != NULL && g_nrunner < 15;
-             t = strtok_r(NULL, " \t", &save))
-            g_runner[g_nrunner++] = t;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGTERM, on_signal);
-    setup_dirs();
-    atexit(cleanup);
-    g_memfd = memfd_create("case", MFD_CLOEXEC);
-    if (g_memfd < 0)
-        die("memfd_create: %s", strerror(errno));
+    const char *s = getenv("VMA_RUNNER");
+    if (s == NULL || *s == '\0')
+        return "";
+    snprintf(runner, sizeof(runner), "%s", s);
+    char *save = NULL;
+    for (char *t = strtok_r(runner, " \t", &save); t != NULL && g_nrunner < 15;
+         t = strtok_r(NULL, " \t", &save))
+        g_runner[g_nrunner++] = t;
+    return s;
+}
 
-    printf("corruption_matrix: seed %llu (rerun with VMA_MATRIX_SEED=%llu), vma %s%s%s\n"
-           "in-process runs %s; bit flips and every-length cuts in-process: every %lu%s; "
-           "CLI: every %lu%s of its cases\n",
-           g_seed, g_seed, g_runner[0] ? runner_env : "", g_runner[0] ? " " : "", g_vma,
-           g_api ? "on" : "off", g_sample, g_sample == 1 ? " (all)" : "th (sampled)",
-           g_cli_stride, g_cli_stride == 1 ? " (all)" : "th");
-    fflush(stdout);
-
+/* The archives every class starts from: two written here, the goldens. */
+static void make_bases(void)
+{
     base_writer();
     base_vmstate_tail();
     static const char *golden[] = {"basic.vma", "legacy.vma", "odd-sizes.vma", "zero-disk.vma",
@@ -1963,18 +1958,11 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < sizeof(golden) / sizeof(golden[0]); i++)
         base_golden(golden[i]);
     fflush(stdout);
+}
 
-    /* every bit of the fixed header: the golden basic.vma and the writer's */
-    /* The header bit flips use no random numbers, so part=header and
-     * part=rest make the same cases as one run of both. */
-    phase(NULL);
-    if (do_header) {
-        header_bitflips(g_bases[2], 61, true); /* basic.vma */
-        header_bitflips(g_bases[0], 127, false); /* writer-small.vma */
-        phase("header bit flips");
-    }
-    if (!do_rest)
-        goto report;
+/* Every class but the header bit flips, over every base. */
+static void run_rest(void)
+{
     for (unsigned i = 0; i < g_nbases; i++)
         extent_bitflips(g_bases[i]);
     phase("extent bit flips");
@@ -2000,8 +1988,11 @@ int main(int argc, char **argv)
     stdin_cuts(g_bases[0]);
     stdin_cuts(g_bases[2]);
     phase("head -c N | vma verify -");
+}
 
-report:
+/* The table of classes, an example message each; the exit status. */
+static int report(void)
+{
     printf("\n%-62s %9s %7s  %s\n", "class", "in-proc", "CLI", "result");
     unsigned long tot_api = 0, tot_cli = 0;
     for (unsigned i = 0; i < g_ncls; i++) {
@@ -2025,4 +2016,40 @@ report:
     if (g_failures)
         fprintf(stderr, "corruption_matrix: %lu failures\n", g_failures);
     return g_failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    bool do_header, do_rest;
+    parse_args(argc, argv, &do_header, &do_rest);
+    const char *runner_env = parse_runner();
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_signal);
+    setup_dirs();
+    atexit(cleanup);
+    g_memfd = memfd_create("case", MFD_CLOEXEC);
+    if (g_memfd < 0)
+        die("memfd_create: %s", strerror(errno));
+
+    printf("corruption_matrix: seed %llu (rerun with VMA_MATRIX_SEED=%llu), vma %s%s%s\n"
+           "in-process runs %s; bit flips and every-length cuts in-process: every %lu%s; "
+           "CLI: every %lu%s of its cases\n",
+           g_seed, g_seed, runner_env, *runner_env ? " " : "", g_vma,
+           g_api ? "on" : "off", g_sample, g_sample == 1 ? " (all)" : "th (sampled)",
+           g_cli_stride, g_cli_stride == 1 ? " (all)" : "th");
+    fflush(stdout);
+    make_bases();
+
+    /* Every bit of the fixed header: the golden basic.vma and the writer's.
+     * The header bit flips use no random numbers, so part=header and
+     * part=rest make the same cases as one run of both. */
+    phase(NULL);
+    if (do_header) {
+        header_bitflips(g_bases[2], 61, true); /* basic.vma */
+        header_bitflips(g_bases[0], 127, false); /* writer-small.vma */
+        phase("header bit flips");
+    }
+    if (do_rest)
+        run_rest();
+    return report();
 }
