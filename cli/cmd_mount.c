@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,6 +52,7 @@ struct mount_state {
     struct salvage_log log;
     char *report[2];             /* salvage-report.txt, salvage-report.json */
     size_t report_len[2];
+    int zero_fd;                 /* a sparse memfd: zeros for spliced reads, or -1 */
     time_t ctime;
     uid_t uid;
     gid_t gid;
@@ -134,8 +136,78 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
-static int fs_read(const char *path, char *buf, size_t size, off_t off,
-                   struct fuse_file_info *fi)
+/* A read answered from memory: a copy of a config, or vma_image_pread(). */
+static int read_to_memory(struct mount_state *m, const struct mfile *f, size_t size, off_t off,
+                          struct fuse_bufvec **bufp)
+{
+    struct fuse_bufvec *bv = malloc(sizeof(*bv));
+    void *mem = malloc(size ? size : 1);
+    if (!bv || !mem) {
+        free(bv);
+        free(mem);
+        return -ENOMEM;
+    }
+    if (!f->dev_id) {
+        memcpy(mem, (const char *)f->data + off, size);
+    } else if (vma_image_pread(m->img, f->dev_id, mem, size, (uint64_t)off) != (int64_t)size) {
+        free(bv);
+        free(mem);
+        return -EIO;
+    }
+    *bv = FUSE_BUFVEC_INIT(size);
+    bv->buf[0].mem = mem;
+    *bufp = bv;
+    return 0;
+}
+
+/* The pieces of one read as FUSE buffers on descriptors: stored bytes on
+ * the archive (or cache) file, zeros on a sparse memfd. */
+struct pieces {
+    struct fuse_bufvec *bv;
+    size_t cap;
+    int data_fd, zero_fd;
+    uint64_t end; /* of the furthest stored piece in the data file */
+};
+
+/* The largest read request: see fs_init(). */
+#define MAX_READ (512u << 10)
+
+/* Zeros are served from a hole of this many bytes at most per buffer. */
+#define ZERO_SPAN (16u << 20)
+
+static int add_piece(void *opaque, uint64_t len, uint64_t file_off)
+{
+    struct pieces *p = opaque;
+    while (len > 0) {
+        if (p->bv->count == p->cap) {
+            size_t cap = p->cap * 2;
+            struct fuse_bufvec *bv = realloc(p->bv, sizeof(*bv) + cap * sizeof(bv->buf[0]));
+            if (!bv)
+                return 1;
+            p->bv = bv;
+            p->cap = cap;
+        }
+        int zeros = file_off == VMA_IMAGE_ZEROS;
+        size_t n = zeros && len > ZERO_SPAN ? ZERO_SPAN : (size_t)len;
+        if (!zeros && file_off + n > p->end)
+            p->end = file_off + n;
+        p->bv->buf[p->bv->count++] = (struct fuse_buf){
+            .size = n,
+            .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+            .fd = zeros ? p->zero_fd : p->data_fd,
+            .pos = zeros ? 0 : (off_t)file_off,
+        };
+        len -= n;
+    }
+    return 0;
+}
+
+/* Reads hand FUSE descriptors and offsets instead of bytes where the
+ * data lies as stored in a file: libfuse then splices them into
+ * /dev/fuse, and the only copy is the kernel's into the reader's buffer
+ * (pread() into our buffer and write() to /dev/fuse made two more). */
+static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+                       struct fuse_file_info *fi)
 {
     struct mount_state *m = state();
     const struct mfile *f = &m->files[fi->fh];
@@ -143,15 +215,47 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
     if (off < 0)
         return -EINVAL;
     if ((uint64_t)off >= f->size)
-        return 0;
-    if (size > f->size - (uint64_t)off)
+        size = 0;
+    else if (size > f->size - (uint64_t)off)
         size = (size_t)(f->size - (uint64_t)off);
-    if (!f->dev_id) {
-        memcpy(buf, (const char *)f->data + off, size);
-        return (int)size;
+    int data_fd = f->dev_id ? vma_image_data_fd(m->img) : -1;
+    if (size == 0 || data_fd < 0 || m->zero_fd < 0)
+        return read_to_memory(m, f, size, off, bufp);
+    struct pieces p = { malloc(sizeof(*p.bv) + 8 * sizeof(p.bv->buf[0])), 8, data_fd,
+                        m->zero_fd, 0 };
+    if (!p.bv)
+        return -ENOMEM;
+    *p.bv = (struct fuse_bufvec){ .count = 0 };
+    int rc = vma_image_locate(m->img, f->dev_id, (uint64_t)off, size, add_piece, &p);
+    if (rc != VMA_OK) {
+        free(p.bv);
+        return rc == VMA_ERR_CALLBACK ? -ENOMEM : -EIO;
     }
-    int64_t n = vma_image_pread(m->img, f->dev_id, buf, size, (uint64_t)off);
-    return n < 0 ? -EIO : (int)n;
+    /* A splice past the end of a file that shrank since the open would
+     * make a short reply, which a reader takes for the end of the disk:
+     * such a read goes through vma_image_pread(), which fails it. */
+    struct stat st;
+    if (fstat(data_fd, &st) != 0 || (uint64_t)st.st_size < p.end) {
+        free(p.bv);
+        return read_to_memory(m, f, size, off, bufp);
+    }
+    *bufp = p.bv;
+    return 0;
+}
+
+/* Splice replies where the kernel allows them (libfuse falls back to
+ * copies where it cannot). libfuse splices only when a reply (data, one
+ * page per buffer, the header) fits a pipe, and an unprivileged process
+ * gets pipes of 1 MiB at most (fs.pipe-max-size): requests of 512 KiB
+ * leave room for 127 buffers. Measured with dd bs=1M on a plain archive:
+ * 2.3 times the throughput of 1 MiB requests without splice. */
+static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    (void)cfg;
+    conn->max_read = MAX_READ;
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
+    return fuse_get_context()->private_data;
 }
 
 static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
@@ -176,8 +280,9 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 static const struct fuse_operations fs_ops = {
     .getattr = fs_getattr,
     .readdir = fs_readdir,
+    .init = fs_init,
     .open = fs_open,
-    .read = fs_read,
+    .read_buf = fs_read_buf,
     .lseek = fs_lseek,
 };
 
@@ -308,7 +413,7 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
                  int foreground, int allow_other)
 {
     char fsname[4200];
-    snprintf(fsname, sizeof(fsname), "ro,default_permissions,subtype=vma,fsname=%s%s",
+    snprintf(fsname, sizeof(fsname), "ro,default_permissions,max_read=%u,subtype=vma,fsname=%s%s", MAX_READ,
              archive, allow_other ? ",allow_other" : "");
     /* A comma in the archive's name would split the option list. */
     for (char *p = strstr(fsname, "fsname=") + 7; *p; p++)
@@ -397,6 +502,12 @@ int cmd_mount(int argc, char **argv)
     struct mount_state m = { 0 };
     m.uid = getuid();
     m.gid = getgid();
+    /* Never written: every byte of it is a hole, spliced as zero pages. */
+    m.zero_fd = memfd_create("vma-zeros", MFD_CLOEXEC);
+    if (m.zero_fd >= 0 && ftruncate(m.zero_fd, ZERO_SPAN) != 0) {
+        close(m.zero_fd);
+        m.zero_fd = -1;
+    }
     m.img = vma_image_new();
     if (!m.img) {
         free(mountpoint);
@@ -416,6 +527,8 @@ int cmd_mount(int argc, char **argv)
         vma_image_free(m.img);
         salvage_log_free(&m.log);
         free(mountpoint);
+        if (m.zero_fd >= 0)
+            close(m.zero_fd);
         return rc;
     }
     m.ctime = (time_t)vma_reader_ctime(vma_image_reader(m.img));
@@ -428,6 +541,8 @@ int cmd_mount(int argc, char **argv)
         rc = verdict;
     free_files(&m);
     free(mountpoint);
+    if (m.zero_fd >= 0)
+        close(m.zero_fd);
     /* After fuse_daemonize() this is a forked child: the reader's finished
      * read-ahead threads belong to the parent, so the handle is left to
      * the process exit rather than joined (kept reachable for leak

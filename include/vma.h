@@ -646,6 +646,34 @@ VMA_API int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size
 VMA_API int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
                                 uint64_t *data_off, uint64_t *data_len);
 
+/*
+ * For a caller that moves bytes itself (splice, sendfile, copy_file_range):
+ * the file that holds a plain archive's data (its own descriptor) or a
+ * single-frame .vma.zst's cache, or -1 when reads go through decompression
+ * (.vma.lzo, .vma.gz, seekable .vma.zst) or before the open. Owned by the
+ * image; use pread-style calls only (its position is not ours to move).
+ */
+VMA_API int vma_image_data_fd(const vma_image *img);
+
+/* Offset of a piece that reads as zeros (vma_image_piece_fn). */
+#define VMA_IMAGE_ZEROS UINT64_MAX
+
+/* One piece of a located read: len bytes at file_off of
+ * vma_image_data_fd(), or zeros when file_off is VMA_IMAGE_ZEROS. Non-zero
+ * stops vma_image_locate(). */
+typedef int (*vma_image_piece_fn)(void *opaque, uint64_t len, uint64_t file_off);
+
+/*
+ * Where the bytes that vma_image_pread() would return lie: fn gets the
+ * pieces of [offset, offset + len) in order, adjacent ones merged, up to
+ * the device end (nothing at or past it). Returns VMA_OK; VMA_ERR_INVALID
+ * when vma_image_data_fd() is -1; VMA_ERR_NOT_FOUND for an unused dev_id;
+ * VMA_ERR_CORRUPT for a lost cluster in salvage mode (the pieces before it
+ * were given); VMA_ERR_CALLBACK when fn stopped. Thread-safe.
+ */
+VMA_API int vma_image_locate(vma_image *img, unsigned dev_id, uint64_t offset, size_t len,
+                             vma_image_piece_fn fn, void *opaque);
+
 /* ------------------------------------------------------------------ */
 /* Writer                                                              */
 /* ------------------------------------------------------------------ */

@@ -480,8 +480,9 @@ static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
     return VMA_OK;
 }
 
-/* Called for each piece of a read, in order: n bytes at out, stored at
- * file_off of the data file, or zeros when file_off is NO_DATA. */
+/* Called for each piece of a read, in order: n bytes at out (NULL when
+ * only locating), stored at file_off of the data file, or zeros when
+ * file_off is NO_DATA. */
 #define NO_DATA UINT64_MAX
 typedef int (*piece_fn)(void *ctx, unsigned char *out, size_t n, uint64_t file_off);
 
@@ -506,7 +507,8 @@ static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsign
                 return LOST;
             }
             rc = fn(ctx, out, (size_t)(cend - pos), NO_DATA);
-            out += cend - pos;
+            if (out != NULL)
+                out += cend - pos;
             pos = cend;
             continue;
         }
@@ -522,7 +524,8 @@ static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsign
                 fo = base + (uint64_t)rank * VMA_BLOCK_SIZE + pos % VMA_BLOCK_SIZE;
             }
             rc = fn(ctx, out, n, fo);
-            out += n;
+            if (out != NULL)
+                out += n;
             pos += n;
         }
     }
@@ -708,4 +711,72 @@ int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
     *data_off = start;
     *data_len = stop - start;
     return VMA_OK;
+}
+
+/* --- locating pieces for a caller that moves the bytes itself --- */
+
+int vma_image_data_fd(const vma_image *img)
+{
+    if (!img->opened || img->blocks != NULL || img->gz != NULL)
+        return -1;
+    return img->data_fd;
+}
+
+/* Adjacent pieces of the same kind become one call of the caller's fn. */
+struct locate {
+    vma_image_piece_fn fn;
+    void *opaque;
+    uint64_t off, len; /* pending piece; off NO_DATA for zeros */
+    int stopped;
+};
+
+static int locate_flush(struct locate *l)
+{
+    if (l->len > 0 && l->fn(l->opaque, l->len, l->off) != 0)
+        l->stopped = 1;
+    l->len = 0;
+    return l->stopped ? VMA_ERR_CALLBACK : VMA_OK;
+}
+
+static int locate_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
+{
+    struct locate *l = ctx;
+    (void)out;
+    bool joins = l->len > 0 && (fo == NO_DATA ? l->off == NO_DATA
+                                              : l->off != NO_DATA && l->off + l->len == fo);
+    if (joins) {
+        l->len += n;
+        return VMA_OK;
+    }
+    int rc = locate_flush(l);
+    l->off = fo;
+    l->len = n;
+    return rc;
+}
+
+int vma_image_locate(vma_image *img, unsigned dev_id, uint64_t offset, size_t len,
+                     vma_image_piece_fn fn, void *opaque)
+{
+    const struct vmai_ra_dev *d = image_dev(img, dev_id);
+    if (d == NULL)
+        return fail(img, VMA_ERR_NOT_FOUND, "no device %u in the image", dev_id);
+    if (vma_image_data_fd(img) < 0)
+        return fail(img, VMA_ERR_INVALID, "the data of this archive is read through "
+                                          "decompression: use vma_image_pread()");
+    if (offset >= d->size)
+        return VMA_OK;
+    if (len > d->size - offset)
+        len = (size_t)(d->size - offset);
+    struct locate l = { fn, opaque, 0, 0, 0 };
+    uint64_t lost;
+    int rc = walk(d, offset, len, NULL, locate_piece, &l, &lost);
+    if (rc == LOST)
+        return fail(img, VMA_ERR_CORRUPT,
+                    "read of device '%s': cluster %llu is lost (damaged or missing in the "
+                    "archive)", vma_reader_device_name(img->r, dev_id), (unsigned long long)lost);
+    if (rc == VMA_OK)
+        rc = locate_flush(&l);
+    if (rc == VMA_ERR_CALLBACK)
+        return fail(img, rc, "the piece callback asked to stop");
+    return rc;
 }
