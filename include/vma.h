@@ -547,7 +547,9 @@ VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, ui
  * vma_image_set_cache_dir(), else $TMPDIR, else /tmp, and are unlinked at
  * once, so nothing is left.
  *
- * The index of a plain archive is saved next to it as "<archive>.vmaidx"
+ * The index of an archive read in place by offsets (plain, .vma.lzo, seekable
+ * .vma.zst: not a .vma.gz, whose access points each open builds, nor a
+ * cached one) is saved next to it as "<archive>.vmaidx"
  * (written to a temporary file, then renamed) and loaded by the next open
  * instead of the pass. It records the archive's size, mtime and uuid; an
  * index that does not match them, or breaks any of its own rules, is

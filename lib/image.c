@@ -261,48 +261,53 @@ static int open_cache(vma_image *img)
     return VMA_OK;
 }
 
-static int build_index(vma_image *img)
+/* Where reads will find the stored blocks, chosen before the pass (and
+ * before an index file is loaded, whose offsets depend on it): in place
+ * for a plain archive, a .vma.lzo (its blocks) and a seekable .vma.zst
+ * (its frames); in place through access points built after the pass for
+ * a .vma.gz (*gzip); else in a cache file written by the pass (*cache). */
+static int choose_data(vma_image *img, bool *cache, bool *gzip)
 {
-    vma_reader *r = img->r;
-    bool compressed = strcmp(vma_reader_compression(r), "none") != 0, gzip = false;
+    const char *codec = vma_reader_compression(img->r);
     char err[VMAI_ERRLEN];
-    int rc = VMA_OK;
-    if (compressed && img->salvage) {
+    int rc;
+    *cache = *gzip = false;
+    img->data_fd = img->archive_fd;
+    if (strcmp(codec, "none") == 0)
+        return VMA_OK;
+    if (img->salvage) {
         /* Past a skipped lzop block or zstd frame, the reader's offsets
          * count only the bytes it decoded, so the archive's own block
          * maps no longer match them: keep what the pass read instead. */
-        rc = open_cache(img);
-        if (rc != VMA_OK)
-            return rc;
-    } else if (strcmp(vma_reader_compression(r), "lzo") == 0) {
-        /* Read in place: index the lzop blocks, then the archive as if
-         * plain (offsets in the decompressed stream). */
+        *cache = true;
+    } else if (strcmp(codec, "lzo") == 0) {
+        /* Index the lzop blocks; offsets are those of the decompressed
+         * stream. */
         rc = vmai_lzo_map_scan(img->archive_fd, &img->blocks, err, sizeof(err));
         if (rc != VMA_OK)
             return fail(img, rc, "%s", err);
-        compressed = false;
-        img->data_fd = img->archive_fd;
-    } else if (strcmp(vma_reader_compression(r), "gzip") == 0) {
-        /* Read in place through access points, built by a second inflate
-         * pass after the checked one. */
-        compressed = false;
-        img->data_fd = img->archive_fd;
-        gzip = true;
-    } else if (strcmp(vma_reader_compression(r), "zstd") == 0 &&
+    } else if (strcmp(codec, "gzip") == 0) {
+        *gzip = true;
+    } else if (strcmp(codec, "zstd") == 0 &&
                (rc = vmai_zst_map_load(img->archive_fd, (uint64_t)img->st.st_size, &img->blocks,
                                        err, sizeof(err))) != VMA_ERR_NOT_FOUND) {
-        /* Seekable zstd: read in place by frames. */
         if (rc != VMA_OK)
             return fail(img, rc, "%s", err);
-        compressed = false;
-        img->data_fd = img->archive_fd;
-    } else if (compressed) {
-        rc = open_cache(img);
-        if (rc != VMA_OK)
-            return rc;
     } else {
-        img->data_fd = img->archive_fd;
+        *cache = true;
     }
+    if (*cache) {
+        img->data_fd = -1;
+        return open_cache(img);
+    }
+    return VMA_OK;
+}
+
+static int build_index(vma_image *img, bool cache, bool gzip)
+{
+    vma_reader *r = img->r;
+    char err[VMAI_ERRLEN];
+    int rc;
     vma_reader_set_progress(r, image_progress, img);
     rc = vma_reader_read(r, index_cluster, img);
     if (rc != VMA_OK) {
@@ -333,7 +338,7 @@ static int build_index(vma_image *img)
                     "the %ss hold %llu bytes but the archive is %llu bytes long",
                     img->blocks->what, (unsigned long long)img->blocks->size,
                     (unsigned long long)r->offset);
-    if (compressed && ftruncate(img->data_fd, (off_t)img->cache_pos) != 0)
+    if (cache && ftruncate(img->data_fd, (off_t)img->cache_pos) != 0)
         return fail(img, VMA_ERR_IO, "cannot size the cache file: %s", strerror(errno));
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
         struct vmai_ra_dev *d = &img->dev[i];
@@ -375,10 +380,16 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     int rc = vma_reader_open_fd(img->r, fd);
     if (rc != VMA_OK)
         return fail(img, rc, "%s", vma_reader_error(img->r));
-    bool plain = strcmp(vma_reader_compression(img->r), "none") == 0;
-    /* A salvage index covers a damaged archive: never saved for (or
-     * replaced by) a normal open. */
-    bool use_file = plain && !(flags & VMA_IMAGE_NO_INDEX_FILE) && !img->salvage;
+    bool cache, gzip;
+    rc = choose_data(img, &cache, &gzip);
+    if (rc != VMA_OK)
+        return rc;
+    /* An index file holds offsets into the archive (or its decompressed
+     * stream, read in place by blocks); a cache is gone with the process,
+     * and a .vma.gz would need its access points too. A salvage index
+     * covers a damaged archive: never saved for (or replaced by) a normal
+     * open. */
+    bool use_file = !cache && !gzip && !(flags & VMA_IMAGE_NO_INDEX_FILE) && !img->salvage;
 
     char *idx = NULL;
     if (use_file) {
@@ -391,7 +402,6 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     if (use_file && !(flags & VMA_IMAGE_REINDEX)) {
         rc = vmai_index_load(img, idx, err, sizeof(err));
         if (rc == VMA_OK) {
-            img->data_fd = fd;
             img->index_state = VMA_IMAGE_INDEX_LOADED;
             img->opened = true;
             free(idx);
@@ -403,7 +413,7 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
             return fail(img, rc, "%s", err);
         }
     }
-    rc = build_index(img);
+    rc = build_index(img, cache, gzip);
     if (rc != VMA_OK) {
         free(idx);
         return rc;

@@ -1,6 +1,7 @@
 /*
- * <archive>.vmaidx: the random-access index of a plain archive, saved so
- * that the next open skips the pass. The file is input like any other: the
+ * <archive>.vmaidx: the random-access index of an archive read in place (a
+ * plain one, a .vma.lzo or a seekable .vma.zst, whose offsets are in the
+ * decompressed stream), saved so that the next open skips the pass. The file is input like any other: the
  * loader checks its size against its counts before allocating, every entry
  * against the archive's header and size, the order of the entries, and a
  * SHA-256 over the whole file; and it must name this archive (size, mtime,
@@ -268,7 +269,9 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
         rc = refuse(err, errlen, path, "its size does not match its entry counts");
         goto out;
     }
-    uint64_t asize = (uint64_t)img->st.st_size;
+    /* Offsets of a .vma.lzo or seekable .vma.zst are in its decompressed
+     * stream, whose length its block map knows. */
+    uint64_t asize = img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
     for (i = 0; i < ndev; i++) {
         unsigned id = ids[i];
         struct vmai_ra_dev *dv = &img->dev[id];
