@@ -2656,9 +2656,7 @@ int main(int argc, char **argv)
     printf("api_roundtrip: seed %" PRIu64 " (set VMA_TEST_SEED to replay)\n", g_seed);
     fflush(stdout);
     signal(SIGPIPE, SIG_IGN);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof(g_tmp), "%s/vma-api-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(g_tmp) == NULL) {
+    if (vt_mkdtemp(g_tmp, sizeof(g_tmp), "vma-api") == NULL) {
         perror("mkdtemp");
         return 1;
     }

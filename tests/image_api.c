@@ -702,11 +702,8 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/%s", argv[1], golden[i]);
         check_archive(path, VMA_IMAGE_NO_INDEX_FILE); /* no .vmaidx in the source tree */
     }
-    char dir[] = "/tmp/vma-image-api.XXXXXX";
-    const char *t = getenv("TMPDIR");
     char tdir[4096];
-    snprintf(tdir, sizeof(tdir), "%s/vma-image-api.XXXXXX", t ? t : "/tmp");
-    char *d = mkdtemp(t ? tdir : dir);
+    char *d = vt_mkdtemp(tdir, sizeof(tdir), "vma-image-api");
     if (d == NULL) {
         perror("mkdtemp");
         return 99;

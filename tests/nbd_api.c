@@ -192,9 +192,7 @@ int main(int argc, char **argv)
     if (argc > 1)
         g_golden = argv[1];
     signal(SIGPIPE, SIG_IGN);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof(g_tmp), "%s/vma-nbdapi-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(g_tmp) == NULL) {
+    if (vt_mkdtemp(g_tmp, sizeof(g_tmp), "vma-nbdapi") == NULL) {
         perror("mkdtemp");
         return 1;
     }

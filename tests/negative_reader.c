@@ -1136,9 +1136,7 @@ int main(int argc, char **argv)
     }
     build_std(&g_std, std_e0, 3, std_e1, 2);
     build_vms(&g_vms, vms_e0, 3, vms_e1, 1);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_tmpdir, sizeof(g_tmpdir), "%s/vma-neg-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(g_tmpdir) == NULL) {
+    if (vt_mkdtemp(g_tmpdir, sizeof(g_tmpdir), "vma-neg") == NULL) {
         perror("mkdtemp");
         return 1;
     }

@@ -9,6 +9,7 @@
 
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static inline int vt_rm_entry(const char *path, const struct stat *st, int flag,
                               struct FTW *ftw)
@@ -24,6 +25,15 @@ static inline int vt_rm_entry(const char *path, const struct stat *st, int flag,
 static inline void vt_rm_tree(const char *path)
 {
     nftw(path, vt_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A new directory "$TMPDIR/<prefix>-XXXXXX" (else /tmp) in buf, as
+ * mkdtemp() makes it; returns buf, or NULL with errno set. */
+static inline char *vt_mkdtemp(char *buf, size_t len, const char *prefix)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(buf, len, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", prefix);
+    return mkdtemp(buf);
 }
 
 /* "dir/name" in one of four static buffers used in turn, so that up to
