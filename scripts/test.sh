@@ -100,8 +100,9 @@ count build-asan/meson-logs/testlog.json
 
 # ThreadSanitizer (clang) on the tests that use threads: the writer's
 # workers and progress callback, counters read during a read, cancels
-# from other threads. Only those targets are built; any report fails.
-tsan_tests=(embed_api cancel_api api_roundtrip)
+# from other threads, random-access reads from several threads. Only those
+# targets are built; any report fails.
+tsan_tests=(embed_api cancel_api api_roundtrip image_api)
 tsan_build() {
     if [ -d build-tsan/meson-private ]; then
         meson setup --reconfigure build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
