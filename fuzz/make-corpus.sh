@@ -10,7 +10,7 @@ vma=${VMA:-$top/build/vma}
 out=$top/fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop}
+mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop,index}
 
 # Deterministic bytes: a seeded keystream.
 bytes() { (set +o pipefail; openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f \
@@ -76,4 +76,7 @@ skip=drive-scsi2
 throttling.bps=12abc:0:a=b
 0:=path
 EOF_MAP
+# The index target's fixed archive has one valid index: the target writes it.
+echo -n x >"$tmp/any"
+VMA_FUZZ_INDEX_SEED="$out/index/valid.vmaidx" "$top/build/fuzz/fuzz_index" "$tmp/any" >/dev/null
 ls -l "$out"/*
