@@ -2,7 +2,8 @@
 # Benchmark (not a test) of random access (issue 10): vma mount's index
 # pass against verify of the same archive; sequential read of a mounted
 # disk (dd bs=1M) against the extracted raw file from the page cache
-# (target >= 0.7); random 4 KiB reads per second through the mount;
+# (target >= 0.7) and against the same file through a minimal FUSE file
+# system (bench/fuse-ceiling.c, what FUSE itself allows); random 4 KiB reads per second through the mount;
 # index size per stored cluster and per TiB.
 #
 #   bash bench/mount.sh
@@ -23,6 +24,7 @@ VMA=${VMA:-$repo/build/vma}
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/vma-bench-mount.XXXXXX")
 cleanup() {
     mountpoint -q "$work/mnt" 2>/dev/null && fusermount3 -u "$work/mnt"
+    mountpoint -q "$work/ceil" 2>/dev/null && fusermount3 -u "$work/ceil"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -69,15 +71,33 @@ awk -v i="$idx" -v c="$clusters" 'BEGIN {
     printf "index file %d bytes for %d clusters (%.2f bytes per cluster of the disk; at most 12 per cluster with data: %.0f MiB per TiB fully stored)\n",
         i, c, i / c, 12 * 16777216 / 1048576 }'
 
-# Sequential: the extracted file from the page cache, then the mount.
+# Sequential: the extracted file from the page cache, the same file
+# through the fastest FUSE file system with the mount's settings
+# (bench/fuse-ceiling.c: direct I/O, 512 KiB requests, one spliced reply
+# per request), then the mount. Three rounds, the best of each.
 fusermount3 -u mnt
 "$VMA" mount vm.vma mnt
+cc -O2 -std=c11 -D_GNU_SOURCE $(pkg-config --cflags fuse3) -o fuse-ceiling \
+    "$repo/bench/fuse-ceiling.c" $(pkg-config --libs fuse3)
+mkdir ceil
+./fuse-ceiling out/disk-drive-scsi0.raw ceil 2>/dev/null &
+for _ in $(seq 100); do mountpoint -q ceil && break; sleep 0.05; done
 cat out/disk-drive-scsi0.raw >/dev/null
-t0=$(now); dd if=out/disk-drive-scsi0.raw of=/dev/null bs=1M status=none; t1=$(now)
-t2=$(now); dd if=mnt/drive-scsi0.raw of=/dev/null bs=1M status=none; t3=$(now)
-awk -v a="$(secs "$t0" "$t1")" -v b="$(secs "$t2" "$t3")" -v s="$size_mib" 'BEGIN {
-    printf "dd bs=1M: extracted file (page cache) %.0f MiB/s, mount (first read) %.0f MiB/s, ratio %.2f (target >= 0.7)\n",
-        s / a, s / b, a / b }'
+best() { # file: the shortest of three dd bs=1M reads
+    local i t0 t1 b=
+    for i in 1 2 3; do
+        t0=$(now); dd if="$1" of=/dev/null bs=1M status=none; t1=$(now)
+        b=$(awk -v a="$(secs "$t0" "$t1")" -v b="$b" 'BEGIN { print (b == "" || a < b) ? a : b }')
+    done
+    echo "$b"
+}
+a=$(best out/disk-drive-scsi0.raw)
+c=$(best ceil/disk.raw)
+b=$(best mnt/drive-scsi0.raw)
+fusermount3 -u ceil
+awk -v a="$a" -v b="$b" -v c="$c" -v s="$size_mib" 'BEGIN {
+    printf "dd bs=1M: extracted file (page cache) %.0f MiB/s; through FUSE at best (fuse-ceiling) %.0f MiB/s; mount %.0f MiB/s\n", s / a, s / c, s / b
+    printf "  mount / page cache %.2f (target >= 0.7); FUSE ceiling / page cache %.2f; mount / FUSE ceiling %.2f\n", a / b, a / c, c / b }'
 
 # Random 4 KiB reads through the mount, for 3 seconds, on one thread;
 # pages read once stay cached, so each offset is read once.
