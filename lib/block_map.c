@@ -3,6 +3,7 @@
  * block_map.h). SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,16 +41,71 @@ size_t vmai_seek_table_find(const void *base, size_t count, size_t stride, size_
     return lo;
 }
 
+/* Decoded blocks, least recently used first out. */
+struct vmai_block_cache {
+    pthread_mutex_t lock;
+    uint64_t tick;
+    struct {
+        size_t block;
+        unsigned char *data; /* max_dst bytes, NULL: empty */
+        uint64_t used;
+    } slot[VMAI_BLOCK_CACHE_SLOTS];
+};
+
 struct vmai_block_map *vmai_block_map_new(const char *what,
                                           int (*decode)(const struct vmai_block_map *, int,
                                                         size_t, unsigned char *))
 {
     struct vmai_block_map *m = calloc(1, sizeof(*m));
-    if (m != NULL) {
-        m->what = what;
-        m->decode = decode;
+    if (m == NULL)
+        return NULL;
+    m->what = what;
+    m->decode = decode;
+    m->cache = calloc(1, sizeof(*m->cache));
+    if (m->cache == NULL || pthread_mutex_init(&m->cache->lock, NULL) != 0) {
+        free(m->cache);
+        free(m);
+        return NULL;
     }
     return m;
+}
+
+/* Copy n bytes at skip of block i from the cache: true when it was there. */
+static bool cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out, uint64_t skip,
+                       size_t n)
+{
+    bool hit = false;
+    pthread_mutex_lock(&c->lock);
+    for (unsigned s = 0; s < VMAI_BLOCK_CACHE_SLOTS && !hit; s++)
+        if (c->slot[s].data != NULL && c->slot[s].block == i) {
+            memcpy(out, c->slot[s].data + skip, n);
+            c->slot[s].used = ++c->tick;
+            hit = true;
+        }
+    pthread_mutex_unlock(&c->lock);
+    return hit;
+}
+
+/* Keep *data (decoded block i) in the least recently used slot; *data
+ * gets that slot's old buffer (or NULL), for the caller to reuse or free. */
+static void cache_put(struct vmai_block_cache *c, size_t i, unsigned char **data)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned lru = 0;
+    for (unsigned s = 0; s < VMAI_BLOCK_CACHE_SLOTS; s++) {
+        if (c->slot[s].data != NULL && c->slot[s].block == i) { /* another thread was first */
+            pthread_mutex_unlock(&c->lock);
+            return;
+        }
+        if (c->slot[s].used < c->slot[lru].used)
+            lru = s;
+    }
+    unsigned char *old = c->slot[lru].data;
+    c->slot[lru].block = i;
+    c->slot[lru].data = *data;
+    c->slot[lru].used = ++c->tick;
+    *data = old;
+    pthread_mutex_unlock(&c->lock);
 }
 
 int vmai_grow(void **array, size_t *cap, size_t count, size_t size)
@@ -81,8 +137,13 @@ int vmai_block_map_add(struct vmai_block_map *m, uint64_t file_off, uint32_t src
 
 void vmai_block_map_free(struct vmai_block_map *m)
 {
-    if (m != NULL)
-        free(m->blocks);
+    if (m == NULL)
+        return;
+    for (unsigned s = 0; s < VMAI_BLOCK_CACHE_SLOTS; s++)
+        free(m->cache->slot[s].data);
+    pthread_mutex_destroy(&m->cache->lock);
+    free(m->cache);
+    free(m->blocks);
     free(m);
 }
 
@@ -104,11 +165,13 @@ int vmai_block_map_read(const struct vmai_block_map *m, int fd, void *buf, size_
         size_t n = k->dst - skip < len ? (size_t)(k->dst - skip) : len;
         if (skip == 0 && n == k->dst) { /* the whole block: straight into buf */
             rc = m->decode(m, fd, i, out);
-        } else {
+        } else if (!cache_copy(m->cache, i, out, skip, n)) {
             if (tmp == NULL && (tmp = malloc(m->max_dst)) == NULL)
                 rc = VMA_ERR_NOMEM;
-            if (rc == VMA_OK && (rc = m->decode(m, fd, i, tmp)) == VMA_OK)
+            if (rc == VMA_OK && (rc = m->decode(m, fd, i, tmp)) == VMA_OK) {
                 memcpy(out, tmp + skip, n);
+                cache_put(m->cache, i, &tmp);
+            }
         }
         if (rc != VMA_OK)
             break;

@@ -14,6 +14,8 @@
 
 #include "vma.h"
 
+struct vmai_block_cache;
+
 struct vmai_block {
     uint64_t dec_off;   /* where its bytes begin in the decompressed stream */
     uint64_t file_off;  /* where its compressed data begins in the file */
@@ -31,6 +33,7 @@ struct vmai_block_map {
     const char *what;           /* "lzop block", "zstd frame" */
     /* Decode block i into out (dst bytes), checking what can be checked. */
     int (*decode)(const struct vmai_block_map *m, int fd, size_t i, unsigned char *out);
+    struct vmai_block_cache *cache; /* the last blocks read in part */
 };
 
 /* A new empty map, or NULL when out of memory. */
@@ -42,7 +45,11 @@ struct vmai_block_map *vmai_block_map_new(const char *what,
 int vmai_block_map_add(struct vmai_block_map *m, uint64_t file_off, uint32_t src,
                        uint32_t dst, uint32_t sum, bool has_sum);
 
-/* Read len decompressed bytes at off. Thread-safe. */
+/* Read len decompressed bytes at off. Thread-safe. A block read in part
+ * is kept decoded (the last VMAI_BLOCK_CACHE_SLOTS of them: 16 MiB for
+ * 4 MiB zstd frames), so sequential reads smaller than a block decode
+ * each block once. */
+#define VMAI_BLOCK_CACHE_SLOTS 4
 int vmai_block_map_read(const struct vmai_block_map *m, int fd, void *buf, size_t len,
                         uint64_t off, char *err, size_t errlen);
 
