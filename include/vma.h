@@ -541,9 +541,10 @@ VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, ui
  * gzip has no checksum below a whole member, so damage after the open is
  * caught only when inflate finds the stream invalid. A .vma.zst in zstd's
  * seekable format (independent frames and a seek table in a skippable
- * frame at the end) is read in place by frames (for lzop blocks and zstd
- * frames, the last four read in part stay decoded: up to 16 MiB for the
- * 4 MiB frames our writer makes); one in a single frame, as
+ * frame at the end) is read in place by frames (for lzop blocks, zstd
+ * frames and gzip's spans between access points, the last four read in
+ * part stay decoded: up to 16 MiB for the 4 MiB frames our writer makes,
+ * about 4 MiB for gzip); one in a single frame, as
  * Proxmox writes it, is decompressed once into a sparse cache file (only
  * stored blocks are written). Cache and window files go to the directory set by
  * vma_image_set_cache_dir(), else $TMPDIR, else /tmp, and are unlinked at

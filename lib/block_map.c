@@ -61,17 +61,34 @@ struct vmai_block_map *vmai_block_map_new(const char *what,
         return NULL;
     m->what = what;
     m->decode = decode;
-    m->cache = calloc(1, sizeof(*m->cache));
-    if (m->cache == NULL || pthread_mutex_init(&m->cache->lock, NULL) != 0) {
-        free(m->cache);
+    if ((m->cache = vmai_block_cache_new()) == NULL) {
         free(m);
         return NULL;
     }
     return m;
 }
 
-/* Copy n bytes at skip of block i from the cache: true when it was there. */
-static bool cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out, uint64_t skip,
+struct vmai_block_cache *vmai_block_cache_new(void)
+{
+    struct vmai_block_cache *c = calloc(1, sizeof(*c));
+    if (c != NULL && pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+void vmai_block_cache_free(struct vmai_block_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (unsigned s = 0; s < VMAI_BLOCK_CACHE_SLOTS; s++)
+        free(c->slot[s].data);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+bool vmai_block_cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out, uint64_t skip,
                        size_t n)
 {
     bool hit = false;
@@ -86,9 +103,7 @@ static bool cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out,
     return hit;
 }
 
-/* Keep *data (decoded block i) in the least recently used slot; *data
- * gets that slot's old buffer (or NULL), for the caller to reuse or free. */
-static void cache_put(struct vmai_block_cache *c, size_t i, unsigned char **data)
+void vmai_block_cache_put(struct vmai_block_cache *c, size_t i, unsigned char **data)
 {
     pthread_mutex_lock(&c->lock);
     unsigned lru = 0;
@@ -139,10 +154,7 @@ void vmai_block_map_free(struct vmai_block_map *m)
 {
     if (m == NULL)
         return;
-    for (unsigned s = 0; s < VMAI_BLOCK_CACHE_SLOTS; s++)
-        free(m->cache->slot[s].data);
-    pthread_mutex_destroy(&m->cache->lock);
-    free(m->cache);
+    vmai_block_cache_free(m->cache);
     free(m->blocks);
     free(m);
 }
@@ -165,12 +177,12 @@ int vmai_block_map_read(const struct vmai_block_map *m, int fd, void *buf, size_
         size_t n = k->dst - skip < len ? (size_t)(k->dst - skip) : len;
         if (skip == 0 && n == k->dst) { /* the whole block: straight into buf */
             rc = m->decode(m, fd, i, out);
-        } else if (!cache_copy(m->cache, i, out, skip, n)) {
+        } else if (!vmai_block_cache_copy(m->cache, i, out, skip, n)) {
             if (tmp == NULL && (tmp = malloc(m->max_dst)) == NULL)
                 rc = VMA_ERR_NOMEM;
             if (rc == VMA_OK && (rc = m->decode(m, fd, i, tmp)) == VMA_OK) {
                 memcpy(out, tmp + skip, n);
-                cache_put(m->cache, i, &tmp);
+                vmai_block_cache_put(m->cache, i, &tmp);
             }
         }
         if (rc != VMA_OK)

@@ -55,6 +55,21 @@ int vmai_block_map_read(const struct vmai_block_map *m, int fd, void *buf, size_
 
 void vmai_block_map_free(struct vmai_block_map *m);
 
+/* The decoded-block cache itself, also for gzip's access-point spans:
+ * blocks are named by index; buffers are malloc()ed by the caller and
+ * owned by the cache once put. */
+struct vmai_block_cache *vmai_block_cache_new(void);
+void vmai_block_cache_free(struct vmai_block_cache *c);
+
+/* Copy n bytes at skip of block i: true when the cache had it. */
+bool vmai_block_cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out,
+                           uint64_t skip, size_t n);
+
+/* Keep *data (block i decoded) in the least recently used slot; *data
+ * gets that slot's old buffer (or NULL), for the caller to reuse or free.
+ * When another thread put block i first, *data is left to the caller. */
+void vmai_block_cache_put(struct vmai_block_cache *c, size_t i, unsigned char **data);
+
 /* Index of the last of count entries (each stride bytes, a uint64_t key at
  * key_off, sorted) whose key is <= off; 0 when there is none. */
 size_t vmai_seek_table_find(const void *base, size_t count, size_t stride, size_t key_off,

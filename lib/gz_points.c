@@ -34,6 +34,7 @@ void vmai_gz_map_free(struct vmai_gz_map *m)
         return;
     if (m->win_fd >= 0)
         close(m->win_fd);
+    vmai_block_cache_free(m->cache);
     free(m->points);
     free(m);
 }
@@ -70,7 +71,7 @@ int vmai_gz_map_build(int fd, int win_fd, const struct vmai_cancel *cancel,
     if (m == NULL || in == NULL || win == NULL)
         goto out;
     m->win_fd = win_fd;
-    if (inflateInit2(&s, 15 + 16) != Z_OK)
+    if ((m->cache = vmai_block_cache_new()) == NULL || inflateInit2(&s, 15 + 16) != Z_OK)
         goto out;
     z_open = true;
     uint64_t totin = 0, totout = 0, last = 0, file_pos = 0;
@@ -228,6 +229,41 @@ out:
     return rc;
 }
 
+/* Spans longer than this (a deflate block may make many MiB) are not kept. */
+#define CACHE_SPAN_MAX (8u << 20)
+
+/* Serve a read that starts in span lo and does not cover it whole from
+ * the decoded span, decoding and keeping it first when needed. *got: the
+ * bytes served, 0 when the caller must inflate itself (a whole span, a
+ * long one, an error: the caller's path reports it). */
+static int from_cached_span(const struct vmai_gz_map *m, int fd, size_t lo, uint64_t off,
+                            unsigned char *out, size_t len, size_t *got)
+{
+    uint64_t start = m->points[lo].out;
+    uint64_t end = lo + 1 < m->count ? m->points[lo + 1].out : m->size;
+    uint64_t span = end - start, skip = off - start;
+    size_t n = span - skip < len ? (size_t)(span - skip) : len;
+    *got = 0;
+    if ((skip == 0 && n == span) || span > CACHE_SPAN_MAX)
+        return VMA_OK;
+    if (vmai_block_cache_copy(m->cache, lo, out, skip, n)) {
+        *got = n;
+        return VMA_OK;
+    }
+    unsigned char *data = malloc((size_t)span);
+    size_t made = 0;
+    if (data == NULL)
+        return VMA_ERR_NOMEM;
+    int rc = from_point(m, fd, lo, 0, data, (size_t)span, &made);
+    if (rc == VMA_OK && made == span) {
+        memcpy(out, data + skip, n);
+        *got = n;
+        vmai_block_cache_put(m->cache, lo, &data);
+    }
+    free(data);
+    return rc;
+}
+
 int vmai_gz_map_read(const struct vmai_gz_map *m, int fd, void *buf, size_t len, uint64_t off,
                      char *err, size_t errlen)
 {
@@ -242,6 +278,12 @@ int vmai_gz_map_read(const struct vmai_gz_map *m, int fd, void *buf, size_t len,
         size_t lo = vmai_seek_table_find(m->points, m->count, sizeof(*m->points),
                                          offsetof(struct vmai_gz_point, out), off);
         size_t got = 0;
+        if (from_cached_span(m, fd, lo, off, out, len, &got) == VMA_OK && got > 0) {
+            out += got;
+            off += got;
+            len -= got;
+            continue;
+        }
         int rc = from_point(m, fd, lo, off - m->points[lo].out, out, len, &got);
         if (rc != VMA_OK || got == 0) {
             snprintf(err, errlen, "gzip data after compressed byte %llu %s",

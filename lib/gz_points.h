@@ -29,6 +29,7 @@ struct vmai_gz_map {
     size_t count, cap;
     int win_fd;         /* point i's window at i * 32 KiB (owned) */
     uint64_t size;      /* decompressed bytes */
+    struct vmai_block_cache *cache; /* spans read in part, decoded */
 };
 
 /* One inflate pass over the gzip file on fd; windows go to win_fd (an
@@ -36,7 +37,9 @@ struct vmai_gz_map {
 int vmai_gz_map_build(int fd, int win_fd, const struct vmai_cancel *cancel,
                       struct vmai_gz_map **out, char *err, size_t errlen);
 
-/* Read len decompressed bytes at off. Thread-safe. */
+/* Read len decompressed bytes at off. Thread-safe. A span between two
+ * points read in part stays decoded (block_map.h's cache), so sequential
+ * reads smaller than a span inflate it once. */
 int vmai_gz_map_read(const struct vmai_gz_map *m, int fd, void *buf, size_t len, uint64_t off,
                      char *err, size_t errlen);
 
