@@ -53,6 +53,7 @@ struct mount_state {
     char *report[2];             /* salvage-report.txt, salvage-report.json */
     size_t report_len[2];
     int zero_fd;                 /* a sparse memfd: zeros for spliced reads, or -1 */
+    int served;                  /* fuse_daemonize() was called */
     time_t ctime;
     uid_t uid;
     gid_t gid;
@@ -435,6 +436,7 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
     signal(SIGTERM, SIG_DFL);
     struct fuse_session *se = fuse_get_session(f);
     int rc = CLI_OK;
+    m->served = 1;
     if (fuse_set_signal_handlers(se) != 0 || fuse_daemonize(foreground) != 0) {
         rc = cli_fail("mount: cannot set up the FUSE session");
     } else {
@@ -448,56 +450,96 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
     return rc;
 }
 
-int cmd_mount(int argc, char **argv)
-{
-    int c, foreground = 0, allow_other = 0, salvage = 0;
-    unsigned flags = 0, salvage_flags = 0;
-    const char *cache_dir = NULL;
+/* What the command line asks for. */
+struct mount_opts {
+    int help, foreground, allow_other, salvage;
+    unsigned flags, salvage_flags;
+    const char *cache_dir, *archive, *dir;
+};
 
+/* CLI_OK, or the status to exit with (a usage error). */
+static int parse_options(int argc, char **argv, struct mount_opts *o)
+{
+    int c;
+    memset(o, 0, sizeof(*o));
     while ((c = cli_getopt(argc, argv, "hfo:c:rn")) != -1) {
         switch (c) {
         case 'h':
-            return cli_usage(stdout);
+            o->help = 1;
+            return CLI_OK;
         case 'f':
-            foreground = 1;
+            o->foreground = 1;
             break;
         case 'o':
             if (strcmp(optarg, "allow_other"))
                 return cli_fail("mount: unknown option -o %s (only allow_other)", optarg);
-            allow_other = 1;
+            o->allow_other = 1;
             break;
         case 'c':
-            cache_dir = optarg;
+            o->cache_dir = optarg;
             break;
         case 'r':
-            flags |= VMA_IMAGE_REINDEX;
+            o->flags |= VMA_IMAGE_REINDEX;
             break;
         case 'n':
-            flags |= VMA_IMAGE_NO_INDEX_FILE;
+            o->flags |= VMA_IMAGE_NO_INDEX_FILE;
             break;
         case 'S':
-            salvage = 1;
+            o->salvage = 1;
             break;
         case 'F':
-            salvage_flags |= VMA_SALVAGE_FORCE_HEADER;
+            o->salvage_flags |= VMA_SALVAGE_FORCE_HEADER;
             break;
         default:
             return cli_usage(stderr);
         }
     }
-    if (argc - optind != 2 || (salvage_flags && !salvage))
+    if (argc - optind != 2 || (o->salvage_flags && !o->salvage))
         return cli_usage(stderr);
-    const char *archive = argv[optind];
+    o->archive = argv[optind];
+    o->dir = argv[optind + 1];
+    return CLI_OK;
+}
+
+/* Open the image as the options say; prints the failure. */
+static int open_image(struct mount_state *m, const struct mount_opts *o)
+{
+    m->img = vma_image_new();
+    if (!m->img)
+        return cli_fail("out of memory");
+    vma_image_set_cache_notice(m->img, cache_notice, (void *)o->archive);
+    vma_image_set_progress(m->img, stop_on_signal, NULL);
+    m->salvage = o->salvage;
+    int rc = vma_image_set_cache_dir(m->img, o->cache_dir);
+    if (rc == VMA_OK && o->salvage)
+        rc = vma_image_set_salvage(m->img, o->salvage_flags, salvage_log_event, &m->log);
+    if (rc == VMA_OK)
+        rc = vma_image_open(m->img, o->archive, o->flags);
+    if (rc != VMA_OK) {
+        const char *msg = vma_image_error(m->img);
+        return cli_fail("%s%s", msg,
+                        strstr(msg, "force it to salvage") ? " (--force-header)" : "");
+    }
+    m->ctime = (time_t)vma_reader_ctime(vma_image_reader(m->img));
+    return CLI_OK;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+    struct mount_opts o;
+    int rc = parse_options(argc, argv, &o);
+    if (rc != CLI_OK || o.help)
+        return o.help ? cli_usage(stdout) : rc;
     struct stat st;
-    if (stat(argv[optind + 1], &st) != 0 || !S_ISDIR(st.st_mode))
-        return cli_fail("mount: %s is not a directory", argv[optind + 1]);
+    if (stat(o.dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_fail("mount: %s is not a directory", o.dir);
     if (cli_catch_signals() != 0)
         return cli_fail("cannot catch signals: %s", strerror(errno));
     /* Absolute: fuse_daemonize() changes to /, also with -f, and the
      * unmount at the end names the mountpoint again. */
-    char *mountpoint = realpath(argv[optind + 1], NULL);
+    char *mountpoint = realpath(o.dir, NULL);
     if (!mountpoint)
-        return cli_fail("mount: %s: %s", argv[optind + 1], strerror(errno));
+        return cli_fail("mount: %s: %s", o.dir, strerror(errno));
 
     struct mount_state m = { 0 };
     m.uid = getuid();
@@ -508,35 +550,13 @@ int cmd_mount(int argc, char **argv)
         close(m.zero_fd);
         m.zero_fd = -1;
     }
-    m.img = vma_image_new();
-    if (!m.img) {
-        free(mountpoint);
-        return cli_fail("out of memory");
-    }
-    vma_image_set_cache_notice(m.img, cache_notice, (void *)archive);
-    vma_image_set_progress(m.img, stop_on_signal, NULL);
-    m.salvage = salvage;
-    int rc = vma_image_set_cache_dir(m.img, cache_dir);
-    if (rc == VMA_OK && salvage)
-        rc = vma_image_set_salvage(m.img, salvage_flags, salvage_log_event, &m.log);
-    if (rc == VMA_OK)
-        rc = vma_image_open(m.img, archive, flags);
-    if (rc != VMA_OK) {
-        const char *msg = vma_image_error(m.img);
-        rc = cli_fail("%s%s", msg, strstr(msg, "force it to salvage") ? " (--force-header)" : "");
-        vma_image_free(m.img);
-        salvage_log_free(&m.log);
-        free(mountpoint);
-        if (m.zero_fd >= 0)
-            close(m.zero_fd);
-        return rc;
-    }
-    m.ctime = (time_t)vma_reader_ctime(vma_image_reader(m.img));
+    rc = open_image(&m, &o);
     /* A salvage mount that loses data exits 3 once unmounted (-f). */
-    int verdict = salvage ? salvage_reports(&m, archive) : CLI_OK;
-    rc = verdict == CLI_FAIL ? CLI_FAIL : build_files(&m);
+    int verdict = rc == CLI_OK && o.salvage ? salvage_reports(&m, o.archive) : rc;
     if (rc == CLI_OK)
-        rc = serve(&m, archive, mountpoint, foreground, allow_other);
+        rc = verdict == CLI_FAIL ? CLI_FAIL : build_files(&m);
+    if (rc == CLI_OK)
+        rc = serve(&m, o.archive, mountpoint, o.foreground, o.allow_other);
     if (rc == CLI_OK)
         rc = verdict;
     free_files(&m);
@@ -546,8 +566,8 @@ int cmd_mount(int argc, char **argv)
     /* After fuse_daemonize() this is a forked child: the reader's finished
      * read-ahead threads belong to the parent, so the handle is left to
      * the process exit rather than joined (kept reachable for leak
-     * checkers). */
-    if (foreground)
+     * checkers). Before it (-f, or a failure before serving), free it. */
+    if (o.foreground || !m.served)
         vma_image_free(m.img);
     else
         daemon_image = m.img;

@@ -187,9 +187,103 @@ static int refuse(char *err, size_t errlen, const char *path, const char *why)
     return VMA_ERR_CORRUPT;
 }
 
-int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
+/* The head: magic, version, and this archive's uuid, size and mtime.
+ * Returns NULL when it is accepted, else why not. */
+static const char *check_head(const vma_image *img, const unsigned char *h, char *why,
+                              size_t whylen)
+{
+    unsigned char want[IDX_HEAD];
+    if (memcmp(h, IDX_MAGIC, 8) != 0)
+        return "not a vma index file (bad magic)";
+    if (get32(h + 8) != IDX_VERSION || get32(h + 12) != IDX_ENTRY) {
+        snprintf(why, whylen, "index version %u is not %u", get32(h + 8), IDX_VERSION);
+        return why;
+    }
+    encode_head(img, want);
+    if (memcmp(h + 40, want + 40, 16) != 0)
+        return "it belongs to another archive (uuid differs)";
+    if (get64(h + 16) != get64(want + 16)) {
+        snprintf(why, whylen, "it was made for an archive of %llu bytes, this one has %llu",
+                 (unsigned long long)get64(h + 16), (unsigned long long)get64(want + 16));
+        return why;
+    }
+    if (memcmp(h + 24, want + 24, 12) != 0)
+        return "the archive was modified after it was indexed (mtime differs)";
+    if (get32(h + 36) != device_count(img->r) || get64(h + 56) != 0)
+        return "its device table does not match the archive header";
+    return NULL;
+}
+
+/* The device table, checked against the header before any allocation:
+ * ids[] in file order, counts[] and the readable sizes. */
+static const char *read_devices(vma_image *img, struct in *in, unsigned *ids, uint64_t *counts,
+                                uint64_t *total, char *why, size_t whylen)
 {
     const vma_reader *r = img->r;
+    unsigned i = 0;
+    *total = 0;
+    for (unsigned id = vma_reader_next_device(r, 0); id != 0;
+         id = vma_reader_next_device(r, id), i++) {
+        unsigned char d[IDX_DEV];
+        if (!in_get(in, d, IDX_DEV))
+            return "it is truncated in its device table";
+        uint64_t size = vma_reader_device_size(r, id), rsize = get64(d + 16);
+        bool vmstate = vma_reader_device_is_vmstate(r, id);
+        uint64_t limit = (size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
+        if (get32(d) != id || get32(d + 4) != 0 || get64(d + 8) > limit ||
+            (vmstate ? rsize > size : rsize != size)) {
+            snprintf(why, whylen, "its entry for device '%s' does not match the header",
+                     vma_reader_device_name(r, id));
+            return why;
+        }
+        ids[i] = id;
+        counts[id] = get64(d + 8);
+        img->dev[id].size = rsize;
+        *total += counts[id];
+    }
+    return NULL;
+}
+
+/* A device's count entries: in order, inside the device and the data the
+ * archive holds. VMA_OK, VMA_ERR_NOMEM (err set) or VMA_ERR_CORRUPT (why set). */
+static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t count,
+                        char *err, size_t errlen, char *why, size_t whylen)
+{
+    struct vmai_ra_dev *dv = &img->dev[id];
+    /* Offsets of a .vma.lzo or seekable .vma.zst are in its decompressed
+     * stream, whose length its block map knows. */
+    uint64_t asize = img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
+    if (count > 0 && (dv->e = malloc((size_t)count * sizeof(*dv->e))) == NULL) {
+        snprintf(err, errlen, "out of memory for the index (%llu entries)",
+                 (unsigned long long)count);
+        return VMA_ERR_NOMEM;
+    }
+    dv->cap = count;
+    uint64_t clusters = (dv->size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
+    for (uint64_t k = 0; k < count; k++) {
+        unsigned char b[IDX_ENTRY];
+        if (!in_get(in, b, IDX_ENTRY)) {
+            snprintf(why, whylen, "it is truncated in its entries");
+            return VMA_ERR_CORRUPT;
+        }
+        struct vmai_ra_entry e = { get32(b), (uint16_t)(b[4] | b[5] << 8),
+                                   (uint16_t)(b[6] | b[7] << 8), get32(b + 8) };
+        uint64_t off = vmai_ra_off(&e);
+        uint64_t end = off + (uint64_t)vmai_popcount16(e.mask) * VMA_BLOCK_SIZE;
+        if (e.num >= clusters || e.mask == 0 || (k > 0 && e.num <= dv->e[k - 1].num) ||
+            off < VMA_HEADER_FIXED_SIZE + VMA_EXTENT_HEADER_SIZE || end > asize) {
+            snprintf(why, whylen, "entry %llu of device '%s' is out of order or out of bounds",
+                     (unsigned long long)k, vma_reader_device_name(img->r, id));
+            return VMA_ERR_CORRUPT;
+        }
+        dv->e[k] = e;
+        dv->count = k + 1;
+    }
+    return VMA_OK;
+}
+
+int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
@@ -200,120 +294,41 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
     struct stat st;
     struct in in = { fdopen(fd, "rb"), EVP_MD_CTX_new() };
     char why[VMAI_ERRLEN];
+    const char *bad = NULL;
     int rc = VMA_ERR_NOMEM;
     snprintf(err, errlen, "out of memory");
     if (in.f == NULL || in.sum == NULL || EVP_DigestInit_ex(in.sum, EVP_sha256(), NULL) != 1)
         goto out;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = refuse(err, errlen, path, "not a regular file");
-        goto out;
-    }
-    unsigned char h[IDX_HEAD], want[IDX_HEAD];
-    if (!in_get(&in, h, IDX_HEAD) || memcmp(h, IDX_MAGIC, 8) != 0) {
-        rc = refuse(err, errlen, path, "not a vma index file (bad magic)");
-        goto out;
-    }
-    if (get32(h + 8) != IDX_VERSION || get32(h + 12) != IDX_ENTRY) {
-        snprintf(why, sizeof(why), "index version %u is not %u", get32(h + 8), IDX_VERSION);
-        rc = refuse(err, errlen, path, why);
-        goto out;
-    }
-    encode_head(img, want);
-    if (memcmp(h + 40, want + 40, 16) != 0) {
-        rc = refuse(err, errlen, path, "it belongs to another archive (uuid differs)");
-        goto out;
-    }
-    if (get64(h + 16) != get64(want + 16)) {
-        snprintf(why, sizeof(why), "it was made for an archive of %llu bytes, this one has %llu",
-                 (unsigned long long)get64(h + 16), (unsigned long long)get64(want + 16));
-        rc = refuse(err, errlen, path, why);
-        goto out;
-    }
-    if (memcmp(h + 24, want + 24, 12) != 0) {
-        rc = refuse(err, errlen, path, "the archive was modified after it was indexed (mtime "
-                                       "differs)");
-        goto out;
-    }
-    unsigned ndev = get32(h + 36);
-    if (ndev != device_count(r) || get64(h + 56) != 0) {
-        rc = refuse(err, errlen, path, "its device table does not match the archive header");
-        goto out;
-    }
-    /* The device table, checked against the header before any allocation. */
-    uint64_t total = 0, counts[VMA_DEV_SLOTS] = { 0 };
+    unsigned char h[IDX_HEAD];
+    uint64_t total, counts[VMA_DEV_SLOTS] = { 0 };
     unsigned ids[VMA_DEV_SLOTS];
-    unsigned i = 0;
-    for (unsigned id = vma_reader_next_device(r, 0); id != 0;
-         id = vma_reader_next_device(r, id), i++) {
-        unsigned char d[IDX_DEV];
-        if (!in_get(&in, d, IDX_DEV)) {
-            rc = refuse(err, errlen, path, "it is truncated in its device table");
-            goto out;
-        }
-        uint64_t size = vma_reader_device_size(r, id), rsize = get64(d + 16);
-        bool vmstate = vma_reader_device_is_vmstate(r, id);
-        uint64_t limit = (size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
-        if (get32(d) != id || get32(d + 4) != 0 || get64(d + 8) > limit ||
-            (vmstate ? rsize > size : rsize != size)) {
-            snprintf(why, sizeof(why), "its entry for device '%s' does not match the header",
-                     vma_reader_device_name(r, id));
-            rc = refuse(err, errlen, path, why);
-            goto out;
-        }
-        ids[i] = id;
-        counts[id] = get64(d + 8);
-        img->dev[id].size = rsize;
-        total += counts[id];
-    }
-    if ((uint64_t)st.st_size != IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY + IDX_SUM) {
-        rc = refuse(err, errlen, path, "its size does not match its entry counts");
-        goto out;
-    }
-    /* Offsets of a .vma.lzo or seekable .vma.zst are in its decompressed
-     * stream, whose length its block map knows. */
-    uint64_t asize = img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
-    for (i = 0; i < ndev; i++) {
-        unsigned id = ids[i];
-        struct vmai_ra_dev *dv = &img->dev[id];
-        if (counts[id] > 0 && (dv->e = malloc((size_t)counts[id] * sizeof(*dv->e))) == NULL) {
-            rc = VMA_ERR_NOMEM;
-            snprintf(err, errlen, "out of memory for the index (%llu entries)",
-                     (unsigned long long)counts[id]);
-            goto out;
-        }
-        dv->cap = counts[id];
-        uint64_t clusters = (dv->size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
-        for (uint64_t k = 0; k < counts[id]; k++) {
-            unsigned char b[IDX_ENTRY];
-            if (!in_get(&in, b, IDX_ENTRY)) {
-                rc = refuse(err, errlen, path, "it is truncated in its entries");
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        bad = "not a regular file";
+    else if (!in_get(&in, h, IDX_HEAD))
+        bad = "not a vma index file (bad magic)";
+    else if ((bad = check_head(img, h, why, sizeof(why))) == NULL &&
+             (bad = read_devices(img, &in, ids, counts, &total, why, sizeof(why))) == NULL) {
+        unsigned ndev = get32(h + 36);
+        if ((uint64_t)st.st_size !=
+            IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY + IDX_SUM)
+            bad = "its size does not match its entry counts";
+        for (unsigned i = 0; i < ndev && bad == NULL; i++) {
+            rc = read_entries(img, &in, ids[i], counts[ids[i]], err, errlen, why, sizeof(why));
+            if (rc == VMA_ERR_NOMEM)
                 goto out;
-            }
-            struct vmai_ra_entry e = { get32(b), (uint16_t)(b[4] | b[5] << 8),
-                                       (uint16_t)(b[6] | b[7] << 8), get32(b + 8) };
-            uint64_t off = vmai_ra_off(&e);
-            uint64_t end = off + (uint64_t)vmai_popcount16(e.mask) * VMA_BLOCK_SIZE;
-            if (e.num >= clusters || e.mask == 0 || (k > 0 && e.num <= dv->e[k - 1].num) ||
-                off < VMA_HEADER_FIXED_SIZE + VMA_EXTENT_HEADER_SIZE || end > asize) {
-                snprintf(why, sizeof(why),
-                         "entry %llu of device '%s' is out of order or out of bounds",
-                         (unsigned long long)k, vma_reader_device_name(r, id));
-                rc = refuse(err, errlen, path, why);
-                goto out;
-            }
-            dv->e[k] = e;
-            dv->count = k + 1;
+            if (rc != VMA_OK)
+                bad = why;
         }
     }
-    unsigned char sum[EVP_MAX_MD_SIZE], stored[IDX_SUM];
-    unsigned slen = 0;
-    if (fread(stored, 1, IDX_SUM, in.f) != IDX_SUM ||
-        EVP_DigestFinal_ex(in.sum, sum, &slen) != 1 || slen != IDX_SUM ||
-        memcmp(sum, stored, IDX_SUM) != 0) {
-        rc = refuse(err, errlen, path, "its checksum does not match (damaged)");
-        goto out;
+    if (bad == NULL) {
+        unsigned char sum[EVP_MAX_MD_SIZE], stored[IDX_SUM];
+        unsigned slen = 0;
+        if (fread(stored, 1, IDX_SUM, in.f) != IDX_SUM ||
+            EVP_DigestFinal_ex(in.sum, sum, &slen) != 1 || slen != IDX_SUM ||
+            memcmp(sum, stored, IDX_SUM) != 0)
+            bad = "its checksum does not match (damaged)";
     }
-    rc = VMA_OK;
+    rc = bad != NULL ? refuse(err, errlen, path, bad) : VMA_OK;
 out:
     EVP_MD_CTX_free(in.sum);
     if (in.f != NULL)
