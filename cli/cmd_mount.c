@@ -59,8 +59,10 @@ struct mount_state {
     gid_t gid;
 };
 
-/* The image a daemonized mount leaves to the process exit (see below). */
-static vma_image *daemon_image;
+/* The image a daemonized mount leaves to the process exit (see below);
+ * volatile, because a store never read back would be dropped by the
+ * compiler and the handle would then look leaked. */
+static vma_image *volatile daemon_image;
 
 static struct mount_state *state(void)
 {
