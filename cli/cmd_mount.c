@@ -53,16 +53,11 @@ struct mount_state {
     char *report[2];             /* salvage-report.txt, salvage-report.json */
     size_t report_len[2];
     int zero_fd;                 /* a sparse memfd: zeros for spliced reads, or -1 */
-    int served;                  /* fuse_daemonize() was called */
     time_t ctime;
     uid_t uid;
     gid_t gid;
 };
 
-/* The image a daemonized mount leaves to the process exit (see below);
- * volatile, because a store never read back would be dropped by the
- * compiler and the handle would then look leaked. */
-static vma_image *volatile daemon_image;
 
 static struct mount_state *state(void)
 {
@@ -438,7 +433,6 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
     signal(SIGTERM, SIG_DFL);
     struct fuse_session *se = fuse_get_session(f);
     int rc = CLI_OK;
-    m->served = 1;
     if (fuse_set_signal_handlers(se) != 0 || fuse_daemonize(foreground) != 0) {
         rc = cli_fail("mount: cannot set up the FUSE session");
     } else {
@@ -565,14 +559,9 @@ int cmd_mount(int argc, char **argv)
     free(mountpoint);
     if (m.zero_fd >= 0)
         close(m.zero_fd);
-    /* After fuse_daemonize() this is a forked child: the reader's finished
-     * read-ahead threads belong to the parent, so the handle is left to
-     * the process exit rather than joined (kept reachable for leak
-     * checkers). Before it (-f, or a failure before serving), free it. */
-    if (o.foreground || !m.served)
-        vma_image_free(m.img);
-    else
-        daemon_image = m.img;
+    /* Also in a daemonized mount's forked child: vma_image_open() joined
+     * the threads of its pass before the fork. */
+    vma_image_free(m.img);
     return rc;
 }
 

@@ -402,6 +402,7 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     if (use_file && !(flags & VMA_IMAGE_REINDEX)) {
         rc = vmai_index_load(img, idx, err, sizeof(err));
         if (rc == VMA_OK) {
+            vmai_reader_end_input(img->r);
             img->index_state = VMA_IMAGE_INDEX_LOADED;
             img->opened = true;
             free(idx);
@@ -418,6 +419,10 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
         free(idx);
         return rc;
     }
+    /* The pass is over: its threads are joined now, so that a process
+     * that forks after the open (nbdkit, a daemonizing mount) holds none
+     * of their state. */
+    vmai_reader_end_input(img->r);
     img->index_state = VMA_IMAGE_INDEX_BUILT;
     /* A directory we may not write to only costs the next open a pass. */
     if (use_file && vmai_index_save(img, idx, err, sizeof(err)) == VMA_OK)

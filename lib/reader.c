@@ -640,7 +640,16 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 
 const char *vma_reader_compression(const vma_reader *r)
 {
-    return r->in != NULL ? vmai_input_codec(r->in) : "none";
+    return r->in != NULL ? vmai_input_codec(r->in) : r->codec != NULL ? r->codec : "none";
+}
+
+void vmai_reader_end_input(vma_reader *r)
+{
+    if (r->in == NULL)
+        return;
+    r->codec = vmai_input_codec(r->in); /* a static string */
+    vmai_input_free(r->in);
+    r->in = NULL;
 }
 
 int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque)

@@ -26,6 +26,7 @@ struct vma_reader {
     int fd;
     bool own_fd;
     struct vmai_input *in;      /* bytes of the archive, decompressed */
+    const char *codec;          /* its codec's name, kept by vmai_reader_end_input() */
     struct vmai_salvage *salvage; /* salvage mode (salvage.c), NULL: off */
     vma_read_fn read_fn;        /* open_callback's source, or NULL */
     void *read_opaque;
@@ -90,6 +91,12 @@ int vmai_reader_extent_buffer(vma_reader *r, size_t len);
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+
+/* No more extents will be read (random access after its pass, or after
+ * loading an index file): stop and join the input's read-ahead and
+ * decoder threads and free it, keeping only the codec's name. A process
+ * that forks later then holds no thread state of ours. */
+void vmai_reader_end_input(vma_reader *r);
 
 /* Salvage mode (salvage.c): the header check that may be forced (with
  * salvage off: vmai_header_parse into r->hdr), the extent stream that

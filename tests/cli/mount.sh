@@ -80,11 +80,17 @@ serve() {
     URI="nbd+unix:///?socket=$T/nbd.sock"
 }
 
+# unserve: stop nbdkit; it must exit within 10 s (its unload frees the
+# image after nbdkit forked: nothing of the open may hang there).
 unserve() {
     local pid
     pid=$(cat "$T/nbd.pid")
     kill "$pid" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then
+        fail "nbdkit $pid did not exit after SIGTERM"
+        kill -9 "$pid" 2>/dev/null
+    fi
 }
 
 # Data ranges of an export from nbdinfo --map, merged, as "start end" lines.
