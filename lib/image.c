@@ -505,6 +505,17 @@ typedef int (*piece_fn)(void *ctx, unsigned char *out, size_t n, uint64_t file_o
  * cluster's number goes to *lost. */
 #define LOST VMA_ERR_CORRUPT
 
+/* The failure of a read from offset that met lost cluster c. */
+static int lost_cluster(vma_image *img, unsigned dev_id, uint64_t offset, uint64_t c)
+{
+    uint64_t at = c * VMA_CLUSTER_SIZE > offset ? c * VMA_CLUSTER_SIZE : offset;
+    return fail(img, VMA_ERR_CORRUPT,
+                "read of device '%s' at byte %llu: cluster %llu is lost (damaged or missing "
+                "in the archive)",
+                vma_reader_device_name(img->r, dev_id), (unsigned long long)at,
+                (unsigned long long)c);
+}
+
 static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsigned char *out,
                 piece_fn fn, void *ctx, uint64_t *lost)
 {
@@ -631,13 +642,7 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
     uint64_t lost;
     int rc = walk(d, offset, len, buf, span_piece, &sp, &lost);
     if (rc == LOST)
-        return fail(img, VMA_ERR_CORRUPT,
-                    "read of device '%s' at byte %llu: cluster %llu is lost (damaged or "
-                    "missing in the archive)",
-                    vma_reader_device_name(img->r, dev_id),
-                    (unsigned long long)(lost * VMA_CLUSTER_SIZE > offset ? lost * VMA_CLUSTER_SIZE
-                                                                           : offset),
-                    (unsigned long long)lost);
+        return lost_cluster(img, dev_id, offset, lost);
     uint64_t width = sp.hi > sp.lo ? sp.hi - sp.lo : 0;
     unsigned char *tmp = NULL;
     /* In a plain archive a few preads cost less than the extra copy. */
@@ -786,9 +791,7 @@ int vma_image_locate(vma_image *img, unsigned dev_id, uint64_t offset, size_t le
     uint64_t lost;
     int rc = walk(d, offset, len, NULL, locate_piece, &l, &lost);
     if (rc == LOST)
-        return fail(img, VMA_ERR_CORRUPT,
-                    "read of device '%s': cluster %llu is lost (damaged or missing in the "
-                    "archive)", vma_reader_device_name(img->r, dev_id), (unsigned long long)lost);
+        return lost_cluster(img, dev_id, offset, lost);
     if (rc == VMA_OK)
         rc = locate_flush(&l);
     if (rc == VMA_ERR_CALLBACK)
