@@ -58,7 +58,6 @@ struct mount_state {
     gid_t gid;
 };
 
-
 static struct mount_state *state(void)
 {
     return fuse_get_context()->private_data;
@@ -411,8 +410,9 @@ static int serve(struct mount_state *m, const char *archive, const char *mountpo
                  int foreground, int allow_other)
 {
     char fsname[4200];
-    snprintf(fsname, sizeof(fsname), "ro,default_permissions,max_read=%u,subtype=vma,fsname=%s%s", MAX_READ,
-             archive, allow_other ? ",allow_other" : "");
+    snprintf(fsname, sizeof(fsname),
+             "ro,default_permissions,max_read=%u,subtype=vma,fsname=%s%s", MAX_READ, archive,
+             allow_other ? ",allow_other" : "");
     /* A comma in the archive's name would split the option list. */
     for (char *p = strstr(fsname, "fsname=") + 7; *p; p++)
         if (*p == ',' && strncmp(p, ",allow_other", 12) != 0)

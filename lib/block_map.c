@@ -88,8 +88,8 @@ void vmai_block_cache_free(struct vmai_block_cache *c)
     free(c);
 }
 
-bool vmai_block_cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out, uint64_t skip,
-                       size_t n)
+bool vmai_block_cache_copy(struct vmai_block_cache *c, size_t i, unsigned char *out,
+                           uint64_t skip, size_t n)
 {
     bool hit = false;
     pthread_mutex_lock(&c->lock);
