@@ -350,11 +350,11 @@ static int print_result(struct checksum *cs)
     unsigned id;
 
     if (cli_json()) {
-        json_init(&j, stdout);
-        json_begin_object(&j);
+        jw_init(&j, stdout);
+        jw_begin_object(&j);
         json_header(&j, cs->r);
-        json_key(&j, "devices");
-        json_begin_array(&j);
+        jw_key(&j, "devices");
+        jw_begin_array(&j);
     }
     for (id = 1; id < DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
@@ -370,25 +370,25 @@ static int print_result(struct checksum *cs)
             continue;
         }
         hex(d->digest, text);
-        json_begin_object(&j);
+        jw_begin_object(&j);
         json_device_fields(&j, cs->r, id);
-        json_key(&j, "file");
+        jw_key(&j, "file");
         if (vmstate) {
-            json_string(&j, "vmstate.bin");
+            jw_string(&j, "vmstate.bin");
         } else {
             char *file = cli_path(".", "disk-", name, ".raw");
 
-            json_string(&j, file ? file + 2 : "");
+            jw_string(&j, file ? file + 2 : "");
             free(file);
         }
-        json_key(&j, "sha256");
-        json_string(&j, text);
-        json_end_object(&j);
+        jw_key(&j, "sha256");
+        jw_string(&j, text);
+        jw_end_object(&j);
     }
     if (!cli_json())
         return cli_flush_stdout();
-    json_end_array(&j);
-    json_end_object(&j);
+    jw_end_array(&j);
+    jw_end_object(&j);
     return cli_json_printed();
 }
 

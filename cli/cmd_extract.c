@@ -352,35 +352,35 @@ static int print_json(const struct extract *x)
     struct json j;
     unsigned id;
 
-    json_init(&j, stdout);
-    json_begin_object(&j);
-    json_key(&j, "directory");
-    json_string(&j, x->dir);
+    jw_init(&j, stdout);
+    jw_begin_object(&j);
+    jw_key(&j, "directory");
+    jw_string(&j, x->dir);
     json_header(&j, x->r);
-    json_key(&j, "devices");
-    json_begin_array(&j);
+    jw_key(&j, "devices");
+    jw_begin_array(&j);
     for (id = vma_reader_next_device(x->r, 0); id; id = vma_reader_next_device(x->r, id)) {
-        json_begin_object(&j);
+        jw_begin_object(&j);
         json_device_fields(&j, x->r, id);
-        json_key(&j, "file");
+        jw_key(&j, "file");
         if (x->skipped[id]) {
-            json_null(&j);
+            jw_null(&j);
         } else if (vma_reader_device_is_vmstate(x->r, id)) {
-            json_string(&j, "vmstate.bin");
+            jw_string(&j, "vmstate.bin");
         } else {
             char *file = cli_path("", "disk-", vma_reader_device_name(x->r, id), ".raw");
 
             if (!file)
                 return cli_fail("out of memory");
-            json_string(&j, file + 1); /* without the leading "/" */
+            jw_string(&j, file + 1); /* without the leading "/" */
             free(file);
         }
         json_device_stats(&j, x->r, id);
-        json_end_object(&j);
+        jw_end_object(&j);
     }
-    json_end_array(&j);
+    jw_end_array(&j);
     json_read_totals(&j, x->r);
-    json_end_object(&j);
+    jw_end_object(&j);
     return cli_json_printed();
 }
 

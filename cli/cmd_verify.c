@@ -39,20 +39,20 @@ static int print_json(const struct verify *v)
     struct json j;
     unsigned id;
 
-    json_init(&j, stdout);
-    json_begin_object(&j);
+    jw_init(&j, stdout);
+    jw_begin_object(&j);
     json_header(&j, v->r);
-    json_key(&j, "devices");
-    json_begin_array(&j);
+    jw_key(&j, "devices");
+    jw_begin_array(&j);
     for (id = vma_reader_next_device(v->r, 0); id; id = vma_reader_next_device(v->r, id)) {
-        json_begin_object(&j);
+        jw_begin_object(&j);
         json_device_fields(&j, v->r, id);
         json_device_stats(&j, v->r, id);
-        json_end_object(&j);
+        jw_end_object(&j);
     }
-    json_end_array(&j);
+    jw_end_array(&j);
     json_read_totals(&j, v->r);
-    json_end_object(&j);
+    jw_end_object(&j);
     return cli_json_printed();
 }
 

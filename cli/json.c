@@ -9,7 +9,7 @@
 #include "cli.h"
 #include "json.h"
 
-void json_init(struct json *j, FILE *f)
+void jw_init(struct json *j, FILE *f)
 {
     memset(j, 0, sizeof *j);
     j->f = f;
@@ -46,15 +46,15 @@ static void close_(struct json *j, char c)
         fputc('\n', j->f);
 }
 
-void json_begin_object(struct json *j) { open_(j, '{'); }
-void json_end_object(struct json *j) { close_(j, '}'); }
-void json_begin_array(struct json *j) { open_(j, '['); }
-void json_end_array(struct json *j) { close_(j, ']'); }
+void jw_begin_object(struct json *j) { open_(j, '{'); }
+void jw_end_object(struct json *j) { close_(j, '}'); }
+void jw_begin_array(struct json *j) { open_(j, '['); }
+void jw_end_array(struct json *j) { close_(j, ']'); }
 
-void json_key(struct json *j, const char *key)
+void jw_key(struct json *j, const char *key)
 {
     item(j);
-    json_string_len(j, key, strlen(key));
+    jw_string_len(j, key, strlen(key));
     fputs(": ", j->f);
     j->after_key = 1;
 }
@@ -89,7 +89,7 @@ static size_t utf8_len(const unsigned char *s, size_t avail)
     return n;
 }
 
-void json_string_len(struct json *j, const char *str, size_t len)
+void jw_string_len(struct json *j, const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
@@ -117,37 +117,37 @@ void json_string_len(struct json *j, const char *str, size_t len)
     fputc('"', j->f);
 }
 
-void json_string(struct json *j, const char *s)
+void jw_string(struct json *j, const char *s)
 {
     item(j);
-    json_string_len(j, s ? s : "", s ? strlen(s) : 0);
+    jw_string_len(j, s ? s : "", s ? strlen(s) : 0);
 }
 
-void json_uint(struct json *j, uint64_t v)
+void jw_uint(struct json *j, uint64_t v)
 {
     item(j);
     fprintf(j->f, "%llu", (unsigned long long)v);
 }
 
-void json_int(struct json *j, int64_t v)
+void jw_int(struct json *j, int64_t v)
 {
     item(j);
     fprintf(j->f, "%lld", (long long)v);
 }
 
-void json_bool(struct json *j, int v)
+void jw_bool(struct json *j, int v)
 {
     item(j);
     fputs(v ? "true" : "false", j->f);
 }
 
-void json_null(struct json *j)
+void jw_null(struct json *j)
 {
     item(j);
     fputs("null", j->f);
 }
 
-void json_double(struct json *j, double v)
+void jw_double(struct json *j, double v)
 {
     item(j);
     if (!isfinite(v))
@@ -203,14 +203,14 @@ int cli_json_finish(int rc)
     struct json j;
 
     if (json_mode && rc != CLI_OK && !json_printed) {
-        json_init(&j, stdout);
-        json_begin_object(&j);
-        json_key(&j, "error");
-        json_string(&j, json_error_msg ? json_error_msg
+        jw_init(&j, stdout);
+        jw_begin_object(&j);
+        jw_key(&j, "error");
+        jw_string(&j, json_error_msg ? json_error_msg
                         : rc == CLI_USAGE ? "usage error" : "failed");
-        json_key(&j, "exit");
-        json_int(&j, rc);
-        json_end_object(&j);
+        jw_key(&j, "exit");
+        jw_int(&j, rc);
+        jw_end_object(&j);
         fflush(stdout);
     }
     free(json_error_msg);

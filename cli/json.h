@@ -14,7 +14,9 @@
 
 #define JSON_MAX_DEPTH 16
 
-/* A writer on one stream; commas and nesting are tracked here. */
+/* A writer on one stream; commas and nesting are tracked here. Named jw_:
+ * json_* belongs to jansson, which the library links (an executable's
+ * json_string would take the place of jansson's in the library). */
 struct json {
     FILE *f;
     int depth;
@@ -22,23 +24,23 @@ struct json {
     int after_key;
 };
 
-void json_init(struct json *j, FILE *f);
-void json_begin_object(struct json *j);
-void json_end_object(struct json *j);
-void json_begin_array(struct json *j);
-void json_end_array(struct json *j);
+void jw_init(struct json *j, FILE *f);
+void jw_begin_object(struct json *j);
+void jw_end_object(struct json *j);
+void jw_begin_array(struct json *j);
+void jw_end_array(struct json *j);
 /* The key of the next value inside an object. */
-void json_key(struct json *j, const char *key);
+void jw_key(struct json *j, const char *key);
 /* A string: '"' and '\' escaped, control characters as \u00XX, bytes that
  * are not valid UTF-8 replaced by U+FFFD (JSON text must be UTF-8). */
-void json_string(struct json *j, const char *s);
-void json_string_len(struct json *j, const char *s, size_t len);
-void json_uint(struct json *j, uint64_t v);
-void json_int(struct json *j, int64_t v);
-void json_bool(struct json *j, int v);
-void json_null(struct json *j);
+void jw_string(struct json *j, const char *s);
+void jw_string_len(struct json *j, const char *s, size_t len);
+void jw_uint(struct json *j, uint64_t v);
+void jw_int(struct json *j, int64_t v);
+void jw_bool(struct json *j, int v);
+void jw_null(struct json *j);
 /* A finite number with up to 6 significant digits after the point. */
-void json_double(struct json *j, double v);
+void jw_double(struct json *j, double v);
 
 /* --output-format=<arg>: "json" turns the JSON mode on, "text" off.
  * Returns 0, or -1 for another value. */

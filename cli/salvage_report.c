@@ -167,20 +167,20 @@ static void json_ranges(struct json *j, const vma_reader *r, unsigned id, int wa
     uint64_t c = 0, n, off, len;
     int present;
 
-    json_begin_array(j);
+    jw_begin_array(j);
     while ((n = vma_reader_cluster_run(r, id, c, &present)) != 0) {
         if (present == want) {
             cluster_bytes(r, id, c, n, &off, &len);
-            json_begin_object(j);
-            json_key(j, "offset");
-            json_uint(j, off);
-            json_key(j, "length");
-            json_uint(j, len);
-            json_end_object(j);
+            jw_begin_object(j);
+            jw_key(j, "offset");
+            jw_uint(j, off);
+            jw_key(j, "length");
+            jw_uint(j, len);
+            jw_end_object(j);
         }
         c += n;
     }
-    json_end_array(j);
+    jw_end_array(j);
 }
 
 void salvage_report_json(FILE *f, const char *archive, const vma_reader *r,
@@ -188,60 +188,60 @@ void salvage_report_json(FILE *f, const char *archive, const vma_reader *r,
 {
     struct json j;
 
-    json_init(&j, f);
-    json_begin_object(&j);
-    json_key(&j, "archive");
-    json_string(&j, archive);
+    jw_init(&j, f);
+    jw_begin_object(&j);
+    jw_key(&j, "archive");
+    jw_string(&j, archive);
     json_header(&j, r);
-    json_key(&j, "header_md5");
-    json_string(&j, t->forced ? "forced" : "ok");
-    json_key(&j, "devices");
-    json_begin_array(&j);
+    jw_key(&j, "header_md5");
+    jw_string(&j, t->forced ? "forced" : "ok");
+    jw_key(&j, "devices");
+    jw_begin_array(&j);
     for (unsigned id = vma_reader_next_device(r, 0); id;
          id = vma_reader_next_device(r, id)) {
-        json_begin_object(&j);
+        jw_begin_object(&j);
         json_device_fields(&j, r, id);
-        json_key(&j, "bytes_recovered");
-        json_uint(&j, device_bytes(r, id, 1));
-        json_key(&j, "bytes_lost");
-        json_uint(&j, device_bytes(r, id, 0));
-        json_key(&j, "recovered");
+        jw_key(&j, "bytes_recovered");
+        jw_uint(&j, device_bytes(r, id, 1));
+        jw_key(&j, "bytes_lost");
+        jw_uint(&j, device_bytes(r, id, 0));
+        jw_key(&j, "recovered");
         json_ranges(&j, r, id, 1);
-        json_key(&j, "lost");
+        jw_key(&j, "lost");
         json_ranges(&j, r, id, 0);
-        json_end_object(&j);
+        jw_end_object(&j);
     }
-    json_end_array(&j);
-    json_key(&j, "events");
-    json_begin_array(&j);
+    jw_end_array(&j);
+    jw_key(&j, "events");
+    jw_begin_array(&j);
     for (size_t i = 0; i < log->nevents; i++) {
-        json_begin_object(&j);
-        json_key(&j, "event");
-        json_string(&j, vma_salvage_event_name(log->events[i].kind));
-        json_key(&j, "offset");
-        json_uint(&j, log->events[i].offset);
-        json_key(&j, "length");
-        json_uint(&j, log->events[i].length);
-        json_key(&j, "message");
-        json_string(&j, log->events[i].message);
-        json_end_object(&j);
+        jw_begin_object(&j);
+        jw_key(&j, "event");
+        jw_string(&j, vma_salvage_event_name(log->events[i].kind));
+        jw_key(&j, "offset");
+        jw_uint(&j, log->events[i].offset);
+        jw_key(&j, "length");
+        jw_uint(&j, log->events[i].length);
+        jw_key(&j, "message");
+        jw_string(&j, log->events[i].message);
+        jw_end_object(&j);
     }
-    json_end_array(&j);
-    json_key(&j, "events_unlisted");
-    json_uint(&j, log->unlisted);
-    json_key(&j, "bytes_recovered");
-    json_uint(&j, t->recovered);
-    json_key(&j, "bytes_lost");
-    json_uint(&j, t->lost);
-    json_key(&j, "extents_skipped");
-    json_uint(&j, t->extents_skipped);
-    json_key(&j, "archive_bytes_skipped");
-    json_uint(&j, t->bytes_skipped);
-    json_key(&j, "verdict");
-    json_string(&j, verdict(rc));
-    json_key(&j, "exit");
-    json_uint(&j, (uint64_t)rc);
-    json_end_object(&j);
+    jw_end_array(&j);
+    jw_key(&j, "events_unlisted");
+    jw_uint(&j, log->unlisted);
+    jw_key(&j, "bytes_recovered");
+    jw_uint(&j, t->recovered);
+    jw_key(&j, "bytes_lost");
+    jw_uint(&j, t->lost);
+    jw_key(&j, "extents_skipped");
+    jw_uint(&j, t->extents_skipped);
+    jw_key(&j, "archive_bytes_skipped");
+    jw_uint(&j, t->bytes_skipped);
+    jw_key(&j, "verdict");
+    jw_string(&j, verdict(rc));
+    jw_key(&j, "exit");
+    jw_uint(&j, (uint64_t)rc);
+    jw_end_object(&j);
     fputc('\n', f);
 }
 

@@ -19,32 +19,32 @@ int main(int argc, char **argv)
 {
     struct json j;
 
-    json_init(&j, stdout);
-    json_begin_object(&j);
-    json_key(&j, "strings");
-    json_begin_array(&j);
+    jw_init(&j, stdout);
+    jw_begin_object(&j);
+    jw_key(&j, "strings");
+    jw_begin_array(&j);
     for (int i = 1; i < argc; i++)
-        json_string(&j, argv[i]);
-    json_end_array(&j);
-    json_key(&j, "numbers");
-    json_begin_array(&j);
-    json_uint(&j, 0);
-    json_uint(&j, UINT64_MAX);
-    json_int(&j, -1);
-    json_double(&j, 0.25);
-    json_end_array(&j);
-    json_key(&j, "empty");
-    json_begin_object(&j);
-    json_end_object(&j);
-    json_key(&j, "nested");
-    json_begin_array(&j);
-    json_begin_array(&j);
-    json_end_array(&j);
-    json_begin_array(&j);
-    json_begin_object(&j);
-    json_end_object(&j);
-    json_end_array(&j);
-    json_end_array(&j);
-    json_end_object(&j);
+        jw_string(&j, argv[i]);
+    jw_end_array(&j);
+    jw_key(&j, "numbers");
+    jw_begin_array(&j);
+    jw_uint(&j, 0);
+    jw_uint(&j, UINT64_MAX);
+    jw_int(&j, -1);
+    jw_double(&j, 0.25);
+    jw_end_array(&j);
+    jw_key(&j, "empty");
+    jw_begin_object(&j);
+    jw_end_object(&j);
+    jw_key(&j, "nested");
+    jw_begin_array(&j);
+    jw_begin_array(&j);
+    jw_end_array(&j);
+    jw_begin_array(&j);
+    jw_begin_object(&j);
+    jw_end_object(&j);
+    jw_end_array(&j);
+    jw_end_array(&j);
+    jw_end_object(&j);
     return cli_flush_stdout();
 }
