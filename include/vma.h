@@ -929,6 +929,143 @@ VMA_API void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn,
 VMA_API int vma_writer_device_stats(vma_writer *w, unsigned dev_id,
                                     uint64_t *bytes_written, uint64_t *zero_bytes);
 
+/* ------------------------------------------------------------------ */
+/* Live backup of a running QEMU VM (QMP, image fleecing)              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Back up the disks of a running QEMU VM into a writer, all of them at one
+ * point in time, while the guest runs on. Through QEMU's QMP socket: a
+ * sparse qcow2 fleecing image per disk (in the fleecing directory; QEMU
+ * copies a cluster there before the guest overwrites it), one QMP
+ * `transaction` of `blockdev-backup sync=none` jobs for all disks, QEMU's
+ * NBD server exporting the fleecing images, read with libnbd (block
+ * status: holes are never read). Needs QEMU 5.2 or newer (tested: 7.2).
+ *
+ * The QMP socket is held only to set up, to check at the end that every
+ * job still ran, and to tear down (QMP serves one client at a time, and
+ * Proxmox VE's qm connects for each command); a socket another client
+ * holds is waited for, up to the timeout. Everything made in QEMU (jobs,
+ * nodes, exports) is named "vma-backup-<pid>-..." and removed again on
+ * success and on every failure, with the NBD server if this backup
+ * started it; fleecing files are unlinked as soon as QEMU opened them.
+ * What a killed process leaves inside QEMU, vma_backup_cleanup() removes.
+ *
+ * Use: vma_backup_new(), options, vma_backup_open() (lists the disks,
+ * changes nothing), optionally vma_backup_select(), then with a writer
+ * that has its output and configs: vma_backup_run(), vma_writer_finish().
+ */
+typedef struct vma_backup vma_backup;
+
+/* Allocate a backup. Returns NULL only when out of memory. */
+VMA_API vma_backup *vma_backup_new(void);
+
+/* Free it (a run has cleaned up already). NULL is a no-op. */
+VMA_API void vma_backup_free(vma_backup *b);
+
+/* The last error message, or "" when there was none. */
+VMA_API const char *vma_backup_error(const vma_backup *b);
+
+/* The QEMU guest agent's socket (a VM's virtio-serial chardev): the run
+ * freezes the guest's file systems (guest-fsfreeze-freeze) just before
+ * the transaction and thaws them right after it, and on every failure
+ * path. An agent that does not answer within 10 s (or a freeze within
+ * 60 s) gets a warning through the log callback, and the backup goes on
+ * without the freeze. NULL: no freeze. Before the run. */
+VMA_API int vma_backup_set_qga(vma_backup *b, const char *path);
+
+/* Where the fleecing images go (default: TMPDIR, else /tmp). They hold
+ * what the guest overwrites during the backup. When the directory's
+ * free space falls under a reserve (a tenth of its file system, at most
+ * 1 GiB, at least 1 MiB; looked at every 100 ms), the run stops with
+ * VMA_ERR_IO so that the guest's writes do not fail; it does not start
+ * with less. Before the run. */
+VMA_API int vma_backup_set_fleecing_dir(vma_backup *b, const char *dir);
+
+/* How long to wait for a QMP socket another client holds, and for each
+ * QMP answer (default 60 s; 1 to 86400). */
+VMA_API int vma_backup_set_timeout(vma_backup *b, unsigned seconds);
+
+/* Called with each line worth telling: warning = 1 for a warning (an
+ * agent that did not answer, a thaw that failed), 0 for steps (file
+ * systems frozen, for how long, the point in time taken). On the
+ * thread that calls vma_backup_run(). */
+typedef void (*vma_backup_log_fn)(void *opaque, int warning, const char *line);
+VMA_API void vma_backup_set_log(vma_backup *b, vma_backup_log_fn fn, void *opaque);
+
+/*
+ * Connect to the QMP socket, check QEMU's version and commands, list the
+ * disks, disconnect. Changes nothing in QEMU. Disks: every block device
+ * with a medium that is writable and not removable (CD-ROMs, empty and
+ * read-only drives are left out), named after its BlockBackend name
+ * ("drive-scsi0") or else "drive-<id>" of the device it is attached to.
+ * VMA_ERR_IO: no socket, not QMP, busy past the timeout; VMA_ERR_INVALID:
+ * QEMU too old. Once per backup.
+ */
+VMA_API int vma_backup_open(vma_backup *b, const char *qmp_path);
+
+/* QEMU's version as major * 10000 + minor * 100 + micro (after open). */
+VMA_API unsigned vma_backup_qemu_version(const vma_backup *b);
+
+/* The disks found by open, index 0 .. count-1: name in the archive (NULL
+ * when the disk has neither a backend name nor a device id), virtual size
+ * in bytes (recorded rounded up to 512, as vma create does), the QEMU node
+ * backed up, and the dev_id the run gave it in the writer (0 before, or
+ * when not selected). Out of range: NULL or 0. */
+VMA_API unsigned vma_backup_device_count(const vma_backup *b);
+VMA_API const char *vma_backup_device_name(const vma_backup *b, unsigned index);
+VMA_API uint64_t vma_backup_device_size(const vma_backup *b, unsigned index);
+VMA_API const char *vma_backup_device_node(const vma_backup *b, unsigned index);
+VMA_API unsigned vma_backup_device_id(const vma_backup *b, unsigned index);
+
+/* Back up only the disks selected (by name; call once per disk); without
+ * any call, all. VMA_ERR_NOT_FOUND for a name no disk has. After open. */
+VMA_API int vma_backup_select(vma_backup *b, const char *name);
+
+/*
+ * Run the backup into w: registers the selected disks on w (with
+ * vma_writer_add_device(); add configs, set compression and open the
+ * output before), freezes (vma_backup_set_qga), takes the point in time,
+ * thaws, copies every disk (vma_writer_write_device_source(): clusters
+ * out of order, zero extents unread), checks that QEMU's jobs still run,
+ * and removes everything it made in QEMU. Does not finish w: on success
+ * call vma_writer_finish(). Progress: vma_writer_set_progress() and
+ * vma_writer_device_stats() with vma_backup_device_id().
+ * Refused with nothing changed in QEMU (and nothing written): a selected
+ * disk of size 0 (VMA_ERR_INVALID), more than VMA_MAX_DEVICES disks
+ * (VMA_ERR_LIMIT), a name the format refuses or two disks of one name,
+ * a disk that already has a block job, a fleecing directory under its
+ * reserve. On any failure after that, everything made in QEMU has been
+ * removed when this returns (unless QEMU is gone or unreachable: the
+ * message says so) and w has failed with the same status and message:
+ * free it, which removes a file it created. Once per backup.
+ */
+VMA_API int vma_backup_run(vma_backup *b, vma_writer *w);
+
+/* Seconds the guest's file systems were frozen, or -1 when they were not
+ * (no agent given, or it did not answer). After the run. */
+VMA_API double vma_backup_freeze_seconds(const vma_backup *b);
+
+/*
+ * Stop the open or run in progress (or the next one): it fails with
+ * VMA_ERR_CANCELED after removing what it made in QEMU and thawing the
+ * guest. Safe from a signal handler and from any thread. The run returns
+ * once QEMU has answered the tear-down's commands (a few ms on a
+ * responsive QEMU; a copy in progress stops within 100 ms, as
+ * vma_writer_cancel() says).
+ */
+VMA_API void vma_backup_cancel(vma_backup *b);
+
+/*
+ * Remove what killed backups left inside the QEMU at qmp_path: block jobs,
+ * jobs, exports and nodes whose names start with "vma-backup-", and QEMU's
+ * NBD server when exports of ours were all it served; with an agent set
+ * (vma_backup_set_qga()), also thaws the guest's file systems if they are
+ * frozen (a run killed during its freeze). *removed (may be NULL) counts
+ * what was removed or thawed. A fresh handle or one that ran.
+ */
+VMA_API int vma_backup_cleanup(vma_backup *b, const char *qmp_path, unsigned *removed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@ packages=(
     libclang-rt-14-dev    # clang's sanitizer and libFuzzer runtimes (fuzz/run.sh)
     meson ninja-build pkg-config
     libssl-dev            # libcrypto: MD5 of headers
+    libjansson-dev        # jansson: the JSON of QMP and the guest agent (vma backup)
     uuid-dev              # libuuid: archive uuids
     libzstd-dev zlib1g-dev liblzo2-dev  # .vma.zst, .vma.gz, .vma.lzo in and out
     zstd lzop             # CLI tests decompress golden archives and build framings (pzstd is in zstd)
@@ -35,6 +36,10 @@ packages=(
     # restore into rbd: images through qemu-nbd's rbd driver
     ceph-mon ceph-mgr ceph-osd
     ceph-common           # ceph, rbd, rados, ceph-authtool, monmaptool
+    # tests/backup: live backups of a running QEMU (TCG), and a real guest:
+    # Debian's kernel booted with a busybox and qemu-guest-agent initramfs
+    qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-guest-agent
+    cpio                  # packs that initramfs
 )
 
 missing=()
