@@ -28,7 +28,9 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* getopt_long() over `optstring` with long options: "--help" returns
  * 'h', "--compress=<c>" 'Z', "--output-format=<f>" 'J', "--progress" 'p',
  * "--no-progress" 'P', "--uuid=<u>" 'U', "--ctime=<t>" 'T',
- * "--salvage" 'S', "--force-header" 'F'. A command
+ * "--salvage" 'S', "--force-header" 'F', and for backup "--qmp=<s>" 'Q',
+ * "--qga=<s>" 'G', "--fleecing-dir=<d>" 'D', "--qmp-timeout=<s>" 'O',
+ * "--cleanup" 'C'. A command
  * that does not take one treats it as an unknown option (a usage error). */
 int cli_getopt(int argc, char **argv, const char *optstring);
 
@@ -56,6 +58,13 @@ void cli_cancel_on_signal(vma_reader *r, vma_writer *w);
 /* The same for a source being opened (qemu-nbd starting, an NBD
  * handshake); NULL: none. */
 void cli_cancel_source_on_signal(vma_source *s);
+
+/* The same for a live backup (vma_backup_cancel()); NULL: none. */
+void cli_cancel_backup_on_signal(vma_backup *b);
+
+/* Read a whole config file into a new buffer (the library, not we,
+ * enforces the size limit). CLI_OK, or CLI_FAIL after the message. */
+int cli_read_file(const char *path, void **out, size_t *len);
 
 /* A reader on the archive at path ("-" = stdin), or NULL after printing
  * the library's message. A caught signal cancels it (see above). */
@@ -92,6 +101,7 @@ int cmd_extract(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
 /* extract/verify --salvage (extract: 1 for extract, 0 for verify). */
 int cmd_salvage(int argc, char **argv, int extract);
 /* 1 if argv holds the option --salvage (before a "--"). */

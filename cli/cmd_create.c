@@ -38,46 +38,6 @@ struct create {
     struct write_progress progress; /* lives as long as the writer */
 };
 
-/* Read a whole file: the library, not we, enforces the size limit. */
-static int read_config(const char *path, void **out, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t cap = 0, n = 0;
-    char *buf = NULL;
-    ssize_t got = 1;
-
-    if (fd < 0)
-        return cli_fail("unable to read config file %s - %s", path, strerror(errno));
-    while (got > 0) {
-        if (n == cap) {
-            size_t want = cap ? 2 * cap : 4096;
-            char *p = realloc(buf, want);
-
-            if (!p) {
-                got = -1;
-                errno = ENOMEM;
-                break;
-            }
-            buf = p;
-            cap = want;
-        }
-        got = read(fd, buf + n, cap - n);
-        if (got > 0)
-            n += (size_t)got;
-    }
-    if (got < 0) {
-        int rc = cli_fail("unable to read config file %s - %s", path, strerror(errno));
-
-        free(buf);
-        close(fd);
-        return rc;
-    }
-    close(fd);
-    *out = buf;
-    *len = n;
-    return CLI_OK;
-}
-
 /* "[format=<fmt>:][<name>=]<path>"; a device without a name is disk<index>. */
 static int parse_device(const char *arg, int need_format, size_t index, struct source *s)
 {
@@ -178,7 +138,7 @@ static int add_inputs(struct create *c, char **config_paths, size_t nconfig_path
         size_t len = 0;
         int st;
 
-        if (read_config(config_paths[i], &data, &len) != CLI_OK)
+        if (cli_read_file(config_paths[i], &data, &len) != CLI_OK)
             return CLI_FAIL;
         st = vma_writer_add_config(c->w, config_paths[i], data, len); /* copies */
         free(data);

@@ -109,6 +109,34 @@ static const struct {
       "  -d <dev,...>          only these devices\n"
       FORMAT_OPT
       HELP_OPT },
+    { "backup",
+      "usage: vma backup --qmp <socket> [--qga <socket>] [-d <dev,...>]\n"
+      "                  [-c [<name>=]<file>]... [--compress=zstd[:N]|gzip[:N]|lzo]\n"
+      "                  [--fleecing-dir <dir>] [--qmp-timeout=<s>] [-v]\n"
+      "                  [-p|--no-progress] [--output-format=json] <filename>|-\n"
+      "       vma backup --cleanup --qmp <socket> [--qga <socket>]\n"
+      "\n"
+      "Back up a running QEMU VM through its QMP socket, every disk at one point\n"
+      "in time (image fleecing: QEMU keeps what the guest overwrites in sparse\n"
+      "qcow2 images until each disk is read). The archive appears under its name\n"
+      "only when complete; \"-\" writes it to stdout.\n"
+      "\n"
+      "  --qmp <socket>        QEMU's QMP socket (Proxmox VE: /var/run/qemu-server/<vmid>.qmp)\n"
+      "  --qga <socket>        the guest agent's socket: freeze the guest's file\n"
+      "                        systems for the instant of the backup\n"
+      "  -d <dev,...>          only these disks (BlockBackend name, else drive-<device id>)\n"
+      "  -c [<name>=]<file>    store a config file (under <name>, else its base name)\n"
+      "  --compress=<c>        zstd[:N], gzip[:N] or lzo, as create does\n"
+      "  --fleecing-dir <dir>  where the fleecing images go (default $TMPDIR)\n"
+      "  --qmp-timeout=<s>     wait this long for a QMP socket another client holds\n"
+      "                        (default 60)\n"
+      "  --cleanup             remove what a killed vma backup left in QEMU (with\n"
+      "                        --qga: also thaw the guest if it is left frozen)\n"
+      "  -v                    steps, freeze time, progress lines and per-disk totals\n"
+      "                        on stderr\n"
+      PROGRESS_OPTS
+      FORMAT_OPT
+      HELP_OPT },
     { "mount",
       "usage: vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n]\n"
       "                 [--salvage [--force-header]] <filename> <mountpoint>\n"

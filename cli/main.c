@@ -22,6 +22,7 @@ static const struct {
     { "verify", cmd_verify },
     { "mount", cmd_mount },
     { "checksum", cmd_checksum },
+    { "backup", cmd_backup },
 };
 
 int main(int argc, char **argv)

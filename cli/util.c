@@ -29,6 +29,7 @@ static const char usage_text[] =
     "vma verify <filename> [-v]\n"
     "vma checksum <filename> [-d <drive-list>]\n"
     "vma mount [-f] [-o allow_other] [-c <cachedir>] [-r] [-n] <filename> <mountpoint>\n"
+    "vma backup --qmp <socket> [--qga <socket>] [-d <drive-list>] [-c [<name>=]<config>] <filename>\n"
     "(vma <command> --help: the command's options)\n";
 
 int cli_usage(FILE *f)
@@ -91,6 +92,11 @@ int cli_getopt(int argc, char **argv, const char *optstring)
         { "ctime", required_argument, NULL, 'T' }, /* create only */
         { "salvage", no_argument, NULL, 'S' },      /* extract, verify */
         { "force-header", no_argument, NULL, 'F' }, /* with --salvage */
+        { "qmp", required_argument, NULL, 'Q' },          /* backup only */
+        { "qga", required_argument, NULL, 'G' },          /* backup only */
+        { "fleecing-dir", required_argument, NULL, 'D' }, /* backup only */
+        { "qmp-timeout", required_argument, NULL, 'O' },  /* backup only */
+        { "cleanup", no_argument, NULL, 'C' },            /* backup only */
         { NULL, 0, NULL, 0 },
     };
 
@@ -103,12 +109,14 @@ int cli_getopt(int argc, char **argv, const char *optstring)
 static vma_reader *volatile signal_reader;
 static vma_writer *volatile signal_writer;
 static vma_source *volatile signal_source;
+static vma_backup *volatile signal_backup;
 
 static void on_signal(int sig)
 {
     vma_reader *r = signal_reader;
     vma_writer *w = signal_writer;
     vma_source *s = signal_source;
+    vma_backup *b = signal_backup;
 
     cli_signal = sig;
     /* Wakes a read or write waiting on an idle pipe: the progress
@@ -119,6 +127,8 @@ static void on_signal(int sig)
         vma_writer_cancel(w);
     if (s)
         vma_source_cancel(s);
+    if (b)
+        vma_backup_cancel(b);
 }
 
 void cli_cancel_on_signal(vma_reader *r, vma_writer *w)
@@ -136,6 +146,52 @@ void cli_cancel_source_on_signal(vma_source *s)
     signal_source = s;
     if (cli_signal && s)
         vma_source_cancel(s);
+}
+
+void cli_cancel_backup_on_signal(vma_backup *b)
+{
+    signal_backup = b;
+    if (cli_signal && b)
+        vma_backup_cancel(b);
+}
+
+int cli_read_file(const char *path, void **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    ssize_t got = 1;
+
+    if (fd < 0)
+        return cli_fail("unable to read config file %s - %s", path, strerror(errno));
+    while (got > 0) {
+        if (n == cap) {
+            size_t want = cap ? 2 * cap : 4096;
+            char *p = realloc(buf, want);
+
+            if (!p) {
+                got = -1;
+                errno = ENOMEM;
+                break;
+            }
+            buf = p;
+            cap = want;
+        }
+        got = read(fd, buf + n, cap - n);
+        if (got > 0)
+            n += (size_t)got;
+    }
+    if (got < 0) {
+        int rc = cli_fail("unable to read config file %s - %s", path, strerror(errno));
+
+        free(buf);
+        close(fd);
+        return rc;
+    }
+    close(fd);
+    *out = buf;
+    *len = n;
+    return CLI_OK;
 }
 
 int cli_catch_signals(void)

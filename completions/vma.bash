@@ -46,12 +46,12 @@ _vma_complete()
     [ "$cword" -ge 1 ] && prev=${words[cword - 1]}
 
     if [ "$cword" -le 1 ]; then
-        COMPREPLY=($(compgen -W 'list config create extract verify checksum mount help --help --version' -- "$cur"))
+        COMPREPLY=($(compgen -W 'list config create extract verify checksum mount backup help --help --version' -- "$cur"))
         return 0
     fi
     cmd=${words[1]}
     if [ "$cmd" = help ]; then
-        [ "$cword" = 2 ] && COMPREPLY=($(compgen -W 'list config create extract verify checksum' -- "$cur"))
+        [ "$cword" = 2 ] && COMPREPLY=($(compgen -W 'list config create extract verify checksum mount backup' -- "$cur"))
         return 0
     fi
 
@@ -61,6 +61,7 @@ _vma_complete()
         case $cmd:${words[i]} in
         mount:-c | mount:-o) i=$((i + 1)) ;;
         mount:-*) ;;
+        backup:--qmp | backup:--qga | backup:--fleecing-dir) i=$((i + 1)) ;;
         *:-c | *:-d | *:-r) i=$((i + 1)) ;;
         *:-*) ;;
         *) archive=${words[i]}; break ;;
@@ -87,7 +88,16 @@ _vma_complete()
         COMPREPLY=($(compgen -W 'allow_other' -- "$cur"))
         return 0
         ;;
-    extract:-r | create:-c)
+    backup:--qmp | backup:--qga)
+        # QMP and guest agent sockets (Proxmox VE: /var/run/qemu-server/).
+        COMPREPLY=($(compgen -f -- "$cur"))
+        return 0
+        ;;
+    backup:--fleecing-dir)
+        COMPREPLY=($(compgen -d -- "$cur"))
+        return 0
+        ;;
+    extract:-r | create:-c | backup:-c)
         COMPREPLY=($(compgen -f -- "$cur"))
         return 0
         ;;
@@ -135,6 +145,7 @@ _vma_complete()
         extract) opts='-v -d -r -p --progress --no-progress --output-format= --salvage --force-header --help' ;;
         create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
         mount) opts='-f -o -c -r -n --salvage --force-header --help' ;;
+        backup) opts='-v -c -d -p --progress --no-progress --compress= --output-format= --qmp --qga --fleecing-dir --qmp-timeout= --cleanup --help' ;;
         *) return 0 ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -38,7 +38,7 @@ expect() {
     fi
 }
 
-expect "vma " list config create extract verify checksum mount help --help --version
+expect "vma " list config create extract verify checksum mount backup help --help --version
 expect "vma ex" extract
 expect "vma c" config create checksum
 expect "vma extract -" -v -d -r -p --progress --no-progress --output-format= --salvage --force-header --help
@@ -48,6 +48,9 @@ expect "vma verify basic.vma --output-format=" text json
 expect "vma create x.vma --u" --uuid=
 expect "vma create x.vma --ct" --ctime=
 expect "vma help ch" checksum
+expect "vma backup --q" --qmp --qga --qmp-timeout=
+expect "vma backup --qmp vm.qmp --fleecing-dir rest" restore-dir
+expect "vma backup --qmp vm.qmp --clean" --cleanup
 expect "vma help verify " # one command only
 expect "vma checksum basic.vma -d drive-e" drive-efidisk0
 expect "vma create x.vma --comp" --compress=

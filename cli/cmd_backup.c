@@ -1,0 +1,467 @@
+/*
+ * vma backup --qmp <socket> [--qga <socket>] [-d <dev,...>] [-c [<name>=]<file>]...
+ *            [--compress=...] [--fleecing-dir <dir>] [--qmp-timeout=<s>] [-v]
+ *            [-p|--no-progress] [--output-format=json] <archive>|-
+ * vma backup --cleanup --qmp <socket> [--qga <socket>]
+ * A live backup of a running QEMU VM (the library's vma_backup), written
+ * under no name until complete: an O_TMPFILE in the archive's directory
+ * linked to its name at the end (a hidden temporary name where the file
+ * system has no O_TMPFILE), so that no failure, nor a kill, leaves a file
+ * that looks like an archive.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "json.h"
+#include "pve_config.h"
+#include "progress.h"
+#include "progress_bar.h"
+
+struct options {
+    const char *qmp, *qga, *fleecing_dir, *compress, *devices, *archive;
+    char **configs;
+    size_t nconfigs;
+    unsigned timeout;
+    int verbose, cleanup, help;
+};
+
+/* The archive file being written: fd, and where it lies until linked. */
+struct output {
+    int fd;
+    char *tmp_path; /* a named temporary file, or NULL for O_TMPFILE */
+};
+
+static void on_log(void *opaque, int warning, const char *line)
+{
+    const struct options *o = opaque;
+    if (!warning && !o->verbose)
+        return;
+    progress_bar_clear();
+    fprintf(stderr, "%s%s\n", warning ? "vma: warning: " : "", line);
+    fflush(stderr);
+}
+
+/* Whether name is one of the comma-separated list. */
+static int name_in_list(const char *name, const char *list)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+            return 1;
+    return 0;
+}
+
+static int parse(int argc, char **argv, struct options *o)
+{
+    int opt;
+    char *end;
+
+    o->configs = calloc((size_t)argc, sizeof(*o->configs));
+    if (!o->configs)
+        return cli_fail("out of memory");
+    while ((opt = cli_getopt(argc, argv, "hvpc:d:")) != -1) {
+        switch (opt) {
+        case 'Q': o->qmp = optarg; break;
+        case 'G': o->qga = optarg; break;
+        case 'D': o->fleecing_dir = optarg; break;
+        case 'Z': o->compress = optarg; break;
+        case 'C': o->cleanup = 1; break;
+        case 'v': o->verbose = 1; break;
+        case 'd': o->devices = optarg; break;
+        case 'c': o->configs[o->nconfigs++] = optarg; break;
+        case 'p': progress_bar_mode(PROGRESS_BAR_ON); break;
+        case 'P': progress_bar_mode(PROGRESS_BAR_OFF); break;
+        case 'J':
+            if (cli_output_format(optarg) != 0)
+                return cli_usage(stderr);
+            break;
+        case 'O':
+            errno = 0;
+            unsigned long t = strtoul(optarg, &end, 10);
+            if (errno || *end || t == 0 || t > 86400)
+                return cli_fail("--qmp-timeout: '%s' is not a number of seconds from 1 to "
+                                "86400", optarg);
+            o->timeout = (unsigned)t;
+            break;
+        case 'h':
+            o->help = 1;
+            return cli_usage(stdout);
+        default:
+            return cli_usage(stderr);
+        }
+    }
+    if (!o->qmp)
+        return cli_usage(stderr);
+    if (o->cleanup)
+        return optind == argc ? CLI_OK : cli_usage(stderr);
+    if (optind + 1 != argc)
+        return cli_usage(stderr);
+    o->archive = argv[optind];
+    if (strcmp(o->archive, "-") == 0 && cli_json())
+        return cli_fail("--output-format=json needs an archive file: standard output "
+                        "carries the archive");
+    return CLI_OK;
+}
+
+static int backup_fail(vma_backup *b)
+{
+    return cli_fail("%s", vma_backup_error(b));
+}
+
+static int writer_fail(vma_writer *w)
+{
+    return cli_fail("%s", vma_writer_error(w));
+}
+
+/* The names of the disks the backup takes: those of -d, else all. */
+static const char **chosen_names(vma_backup *b, const struct options *o, size_t *n)
+{
+    unsigned count = vma_backup_device_count(b);
+    const char **names = calloc(count + 1, sizeof(*names));
+    *n = 0;
+    for (unsigned i = 0; names && i < count; i++) {
+        const char *name = vma_backup_device_name(b, i);
+        if (name && (!o->devices || name_in_list(name, o->devices)))
+            names[(*n)++] = name;
+    }
+    return names;
+}
+
+/* -d dev1,dev2: select each; names extract could not restore are refused
+ * as create refuses them. */
+static int select_devices(vma_backup *b, const struct options *o)
+{
+    size_t n = 0;
+    const char **names = chosen_names(b, o, &n);
+    if (!names)
+        return cli_fail("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        if (len > CLI_DEVNAME_MAX && len <= VMA_MAX_NAME_LEN) {
+            int rc = cli_fail("disk name '%.32s...' has %zu bytes; at most %u fit the file "
+                              "name tmp-disk-<name>.raw that extract makes (255 bytes)",
+                              names[i], len, CLI_DEVNAME_MAX);
+            free(names);
+            return rc;
+        }
+    }
+    free(names);
+    if (!o->devices)
+        return CLI_OK;
+    char *list = strdup(o->devices), *save = NULL;
+    if (!list)
+        return cli_fail("out of memory");
+    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        if (vma_backup_select(b, name) != VMA_OK) {
+            free(list);
+            return backup_fail(b);
+        }
+    }
+    free(list);
+    return CLI_OK;
+}
+
+/* qemu-server.conf gets vzdump's form, with the map lines qmrestore needs. */
+static int add_pve_config(vma_writer *w, vma_backup *b, const struct options *o,
+                          const char *data, size_t len)
+{
+    size_t n = 0, out_len = 0, unmapped = 0;
+    const char **names = chosen_names(b, o, &n);
+    const char *first = NULL;
+    char *out = NULL;
+    if (!names || pve_backup_config(data, len, names, n, &out, &out_len, &unmapped, &first)) {
+        free(names);
+        return cli_fail("out of memory");
+    }
+    if (unmapped) {
+        progress_bar_clear();
+        fprintf(stderr, "vma: warning: %s has no line for disk '%s'%s: qmrestore refuses an "
+                "archive without a map line for each disk\n", PVE_CONFIG_NAME, first,
+                unmapped > 1 ? " and others" : "");
+    }
+    int rc = vma_writer_add_config(w, PVE_CONFIG_NAME, out, out_len) == VMA_OK
+                 ? CLI_OK : writer_fail(w);
+    free(out);
+    free(names);
+    return rc;
+}
+
+/* -c [<name>=]<file>: a name before '=' unless that part holds a '/'. */
+static int add_configs(vma_writer *w, vma_backup *b, const struct options *o)
+{
+    for (size_t i = 0; i < o->nconfigs; i++) {
+        const char *arg = o->configs[i], *eq = strchr(arg, '=');
+        const char *path = arg;
+        char *name = NULL;
+        if (eq && memchr(arg, '/', (size_t)(eq - arg)) == NULL) {
+            path = eq + 1;
+            name = strndup(arg, (size_t)(eq - arg));
+            if (!name)
+                return cli_fail("out of memory");
+        }
+        const char *slash = strrchr(name ? name : path, '/');
+        const char *base = slash ? slash + 1 : name ? name : path;
+        void *data = NULL;
+        size_t len = 0;
+        int rc = cli_read_file(path, &data, &len);
+        if (rc == CLI_OK && strcmp(base, PVE_CONFIG_NAME) == 0)
+            rc = add_pve_config(w, b, o, data, len);
+        else if (rc == CLI_OK && vma_writer_add_config(w, name ? name : path, data, len) != VMA_OK)
+            rc = writer_fail(w);
+        free(data);
+        free(name);
+        if (rc != CLI_OK)
+            return rc;
+    }
+    return CLI_OK;
+}
+
+/* An unnamed file in the archive's directory, or a hidden named one. */
+static int open_output(struct output *out, const char *archive)
+{
+    char *copy = strdup(archive), *base = strdup(archive);
+    if (!copy || !base) {
+        free(copy);
+        free(base);
+        return cli_fail("out of memory");
+    }
+    const char *dir = dirname(copy);
+    int rc = CLI_OK;
+    mode_t mask = umask(0);
+    umask(mask);
+    if (access(archive, F_OK) == 0 || errno != ENOENT) {
+        rc = cli_fail("%s: %s", archive, access(archive, F_OK) == 0 ? "already exists"
+                                                                    : strerror(errno));
+        goto out;
+    }
+    out->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666 & ~mask);
+    if (out->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        if (asprintf(&out->tmp_path, "%s/.%s.vma-backup-XXXXXX", dir, basename(base)) < 0) {
+            out->tmp_path = NULL;
+            rc = cli_fail("out of memory");
+            goto out;
+        }
+        out->fd = mkostemp(out->tmp_path, O_CLOEXEC);
+        if (out->fd >= 0)
+            fchmod(out->fd, 0666 & ~mask);
+    }
+    if (out->fd < 0)
+        rc = cli_fail("cannot create %s: %s", archive, strerror(errno));
+out:
+    free(copy);
+    free(base);
+    return rc;
+}
+
+/* Give the complete archive its name; never over an existing file. */
+static int link_output(struct output *out, const char *archive)
+{
+    if (fsync(out->fd) != 0)
+        return cli_fail("%s: %s", archive, strerror(errno));
+    if (out->tmp_path) {
+        if (link(out->tmp_path, archive) != 0)
+            return cli_fail("cannot create %s: %s", archive, strerror(errno));
+        unlink(out->tmp_path);
+        free(out->tmp_path);
+        out->tmp_path = NULL;
+        return CLI_OK;
+    }
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", out->fd);
+    if (linkat(AT_FDCWD, proc, AT_FDCWD, archive, AT_SYMLINK_FOLLOW) != 0)
+        return cli_fail("cannot create %s: %s", archive, strerror(errno));
+    return CLI_OK;
+}
+
+static void close_output(struct output *out)
+{
+    if (out->fd >= 0)
+        close(out->fd);
+    if (out->tmp_path)
+        unlink(out->tmp_path); /* not linked: a failure */
+    free(out->tmp_path);
+    out->fd = -1;
+    out->tmp_path = NULL;
+}
+
+static void print_summary(vma_backup *b, vma_writer *w, const struct options *o,
+                          double seconds)
+{
+    unsigned n = vma_backup_device_count(b), v = vma_backup_qemu_version(b);
+    double freeze = vma_backup_freeze_seconds(b);
+    if (!cli_json()) {
+        for (unsigned i = 0; o->verbose && i < n; i++) {
+            uint64_t bytes, zeros, size = (vma_backup_device_size(b, i) + 511) & ~511ull;
+            unsigned id = vma_backup_device_id(b, i);
+            if (id == 0 || vma_writer_device_stats(w, id, &bytes, &zeros) != VMA_OK)
+                continue;
+            fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n",
+                    vma_backup_device_name(b, i), (unsigned long long)size,
+                    (unsigned long long)zeros, (unsigned long long)(size - zeros));
+        }
+        if (o->verbose)
+            fprintf(stderr, "backup of %s done in %.1f s\n", o->archive, seconds);
+        return;
+    }
+    struct json j;
+    char version[32];
+    snprintf(version, sizeof(version), "%u.%u.%u", v / 10000, v / 100 % 100, v % 100);
+    jw_init(&j, stdout);
+    jw_begin_object(&j);
+    jw_key(&j, "archive");
+    jw_string(&j, o->archive);
+    jw_key(&j, "qemu_version");
+    jw_string(&j, version);
+    jw_key(&j, "compression");
+    jw_string(&j, o->compress ? o->compress : "none");
+    jw_key(&j, "freeze_seconds");
+    if (freeze >= 0)
+        jw_double(&j, freeze);
+    else
+        jw_null(&j);
+    jw_key(&j, "seconds");
+    jw_double(&j, seconds);
+    jw_key(&j, "devices");
+    jw_begin_array(&j);
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t bytes = 0, zeros = 0;
+        unsigned id = vma_backup_device_id(b, i);
+        if (id == 0 || vma_writer_device_stats(w, id, &bytes, &zeros) != VMA_OK)
+            continue;
+        jw_begin_object(&j);
+        jw_key(&j, "id");
+        jw_uint(&j, id);
+        jw_key(&j, "name");
+        jw_string(&j, vma_backup_device_name(b, i));
+        jw_key(&j, "node");
+        jw_string(&j, vma_backup_device_node(b, i));
+        jw_key(&j, "size");
+        jw_uint(&j, (vma_backup_device_size(b, i) + 511) & ~511ull);
+        jw_key(&j, "bytes_written");
+        jw_uint(&j, bytes);
+        jw_key(&j, "zero_bytes");
+        jw_uint(&j, zeros);
+        jw_end_object(&j);
+    }
+    jw_end_array(&j);
+    jw_key(&j, "verdict");
+    jw_string(&j, "ok");
+    jw_end_object(&j);
+}
+
+static int cleanup(vma_backup *b, const struct options *o)
+{
+    unsigned removed = 0;
+    if (vma_backup_cleanup(b, o->qmp, &removed) != VMA_OK)
+        return backup_fail(b);
+    if (cli_json()) {
+        struct json j;
+        jw_init(&j, stdout);
+        jw_begin_object(&j);
+        jw_key(&j, "removed");
+        jw_uint(&j, removed);
+        jw_end_object(&j);
+        return cli_json_printed();
+    }
+    printf("removed %u object(s) of earlier backups from QEMU\n", removed);
+    return cli_flush_stdout();
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int run(vma_backup *b, const struct options *o, vma_writer **wp, struct output *out)
+{
+    struct write_progress progress;
+    double t0 = mono();
+    if (vma_backup_open(b, o->qmp) != VMA_OK)
+        return backup_fail(b);
+    if (select_devices(b, o) != CLI_OK)
+        return CLI_FAIL;
+    vma_writer *w = *wp = vma_writer_new();
+    if (!w)
+        return cli_fail("out of memory");
+    cli_cancel_on_signal(NULL, w);
+    if (add_configs(w, b, o) != CLI_OK)
+        return CLI_FAIL;
+    if (o->compress && vma_writer_set_compression(w, o->compress) != VMA_OK)
+        return writer_fail(w);
+    if (strcmp(o->archive, "-") == 0) {
+        if (cli_std_was_closed(STDOUT_FILENO))
+            return cli_fail("standard output is closed");
+        if (vma_writer_open_fd(w, STDOUT_FILENO) != VMA_OK)
+            return writer_fail(w);
+    } else if (open_output(out, o->archive) != CLI_OK ||
+               vma_writer_open_fd(w, out->fd) != VMA_OK) {
+        return out->fd < 0 ? CLI_FAIL : writer_fail(w);
+    }
+    /* The bar and -v lines count the selected disks (all without -d). */
+    uint64_t total = 0;
+    for (unsigned i = 0; i < vma_backup_device_count(b); i++) {
+        const char *name = vma_backup_device_name(b, i);
+        if (!o->devices || (name && name_in_list(name, o->devices)))
+            total += (vma_backup_device_size(b, i) + 511) & ~511ull;
+    }
+    vma_writer_set_progress(w, write_progress_cb, &progress);
+    write_progress_start(&progress, total, o->verbose);
+    if (vma_backup_run(b, w) != VMA_OK)
+        return backup_fail(b);
+    if (vma_writer_finish(w) != VMA_OK)
+        return writer_fail(w);
+    if (out->fd >= 0 && link_output(out, o->archive) != CLI_OK)
+        return CLI_FAIL;
+    progress_bar_end();
+    print_summary(b, w, o, mono() - t0);
+    return cli_json() ? cli_json_printed() : CLI_OK;
+}
+
+int cmd_backup(int argc, char **argv)
+{
+    struct options o = { .timeout = 0 };
+    struct output out = { .fd = -1 };
+    vma_writer *w = NULL;
+    vma_backup *b = NULL;
+    int rc = parse(argc, argv, &o);
+
+    if (rc != CLI_OK || o.help)
+        goto done;
+    if (cli_catch_signals() < 0) {
+        rc = cli_fail("unable to set signal handlers - %s", strerror(errno));
+        goto done;
+    }
+    b = vma_backup_new();
+    if (!b) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    cli_cancel_backup_on_signal(b);
+    vma_backup_set_log(b, on_log, &o);
+    if ((o.timeout && vma_backup_set_timeout(b, o.timeout) != VMA_OK) ||
+        (o.qga && vma_backup_set_qga(b, o.qga) != VMA_OK) ||
+        (o.fleecing_dir && vma_backup_set_fleecing_dir(b, o.fleecing_dir) != VMA_OK))
+        rc = backup_fail(b);
+    else
+        rc = o.cleanup ? cleanup(b, &o) : run(b, &o, &w, &out);
+done:
+    if (rc != CLI_OK && w)
+        vma_writer_cancel(w);
+    cli_cancel_on_signal(NULL, NULL);
+    cli_cancel_backup_on_signal(NULL);
+    vma_writer_free(w);
+    close_output(&out);
+    vma_backup_free(b);
+    free(o.configs);
+    return rc;
+}
