@@ -31,6 +31,8 @@ struct options {
     size_t nconfigs;
     unsigned timeout;
     int verbose, cleanup, help;
+    void *pve_conf;   /* the -c stored as qemu-server.conf, read, or NULL */
+    size_t pve_len;
 };
 
 /* The archive file being written: fd, and where it lies until linked. */
@@ -121,7 +123,50 @@ static int writer_fail(vma_writer *w)
     return cli_fail("%s", vma_writer_error(w));
 }
 
-/* The names of the disks the backup takes: those of -d, else all. */
+/* -c [<name>=]<file>: the stored name is the part before '=' unless it
+ * holds a '/'; else the file's base name (the library keeps only that).
+ * Returns the name (name_len bytes of arg) and the file in *path. */
+static const char *config_name(const char *arg, const char **path, size_t *name_len)
+{
+    const char *eq = strchr(arg, '=');
+    if (eq && memchr(arg, '/', (size_t)(eq - arg)) == NULL) {
+        *path = eq + 1;
+        *name_len = (size_t)(eq - arg);
+        return arg;
+    }
+    const char *slash = strrchr(arg, '/');
+    *path = arg;
+    *name_len = strlen(slash ? slash + 1 : arg);
+    return slash ? slash + 1 : arg;
+}
+
+/* Read the -c stored as qemu-server.conf (the last one), if any. */
+static int read_pve_config(struct options *o)
+{
+    for (size_t i = 0; i < o->nconfigs; i++) {
+        const char *path;
+        size_t len;
+        const char *name = config_name(o->configs[i], &path, &len);
+        if (len != strlen(PVE_CONFIG_NAME) || memcmp(name, PVE_CONFIG_NAME, len) != 0)
+            continue;
+        free(o->pve_conf);
+        o->pve_conf = NULL;
+        if (cli_read_file(path, &o->pve_conf, &o->pve_len) != CLI_OK)
+            return CLI_FAIL;
+    }
+    return CLI_OK;
+}
+
+/* Whether the backup takes the disk: named by -d; without -d, every disk
+ * but those qemu-server.conf marks backup=0 (as vzdump leaves them out). */
+static int takes(const struct options *o, const char *name)
+{
+    if (o->devices)
+        return name_in_list(name, o->devices);
+    return !o->pve_conf || !pve_config_backup_off(o->pve_conf, o->pve_len, name);
+}
+
+/* The names of the disks the backup takes. */
 static const char **chosen_names(vma_backup *b, const struct options *o, size_t *n)
 {
     unsigned count = vma_backup_device_count(b);
@@ -129,7 +174,7 @@ static const char **chosen_names(vma_backup *b, const struct options *o, size_t 
     *n = 0;
     for (unsigned i = 0; names && i < count; i++) {
         const char *name = vma_backup_device_name(b, i);
-        if (name && (!o->devices || name_in_list(name, o->devices)))
+        if (name && takes(o, name))
             names[(*n)++] = name;
     }
     return names;
@@ -154,9 +199,19 @@ static int select_devices(vma_backup *b, const struct options *o)
         }
     }
     free(names);
-    if (!o->devices)
-        return CLI_OK;
-    char *list = strdup(o->devices), *save = NULL;
+    if (!o->devices && !o->pve_conf)
+        return CLI_OK; /* all */
+    if (vma_backup_select(b, NULL) != VMA_OK)
+        return backup_fail(b);
+    for (unsigned i = 0; i < vma_backup_device_count(b); i++) {
+        const char *name = vma_backup_device_name(b, i);
+        if (name && takes(o, name) && vma_backup_select(b, name) != VMA_OK)
+            return backup_fail(b);
+        if (name && !o->devices && !takes(o, name) && o->verbose)
+            fprintf(stderr, "disk %s: backup=0 in %s, left out\n", name, PVE_CONFIG_NAME);
+    }
+    /* A name of -d that no disk has. */
+    char *list = strdup(o->devices ? o->devices : ""), *save = NULL;
     if (!list)
         return cli_fail("out of memory");
     for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
@@ -194,27 +249,24 @@ static int add_pve_config(vma_writer *w, vma_backup *b, const struct options *o,
     return rc;
 }
 
-/* -c [<name>=]<file>: a name before '=' unless that part holds a '/'. */
+/* -c [<name>=]<file>: each config; qemu-server.conf in vzdump's form. */
 static int add_configs(vma_writer *w, vma_backup *b, const struct options *o)
 {
     for (size_t i = 0; i < o->nconfigs; i++) {
-        const char *arg = o->configs[i], *eq = strchr(arg, '=');
-        const char *path = arg;
-        char *name = NULL;
-        if (eq && memchr(arg, '/', (size_t)(eq - arg)) == NULL) {
-            path = eq + 1;
-            name = strndup(arg, (size_t)(eq - arg));
-            if (!name)
-                return cli_fail("out of memory");
+        const char *path;
+        size_t name_len;
+        const char *start = config_name(o->configs[i], &path, &name_len);
+        if (name_len == strlen(PVE_CONFIG_NAME) &&
+            memcmp(start, PVE_CONFIG_NAME, name_len) == 0) {
+            if (add_pve_config(w, b, o, o->pve_conf, o->pve_len) != CLI_OK)
+                return CLI_FAIL;
+            continue;
         }
-        const char *slash = strrchr(name ? name : path, '/');
-        const char *base = slash ? slash + 1 : name ? name : path;
+        char *name = strndup(start, name_len);
         void *data = NULL;
         size_t len = 0;
-        int rc = cli_read_file(path, &data, &len);
-        if (rc == CLI_OK && strcmp(base, PVE_CONFIG_NAME) == 0)
-            rc = add_pve_config(w, b, o, data, len);
-        else if (rc == CLI_OK && vma_writer_add_config(w, name ? name : path, data, len) != VMA_OK)
+        int rc = name ? cli_read_file(path, &data, &len) : cli_fail("out of memory");
+        if (rc == CLI_OK && vma_writer_add_config(w, name, data, len) != VMA_OK)
             rc = writer_fail(w);
         free(data);
         free(name);
@@ -452,8 +504,10 @@ int cmd_backup(int argc, char **argv)
         (o.qga && vma_backup_set_qga(b, o.qga) != VMA_OK) ||
         (o.fleecing_dir && vma_backup_set_fleecing_dir(b, o.fleecing_dir) != VMA_OK))
         rc = backup_fail(b);
-    else
-        rc = o.cleanup ? cleanup(b, &o) : run(b, &o, &w, &out);
+    else if (o.cleanup)
+        rc = cleanup(b, &o);
+    else if ((rc = read_pve_config(&o)) == CLI_OK)
+        rc = run(b, &o, &w, &out);
 done:
     if (rc != CLI_OK && w)
         vma_writer_cancel(w);
@@ -463,5 +517,6 @@ done:
     close_output(&out);
     vma_backup_free(b);
     free(o.configs);
+    free(o.pve_conf);
     return rc;
 }

@@ -61,6 +61,20 @@ static int section(const char *line, size_t len)
     return len >= 2 && line[0] == '[' && line[len - 1] == ']';
 }
 
+/* Where the current configuration ends: at its first [section]. */
+static size_t config_end(const char *conf, size_t len)
+{
+    size_t cut = 0;
+    while (cut < len) {
+        const char *nl = memchr(conf + cut, '\n', len - cut);
+        size_t ln = nl ? (size_t)(nl - conf - cut) : len - cut;
+        if (section(conf + cut, ln))
+            break;
+        cut += ln + 1;
+    }
+    return cut > len ? len : cut;
+}
+
 /* The value of "<key>: <value>" in the kept lines, or NULL. */
 static const char *find_key(const char *conf, size_t len, const char *key, size_t *vlen)
 {
@@ -129,16 +143,7 @@ int pve_backup_config(const char *conf, size_t len, const char *const *devnames,
         l += ln + 1;
     }
     /* Map lines look at the configuration before its first section. */
-    size_t cut = 0;
-    while (cut < len) {
-        const char *nl = memchr(conf + cut, '\n', len - cut);
-        size_t ln = nl ? (size_t)(nl - conf - cut) : len - cut;
-        if (section(conf + cut, ln))
-            break;
-        cut += ln + 1;
-    }
-    if (cut > len)
-        cut = len;
+    size_t cut = config_end(conf, len);
     for (size_t i = 0; i < n; i++) {
         const char *key = strncmp(devnames[i], "drive-", 6) == 0 ? devnames[i] + 6 : NULL;
         size_t vlen = 0;
@@ -156,5 +161,25 @@ int pve_backup_config(const char *conf, size_t len, const char *const *devnames,
     }
     *out = b.p;
     *out_len = b.len;
+    return 0;
+}
+
+int pve_config_backup_off(const char *conf, size_t len, const char *devname)
+{
+    static const char *const off[] = {"backup=0", "backup=no", "backup=off", "backup=false"};
+    size_t vlen = 0;
+    const char *v = strncmp(devname, "drive-", 6) == 0 && devname[6]
+                        ? find_key(conf, config_end(conf, len), devname + 6, &vlen) : NULL;
+    const char *end = v + vlen;
+    /* The options after the volume: ",opt=value,opt=value". */
+    for (const char *o = v ? memchr(v, ',', vlen) : NULL; o; ) {
+        const char *start = o + 1;
+        const char *next = memchr(start, ',', (size_t)(end - start));
+        size_t n = (size_t)((next ? next : end) - start);
+        for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++)
+            if (n == strlen(off[i]) && memcmp(start, off[i], n) == 0)
+                return 1;
+        o = next;
+    }
     return 0;
 }

@@ -24,4 +24,8 @@ int pve_backup_config(const char *conf, size_t len, const char *const *devnames,
                       char **out, size_t *out_len, size_t *unmapped,
                       const char **first_unmapped);
 
+/* Whether the configuration's line for the disk devname (drive-<key>)
+ * says backup=0 (also no, off, false): vzdump leaves such a disk out. */
+int pve_config_backup_off(const char *conf, size_t len, const char *devname);
+
 #endif

@@ -998,7 +998,9 @@ VMA_API void vma_backup_set_log(vma_backup *b, vma_backup_log_fn fn, void *opaqu
  * disks, disconnect. Changes nothing in QEMU. Disks: every block device
  * with a medium that is writable and not removable (CD-ROMs, empty and
  * read-only drives are left out), named after its BlockBackend name
- * ("drive-scsi0") or else "drive-<id>" of the device it is attached to.
+ * ("drive-scsi0"), else "drive-<id>" of the device it is attached to,
+ * else its -blockdev node-name (with "drive-" put in front unless it
+ * starts so; an automatic "#block..." name gives none).
  * VMA_ERR_IO: no socket, not QMP, busy past the timeout; VMA_ERR_INVALID:
  * QEMU too old. Once per backup.
  */
@@ -1019,7 +1021,9 @@ VMA_API const char *vma_backup_device_node(const vma_backup *b, unsigned index);
 VMA_API unsigned vma_backup_device_id(const vma_backup *b, unsigned index);
 
 /* Back up only the disks selected (by name; call once per disk); without
- * any call, all. VMA_ERR_NOT_FOUND for a name no disk has. After open. */
+ * any call, all. name NULL selects none by itself (a run of no selected
+ * disk writes an archive of configs only). VMA_ERR_NOT_FOUND for a name no
+ * disk has. After open. */
 VMA_API int vma_backup_select(vma_backup *b, const char *name);
 
 /*
@@ -1038,7 +1042,10 @@ VMA_API int vma_backup_select(vma_backup *b, const char *name);
  * reserve. On any failure after that, everything made in QEMU has been
  * removed when this returns (unless QEMU is gone or unreachable: the
  * message says so) and w has failed with the same status and message:
- * free it, which removes a file it created. Once per backup.
+ * free it, which removes a file it created. A tear-down that fails after
+ * a complete copy whose jobs were checked is a warning through the log
+ * callback, not a failure: the archive stands (vma_backup_cleanup() later
+ * removes what is left). Once per backup.
  */
 VMA_API int vma_backup_run(vma_backup *b, vma_writer *w);
 
@@ -1058,7 +1065,9 @@ VMA_API void vma_backup_cancel(vma_backup *b);
 
 /*
  * Remove what killed backups left inside the QEMU at qmp_path: block jobs,
- * jobs, exports and nodes whose names start with "vma-backup-", and QEMU's
+ * jobs, exports and nodes whose names start with "vma-backup-<pid>-" of a
+ * process that no longer runs on this machine (a backup in progress is
+ * left alone), and QEMU's
  * NBD server when exports of ours were all it served; with an agent set
  * (vma_backup_set_qga()), also thaws the guest's file systems if they are
  * frozen (a run killed during its freeze). *removed (may be NULL) counts

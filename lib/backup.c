@@ -64,6 +64,7 @@ struct vma_backup {
     vma_backup_log_fn log;
     void *log_opaque;
     bool opened, ran;
+    bool chosen;              /* vma_backup_select() was called */
     unsigned version;
     struct bdisk *disk;
     unsigned ndisk;
@@ -386,13 +387,17 @@ int vma_backup_select(vma_backup *b, const char *name)
 {
     if (!b->opened || b->ran)
         return bfail(b, VMA_ERR_INVALID, "select: open the backup first, before it runs");
+    b->chosen = true;
+    if (name == NULL)
+        return VMA_OK; /* no disk, unless selected */
     bool found = false;
     for (unsigned i = 0; i < b->ndisk; i++)
         if (b->disk[i].name != NULL && strcmp(b->disk[i].name, name) == 0)
             found = b->disk[i].selected = true;
     if (!found)
         return bfail(b, VMA_ERR_NOT_FOUND, "no disk named '%s' (disks with a writable medium: "
-                     "the BlockBackend name, else drive-<device id>)", name);
+                     "the BlockBackend name, else drive-<device id>, else the -blockdev "
+                     "node-name)", name);
     return VMA_OK;
 }
 
@@ -421,9 +426,7 @@ static int fleece_space(vma_backup *b, uint64_t *avail, uint64_t *reserve)
 
 static int check_selection(vma_backup *b, unsigned *count)
 {
-    bool any = false;
-    for (unsigned i = 0; i < b->ndisk; i++)
-        any = any || b->disk[i].selected;
+    bool any = b->chosen;
     *count = 0;
     for (unsigned i = 0; i < b->ndisk; i++) {
         struct bdisk *d = &b->disk[i];
