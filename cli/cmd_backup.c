@@ -107,9 +107,11 @@ static int parse(int argc, char **argv, struct options *o)
     if (optind + 1 != argc)
         return cli_usage(stderr);
     o->archive = argv[optind];
-    if (strcmp(o->archive, "-") == 0 && cli_json())
-        return cli_fail("--output-format=json needs an archive file: standard output "
-                        "carries the archive");
+    if (strcmp(o->archive, "-") == 0 && cli_json()) {
+        cli_fail("--output-format=json needs an archive file: standard output carries "
+                 "the archive");
+        return CLI_USAGE;
+    }
     return CLI_OK;
 }
 
@@ -313,6 +315,24 @@ out:
     return rc;
 }
 
+/* The archive's descriptor for "-": a pipe or FIFO on stdout is opened
+ * anew, non-blocking (its own open file description: the flag reaches no
+ * other process), so that a cancel or the fleecing watch stops a write
+ * the reader does not take; anything else is stdout itself. -1 after the
+ * message. The descriptor stays open until the process exits. */
+static int stdout_fd(void)
+{
+    struct stat st;
+    if (cli_std_was_closed(STDOUT_FILENO)) {
+        cli_fail("standard output is closed");
+        return -1;
+    }
+    if (fstat(STDOUT_FILENO, &st) != 0 || !S_ISFIFO(st.st_mode))
+        return STDOUT_FILENO;
+    int fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    return fd >= 0 ? fd : STDOUT_FILENO;
+}
+
 /* Give the complete archive its name; never over an existing file. */
 static int link_output(struct output *out, const char *archive)
 {
@@ -438,23 +458,21 @@ static int run(vma_backup *b, const struct options *o, vma_writer **wp, struct o
 {
     struct write_progress progress;
     double t0 = mono();
-    if (vma_backup_open(b, o->qmp) != VMA_OK)
-        return backup_fail(b);
-    if (select_devices(b, o) != CLI_OK)
-        return CLI_FAIL;
     vma_writer *w = *wp = vma_writer_new();
     if (!w)
         return cli_fail("out of memory");
     cli_cancel_on_signal(NULL, w);
-    if (add_configs(w, b, o) != CLI_OK)
-        return CLI_FAIL;
+    /* A bad --compress is refused before QEMU is asked anything. */
     if (o->compress && vma_writer_set_compression(w, o->compress) != VMA_OK)
         return writer_fail(w);
+    if (vma_backup_open(b, o->qmp) != VMA_OK)
+        return backup_fail(b);
+    if (select_devices(b, o) != CLI_OK || add_configs(w, b, o) != CLI_OK)
+        return CLI_FAIL;
     if (strcmp(o->archive, "-") == 0) {
-        if (cli_std_was_closed(STDOUT_FILENO))
-            return cli_fail("standard output is closed");
-        if (vma_writer_open_fd(w, STDOUT_FILENO) != VMA_OK)
-            return writer_fail(w);
+        int fd = stdout_fd();
+        if (fd < 0 || vma_writer_open_fd(w, fd) != VMA_OK)
+            return fd < 0 ? CLI_FAIL : writer_fail(w);
     } else if (open_output(out, o->archive) != CLI_OK ||
                vma_writer_open_fd(w, out->fd) != VMA_OK) {
         return out->fd < 0 ? CLI_FAIL : writer_fail(w);
@@ -463,7 +481,7 @@ static int run(vma_backup *b, const struct options *o, vma_writer **wp, struct o
     uint64_t total = 0;
     for (unsigned i = 0; i < vma_backup_device_count(b); i++) {
         const char *name = vma_backup_device_name(b, i);
-        if (!o->devices || (name && name_in_list(name, o->devices)))
+        if (name && takes(o, name))
             total += (vma_backup_device_size(b, i) + 511) & ~511ull;
     }
     vma_writer_set_progress(w, write_progress_cb, &progress);

@@ -49,6 +49,7 @@ struct bdisk {
     char *backend;    /* BlockBackend name, "" for none */
     char *qdev;       /* the device it is attached to */
     char *node;       /* the node backed up (the backend's root) */
+    char *drv;        /* its driver: a job's filter while one runs */
     uint64_t size;    /* virtual size */
     bool selected;
     unsigned dev_id;  /* in the writer */
@@ -138,6 +139,7 @@ static void free_disks(vma_backup *b)
         free(b->disk[i].backend);
         free(b->disk[i].qdev);
         free(b->disk[i].node);
+        free(b->disk[i].drv);
     }
     free(b->disk);
     b->disk = NULL;
@@ -241,6 +243,79 @@ static bool has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* Whether a name "vma-backup-<pid>-..." is of another process that still
+ * runs here: a clean-up leaves a backup in progress alone. */
+static bool of_live_process(const char *id)
+{
+    if (!has_prefix(id, PREFIX))
+        return false;
+    char *end;
+    long pid = strtol(id + strlen(PREFIX), &end, 10);
+    if (*end != '-' || pid <= 0 || pid == (long)getpid())
+        return false;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* Wait until nothing that query lists has an id (field) with prefix. */
+static int wait_gone(vma_backup *b, struct vmai_qmp *q, const char *query, const char *field,
+                     const char *prefix)
+{
+    double end = now_s() + JOB_WAIT_MS / 1000.0;
+    for (;;) {
+        json_t *list = NULL;
+        int rc = call(b, q, query, NULL, &list, VMA_ERR_IO, query);
+        if (rc != VMA_OK)
+            return rc;
+        bool left = false;
+        size_t k;
+        json_t *j;
+        json_array_foreach(list, k, j) left =
+            left || (has_prefix(jstr(j, field), prefix) && !of_live_process(jstr(j, field)));
+        json_decref(list);
+        if (!left)
+            return VMA_OK;
+        if (now_s() > end)
+            return bfail(b, VMA_ERR_IO, "%s still lists %s... after %d s", query, prefix,
+                         JOB_WAIT_MS / 1000);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Wait until no job of ours is left in query-jobs, dismissing those that
+ * concluded. */
+static int wait_job_none(vma_backup *b, struct vmai_qmp *q, const char *prefix)
+{
+    double end = now_s() + JOB_WAIT_MS / 1000.0;
+    for (;;) {
+        json_t *list = NULL;
+        int rc = call(b, q, "query-jobs", NULL, &list, VMA_ERR_IO, "query-jobs");
+        if (rc != VMA_OK)
+            return rc;
+        bool left = false;
+        size_t k;
+        json_t *j;
+        json_array_foreach(list, k, j)
+        {
+            if (!has_prefix(jstr(j, "id"), prefix) || of_live_process(jstr(j, "id")))
+                continue;
+            if (strcmp(jstr(j, "status"), "concluded") == 0)
+                call(b, q, "job-dismiss", json_pack("{s:s}", "id", jstr(j, "id")), NULL,
+                     VMA_ERR_IO, "job-dismiss");
+            else
+                left = true;
+        }
+        json_decref(list);
+        if (!left)
+            return VMA_OK;
+        if (now_s() > end)
+            return bfail(b, VMA_ERR_IO, "query-jobs still lists %s... after %d s", prefix,
+                         JOB_WAIT_MS / 1000);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* ---- the disks ---- */
 
 /* "drive-<id>" from a qdev: an id, or a QOM path /machine/peripheral/<id>/... */
@@ -274,9 +349,10 @@ static int add_disk(vma_backup *b, json_t *info)
     d->backend = strdup(jstr(info, "device"));
     d->qdev = strdup(jstr(info, "qdev"));
     d->node = strdup(jstr(ins, "node-name"));
+    d->drv = strdup(jstr(ins, "drv"));
     json_t *size = json_object_get(json_object_get(ins, "image"), "virtual-size");
     d->size = json_integer_value(size) > 0 ? (uint64_t)json_integer_value(size) : 0;
-    if (d->backend == NULL || d->qdev == NULL || d->node == NULL)
+    if (d->backend == NULL || d->qdev == NULL || d->node == NULL || d->drv == NULL)
         return bfail(b, VMA_ERR_NOMEM, "out of memory");
     b->ndisk++;
     if (*d->backend != '\0')
@@ -465,7 +541,17 @@ static int check_selection(vma_backup *b, unsigned *count)
     return VMA_OK;
 }
 
-/* A block job on a selected disk (its backend or node as the job's device). */
+/* Filters that block jobs put on top of a disk while they run. */
+static const char *const job_filters[] = {"copy-before-write", "backup-top", "mirror_top",
+                                          "commit_top"};
+
+/*
+ * A block job on a selected disk, found before anything is made: the
+ * disk's node is a job's filter, or the job's id is the disk's backend or
+ * node name; or another vma backup of this VM runs (its transaction
+ * would wait for that backup's exports to be read, and so would QEMU's
+ * monitor). QEMU itself refuses what this misses, in the transaction.
+ */
 static int check_jobs(vma_backup *b, struct vmai_qmp *q)
 {
     json_t *jobs = NULL;
@@ -475,6 +561,9 @@ static int check_jobs(vma_backup *b, struct vmai_qmp *q)
     json_array_foreach(jobs, k, j)
     {
         const char *dev = jstr(j, "device");
+        if (rc == VMA_OK && has_prefix(dev, PREFIX) && of_live_process(dev))
+            rc = bfail(b, VMA_ERR_INVALID, "another vma backup of this VM is running (pid "
+                       "%ld): wait for it to end", strtol(dev + strlen(PREFIX), NULL, 10));
         for (unsigned i = 0; rc == VMA_OK && i < b->ndisk; i++) {
             struct bdisk *d = &b->disk[i];
             if (d->selected && (strcmp(dev, d->node) == 0 ||
@@ -484,7 +573,16 @@ static int check_jobs(vma_backup *b, struct vmai_qmp *q)
         }
     }
     json_decref(jobs);
-    return rc;
+    if (rc != VMA_OK)
+        return rc;
+    for (unsigned i = 0; i < b->ndisk; i++) {
+        struct bdisk *d = &b->disk[i];
+        for (size_t f = 0; d->selected && f < sizeof(job_filters) / sizeof(*job_filters); f++)
+            if (strcmp(d->drv, job_filters[f]) == 0)
+                return bfail(b, VMA_ERR_INVALID, "disk '%s' already has a block job (its node "
+                             "is a %s filter): wait for it to end", d->name, d->drv);
+    }
+    return VMA_OK;
 }
 
 /* ---- set-up ---- */
@@ -567,14 +665,20 @@ static void thaw(vma_backup *b, struct vmai_qmp *agent, int timeout_ms)
     if (!b->frozen)
         return;
     char why[VMAI_ERRLEN];
-    struct vmai_qmp *own = NULL;
-    if (agent == NULL &&
-        vmai_qga_connect(&own, b->qga_path, timeout_ms, NULL, why) != VMAI_QMP_OK) {
+    /* On the open agent first; when a cancel (a signal) cut that short, or
+     * there is none, on a connection of its own that no cancel stops. */
+    if (agent != NULL &&
+        vmai_qmp_call(agent, "guest-fsfreeze-thaw", NULL, NULL, why) == VMAI_QMP_OK) {
+        b->frozen = false;
+        return;
+    }
+    if (agent != NULL && !vmai_cancelled(&b->cancel)) {
         logf_(b, 1, "cannot thaw the guest's file systems: %s", why);
         return;
     }
-    if (vmai_qmp_call(agent ? agent : own, "guest-fsfreeze-thaw", NULL, NULL, why) !=
-        VMAI_QMP_OK)
+    struct vmai_qmp *own = NULL;
+    if (vmai_qga_connect(&own, b->qga_path, timeout_ms, NULL, why) != VMAI_QMP_OK ||
+        vmai_qmp_call(own, "guest-fsfreeze-thaw", NULL, NULL, why) != VMAI_QMP_OK)
         logf_(b, 1, "cannot thaw the guest's file systems: %s", why);
     else
         b->frozen = false;
@@ -606,6 +710,11 @@ static struct vmai_qmp *freeze(vma_backup *b)
         vmai_qmp_set_timeout(agent, AGENT_TIMEOUT_MS);
         return agent;
     }
+    if (rc == VMAI_QMP_IO && vmai_cancelled(&b->cancel)) {
+        b->frozen = true; /* it may have happened: the caller thaws */
+        vmai_qmp_close(agent);
+        return NULL;
+    }
     logf_(b, 1, "guest agent: %s; backing up without freezing the guest's file systems", why);
     if (rc == VMAI_QMP_IO) {
         /* A freeze that may still happen: queue a thaw behind it, and
@@ -634,8 +743,20 @@ static int transaction(vma_backup *b, struct vmai_qmp *q)
                                         "blockdev-backup", "data", "device", b->disk[i].node,
                                         "target", fleece, "sync", "none", "job-id", job));
     }
-    return call(b, q, "transaction", json_pack("{s:o}", "actions", actions), NULL,
-                VMA_ERR_INVALID, "QEMU refused the backup");
+    int rc = call(b, q, "transaction", json_pack("{s:o}", "actions", actions), NULL,
+                  VMA_ERR_INVALID, "QEMU refused the backup");
+    /* QEMU names a node ("Node '#block469' is busy"): say which disk. */
+    for (unsigned i = 0; rc != VMA_OK && rc != VMA_ERR_CANCELED && i < b->ndisk; i++) {
+        char quoted[NAMELEN + 4];
+        snprintf(quoted, sizeof(quoted), "'%s'", b->disk[i].node);
+        if (b->disk[i].selected && strstr(b->err, quoted)) {
+            char why[VMAI_ERRLEN];
+            snprintf(why, sizeof(why), "%s", b->err);
+            bfail(b, rc, "disk '%s': %s", b->disk[i].name, why);
+            break;
+        }
+    }
+    return rc;
 }
 
 static int export_all(vma_backup *b, struct vmai_qmp *q)
@@ -805,79 +926,6 @@ static int check_jobs_alive(vma_backup *b, struct vmai_qmp *q)
 }
 
 /* ---- tear-down, shared with vma_backup_cleanup() ---- */
-
-/* Whether a name "vma-backup-<pid>-..." is of another process that still
- * runs here: a clean-up leaves a backup in progress alone. */
-static bool of_live_process(const char *id)
-{
-    if (!has_prefix(id, PREFIX))
-        return false;
-    char *end;
-    long pid = strtol(id + strlen(PREFIX), &end, 10);
-    if (*end != '-' || pid <= 0 || pid == (long)getpid())
-        return false;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
-}
-
-/* Wait until nothing that query lists has an id (field) with prefix. */
-static int wait_gone(vma_backup *b, struct vmai_qmp *q, const char *query, const char *field,
-                     const char *prefix)
-{
-    double end = now_s() + JOB_WAIT_MS / 1000.0;
-    for (;;) {
-        json_t *list = NULL;
-        int rc = call(b, q, query, NULL, &list, VMA_ERR_IO, query);
-        if (rc != VMA_OK)
-            return rc;
-        bool left = false;
-        size_t k;
-        json_t *j;
-        json_array_foreach(list, k, j) left =
-            left || (has_prefix(jstr(j, field), prefix) && !of_live_process(jstr(j, field)));
-        json_decref(list);
-        if (!left)
-            return VMA_OK;
-        if (now_s() > end)
-            return bfail(b, VMA_ERR_IO, "%s still lists %s... after %d s", query, prefix,
-                         JOB_WAIT_MS / 1000);
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-}
-
-/* Wait until no job of ours is left in query-jobs, dismissing those that
- * concluded. */
-static int wait_job_none(vma_backup *b, struct vmai_qmp *q, const char *prefix)
-{
-    double end = now_s() + JOB_WAIT_MS / 1000.0;
-    for (;;) {
-        json_t *list = NULL;
-        int rc = call(b, q, "query-jobs", NULL, &list, VMA_ERR_IO, "query-jobs");
-        if (rc != VMA_OK)
-            return rc;
-        bool left = false;
-        size_t k;
-        json_t *j;
-        json_array_foreach(list, k, j)
-        {
-            if (!has_prefix(jstr(j, "id"), prefix) || of_live_process(jstr(j, "id")))
-                continue;
-            if (strcmp(jstr(j, "status"), "concluded") == 0)
-                call(b, q, "job-dismiss", json_pack("{s:s}", "id", jstr(j, "id")), NULL,
-                     VMA_ERR_IO, "job-dismiss");
-            else
-                left = true;
-        }
-        json_decref(list);
-        if (!left)
-            return VMA_OK;
-        if (now_s() > end)
-            return bfail(b, VMA_ERR_IO, "query-jobs still lists %s... after %d s", prefix,
-                         JOB_WAIT_MS / 1000);
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-}
 
 /* Run cmd with {key: id} for each entry of query whose field has prefix;
  * returns how many, or a negative status. */

@@ -102,7 +102,7 @@ count build-asan/meson-logs/testlog.json
 # workers and progress callback, counters read during a read, cancels
 # from other threads, random-access reads from several threads. Only those
 # targets are built; any report fails.
-tsan_tests=(embed_api cancel_api api_roundtrip image_api)
+tsan_tests=(embed_api cancel_api api_roundtrip image_api backup_api)
 tsan_build() {
     if [ -d build-tsan/meson-private ]; then
         meson setup --reconfigure build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false

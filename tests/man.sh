@@ -36,7 +36,8 @@ for word in 'vma list' 'vma config' 'vma verify' 'vma extract' 'vma create' \
     'throttling.group=' 'cache=' 'skip=' 'format=qcow2' 'rbd:' 'iscsi://' \
     'nbd://' 'EXIT STATUS' 'EXAMPLES' 'exec:' 'vma checksum' 'vma help' \
     '--output-format=' '-p, --progress' '--no-progress' '--uuid=' '--ctime=' \
-    'SOURCE_DATE_EPOCH' 'JSON OUTPUT' 'PROGRESS BAR'; do
+    'SOURCE_DATE_EPOCH' 'JSON OUTPUT' 'PROGRESS BAR' 'vma backup' '--qmp' \
+    '--qga' '--fleecing-dir' '--cleanup'; do
     grep -qF -- "$word" "$T/vma1.txt" || fail "vma(1) does not mention '$word'"
 done
 
