@@ -648,6 +648,50 @@ def case_success_live_writes(t):
     q.kill()
 
 
+def qmrestore_handshake(d, arch, conf, t):
+    """Restore the archive as Proxmox VE's qmrestore does: the disks from
+    the config's #qmdump#map lines, new qcow2 volumes, `vma extract -v -r
+    <fifo> - <tmpdir>` with the archive on stdin and the map lines PVE
+    writes into the FIFO (throttling, format=, 0:, then "done"); each
+    volume must hold the disk as it was at the transaction."""
+    maps = [l.split(":") for l in conf.splitlines() if l.startswith("#qmdump#map:")]
+    fifo = os.path.join(d, "restore.fifo")
+    os.mkfifo(fifo)
+    lines, vols = [], {}
+    for m in maps:  # #qmdump#map:<key>:<devname>:<storeid>:<format>:
+        devname, fmt = m[2], m[4] or "raw"
+        size = {"drive-scsi0": SCSI0_SIZE, "drive-virtio1": VIRTIO1_SIZE}[devname]
+        vol = os.path.join(d, "restored-%s.%s" % (m[1], fmt))
+        run_ok(["qemu-img", "create", "-q", "-f", fmt, vol, str(size)])
+        vols[devname] = (vol, fmt)
+        lines.append("throttling.bps=1000000000:throttling.group=%s:format=%s:0:%s=%s"
+                     % (m[3], fmt, devname, vol))
+    E.check(sorted(vols) == ["drive-scsi0", "drive-virtio1"],
+            "qemu-server.conf maps %s, expected both disks" % sorted(vols))
+    with open(arch, "rb") as inp:
+        p = subprocess.Popen([E.vma, "extract", "-v", "-r", fifo, "-",
+                              os.path.join(d, "restore.tmp")],
+                             stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with open(fifo, "w") as f:
+            f.write("\n".join(lines) + "\ndone\n")
+        out, err = p.communicate(timeout=120)
+    E.check(p.returncode == 0, "qmrestore handshake: vma extract -r: exit %d: %r"
+            % (p.returncode, err.decode(errors="replace")[-500:]))
+    E.check(out.decode().startswith("CFG: "), "qmrestore handshake: stdout does not start with "
+            "the list lines: %r" % out[:200])
+    src = {"drive-scsi0": (t["scsi0.expect"], SCSI0_SIZE),
+           "drive-virtio1": (t["virtio1.expect"], VIRTIO1_FILE_SIZE)}
+    for devname, (vol, fmt) in vols.items():
+        raw = vol + ".raw"
+        run_ok(["qemu-img", "convert", "-f", fmt, "-O", "raw", vol, raw])
+        diff = first_difference(raw, src[devname][0], src[devname][1])
+        E.check(diff is None, "qmrestore handshake: %s restored into %s differs: %s"
+                % (devname, fmt, diff))
+        os.unlink(raw)
+        os.unlink(vol)
+    os.unlink(fifo)
+
+
 def case_file_config(t):
     d, fl, tmp, out = case_dirs("file-config")
     conf = os.path.join(d, "100.conf")
@@ -682,6 +726,7 @@ def case_file_config(t):
         E.check(rc == 0 and o == conf_expect, "vma config: exit %d, %r, expected %r" % (rc, o[:600], conf_expect))
         rc, o, err = run_vma(d, ["config", arch, "-c", "fw.conf"])
         E.check(rc == 0 and o == open(fw).read(), "vma config -c fw.conf: exit %d, %r" % (rc, o[:300]))
+        qmrestore_handshake(d, arch, conf_expect, t)
     # An archive that exists is never overwritten.
     if os.path.exists(arch):
         with open(arch, "rb") as f:
@@ -1408,7 +1453,8 @@ def main():
         ("usage", lambda t: case_usage()),
         ("query-block of the VM", case_query_block),
         ("success, guest writes while held", case_success_live_writes),
-        ("to a file, -c qemu-server.conf=<file>, vma list, vma config", case_file_config),
+        ("to a file, -c qemu-server.conf=<file>, vma list, vma config, qmrestore handshake",
+         case_file_config),
         ("--compress=zstd", case_zstd),
         ("-d drive-virtio1", case_select_one),
         ("SIGTERM while held", lambda t: case_signal(t, signal.SIGTERM)),
