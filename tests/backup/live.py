@@ -580,6 +580,15 @@ def stream_does_not_verify(v):
 STD_DISKS = {"drive-scsi0": SCSI0_SIZE, "drive-virtio1": VIRTIO1_SIZE}
 
 
+def root_for_tmpfs(case):
+    """Whether the case can mount a tmpfs (root); says so when it cannot."""
+    if E.root:
+        return True
+    E.skipped.append("%s (needs root for a tmpfs)" % case)
+    print("  skipped: needs root to mount a tmpfs")
+    return False
+
+
 def case_dirs(name):
     d = E.casedir(name)
     fl = os.path.join(d, "fleece")
@@ -867,9 +876,7 @@ def case_sigkill_cleanup(t):
 
 
 def case_fleecing_full(t):
-    if not E.root:
-        E.skipped.append("fleecing-full (needs root for a tmpfs)")
-        print("  skipped: needs root to mount a tmpfs")
+    if not root_for_tmpfs("fleecing-full"):
         return
     size = 16 * MiB
     (d, fl, tmp, out), q, v, before = held_backup("fleecing-full", t, fleecing_tmpfs=size)
@@ -903,9 +910,7 @@ def case_fleecing_full(t):
 
 
 def case_fleecing_full_at_start(t):
-    if not E.root:
-        E.skipped.append("fleecing-full-at-start (needs root for a tmpfs)")
-        print("  skipped: needs root to mount a tmpfs")
+    if not root_for_tmpfs("fleecing-full-at-start"):
         return
     d, fl, tmp, out = case_dirs("fleecing-full-at-start")
     E.mount_tmpfs(fl, 16 * MiB)
@@ -930,9 +935,7 @@ def case_fleecing_full_at_start(t):
 
 
 def case_archive_full(t):
-    if not E.root:
-        E.skipped.append("archive-full (needs root for a tmpfs)")
-        print("  skipped: needs root to mount a tmpfs")
+    if not root_for_tmpfs("archive-full"):
         return
     d, fl, tmp, out = case_dirs("archive-full")
     E.mount_tmpfs(out, 8 * MiB)

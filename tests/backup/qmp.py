@@ -98,19 +98,22 @@ class QGA:
         self.sock.connect(path)
         self.buf = b""
 
+    def _line(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise QMPError("agent connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
     def cmd(self, name, **args):
         msg = {"execute": name}
         if args:
             msg["arguments"] = args
         self.sock.sendall(json.dumps(msg).encode() + b"\n")
         while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise QMPError("agent connection closed")
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
-            line = line.strip(b"\xff").strip()
+            line = self._line().strip(b"\xff").strip()
             if not line:
                 continue
             r = json.loads(line)
@@ -124,12 +127,7 @@ class QGA:
         msg = {"execute": "guest-sync-delimited", "arguments": {"id": token}}
         self.sock.sendall(b"\xff" + json.dumps(msg).encode() + b"\n")
         while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise QMPError("agent connection closed")
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
+            line = self._line()
             i = line.rfind(b"\xff")
             if i >= 0:
                 line = line[i + 1:]
