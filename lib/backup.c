@@ -1152,7 +1152,9 @@ int vma_backup_run(vma_backup *b, vma_writer *w)
         vma_source_free(b->disk[i].src);
         b->disk[i].src = NULL;
     }
-    if (rc != VMA_OK && b->frozen)
+    /* A thaw that failed right after the transaction: once more, on
+     * every path (a guest must never be left frozen by us). */
+    if (b->frozen)
         thaw(b, NULL, AGENT_TIMEOUT_MS);
     rc = teardown(b, q, rc);
     vmai_qmp_close(q);
