@@ -12,7 +12,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -471,26 +470,23 @@ int vmai_reader_extent_buffer(vma_reader *r, size_t len)
      * sees reads past the data), but in few steps: each new buffer is
      * page-faulted in again by the read(2) that fills it, which made
      * plain verify twice as slow. Small ones double; past 1 MiB it is the
-     * largest extent's data at once, 2 MiB-aligned and offered to
-     * transparent huge pages (2 faults instead of 950). The restore's
-     * merged writes were flushed by extent_done(). */
-    const size_t big = (size_t)1 << 20, huge = (size_t)2 << 20;
+     * largest extent's data at once. (Transparent huge pages for it were
+     * tried: a few % faster, but each one can stall in the kernel's
+     * compaction, and a process with many readers crawled.) The
+     * restore's merged writes were flushed by extent_done(). */
+    const size_t big = (size_t)1 << 20;
     const size_t max = VMA_MAX_EXTENT_SIZE - VMA_EXTENT_HEADER_SIZE;
     size_t cap = len > 2 * r->extent_cap ? len : 2 * r->extent_cap;
     if (cap < VMA_BLOCK_SIZE)
         cap = VMA_BLOCK_SIZE;
-    if (cap > big) /* whole huge pages: 4 MiB */
-        cap = ((len > max ? len : max) + huge - 1) / huge * huge;
+    if (cap > big)
+        cap = len > max ? len : max;
     free(r->extent_data);
     r->extent_cap = 0;
-    if (posix_memalign((void **)&r->extent_data, cap > big ? huge : 4096, cap) != 0) {
+    if (posix_memalign((void **)&r->extent_data, 4096, cap) != 0) {
         r->extent_data = NULL;
         return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for the extent buffer");
     }
-#ifdef MADV_HUGEPAGE
-    if (cap > big)
-        madvise(r->extent_data, cap, MADV_HUGEPAGE); /* a hint only */
-#endif
     r->extent_cap = cap;
     return VMA_OK;
 }
