@@ -71,7 +71,7 @@ int vma_path_needs_nbd(const char *format, const char *path)
 
 #ifdef VMA_HAVE_NBD /* the rest needs libnbd */
 
-#include <libnbd.h>
+#include "libnbd_load.h"
 
 extern char **environ;
 
@@ -619,6 +619,8 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
         vmai_errorf(err, "%s is a raw file, not an NBD target", path);
         return -1;
     }
+    if (vmai_libnbd_load(err, VMAI_ERRLEN) != 0)
+        return -1;
     struct vmai_nbd *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         vmai_errorf(err, "out of memory");

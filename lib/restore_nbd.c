@@ -18,7 +18,7 @@
 
 #ifdef VMA_HAVE_NBD
 
-#include <libnbd.h>
+#include "libnbd_load.h"
 
 #include "nbd.h"
 

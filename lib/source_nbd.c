@@ -23,7 +23,7 @@
 
 #ifdef VMA_HAVE_NBD /* the rest needs libnbd */
 
-#include <libnbd.h>
+#include "libnbd_load.h"
 
 /* libnbd's message without its "nbd_aio_pread: " style prefix. */
 static const char *nbd_msg(void)
