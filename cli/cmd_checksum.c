@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -30,6 +29,7 @@
 #include "print_json.h"
 #include "progress.h"
 #include "progress_bar.h"
+#include "sha256.h"
 
 #define WORKER_QUEUE 64 /* clusters waiting per worker: at most 4 MiB */
 #define MAX_WORKERS 64
@@ -88,7 +88,7 @@ static int hash_cluster(struct device *d, const struct job *jb)
             src = data;
             data += VMA_BLOCK_SIZE;
         }
-        if (EVP_DigestUpdate(d->md, src, len) != 1)
+        if (cli_crypto.digest_update(d->md, src, len) != 1)
             return -1;
         off += VMA_BLOCK_SIZE;
     }
@@ -263,6 +263,8 @@ static int start_workers(struct checksum *cs, unsigned ndev)
     n = cores > 0 ? (unsigned)cores : 1;
     n = ndev < n ? ndev : n;
     n = n > MAX_WORKERS ? MAX_WORKERS : n ? n : 1;
+    if (cli_libcrypto_load() != 0)
+        return CLI_FAIL;
     /* cs->nworkers counts the threads started (what stop_workers joins). */
     for (id = 1; id < DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
@@ -270,8 +272,8 @@ static int start_workers(struct checksum *cs, unsigned ndev)
         if (!d->selected)
             continue;
         d->size = vma_reader_device_size(cs->r, id);
-        d->md = EVP_MD_CTX_new();
-        if (!d->md || EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1)
+        d->md = cli_crypto.md_ctx_new();
+        if (!d->md || cli_crypto.digest_init(d->md, cli_crypto.sha256(), NULL) != 1)
             return cli_fail("cannot start SHA-256 (OpenSSL)");
         cs->worker_of[id] = (unsigned char)(i++ % n);
     }
@@ -411,7 +413,7 @@ static int run(struct checksum *cs, const char *drives)
         struct device *d = &cs->dev[id];
 
         /* The reader checked that every cluster came: nothing is pending. */
-        if (d->selected && (d->npending || EVP_DigestFinal_ex(d->md, d->digest, NULL) != 1))
+        if (d->selected && (d->npending || cli_crypto.digest_final(d->md, d->digest, NULL) != 1))
             return cli_fail("checksum failed - device '%s' incomplete",
                             vma_reader_device_name(cs->r, id));
     }
@@ -460,7 +462,8 @@ int cmd_checksum(int argc, char **argv)
         while (d->npending)
             free(heap_pop(d));
         free(d->pending);
-        EVP_MD_CTX_free(d->md);
+        if (d->md != NULL)
+            cli_crypto.md_ctx_free(d->md);
     }
     free(cs);
     cli_close_archive(r);

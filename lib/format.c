@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
+#include <md5.h> /* libmd: see README, "Dependencies" */
 
 #include "format.h"
 
@@ -81,19 +81,12 @@ void vmai_md5_zeroed(const unsigned char *buf, size_t len, size_t md5_off,
                      unsigned char out[16])
 {
     static const unsigned char zero[16];
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned int n = 16;
-    /* EVP only fails when out of memory; a zeroed digest then fails the
-     * comparison, which is the safe side. */
-    memset(out, 0, 16);
-    if (ctx == NULL)
-        return;
-    if (EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 &&
-        EVP_DigestUpdate(ctx, buf, md5_off) == 1 &&
-        EVP_DigestUpdate(ctx, zero, 16) == 1 &&
-        EVP_DigestUpdate(ctx, buf + md5_off + 16, len - md5_off - 16) == 1)
-        EVP_DigestFinal_ex(ctx, out, &n);
-    EVP_MD_CTX_free(ctx);
+    MD5_CTX ctx;
+    MD5Init(&ctx);
+    MD5Update(&ctx, buf, md5_off);
+    MD5Update(&ctx, zero, 16);
+    MD5Update(&ctx, buf + md5_off + 16, len - md5_off - 16);
+    MD5Final(out, &ctx);
 }
 
 bool vmai_is_zero(const void *buf, size_t len)

@@ -22,7 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
+#include <sys/types.h>
+#include <sha2.h> /* libmd (its header wants sys/types.h first) */
 
 #include "image_internal.h"
 
@@ -79,7 +80,7 @@ static void encode_head(const vma_image *img, unsigned char *h)
 /* Buffered writes that also feed the checksum. */
 struct out {
     int fd;
-    EVP_MD_CTX *sum;
+    SHA2_CTX sum;
     unsigned char buf[65536];
     size_t len;
     bool failed;
@@ -88,9 +89,9 @@ struct out {
 static void out_flush(struct out *o)
 {
     if (!o->failed && o->len > 0 &&
-        (EVP_DigestUpdate(o->sum, o->buf, o->len) != 1 ||
-         vmai_write_full(o->fd, o->buf, o->len, -1, NULL, false) != 0))
+        vmai_write_full(o->fd, o->buf, o->len, -1, NULL, false) != 0)
         o->failed = true;
+    SHA256Update(&o->sum, o->buf, o->len);
     o->len = 0;
 }
 
@@ -108,7 +109,7 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
     char *tmp = malloc(n);
     struct out *o = calloc(1, sizeof(*o));
     int rc = VMA_ERR_NOMEM;
-    if (tmp == NULL || o == NULL || (o->sum = EVP_MD_CTX_new()) == NULL) {
+    if (tmp == NULL || o == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -119,7 +120,7 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
         rc = VMA_ERR_IO;
         goto out;
     }
-    EVP_DigestInit_ex(o->sum, EVP_sha256(), NULL);
+    SHA256Init(&o->sum);
     unsigned char h[IDX_HEAD];
     encode_head(img, h);
     out_put(o, h, IDX_HEAD);
@@ -145,11 +146,10 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
         }
     }
     out_flush(o);
-    unsigned char sum[EVP_MAX_MD_SIZE];
-    unsigned slen = 0;
-    if (!o->failed && EVP_DigestFinal_ex(o->sum, sum, &slen) == 1 && slen == IDX_SUM &&
-        vmai_write_full(o->fd, sum, IDX_SUM, -1, NULL, false) == 0 && fsync(o->fd) == 0 &&
-        close(o->fd) == 0) {
+    unsigned char sum[SHA256_DIGEST_LENGTH];
+    SHA256Final(sum, &o->sum);
+    if (!o->failed && vmai_write_full(o->fd, sum, IDX_SUM, -1, NULL, false) == 0 &&
+        fsync(o->fd) == 0 && close(o->fd) == 0) {
         o->fd = -1;
         if (rename(tmp, path) == 0) {
             rc = VMA_OK;
@@ -163,8 +163,6 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
     o->fd = -1;
     unlink(tmp);
 out:
-    if (o != NULL)
-        EVP_MD_CTX_free(o->sum);
     free(o);
     free(tmp);
     return rc;
@@ -173,12 +171,15 @@ out:
 /* Buffered reads that also feed the checksum. */
 struct in {
     FILE *f;
-    EVP_MD_CTX *sum;
+    SHA2_CTX sum;
 };
 
 static bool in_get(struct in *in, unsigned char *p, size_t n)
 {
-    return fread(p, 1, n, in->f) == n && EVP_DigestUpdate(in->sum, p, n) == 1;
+    if (fread(p, 1, n, in->f) != n)
+        return false;
+    SHA256Update(&in->sum, p, n);
+    return true;
 }
 
 static int refuse(char *err, size_t errlen, const char *path, const char *why)
@@ -292,13 +293,14 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
         return VMA_ERR_IO;
     }
     struct stat st;
-    struct in in = { fdopen(fd, "rb"), EVP_MD_CTX_new() };
+    struct in in = { .f = fdopen(fd, "rb") };
     char why[VMAI_ERRLEN];
     const char *bad = NULL;
     int rc = VMA_ERR_NOMEM;
     snprintf(err, errlen, "out of memory");
-    if (in.f == NULL || in.sum == NULL || EVP_DigestInit_ex(in.sum, EVP_sha256(), NULL) != 1)
+    if (in.f == NULL)
         goto out;
+    SHA256Init(&in.sum);
     unsigned char h[IDX_HEAD];
     uint64_t total, counts[VMA_DEV_SLOTS] = { 0 };
     unsigned ids[VMA_DEV_SLOTS];
@@ -321,16 +323,13 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
         }
     }
     if (bad == NULL) {
-        unsigned char sum[EVP_MAX_MD_SIZE], stored[IDX_SUM];
-        unsigned slen = 0;
-        if (fread(stored, 1, IDX_SUM, in.f) != IDX_SUM ||
-            EVP_DigestFinal_ex(in.sum, sum, &slen) != 1 || slen != IDX_SUM ||
-            memcmp(sum, stored, IDX_SUM) != 0)
+        unsigned char sum[SHA256_DIGEST_LENGTH], stored[IDX_SUM];
+        SHA256Final(sum, &in.sum);
+        if (fread(stored, 1, IDX_SUM, in.f) != IDX_SUM || memcmp(sum, stored, IDX_SUM) != 0)
             bad = "its checksum does not match (damaged)";
     }
     rc = bad != NULL ? refuse(err, errlen, path, bad) : VMA_OK;
 out:
-    EVP_MD_CTX_free(in.sum);
     if (in.f != NULL)
         fclose(in.f);
     else

@@ -8,7 +8,8 @@ packages=(
     clang                 # second compiler build in scripts/test.sh
     libclang-rt-14-dev    # clang's sanitizer and libFuzzer runtimes (fuzz/run.sh)
     meson ninja-build pkg-config
-    libssl-dev            # libcrypto: MD5 of headers
+    libmd-dev             # libmd: MD5 of headers, SHA-256 of index files
+    libssl-dev            # libcrypto: SHA-256 of vma checksum (loaded on first use)
     libjansson-dev        # jansson: the JSON of QMP and the guest agent (vma backup)
     uuid-dev              # libuuid: archive uuids
     libzstd-dev zlib1g-dev liblzo2-dev  # .vma.zst, .vma.gz, .vma.lzo in and out
