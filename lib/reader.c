@@ -491,8 +491,10 @@ int vmai_reader_extent_buffer(vma_reader *r, size_t len)
     return VMA_OK;
 }
 
-/* Read one extent into the buffers; returns 1 at clean end of file. */
-static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
+/* Read one extent into the buffers; returns 1 at clean end of file. With
+ * keep false its data is read (so that a verify reads every byte) but not
+ * kept. */
+static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e, bool keep)
 {
     char err[VMAI_ERRLEN];
     ssize_t n = vmai_input_read(r->in, r->extent_head, VMA_EXTENT_HEADER_SIZE, err, sizeof(err));
@@ -512,9 +514,9 @@ static int read_extent(vma_reader *r, uint64_t extent_no, struct vmai_extent *e)
                                 (unsigned long long)extent_no, (unsigned long long)r->offset,
                                 err);
     size_t len = (size_t)e->block_count * VMA_BLOCK_SIZE;
-    if ((rc = vmai_reader_extent_buffer(r, len)) != VMA_OK)
+    if (keep && (rc = vmai_reader_extent_buffer(r, len)) != VMA_OK)
         return rc;
-    n = vmai_input_read(r->in, r->extent_data, len, err, sizeof(err));
+    n = vmai_input_read(r->in, keep ? r->extent_data : NULL, len, err, sizeof(err));
     if (n < 0)
         return vmai_reader_fail(r, (int)n, "in the data of extent %llu at offset %llu: %s",
                                 (unsigned long long)extent_no, (unsigned long long)r->offset, err);
@@ -592,18 +594,21 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
     if (r->salvage != NULL)
         return vmai_salvage_run(r, fn, opaque);
 
+    /* No consumer of the data (a plain verify): it is read, not kept. */
+    bool keep = fn != NULL || r->extent_done != NULL;
     struct vmai_extent e;
     for (uint64_t extent_no = 0;; extent_no++) {
         if (vmai_cancelled(&r->cancel))
             return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at extent %llu (offset %llu)",
                                     (unsigned long long)extent_no,
                                     (unsigned long long)r->offset);
-        rc = read_extent(r, extent_no, &e);
+        rc = read_extent(r, extent_no, &e, keep);
         if (rc == 1)
             return check_complete(r, extent_no);
         if (rc != VMA_OK)
             return rc;
-        const unsigned char *data = r->extent_data;
+        const unsigned char *data = keep ? r->extent_data : NULL;
+        size_t data_off = 0; /* of the cluster in the extent's data */
         for (unsigned i = 0; i < VMA_BLOCKINFO_PER_EXTENT; i++) {
             const struct vmai_blockinfo *bi = &e.info[i];
             if (bi->dev_id == 0)
@@ -631,13 +636,14 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
                                         bi->cluster_num, r->hdr.devices[bi->dev_id].name,
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset);
-            data += (size_t)stored * VMA_BLOCK_SIZE;
+            data_off += (size_t)stored * VMA_BLOCK_SIZE;
+            if (data != NULL)
+                data += (size_t)stored * VMA_BLOCK_SIZE;
             if (r->progress != NULL && vmai_cancelled(&r->cancel))
                 return cancelled_at(r, bi, extent_no);
             if (r->progress != NULL &&
                 r->progress(r->progress_opaque, clusters,
-                            r->offset + VMA_EXTENT_HEADER_SIZE +
-                                (uint64_t)(data - r->extent_data)) != 0)
+                            r->offset + VMA_EXTENT_HEADER_SIZE + data_off) != 0)
                 return vmai_reader_fail(r, VMA_ERR_CALLBACK,
                                         "stopped by the progress callback at extent %llu "
                                         "(offset %llu)",

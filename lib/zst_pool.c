@@ -197,7 +197,8 @@ ssize_t vmai_zst_pool_read(struct vmai_zst_pool *p, unsigned char *out, size_t c
         pthread_mutex_unlock(&p->mu);
     }
     size_t n = p->cur_len - p->cur_pos < cap ? p->cur_len - p->cur_pos : cap;
-    memcpy(out, p->cur->data + p->cur_pos, n);
+    if (out != NULL) /* NULL: dropped (vmai_input_read()) */
+        memcpy(out, p->cur->data + p->cur_pos, n);
     p->cur_pos += n;
     if (p->cur_pos == p->cur_len) { /* the slot is free for frame deliver + slots */
         pthread_mutex_lock(&p->mu);

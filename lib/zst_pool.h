@@ -20,7 +20,8 @@ struct vmai_cancel;
 int vmai_zst_pool_start(struct vmai_zst_pool **out, int fd, const struct vmai_cancel *cancel,
                         char *err, size_t errlen);
 
-/* The next decoded bytes, in order, at most cap: the count, 0 at the end,
+/* The next decoded bytes, in order, at most cap (out NULL: dropped, not
+ * copied): the count, 0 at the end,
  * or a negative status with a message (frame number and offset) in err. */
 ssize_t vmai_zst_pool_read(struct vmai_zst_pool *p, unsigned char *out, size_t cap, char *err,
                            size_t errlen);
