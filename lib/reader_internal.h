@@ -65,7 +65,7 @@ struct vma_reader {
     struct vmai_pending_write {     /* restore: stored blocks not yet written */
         unsigned dev_id;            /* 0: none */
         uint64_t off;
-        const unsigned char *data;  /* inside extent_data */
+        const unsigned char *data;  /* inside extent_data or a target's stage */
         size_t len;
     } pending;
     struct vmai_throttle *throttles; /* list of bandwidth budgets */
