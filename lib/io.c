@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -287,4 +288,17 @@ void vmai_errorf(char *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, VMAI_ERRLEN, fmt, ap);
     va_end(ap);
+}
+
+void *vmai_buffer_new(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void vmai_buffer_free(void *buf, size_t len)
+{
+    if (buf != NULL)
+        munmap(buf, len);
 }
