@@ -20,11 +20,12 @@
 
 #include "libnbd_load.h"
 
+#include "io.h"
 #include "nbd.h"
 
 #define MAX_REQUESTS 64u          /* in flight */
-#define MAX_BYTES (32u << 20)     /* of data in flight */
-#define POOL_BYTES (32u << 20)    /* of idle request buffers kept for reuse */
+#define MAX_BYTES (8u << 20)      /* of data in flight */
+#define POOL_BYTES (8u << 20)     /* of idle request buffers kept for reuse */
 #define BUF_ROUND (256u << 10)    /* buffer sizes are multiples of this */
 #define MAX_ZERO (1u << 30)       /* one write-zeroes request */
 #define ZERO_BUF (1u << 20)       /* fallback: zeros written as data */
@@ -71,10 +72,18 @@ static struct request *request_get(struct vmai_nbd_target *t, size_t len)
         }
     }
     size_t cap = (len + BUF_ROUND - 1) / BUF_ROUND * BUF_ROUND;
-    struct request *q = malloc(sizeof(*q) + cap);
+    struct request *q = vmai_buffer_new(sizeof(*q) + cap);
     if (q != NULL)
         q->cap = cap;
     return q;
+}
+
+static void request_free(struct request *q)
+{
+    if (q->cap == 0)
+        free(q);
+    else
+        vmai_buffer_free(q, sizeof(*q) + q->cap);
 }
 
 /* libnbd is done with a request (its .free): keep the buffer if there is
@@ -84,7 +93,7 @@ static void request_put(void *opaque)
     struct request *q = opaque;
     struct vmai_nbd_target *t = q->t;
     if (q->cap == 0 || t->pool_bytes + q->cap > POOL_BYTES) {
-        free(q);
+        request_free(q);
         return;
     }
     q->next = t->pool;
@@ -297,7 +306,7 @@ void vmai_nbd_target_free(struct vmai_nbd_target *t)
     while (t->pool != NULL) {
         struct request *q = t->pool;
         t->pool = q->next;
-        free(q);
+        request_free(q);
     }
     free(t->zeros);
     free(t);
