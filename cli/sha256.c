@@ -20,9 +20,11 @@ int cli_libcrypto_load(void)
     if (loaded)
         return 0;
     void *h = dlopen(LIBCRYPTO_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (h == NULL)
+    if (h == NULL) {
+        const char *why = dlerror();
         return cli_fail("cannot load %s for SHA-256 (install libssl3): %s", LIBCRYPTO_SONAME,
-                        dlerror());
+                        why != NULL ? why : "not found");
+    }
     struct {
         const char *name;
         void *slot;

@@ -24,9 +24,10 @@ static void load(void)
 {
     void *h = dlopen(LIBNBD_SONAME, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
+        const char *why = dlerror();
         snprintf(load_error, sizeof(load_error),
                  "cannot load %s, needed for NBD and QEMU image formats (install libnbd0): %s",
-                 LIBNBD_SONAME, dlerror());
+                 LIBNBD_SONAME, why != NULL ? why : "not found");
         return;
     }
     struct vmai_libnbd t;

@@ -14,6 +14,9 @@
  *   VMA_SHIM_DELAY_US=<us>      sleep this long before every read
  *   VMA_SHIM_READY=<path>       create this file at the first read, so a
  *                               test knows the command is in flight
+ *   VMA_SHIM_NO_LIB=<soname>    dlopen() of exactly this name fails, as on
+ *                               a host without that library (libnbd.so.0,
+ *                               libcrypto.so.3: loaded on first use)
  *
  * SPDX-License-Identifier: MIT
  */
@@ -121,4 +124,17 @@ ssize_t pread64(int fd, void *buf, size_t count, off64_t off)
     if (n < 0)
         return -1;
     return real(fd, buf, (size_t)n, off);
+}
+
+typedef void *(*dlopen_fn)(const char *, int);
+
+void *dlopen(const char *file, int mode)
+{
+    static dlopen_fn real;
+    const char *missing = getenv("VMA_SHIM_NO_LIB");
+    if (file != NULL && missing != NULL && strcmp(file, missing) == 0)
+        return NULL; /* dlerror() then has nothing to say: the caller copes */
+    if (real == NULL)
+        real = (dlopen_fn)dlsym(RTLD_NEXT, "dlopen");
+    return real(file, mode);
 }

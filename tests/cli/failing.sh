@@ -368,4 +368,26 @@ for sig in INT TERM; do
     out_empty
 done
 
+
+# --- a host without the libraries loaded on first use -------------------
+
+case_ "extract -r into qcow2 without libnbd.so.0"
+printf 'format=qcow2:0:drive-scsi0=%s\n' "$T/none.qcow2" >"$T/nolib.map"
+rm -rf "$T/nolib"
+shim_run VMA_SHIM_NO_LIB=libnbd.so.0 "$VMA" extract -r "$T/nolib.map" "$A" "$T/nolib"
+expect_failure keep-stdout # the archive's CFG and DEV lines, as the deployed tool prints
+expect_err_has "cannot load libnbd.so.0, needed for NBD and QEMU image formats (install libnbd0)"
+check "no disk written" [ -z "$(ls -A "$T/nolib" 2>/dev/null)" ]
+
+case_ "checksum without libcrypto.so.3"
+shim_run VMA_SHIM_NO_LIB=libcrypto.so.3 "$VMA" checksum "$A"
+expect_failure
+expect_err_has "cannot load libcrypto.so.3 for SHA-256 (install libssl3)"
+
+case_ "verify needs neither: it runs without both"
+shim_run VMA_SHIM_NO_LIB=libnbd.so.0 "$VMA" verify "$A"
+expect_ok
+shim_run VMA_SHIM_NO_LIB=libcrypto.so.3 "$VMA" verify "$A"
+expect_ok
+
 done_
