@@ -47,14 +47,16 @@ struct vmai_target {
     struct vmai_throttle *throttle;
     struct vmai_nbd_target *nbd; /* an NBD target (fd is -1) */
     char *label;            /* the NBD target's path or URI, for messages */
-    unsigned char *stage;   /* whole_clusters: STAGE_SIZE bytes, else NULL */
+    bool whole_clusters;    /* partly zero clusters staged whole (below) */
+    unsigned char *stage;   /* the NBD request buffer being staged, or NULL */
 };
 
 /* Partly zero clusters for an image format that allocates whole 64 KiB
  * clusters anyway (qcow2, vmdk, qed) are written whole, zero blocks as
  * zeros, and neighbours together: one NBD request for a run of them
  * instead of one per run of stored blocks (four per cluster on a typical
- * disk), which made qemu-nbd the bottleneck of a qcow2 restore. */
+ * disk), which made qemu-nbd the bottleneck of a qcow2 restore. They are
+ * staged right in an NBD request buffer, so nothing copies them again. */
 #define STAGE_SIZE (1u << 20)
 
 /* Aligned so O_DIRECT targets can write it. */
@@ -207,8 +209,20 @@ static int flush_pending(vma_reader *r)
     if (p->dev_id == 0)
         return VMA_OK;
     unsigned dev_id = p->dev_id;
+    struct vmai_target *t = r->targets[dev_id];
     p->dev_id = 0;
-    return target_pwrite(r, dev_id, r->targets[dev_id], p->data, p->len, p->off);
+    if (t->stage == NULL || p->data != t->stage)
+        return target_pwrite(r, dev_id, t, p->data, p->len, p->off);
+    t->stage = NULL; /* handed over, whatever happens */
+    char err[VMAI_ERRLEN];
+    if (vmai_cancelled(&r->cancel))
+        return cancelled(r);
+    int rc = throttle(r, t, p->len);
+    if (rc != VMA_OK)
+        return rc;
+    if (vmai_nbd_target_send(t->nbd, p->len, p->off, err) != 0)
+        return nbd_failed(r, dev_id, t, err);
+    return VMA_OK;
 }
 
 /* Large I/O: stored blocks that follow each other both in the extent and on
@@ -237,14 +251,17 @@ static int stage_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t, 
 {
     struct vmai_pending_write *p = &r->pending;
     unsigned char *dst;
-    if (p->dev_id == dev_id && p->data == t->stage && p->off + p->len == base &&
-        p->len + VMA_CLUSTER_SIZE <= STAGE_SIZE) {
+    if (t->stage != NULL && p->dev_id == dev_id && p->data == t->stage &&
+        p->off + p->len == base && p->len + VMA_CLUSTER_SIZE <= STAGE_SIZE) {
         dst = t->stage + p->len;
         p->len += VMA_CLUSTER_SIZE;
     } else {
         int rc = flush_pending(r);
         if (rc != VMA_OK)
             return rc;
+        char err[VMAI_ERRLEN];
+        if ((t->stage = vmai_nbd_target_buffer(t->nbd, STAGE_SIZE, err)) == NULL)
+            return nbd_failed(r, dev_id, t, err);
         dst = t->stage;
         *p = (struct vmai_pending_write){dev_id, base, t->stage, VMA_CLUSTER_SIZE};
     }
@@ -265,7 +282,7 @@ static int disk_cluster(vma_reader *r, unsigned dev_id, struct vmai_target *t,
                         uint32_t cluster_num, uint16_t mask, const unsigned char *data)
 {
     uint64_t base = (uint64_t)cluster_num * VMA_CLUSTER_SIZE;
-    if (t->stage != NULL && mask != 0 && mask != 0xffff && base + VMA_CLUSTER_SIZE <= t->size)
+    if (t->whole_clusters && mask != 0 && mask != 0xffff && base + VMA_CLUSTER_SIZE <= t->size)
         return stage_cluster(r, dev_id, t, base, mask, data);
     unsigned b = 0;
     while (b < VMA_BLOCKS_PER_CLUSTER) {
@@ -355,8 +372,7 @@ static void target_drop(vma_reader *r, unsigned dev_id)
     if (t->fd_buffered >= 0)
         close(t->fd_buffered);
     vmai_nbd_target_free(t->nbd); /* stops and reaps qemu-nbd */
-    free(t->label);
-    free(t->stage);
+    free(t->label); /* a stage not sent goes with the NBD target */
     if (t->created_path != NULL && !r->restored)
         unlink(t->created_path);
     free(t->created_path);
@@ -548,12 +564,10 @@ int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
         return vmai_reader_refuse(r, VMA_ERR_IO, "cannot open target %s of device '%s': %s",
                                   path, name, err);
     }
-    bool whole = format != NULL && (strcmp(format, "qcow2") == 0 ||
-                                    strcmp(format, "vmdk") == 0 || strcmp(format, "qed") == 0);
-    if (whole && (t->stage = malloc(STAGE_SIZE)) == NULL) {
-        target_drop(r, dev_id);
-        return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory");
-    }
+    t->whole_clusters = format != NULL &&
+                        (strcmp(format, "qcow2") == 0 || strcmp(format, "vmdk") == 0 ||
+                         strcmp(format, "qed") == 0) &&
+                        vmai_nbd_target_max_write(t->nbd) >= STAGE_SIZE;
     if (len < t->size || len - t->size > TARGET_SLACK) {
         uint64_t size = t->size;
         target_drop(r, dev_id);

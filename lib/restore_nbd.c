@@ -43,6 +43,7 @@ struct vmai_nbd_target {
     bool failed_zero;
     struct request *pool;         /* idle buffers */
     uint64_t pool_bytes;
+    struct request *lent;         /* vmai_nbd_target_buffer()'s, not sent yet */
 };
 
 struct request {
@@ -167,6 +168,20 @@ static struct request *request_start(struct vmai_nbd_target *t, uint64_t off, ui
     return q;
 }
 
+/* Queue q, whose off and len are set, as a write of data. */
+static int queue_pwrite(struct vmai_nbd_target *t, struct request *q, const void *data,
+                        char *err)
+{
+    nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = request_put};
+    t->in_flight_bytes += q->len;
+    if (nbd_aio_pwrite(t->h, data, q->len, q->off, cb, 0) < 0) {
+        /* libnbd frees q through .free on failure too */
+        return vmai_nbd_fail(t->c, err, "write of %llu bytes at offset %llu failed",
+                             (unsigned long long)q->len, (unsigned long long)q->off);
+    }
+    return 0;
+}
+
 static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, uint64_t off,
                       bool zero, char *err)
 {
@@ -176,14 +191,30 @@ static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, ui
         return -1;
     if (copy)
         memcpy(q->data, buf, len);
-    nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = request_put};
-    t->in_flight_bytes += len;
-    if (nbd_aio_pwrite(t->h, copy ? q->data : buf, len, off, cb, 0) < 0) {
-        /* libnbd frees q through .free on failure too */
-        return vmai_nbd_fail(t->c, err, "write of %zu bytes at offset %llu failed", len,
-                             (unsigned long long)off);
+    return queue_pwrite(t, q, copy ? q->data : buf, err);
+}
+
+unsigned char *vmai_nbd_target_buffer(struct vmai_nbd_target *t, size_t cap, char *err)
+{
+    if (cap > t->max_write) {
+        vmai_errorf(err, "a write of %zu bytes is more than the server's largest, %llu", cap,
+                    (unsigned long long)t->max_write);
+        return NULL;
     }
-    return 0;
+    if (t->lent == NULL && (t->lent = request_start(t, 0, 0, cap, cap, false, err)) == NULL)
+        return NULL;
+    return t->lent->data;
+}
+
+uint64_t vmai_nbd_target_max_write(const struct vmai_nbd_target *t) { return t->max_write; }
+
+int vmai_nbd_target_send(struct vmai_nbd_target *t, size_t len, uint64_t off, char *err)
+{
+    struct request *q = t->lent;
+    t->lent = NULL;
+    q->off = off;
+    q->len = len;
+    return queue_pwrite(t, q, q->data, err); /* room was made when it was lent */
 }
 
 /* Send the pending zero run: write-zeroes without NO_HOLE, so qcow2 makes
@@ -303,6 +334,8 @@ void vmai_nbd_target_free(struct vmai_nbd_target *t)
     if (t == NULL)
         return;
     vmai_nbd_close(t->c); /* hands back the requests still queued */
+    if (t->lent != NULL)
+        request_free(t->lent);
     while (t->pool != NULL) {
         struct request *q = t->pool;
         t->pool = q->next;
@@ -330,6 +363,26 @@ int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len
     (void)t, (void)buf, (void)len, (void)off;
     vmai_errorf(err, "no NBD support");
     return -1;
+}
+
+unsigned char *vmai_nbd_target_buffer(struct vmai_nbd_target *t, size_t cap, char *err)
+{
+    (void)t, (void)cap;
+    vmai_errorf(err, "no NBD support");
+    return NULL;
+}
+
+int vmai_nbd_target_send(struct vmai_nbd_target *t, size_t len, uint64_t off, char *err)
+{
+    (void)t, (void)len, (void)off;
+    vmai_errorf(err, "no NBD support");
+    return -1;
+}
+
+uint64_t vmai_nbd_target_max_write(const struct vmai_nbd_target *t)
+{
+    (void)t;
+    return 0;
 }
 
 int vmai_nbd_target_zero(struct vmai_nbd_target *t, uint64_t off, uint64_t len, char *err)

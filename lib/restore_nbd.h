@@ -28,6 +28,19 @@ int vmai_nbd_target_open(struct vmai_nbd_target **out, const char *format, const
 int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len,
                           uint64_t off, char *err);
 
+/* A request buffer of cap bytes (at most the server's largest write) for
+ * the caller to fill and hand to vmai_nbd_target_send(), which then needs
+ * no copy; waits while the window is full. One at a time: a buffer not
+ * sent is given back by vmai_nbd_target_free(). NULL after a failure, or
+ * when cap is larger than the server takes, with err. */
+unsigned char *vmai_nbd_target_buffer(struct vmai_nbd_target *t, size_t cap, char *err);
+
+/* Queue the write of the first len bytes of that buffer at off. */
+int vmai_nbd_target_send(struct vmai_nbd_target *t, size_t len, uint64_t off, char *err);
+
+/* The server's largest write, in bytes. */
+uint64_t vmai_nbd_target_max_write(const struct vmai_nbd_target *t);
+
 /* Make [off, off+len) read as zeros (merged with the zero run before). */
 int vmai_nbd_target_zero(struct vmai_nbd_target *t, uint64_t off, uint64_t len, char *err);
 
