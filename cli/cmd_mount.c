@@ -409,14 +409,18 @@ static int stop_on_signal(void *opaque, uint64_t clusters, uint64_t bytes)
 static int serve(struct mount_state *m, const char *archive, const char *mountpoint,
                  int foreground, int allow_other)
 {
+    /* Options come from -o alone: a comma in the archive's name would
+     * split the list (a file named "x.vma,allow_other" opened the disks
+     * to every user), and libfuse unescapes backslashes. */
+    char name[4096];
+    snprintf(name, sizeof(name), "%s", archive);
+    for (char *p = name; *p; p++)
+        if (*p == ',' || *p == '\\')
+            *p = '_';
     char fsname[4200];
     snprintf(fsname, sizeof(fsname),
-             "ro,default_permissions,max_read=%u,subtype=vma,fsname=%s%s", MAX_READ, archive,
+             "ro,default_permissions,max_read=%u,subtype=vma,fsname=%s%s", MAX_READ, name,
              allow_other ? ",allow_other" : "");
-    /* A comma in the archive's name would split the option list. */
-    for (char *p = strstr(fsname, "fsname=") + 7; *p; p++)
-        if (*p == ',' && strncmp(p, ",allow_other", 12) != 0)
-            *p = '_';
     char *args_v[] = { "vma", "-o", fsname, NULL };
     struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
     struct fuse *f = fuse_new(&args, &fs_ops, sizeof(fs_ops), m);

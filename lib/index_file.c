@@ -285,7 +285,9 @@ static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t cou
 
 int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Without blocking: a FIFO planted under the index's name would hang
+     * open() until someone writes to it; only a regular file is taken. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         if (errno == ENOENT)
             return VMA_ERR_NOT_FOUND;

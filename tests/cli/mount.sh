@@ -254,6 +254,15 @@ grep -q "refused: .*checksum\|refused: .*out of order or out of bounds" "$T/err"
 do_mount "$A" "$T/m-stale" -n
 check "-n ignores the index" cmp -s "$T/x-made-none/disk-drive-scsi0.raw" "$T/m-stale/drive-scsi0.raw"
 do_umount "$T/m-stale"
+# A FIFO under the index's name: refused at once, not waited on.
+rm -f "$A.vmaidx"
+mkfifo "$A.vmaidx"
+run timeout 20 "$VMA" mount "$A" "$T/m-stale"
+expect_rc 2
+expect_err "vma: index $A.vmaidx refused: not a regular file (remove it, or reindex)
+"
+check "nothing mounted for a FIFO index" sh -c "! mountpoint -q '$T/m-stale'"
+rm -f "$A.vmaidx"
 check "the archive was never written" [ "$(sha256sum <"$A")" = "$sum_before" ]
 
 # --- damage -----------------------------------------------------------
@@ -336,6 +345,19 @@ grep -q " $T/m-ro fuse.vma ro,.*allow_other" /proc/mounts ||
 check "no write" sh -c "! (echo x >>'$T/m-ro/qemu-server.conf') 2>/dev/null"
 check "no new file" sh -c "! touch '$T/m-ro/new' 2>/dev/null"
 do_umount "$T/m-ro"
+
+case_ "mount options never come from the archive's name"
+cp "$T/a/basic.vma" "$T/a/x.vma,allow_other"
+cp "$T/a/basic.vma" "$T/a/y.vma\\,allow_other"
+for name in "x.vma,allow_other" "y.vma\\,allow_other"; do
+    do_mount "$T/a/$name" "$T/m-name"
+    grep " $T/m-name " /proc/mounts | cut -d' ' -f4 >"$T/m-name.opts" # the options
+    check "options $(cat "$T/m-name.opts") without allow_other (name $name)" \
+        sh -c "grep -q default_permissions '$T/m-name.opts' && ! grep -q allow_other '$T/m-name.opts'"
+    check "the disk reads as extracted" [ "$(sha256sum <"$T/m-name/drive-scsi0.raw" | cut -d' ' -f1)" = \
+        "$(grep '/disk-drive-scsi0.raw$' "$G/basic.sha256" | cut -d' ' -f1)" ]
+    do_umount "$T/m-name"
+done
 
 case_ "-f: Ctrl-C unmounts (relative paths: FUSE changes to / even with -f)"
 mkdir -p "$T/m-fg"
