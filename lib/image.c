@@ -173,8 +173,14 @@ static int index_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, ui
     vma_image *img = opaque;
     vma_reader *r = img->r;
     struct vmai_ra_dev *d = &img->dev[dev_id];
-    if (vma_reader_device_is_vmstate(r, dev_id))
+    if (vma_reader_device_is_vmstate(r, dev_id)) {
         d->stream_len = (uint64_t)cluster_num + 1;
+        /* The format discards a stream's bytes past the recorded size (as
+         * extract does): never cached nor indexed, so that a 64 KiB vmstate
+         * carrying 155 MB cannot grow the cache past what was announced. */
+        if ((uint64_t)cluster_num * VMA_CLUSTER_SIZE >= vma_reader_device_size(r, dev_id))
+            return 0;
+    }
     if (mask == 0)
         return 0;
     unsigned stored = vmai_popcount16(mask);
