@@ -50,6 +50,12 @@ int vmai_block_map_add(struct vmai_block_map *m, uint64_t file_off, uint32_t src
  * 4 MiB zstd frames), so sequential reads smaller than a block decode
  * each block once. */
 #define VMAI_BLOCK_CACHE_SLOTS 4
+
+/* Blocks that decode to more than this are not read in place (vma_image
+ * caches the archive instead): a read holds a whole block, and the cache
+ * VMAI_BLOCK_CACHE_SLOTS more, so this bounds memory at 80 MiB plus 16 MiB
+ * per read in flight, whatever frame size a file declares. */
+#define VMAI_IN_PLACE_MAX_BLOCK (16u << 20)
 int vmai_block_map_read(const struct vmai_block_map *m, int fd, void *buf, size_t len,
                         uint64_t off, char *err, size_t errlen);
 

@@ -55,6 +55,8 @@ static int add_point(struct vmai_gz_map *m, uint64_t out, uint64_t in, unsigned 
                             false) != 0)
             return VMA_ERR_IO;
     }
+    if (m->count > 0 && out - m->points[m->count - 1].out > m->max_gap)
+        m->max_gap = out - m->points[m->count - 1].out;
     m->count++;
     return VMA_OK;
 }
@@ -154,6 +156,8 @@ out:
         return rc;
     }
     m->size = totout;
+    if (totout - m->points[m->count - 1].out > m->max_gap)
+        m->max_gap = totout - m->points[m->count - 1].out;
     *out = m;
     return VMA_OK;
 }

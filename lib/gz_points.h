@@ -17,6 +17,10 @@ struct vmai_cancel;
  * this much before its first byte. */
 #define VMAI_GZ_SPAN (1u << 20)
 
+/* Points lie at deflate block ends, so a long block makes a longer gap; a
+ * stream with a gap above this is not read in place (vma_image caches it). */
+#define VMAI_GZ_MAX_GAP (8u << 20)
+
 struct vmai_gz_point {
     uint64_t out;       /* decompressed offset */
     uint64_t in;        /* compressed offset of the next whole byte */
@@ -29,6 +33,7 @@ struct vmai_gz_map {
     size_t count, cap;
     int win_fd;         /* point i's window at i * 32 KiB (owned) */
     uint64_t size;      /* decompressed bytes */
+    uint64_t max_gap;   /* most decompressed bytes between two points */
     struct vmai_block_cache *cache; /* spans read in part, decoded */
 };
 

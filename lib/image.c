@@ -302,7 +302,42 @@ static int choose_data(vma_image *img, bool *cache, bool *gzip)
     } else {
         *cache = true;
     }
+    if (img->blocks != NULL && img->blocks->max_dst > VMAI_IN_PLACE_MAX_BLOCK) {
+        /* Each read in flight would hold a whole block, and the block
+         * cache four more: past this size, a cache file holds them. */
+        vmai_block_map_free(img->blocks);
+        img->blocks = NULL;
+        *cache = true;
+    }
     if (*cache) {
+        img->data_fd = -1;
+        return open_cache(img);
+    }
+    return VMA_OK;
+}
+
+/* A .vma.gz's access points, found before the pass: where its deflate
+ * blocks leave more than VMAI_GZ_MAX_GAP between two points, every read
+ * there would inflate that much, so the pass fills a cache instead
+ * (*cache). A damaged stream is left to the pass to report (it says
+ * where); *gz_rc and gz_err keep this pass's verdict for after it. */
+static int gz_points_or_cache(vma_image *img, bool *cache, int *gz_rc, char *gz_err, size_t len)
+{
+    int wfd, rc;
+    if ((rc = open_tmp(img, &wfd)) != VMA_OK)
+        return rc;
+    rc = vmai_gz_map_build(img->archive_fd, wfd, &img->r->cancel, &img->gz, gz_err, len);
+    if (rc != VMA_OK) {
+        close(wfd);
+        if (rc != VMA_ERR_CORRUPT && rc != VMA_ERR_TRUNCATED)
+            return fail(img, rc, "%s", gz_err);
+        *gz_rc = rc;
+        return VMA_OK;
+    }
+    if (img->gz->max_gap > VMAI_GZ_MAX_GAP) {
+        vmai_gz_map_free(img->gz);
+        img->gz = NULL;
+        *cache = true;
         img->data_fd = -1;
         return open_cache(img);
     }
@@ -312,8 +347,10 @@ static int choose_data(vma_image *img, bool *cache, bool *gzip)
 static int build_index(vma_image *img, bool cache, bool gzip)
 {
     vma_reader *r = img->r;
-    char err[VMAI_ERRLEN];
-    int rc;
+    char gz_err[VMAI_ERRLEN];
+    int rc, gz_rc = VMA_OK;
+    if (gzip && (rc = gz_points_or_cache(img, &cache, &gz_rc, gz_err, sizeof(gz_err))) != VMA_OK)
+        return rc;
     vma_reader_set_progress(r, image_progress, img);
     rc = vma_reader_read(r, index_cluster, img);
     if (rc != VMA_OK) {
@@ -325,15 +362,9 @@ static int build_index(vma_image *img, bool cache, bool gzip)
         vmai_ra_clear(img);
         return rc;
     }
-    if (gzip) {
-        int wfd;
-        if ((rc = open_tmp(img, &wfd)) != VMA_OK)
-            return rc;
-        rc = vmai_gz_map_build(img->archive_fd, wfd, &r->cancel, &img->gz, err, sizeof(err));
-        if (rc != VMA_OK) {
-            close(wfd);
-            return fail(img, rc, "%s", err);
-        }
+    if (gz_rc != VMA_OK)
+        return fail(img, gz_rc, "%s", gz_err);
+    if (img->gz != NULL) {
         if (img->gz->size != r->offset)
             return fail(img, VMA_ERR_CORRUPT,
                         "the gzip stream holds %llu bytes but the archive is %llu bytes long",

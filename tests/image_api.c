@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
 #include <zstd.h>
 
 #include "rmtree.h"
@@ -665,6 +666,26 @@ static void count_notice(void *opaque, const char *dir, uint64_t max_bytes)
     ++*(int *)opaque;
 }
 
+/* Open path with cache_dir, count its cache notices (want: how many),
+ * and compare everything it reads with the reference. */
+static void open_counting_notices(const char *path, const char *cache_dir, unsigned flags,
+                                  int want)
+{
+    struct ref rf;
+    ref_load(&rf, path);
+    int notices = 0;
+    vma_image *img = vma_image_new();
+    vma_image_set_cache_dir(img, cache_dir);
+    vma_image_set_cache_notice(img, count_notice, &notices);
+    int rc = vma_image_open(img, path, flags);
+    CHECK(rc == VMA_OK && notices == want, "%s: rc %d, %d cache notices, want %d (%s)", path, rc,
+          notices, want, vma_image_error(img));
+    if (rc == VMA_OK)
+        compare(img, &rf, path);
+    vma_image_free(img);
+    ref_free(&rf);
+}
+
 /* What vma_writer writes with "zstd" is seekable: opened in place, with no
  * cache notice, though the cache directory does not exist. */
 static void created_zstd_in_place(const char *dir)
@@ -673,19 +694,111 @@ static void created_zstd_in_place(const char *dir)
     snprintf(path, sizeof(path), "%s/created.vma.zst", dir);
     snprintf(nodir, sizeof(nodir), "%s/no-such-dir", dir);
     write_archive(path, "zstd", 777);
-    struct ref rf;
-    ref_load(&rf, path);
-    int notices = 0;
-    vma_image *img = vma_image_new();
-    vma_image_set_cache_dir(img, nodir);
-    vma_image_set_cache_notice(img, count_notice, &notices);
-    int rc = vma_image_open(img, path, 0);
-    CHECK(rc == VMA_OK && notices == 0, "created zstd not in place: rc %d, %d cache notices (%s)",
-          rc, notices, vma_image_error(img));
+    open_counting_notices(path, nodir, 0, 0);
+}
+
+/* One device of `size` bytes whose clusters hold pseudo-random blocks
+ * (a quarter of them zero), written in order, as plain VMA. */
+static void write_big_archive(const char *path, uint64_t size)
+{
+    vma_writer *w = vma_writer_new();
+    int rc = vma_writer_open_path(w, path);
+    int id = rc == VMA_OK ? vma_writer_add_device(w, "drive-scsi0", size) : rc;
+    unsigned char *buf = malloc(VMA_CLUSTER_SIZE);
+    unsigned seed = 4242;
+    rc = id > 0 && buf != NULL ? VMA_OK : VMA_ERR_INVALID;
+    for (uint32_t c = 0; (uint64_t)c * VMA_CLUSTER_SIZE < size && rc == VMA_OK; c++) {
+        for (unsigned b = 0; b < 16; b++) {
+            bool zero = rand_r(&seed) % 4 == 0;
+            for (unsigned x = 0; x < VMA_BLOCK_SIZE; x++)
+                buf[b * VMA_BLOCK_SIZE + x] = zero ? 0 : (unsigned char)(rand_r(&seed) % 7);
+        }
+        rc = vma_writer_write_cluster(w, (unsigned)id, c, buf);
+    }
     if (rc == VMA_OK)
-        compare(img, &rf, path);
-    vma_image_free(img);
-    ref_free(&rf);
+        rc = vma_writer_close_device(w, (unsigned)id);
+    if (rc == VMA_OK)
+        rc = vma_writer_finish(w);
+    CHECK(rc == VMA_OK, "big archive: %s", vma_writer_error(w));
+    vma_writer_free(w);
+    free(buf);
+}
+
+/* `from` as one gzip member of a single deflate block (fixed Huffman
+ * codes, literals only), as a hostile encoder may write: no access point
+ * can lie inside it. */
+static void write_one_block_gzip(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    static const unsigned char head[10] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3 };
+    fwrite(head, 1, sizeof(head), out);
+    uint64_t acc = 1 | (1u << 1); /* BFINAL, then BTYPE 01 (fixed codes) */
+    unsigned nbits = 3;
+    uLong crc = crc32(0, NULL, 0);
+    uint32_t isize = 0;
+    unsigned char buf[65536];
+    size_t got;
+    bool last = false;
+    while (!last) {
+        got = fread(buf, 1, sizeof(buf), in);
+        last = got == 0;
+        crc = crc32(crc, buf, (uInt)got);
+        isize += (uint32_t)got;
+        for (size_t i = 0; i <= got; i++) {
+            /* Literals 0-143: 8-bit codes from 0x30; 144-255: 9-bit from
+             * 0x190; the block's end (256): 7 zero bits. Huffman codes go
+             * out most significant bit first. */
+            unsigned code, len;
+            if (i == got) {
+                if (!last)
+                    break;
+                code = 0, len = 7;
+            } else if (buf[i] < 144) {
+                code = 0x30u + buf[i], len = 8;
+            } else {
+                code = 0x190u + (buf[i] - 144u), len = 9;
+            }
+            for (unsigned b = len; b-- > 0;)
+                acc |= (uint64_t)((code >> b) & 1) << nbits++;
+            while (nbits >= 8) {
+                fputc((int)(acc & 0xff), out);
+                acc >>= 8;
+                nbits -= 8;
+            }
+        }
+    }
+    if (nbits > 0)
+        fputc((int)(acc & 0xff), out);
+    put_le32(out, (uint32_t)crc);
+    put_le32(out, isize);
+    fclose(in);
+    fclose(out);
+}
+
+/* Compressed archives whose blocks are too long to read in place (20 MiB
+ * zstd frames, one deflate block of 21 MiB) go to the cache, which says so
+ * (one notice), and read the same (created_zstd_in_place: 4 MiB frames
+ * stay in place). Read in place, each read of such a file held or
+ * inflated a whole block. */
+static void long_blocks_cached(const char *dir)
+{
+    char plain[4096], path[4200];
+    snprintf(plain, sizeof(plain), "%s/big.vma", dir);
+    write_big_archive(plain, 28u << 20); /* 21 MiB of stored blocks */
+    static const struct {
+        const char *name;
+        size_t frame; /* 0: one deflate block */
+        int notices;
+    } cases[] = { { "frames20.vma.zst", 20u << 20, 1 },
+                  { "oneblock.vma.gz", 0, 1 } };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, cases[i].name);
+        if (cases[i].frame > 0)
+            write_seekable(plain, path, cases[i].frame, 0);
+        else
+            write_one_block_gzip(plain, path);
+        open_counting_notices(path, dir, VMA_IMAGE_NO_INDEX_FILE, cases[i].notices);
+    }
 }
 
 int main(int argc, char **argv)
@@ -721,6 +834,7 @@ int main(int argc, char **argv)
     damaged_lzo(d);
     seekable_zstd(d);
     created_zstd_in_place(d);
+    long_blocks_cached(d);
     vt_rm_tree(d);
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
