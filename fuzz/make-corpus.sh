@@ -10,7 +10,7 @@ vma=${VMA:-$top/build/vma}
 out=$top/fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop,index}
+mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop,index,salvage,image}
 
 # Deterministic bytes: a seeded keystream.
 bytes() { (set +o pipefail; openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f \
@@ -59,6 +59,19 @@ lzop -9 -c "$tmp/two.vma" >"$out/lzop/two.vma.lzo"
 lzop -c "$tmp/text" >"$out/lzop/text.lzo"
 lzop -c --crc32 "$tmp/zeros" >"$out/lzop/crc32.lzo"
 lzop -1 -c -n "$tmp/text" >"$out/lzop/noname.lzo"
+
+# Salvage and random access: the archives in every framing (the seekable
+# .zst of create, a single-frame one of the zstd tool), and each cut short
+# in the middle (a codec error ends the stream).
+for t in salvage image; do
+    cp "$tmp"/*.vma "$tmp"/one-*.vmaz "$out/$t/"
+    zstd -q -c "$tmp/two.vma" >"$out/$t/two-single.vma.zst"
+    gzip -c "$tmp/two.vma" >"$out/$t/two.vma.gz"
+    lzop -c "$tmp/two.vma" >"$out/$t/two.vma.lzo"
+    for f in "$tmp"/one-*.vmaz; do
+        head -c $(($(stat -c %s "$f") / 2)) "$f" >"$out/$t/cut-$(basename "$f")"
+    done
+done
 
 # The restore map parser: one line per file, accepted and refused.
 n=0
