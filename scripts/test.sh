@@ -12,6 +12,8 @@
 #      definite leak fails),
 #   6. the Debian packages (scripts/debian-check.sh: build, lintian, dpkg -x,
 #      the installed command and a pkg-config program; counted as one test),
+#   7. the README's demo from a fresh clone (exit 0, "demo OK", nothing left
+#      in its TMPDIR; one test),
 # all with warnings as errors. Prints the time of each stage; exits
 # non-zero on any failure.
 set -euo pipefail
@@ -132,6 +134,29 @@ fi
 # The Debian packages, built from a copy of the tree in a temporary
 # directory and tried after dpkg -x (about 45 s here).
 if stage "debian packages (scripts/debian-check.sh)" bash scripts/debian-check.sh; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    status=1
+fi
+
+# The README's first command as a new user runs it: from a fresh clone of
+# HEAD, it prints "demo OK", exits 0 and leaves nothing in its TMPDIR.
+demo_fresh() {
+    local d rc=0
+    d=$(mktemp -d)
+    git clone -q . "$d/clone" && mkdir "$d/tmp" &&
+        TMPDIR=$d/tmp bash "$d/clone/scripts/demo.sh" >"$d/demo.log" 2>&1 || rc=$?
+    if [ $rc -ne 0 ] || [ "$(tail -n 1 "$d/demo.log")" != "demo OK" ] ||
+        [ -n "$(ls -A "$d/tmp")" ]; then
+        echo "demo from a fresh clone: exit $rc, left in TMPDIR: $(ls -A "$d/tmp" | tr '\n' ' ')"
+        tail -n 20 "$d/demo.log"
+        rc=1
+    fi
+    rm -rf "$d"
+    return $rc
+}
+if stage "demo from a fresh clone (scripts/demo.sh)" demo_fresh; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))
