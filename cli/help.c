@@ -4,6 +4,7 @@
  * deployed tool's text in util.c.
  * SPDX-License-Identifier: MIT
  */
+#include <stdbool.h>
 #include <string.h>
 
 #include "cli.h"
@@ -162,6 +163,37 @@ static const struct {
 };
 
 static const char *current;
+static const char *name_invoked = "vma";
+
+void cli_set_name(const char *argv0)
+{
+    const char *slash = argv0 != NULL ? strrchr(argv0, '/') : NULL;
+    const char *base = slash != NULL ? slash + 1 : argv0;
+    if (base != NULL && *base != '\0')
+        name_invoked = base;
+}
+
+const char *cli_name(void)
+{
+    return name_invoked;
+}
+
+void cli_put_usage(const char *text, FILE *f)
+{
+    bool blank = true; /* only spaces so far on this line */
+    for (const char *p = text; *p != '\0'; p++) {
+        bool starts = blank || p[-1] == '(' ||
+                      (p - text >= 7 && strncmp(p - 7, "usage: ", 7) == 0);
+        if (starts && strncmp(p, "vma ", 4) == 0) {
+            fputs(name_invoked, f);
+            p += 2; /* the space is written by the next turn */
+            blank = false;
+            continue;
+        }
+        fputc(*p, f);
+        blank = *p == '\n' || (blank && *p == ' ');
+    }
+}
 
 void cli_set_command(const char *name)
 {
@@ -172,7 +204,7 @@ int cli_help(const char *name, FILE *f)
 {
     for (size_t i = 0; name && i < sizeof help / sizeof help[0]; i++) {
         if (!strcmp(help[i].name, name)) {
-            fputs(help[i].text, f);
+            cli_put_usage(help[i].text, f);
             return 0;
         }
     }

@@ -32,13 +32,14 @@ int main(int argc, char **argv)
 
     if (cli_std_fds_init() != 0)
         return CLI_FAIL;
+    cli_set_name(argv[0]);
     if (argc < 2)
         return cli_usage(stderr);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
         return cli_usage(stdout);
     /* The loaded library's version: the command has none of its own. */
     if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
-        printf("vma (libvma) %s\n", vma_version());
+        printf("%s (libvma) %s\n", cli_name(), vma_version());
         return cli_flush_stdout();
     }
     if (!strcmp(argv[1], "help")) /* vma help [<command>] */

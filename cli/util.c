@@ -37,7 +37,7 @@ int cli_usage(FILE *f)
     /* Help asked for after a command: that command's usage only. */
     if (f == stdout && cli_help_current(f) == 0)
         return CLI_OK;
-    fputs(usage_text, f);
+    cli_put_usage(usage_text, f);
     return f == stdout ? CLI_OK : CLI_USAGE;
 }
 

@@ -169,4 +169,6 @@ _vma_complete()
     fi
     return 0
 }
-complete -F _vma -o filenames vma vmarchive
+# Only the name this file is installed as (meson: the tool_name option);
+# vmarchive-pve's completion for `vma` sources this file and adds vma.
+complete -F _vma -o filenames @TOOL_NAME@

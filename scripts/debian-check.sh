@@ -13,7 +13,12 @@
 #        vmarchive` against the installed header and library runs,
 #      - the programs of examples/, compiled the same way, pass
 #        tests/cli/examples.sh with the installed command,
-#      - no package ships /usr/bin/vma (pve-qemu-kvm's file).
+#      - no package but vmarchive-pve ships /usr/bin/vma (pve-qemu-kvm's
+#        file), the completion and man page name only vmarchive,
+#   5. dpkg --root into a scratch root: a stand-in pve-qemu-kvm that ships
+#      /usr/bin/vma, then vmarchive-pve (its diversion makes /usr/bin/vma
+#      ours), an upgrade of the stand-in (the diversion holds), and removal
+#      of vmarchive-pve (the original comes back).
 # Nothing is written inside the repository. Exits non-zero on any failure.
 # Usage: scripts/debian-check.sh   (VMA_KEEP_DEB_DIR=1 keeps the temp dir)
 # SPDX-License-Identifier: MIT
@@ -80,6 +85,8 @@ echo "built: $(cd "$T" && ls ./*.deb | sed 's|^\./||' | tr '\n' ' ')"
 for p in libvmarchive0 libvmarchive-dev vmarchive; do
     [ -f "$T/${p}_${version}_${arch}.deb" ] || { echo "debian-check.sh: no $p package" >&2; exit 1; }
 done
+pve_deb=$T/vmarchive-pve_${version}_all.deb
+[ -f "$pve_deb" ] || { echo "debian-check.sh: no vmarchive-pve package" >&2; exit 1; }
 
 echo "== lintian"
 lintian_rc=0
@@ -96,8 +103,9 @@ echo "== dpkg -x into a clean directory"
 root=$T/root
 mkdir "$root"
 for d in "${debs[@]}"; do
+    [ "$d" = "$pve_deb" ] && continue # its links are tried by dpkg below
     dpkg -x "$d" "$root"
-    if dpkg -c "$d" | grep -qE ' \./usr/bin/vma$'; then
+    if dpkg -c "$d" | grep -qE ' \./usr/bin/vma( |$)'; then
         echo "debian-check.sh: $(basename "$d") ships /usr/bin/vma (pve-qemu-kvm's)" >&2
         exit 1
     fi
@@ -109,6 +117,13 @@ for f in usr/bin/vmarchive usr/include/vmarchive/vma.h \
     usr/share/bash-completion/completions/vmarchive; do
     [ -e "$root/$f" ] || { echo "debian-check.sh: /$f is not in any package" >&2; exit 1; }
 done
+# The completion and the man page of vmarchive claim only vmarchive.
+# shellcheck disable=SC2016
+bash -c '. "$1" && complete -p vmarchive >/dev/null && ! complete -p vma 2>/dev/null' sh \
+    "$root/usr/share/bash-completion/completions/vmarchive" ||
+    { echo "debian-check.sh: the vmarchive completion does not claim vmarchive alone" >&2; exit 1; }
+zcat "$root/usr/share/man/man1/vmarchive.1.gz" | grep -A1 '^\.SH NAME' | tail -n 1 | grep -q '^vmarchive \\-' ||
+    { echo "debian-check.sh: vmarchive(1) names another command" >&2; exit 1; }
 
 export TZ=UTC LC_ALL=C
 echo "== installed vmarchive on tests/golden/basic.vma"
@@ -126,7 +141,7 @@ cmp "$T/list.out" "$repo/tests/golden/basic.list" || {
     exit 1
 }
 LD_LIBRARY_PATH=$libdir "$root/usr/bin/vmarchive" --version >"$T/version.out"
-[ "$(cat "$T/version.out")" = "vma (libvma) $version" ] || {
+[ "$(cat "$T/version.out")" = "vmarchive (libvma) $version" ] || {
     echo "debian-check.sh: --version printed '$(cat "$T/version.out")'" >&2
     exit 1
 }
@@ -203,4 +218,58 @@ done
 # examples.sh wants vma_craft and the preload shim only as placeholders.
 LD_LIBRARY_PATH=$libdir bash "$repo/tests/cli/examples.sh" "$root/usr/bin/vmarchive" \
     "$repo/tests/golden" /bin/false /dev/null "$T/examples"
+echo "== vmarchive-pve: dpkg-divert of /usr/bin/vma, with dpkg --root"
+R=$T/dpkgroot
+mkdir -p "$R/var/lib/dpkg/info" "$R/var/lib/dpkg/updates" "$R/var/lib/dpkg/triggers"
+: >"$R/var/lib/dpkg/status"
+: >"$R/var/lib/dpkg/available"
+# A stand-in for pve-qemu-kvm <version>: its /usr/bin/vma says its version.
+stand_in() {
+    local d=$T/stand-in-$1
+    mkdir -p "$d/DEBIAN" "$d/usr/bin"
+    printf '%s\n' "Package: pve-qemu-kvm" "Version: $1" "Architecture: all" \
+        "Maintainer: test <test@example.org>" \
+        "Description: stand-in for Proxmox VE's QEMU, which ships /usr/bin/vma" >"$d/DEBIAN/control"
+    printf '#!/bin/sh\necho "proxmox vma %s"\n' "$1" >"$d/usr/bin/vma"
+    chmod 755 "$d/usr/bin/vma"
+    dpkg-deb --root-owner-group -b "$d" "$T/pve-qemu-kvm_$1_all.deb" >/dev/null
+}
+# Maintainer scripts run outside a chroot, with DPKG_ROOT=$R (dpkg-divert
+# honours it); the root holds no libc, hence --force-depends.
+dp() {
+    dpkg --root="$R" --force-script-chrootless --force-depends --log=/dev/null "$@" \
+        >>"$T/dpkg.log" 2>&1 || { cat "$T/dpkg.log" >&2; echo "debian-check.sh: dpkg $*: failed" >&2; exit 1; }
+}
+pve_fail() {
+    echo "debian-check.sh: vmarchive-pve: $*" >&2
+    ls -l "$R/usr/bin" >&2
+    dpkg-divert --root "$R" --list >&2
+    exit 1
+}
+run_vma() { LD_LIBRARY_PATH=$R/usr/lib/$multiarch "$R/usr/bin/vma" "$@"; }
+stand_in 8.1.5-1
+stand_in 8.1.5-2
+dp -i "$T/pve-qemu-kvm_8.1.5-1_all.deb"
+[ "$(run_vma)" = "proxmox vma 8.1.5-1" ] || pve_fail "the stand-in's vma does not run"
+dp -i "$T/libvmarchive0_${version}_${arch}.deb" "$T/vmarchive_${version}_${arch}.deb" "$pve_deb"
+[ "$(readlink "$R/usr/bin/vma")" = vmarchive ] || pve_fail "/usr/bin/vma is not a link to vmarchive"
+[ "$(run_vma --version)" = "vma (libvma) $version" ] || pve_fail "vma --version: $(run_vma --version 2>&1)"
+[ "$("$R/usr/bin/vma.distrib")" = "proxmox vma 8.1.5-1" ] || pve_fail "the original is not at /usr/bin/vma.distrib"
+dpkg-divert --root "$R" --list | grep -qx 'diversion of /usr/bin/vma to /usr/bin/vma.distrib by vmarchive-pve' ||
+    pve_fail "no diversion listed"
+run_vma list "$repo/tests/golden/basic.vma" | cmp -s - "$repo/tests/golden/basic.list" ||
+    pve_fail "vma list through the link differs from basic.list"
+[ "$(readlink "$R/usr/share/man/man1/vma.1.gz")" = vmarchive.1.gz ] || pve_fail "no vma(1) link"
+grep -qx 'complete -F _vma -o filenames vma' "$R/usr/share/bash-completion/completions/vma" ||
+    pve_fail "no completion for vma"
+dp -i "$T/pve-qemu-kvm_8.1.5-2_all.deb"
+[ "$(readlink "$R/usr/bin/vma")" = vmarchive ] || pve_fail "an upgrade of pve-qemu-kvm took /usr/bin/vma back"
+[ "$("$R/usr/bin/vma.distrib")" = "proxmox vma 8.1.5-2" ] || pve_fail "the upgrade's vma is not at vma.distrib"
+dp --remove vmarchive-pve
+[ "$(run_vma)" = "proxmox vma 8.1.5-2" ] || pve_fail "removal did not put the original back"
+[ ! -e "$R/usr/bin/vma.distrib" ] || pve_fail "vma.distrib is left after removal"
+[ -z "$(dpkg-divert --root "$R" --list)" ] || pve_fail "a diversion is left after removal"
+[ -x "$R/usr/bin/vmarchive" ] || pve_fail "removal took vmarchive too"
+echo "vmarchive-pve: diverted on install, kept over an upgrade of pve-qemu-kvm, undone on removal"
+
 echo "debian-check.sh: OK"

@@ -14,8 +14,14 @@ fails=0 checks=0
 
 # shellcheck source=/dev/null
 source "$comp" || { echo "FAIL: sourcing $comp" >&2; exit 1; }
-complete -p vma | grep -q -- '-F _vma' || { echo "FAIL: vma has no completion" >&2; exit 1; }
-complete -p vmarchive | grep -q -- '-F _vma' || { echo "FAIL: vmarchive has no completion" >&2; exit 1; }
+# The file claims the name it is installed as, and no other (a `vmarchive`
+# file must not take Proxmox's `vma`).
+name=$(basename "$comp")
+complete -p "$name" | grep -q -- '-F _vma' || { echo "FAIL: $name has no completion" >&2; exit 1; }
+for other in vma vmarchive; do
+    [ "$other" = "$name" ] || ! complete -p "$other" >/dev/null 2>&1 ||
+        { echo "FAIL: the $name completion also claims $other" >&2; exit 1; }
+done
 
 cp "$golden/basic.vma" "$T/basic.vma"
 : >"$T/notes.txt"
