@@ -3,7 +3,8 @@
 # a backing file), vmdk, nbd+unix:// exports served by `qemu-nbd
 # --persistent` and by `nbdkit memory`, QEMU protocol paths; zero blocks as
 # zero clusters; Proxmox's qmrestore handshake; and every failure: one
-# `vma:` line, exit 2, nothing left behind, no qemu-nbd left running.
+# `vma:` line, exit 2, nothing left behind, no qemu-nbd left running (not
+# even after a SIGKILL of vma).
 # Needs qemu-utils, nbdkit, libnbd-bin (nbdcopy), zstd, jq; some failure
 # cases need root (tmpfs, a mount namespace).
 # SPDX-License-Identifier: MIT
@@ -521,6 +522,7 @@ if wait_for_socket "$T/silent.sock"; then
         sleep 0.1
     done
     check "qemu-nbd died with vma" gone "$qpid"
+    gone "$qpid" && KILL_PIDS=()
     check "no vma-nbd.* directory left" [ -z "$(ls -A "$T/ktmp")" ]
 fi
 kill $silent 2>/dev/null
