@@ -10,16 +10,25 @@
  * each device's next cluster number, hashes a cluster that is next at
  * once (then any pending ones that follow it), and keeps one that came
  * ahead in a min-heap until its turn. Memory: the queues (WORKER_QUEUE
- * clusters per worker) plus the stored blocks of the clusters that came
- * ahead of their device's next one; zero blocks cost nothing while they
- * wait (only the mask is kept). Clusters of one device in order, as
- * Proxmox and `vma create` write them, never wait.
+ * clusters per worker) plus at most HOLD_BUDGET bytes of clusters that
+ * came ahead of their device's next one (all devices together; zero blocks
+ * cost only the job's overhead). Past that budget, the device that would
+ * exceed it spills: its waiting clusters and every later one go into an
+ * unlinked sparse file in $TMPDIR at their offset from the device's next
+ * cluster (zero blocks stay holes), and once the reader has checked that
+ * every cluster came, its worker hashes that file from the start. An
+ * archive written in reverse order thus costs disk (its stored blocks),
+ * not memory. Clusters of one device in order, as `vma create` writes
+ * them, never wait, and never touch the file.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +43,9 @@
 #define WORKER_QUEUE 64 /* clusters waiting per worker: at most 4 MiB */
 #define MAX_WORKERS 64
 #define DEV_SLOTS 256
+#define HOLD_BUDGET ((size_t)64 << 20) /* waiting clusters kept in memory */
+#define JOB_OVERHEAD 64 /* a waiting job beside its blocks: malloc, heap slot */
+#define SPILL_CHUNK ((size_t)1 << 20) /* read back from a spill file at once */
 
 /* One cluster in flight: the stored blocks of `mask`, 4 KiB each. */
 struct job {
@@ -50,6 +62,7 @@ struct device {
     uint32_t next;        /* cluster number to hash next */
     struct job **pending; /* min-heap by cluster number */
     size_t npending, cap;
+    int spill_fd;         /* >= 0: every cluster from `next` on is there */
     unsigned char digest[32];
 };
 
@@ -69,10 +82,37 @@ struct checksum {
     struct worker workers[MAX_WORKERS];
     unsigned nworkers;
     unsigned char worker_of[DEV_SLOTS];
-    atomic_int failed; /* a worker ran out of memory or OpenSSL failed */
+    atomic_size_t held; /* bytes of waiting jobs in memory (job_cost) */
+    int complete;       /* every cluster was read and checked: hash spills */
+    atomic_int failed;  /* a worker failed; the first says why */
+    char why[256];
 };
 
 static const unsigned char zeros[VMA_CLUSTER_SIZE];
+
+/* The first failure's reason wins; later ones only stop the work. */
+__attribute__((format(printf, 2, 3))) static int failure(struct checksum *cs,
+                                                         const char *fmt, ...)
+{
+    if (atomic_exchange(&cs->failed, 1) == 0) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(cs->why, sizeof cs->why, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static size_t stored_len(uint16_t mask)
+{
+    return (size_t)__builtin_popcount(mask) * VMA_BLOCK_SIZE;
+}
+
+static size_t job_cost(const struct job *jb)
+{
+    return JOB_OVERHEAD + stored_len(jb->mask);
+}
 
 /* Hash the bytes of one cluster that lie inside the device. */
 static int hash_cluster(struct device *d, const struct job *jb)
@@ -137,27 +177,187 @@ static struct job *heap_pop(struct device *d)
     return top;
 }
 
-/* Hash jb if it is the device's next cluster (and what follows it), else
- * keep it for later. Takes ownership of jb. */
-static int consume(struct device *d, struct job *jb)
+/* The directory for spill files: $TMPDIR, else /tmp. */
+static const char *spill_dir(void)
 {
-    if (jb->cluster != d->next) {
-        if (heap_push(d, jb) == 0)
-            return 0;
+    const char *dir = getenv("TMPDIR");
+
+    return dir && *dir ? dir : "/tmp";
+}
+
+/* An unlinked file for d's clusters: O_TMPFILE, else mkstemp + unlink. */
+static int spill_open(struct checksum *cs, struct device *d)
+{
+    const char *dir = spill_dir();
+    char *tmpl = NULL;
+
+    d->spill_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (d->spill_fd < 0 && asprintf(&tmpl, "%s/vma-checksum.XXXXXX", dir) >= 0) {
+        d->spill_fd = mkostemp(tmpl, O_CLOEXEC);
+        if (d->spill_fd >= 0)
+            unlink(tmpl);
+    }
+    free(tmpl);
+    if (d->spill_fd < 0)
+        return failure(cs, "cannot make a file in %s for clusters out of order - %s", dir,
+                       strerror(errno));
+    return 0;
+}
+
+static int pwrite_all(int fd, const unsigned char *p, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = ENOSPC;
+            return -1;
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Write jb's stored blocks into d's spill file, runs of them at once,
+ * at their place counted from d->next; free jb. */
+static int spill_job(struct checksum *cs, struct device *d, struct job *jb)
+{
+    uint64_t base = ((uint64_t)jb->cluster - d->next) * VMA_CLUSTER_SIZE;
+    const unsigned char *data = jb->data;
+    int rc = 0;
+
+    if (jb->cluster < d->next) { /* the reader refuses duplicates */
+        rc = failure(cs, "cluster %u came twice", jb->cluster);
+        free(jb);
+        return rc;
+    }
+    for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER && rc == 0;) {
+        unsigned n = 0;
+
+        while (b + n < VMA_BLOCKS_PER_CLUSTER && (jb->mask & (1u << (b + n))))
+            n++;
+        if (n == 0) {
+            b++;
+            continue;
+        }
+        if (pwrite_all(d->spill_fd, data, (size_t)n * VMA_BLOCK_SIZE,
+                       base + (uint64_t)b * VMA_BLOCK_SIZE) != 0)
+            rc = failure(cs, "cannot write clusters out of order to %s - %s", spill_dir(),
+                         strerror(errno));
+        data += (size_t)n * VMA_BLOCK_SIZE;
+        b += n;
+    }
+    free(jb);
+    return rc;
+}
+
+/* Past the memory budget: d's waiting clusters and jb go to a new spill
+ * file, and so will every later cluster of d. */
+static int spill_start(struct checksum *cs, struct device *d, struct job *jb)
+{
+    int rc = spill_open(cs, d);
+
+    while (d->npending) {
+        struct job *p = heap_pop(d);
+
+        atomic_fetch_sub(&cs->held, job_cost(p));
+        if (rc == 0)
+            rc = spill_job(cs, d, p);
+        else
+            free(p);
+    }
+    free(d->pending);
+    d->pending = NULL;
+    d->cap = 0;
+    if (rc != 0) {
         free(jb);
         return -1;
+    }
+    return spill_job(cs, d, jb);
+}
+
+/* Hash d's spill file: the device from cluster d->next to its end; the
+ * holes (zero blocks, and zero clusters past the file's end) read as
+ * zeros. */
+static int spill_hash(struct checksum *cs, struct device *d)
+{
+    uint64_t off = 0, left = d->size - (uint64_t)d->next * VMA_CLUSTER_SIZE;
+    unsigned char *buf = malloc(SPILL_CHUNK);
+
+    if (!buf)
+        return failure(cs, "out of memory");
+    while (left > 0) {
+        size_t want = left < SPILL_CHUNK ? (size_t)left : SPILL_CHUNK;
+        ssize_t n = pread(d->spill_fd, buf, want, (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(buf);
+            return failure(cs, "cannot read back clusters out of order from %s - %s",
+                           spill_dir(), strerror(errno));
+        }
+        if ((size_t)n < want) /* past the end of the file: zeros */
+            memset(buf + n, 0, want - (size_t)n);
+        if (cli_crypto.digest_update(d->md, buf, want) != 1) {
+            free(buf);
+            return failure(cs, "SHA-256 error");
+        }
+        off += want;
+        left -= want;
+    }
+    free(buf);
+    return 0;
+}
+
+/* Hash jb if it is the device's next cluster (and what follows it), keep
+ * it in memory for later within the budget, else spill. Takes ownership
+ * of jb. */
+static int consume(struct checksum *cs, struct device *d, struct job *jb)
+{
+    if (d->spill_fd >= 0)
+        return spill_job(cs, d, jb);
+    if (jb->cluster != d->next) {
+        size_t cost = job_cost(jb);
+
+        if (atomic_fetch_add(&cs->held, cost) + cost > HOLD_BUDGET) {
+            atomic_fetch_sub(&cs->held, cost);
+            return spill_start(cs, d, jb);
+        }
+        if (heap_push(d, jb) == 0)
+            return 0;
+        atomic_fetch_sub(&cs->held, cost);
+        free(jb);
+        return failure(cs, "out of memory");
     }
     for (;;) {
         int rc = hash_cluster(d, jb);
 
         free(jb);
         if (rc < 0)
-            return -1;
+            return failure(cs, "SHA-256 error");
         d->next++;
         if (!d->npending || d->pending[0]->cluster != d->next)
             return 0;
         jb = heap_pop(d);
+        atomic_fetch_sub(&cs->held, job_cost(jb));
     }
+}
+
+/* At the end of a good read: hash the spill files of w's devices. */
+static void finish_spills(struct worker *w)
+{
+    struct checksum *cs = w->cs;
+    unsigned me = (unsigned)(w - cs->workers);
+
+    for (unsigned id = 1; id < DEV_SLOTS && !atomic_load(&cs->failed); id++)
+        if (cs->dev[id].selected && cs->dev[id].spill_fd >= 0 && cs->worker_of[id] == me)
+            spill_hash(cs, &cs->dev[id]);
 }
 
 static void *worker_main(void *arg)
@@ -171,7 +371,11 @@ static void *worker_main(void *arg)
         while (w->count == 0 && !w->closing)
             pthread_cond_wait(&w->changed, &w->lock);
         if (w->count == 0) {
+            int complete = w->cs->complete;
+
             pthread_mutex_unlock(&w->lock);
+            if (complete)
+                finish_spills(w);
             return NULL;
         }
         jb = w->queue[w->head];
@@ -181,8 +385,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&w->lock);
         if (atomic_load(&w->cs->failed))
             free(jb);
-        else if (consume(&w->cs->dev[jb->dev_id], jb) < 0)
-            atomic_store(&w->cs->failed, 1);
+        else
+            consume(w->cs, &w->cs->dev[jb->dev_id], jb);
     }
 }
 
@@ -199,10 +403,10 @@ static int on_cluster(void *opaque, unsigned dev_id, uint32_t cluster, uint16_t 
         return 1;
     if (!cs->dev[dev_id].selected)
         return 0;
-    len = (size_t)__builtin_popcount(mask) * VMA_BLOCK_SIZE;
+    len = stored_len(mask);
     jb = malloc(sizeof *jb + len);
     if (!jb) {
-        atomic_store(&cs->failed, 1);
+        failure(cs, "out of memory");
         return 1;
     }
     jb->dev_id = dev_id;
@@ -404,11 +608,12 @@ static int run(struct checksum *cs, const char *drives)
         return CLI_FAIL;
     read_progress_start(&progress, cs->r, 0); /* the bar only */
     st = vma_reader_read(cs->r, on_cluster, cs);
+    cs->complete = st == VMA_OK; /* seen by the workers under their lock */
     stop_workers(cs);
     if (st != VMA_OK && !atomic_load(&cs->failed))
         return cli_fail("checksum failed - %s", vma_reader_error(cs->r));
     if (atomic_load(&cs->failed))
-        return cli_fail("checksum failed - out of memory or SHA-256 error");
+        return cli_fail("checksum failed - %s", cs->why);
     for (id = 1; id < DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
 
@@ -454,6 +659,8 @@ int cmd_checksum(int argc, char **argv)
         return cli_fail("out of memory");
     }
     cs->r = r;
+    for (unsigned id = 0; id < DEV_SLOTS; id++)
+        cs->dev[id].spill_fd = -1;
     rc = run(cs, o.drives);
     stop_workers(cs);
     for (unsigned id = 1; id < DEV_SLOTS; id++) {
@@ -462,6 +669,8 @@ int cmd_checksum(int argc, char **argv)
         while (d->npending)
             free(heap_pop(d));
         free(d->pending);
+        if (d->spill_fd >= 0)
+            close(d->spill_fd);
         if (d->md != NULL)
             cli_crypto.md_ctx_free(d->md);
     }

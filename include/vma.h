@@ -405,7 +405,11 @@ VMA_API int vma_path_needs_nbd(const char *format, const char *path);
  * many at a time (at most 64 requests or 32 MiB in flight); the restore
  * ends with one flush and a clean disconnect. qemu-nbd is stopped and
  * reaped by vma_reader_restore() or vma_reader_free(), also after any
- * failure or cancel; the temporary directory is removed. Not for vmstate.
+ * failure or cancel; the temporary directory is removed before qemu-nbd
+ * starts (we connect first). qemu-nbd gets SIGKILL if this process dies
+ * (PR_SET_PDEATHSIG); since the kernel sends that when the forking thread
+ * ends, the library forks it from a thread of its own that lives until
+ * qemu-nbd is reaped, so any thread may call this. Not for vmstate.
  * Without NBD support in the build (meson -Dnbd=disabled): VMA_ERR_INVALID.
  */
 VMA_API int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,

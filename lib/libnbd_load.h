@@ -17,7 +17,7 @@
 
 /* Every libnbd function the library calls. */
 #define VMAI_LIBNBD_FUNCTIONS(X)                                                                   \
-    X(add_meta_context) X(aio_block_status) X(aio_command_completed) X(aio_connect_unix)          \
+    X(add_meta_context) X(aio_block_status) X(aio_command_completed) X(aio_connect_socket)        \
     X(aio_connect_uri) X(aio_disconnect) X(aio_flush) X(aio_get_direction) X(aio_get_fd)           \
     X(aio_in_flight) X(aio_is_closed) X(aio_is_connecting) X(aio_is_dead) X(aio_is_ready)          \
     X(aio_notify_read) X(aio_notify_write) X(aio_pread) X(aio_pwrite) X(aio_zero) X(can_flush)     \
@@ -42,7 +42,7 @@ int vmai_libnbd_load(char *err, size_t errlen);
 #define nbd_add_meta_context (*vmai_libnbd.add_meta_context)
 #define nbd_aio_block_status (*vmai_libnbd.aio_block_status)
 #define nbd_aio_command_completed (*vmai_libnbd.aio_command_completed)
-#define nbd_aio_connect_unix (*vmai_libnbd.aio_connect_unix)
+#define nbd_aio_connect_socket (*vmai_libnbd.aio_connect_socket)
 #define nbd_aio_connect_uri (*vmai_libnbd.aio_connect_uri)
 #define nbd_aio_disconnect (*vmai_libnbd.aio_disconnect)
 #define nbd_aio_flush (*vmai_libnbd.aio_flush)

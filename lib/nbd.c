@@ -10,12 +10,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -77,6 +79,30 @@ extern char **environ;
 
 #define STDERR_KEEP 4096 /* the tail of qemu-nbd's stderr we keep */
 
+/*
+ * The thread qemu-nbd is forked from. The child asks for SIGKILL when its
+ * parent dies (PR_SET_PDEATHSIG), so that no qemu-nbd outlives a killed
+ * vma; but the kernel sends it when the *thread* that forked ends, and a
+ * library caller may open a connection in a short-lived thread and use it
+ * in another. So the fork is done by a thread of ours that waits, doing
+ * nothing, until qemu-nbd is reaped (vmai_nbd_close()).
+ */
+struct forker {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool forked; /* fork() returned: pid and err are set */
+    bool leave;  /* qemu-nbd is reaped: the thread may end */
+    pid_t pid;
+    int err;
+    /* What the child needs, valid until forked. */
+    const char *prog;
+    char *const *argv, *const *envp;
+    char *pid_digits;
+    int sock, out, null;
+    pid_t parent;
+};
+
 struct vmai_nbd {
     struct nbd_handle *h;
     const struct vmai_cancel *cancel;
@@ -91,6 +117,9 @@ struct vmai_nbd {
     char errbuf[STDERR_KEEP];
     char dir[96]; /* mkdtemp directory, "" once removed */
     char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int conn_fd;  /* our end, connected before the fork; -1 once libnbd's */
+    bool forker_up;
+    struct forker fk;
 };
 
 /* snprintf that may cut: messages are bounded. */
@@ -272,9 +301,7 @@ static int high_fd(int fd)
 
 /* Between fork and exec: async-signal-safe calls only (the caller may
  * have threads). */
-__attribute__((noreturn)) static void child_exec(const char *prog, char *const argv[],
-                                                  char *const envp[], char *pid_digits,
-                                                  int sock, int out, int null)
+__attribute__((noreturn)) static void child_exec(const struct forker *f)
 {
     /* A handler of the caller must not run in the child (it could fire
      * the caller's cancel eventfd, which the child shares). Signals are
@@ -291,7 +318,12 @@ __attribute__((noreturn)) static void child_exec(const char *prog, char *const a
     /* Its own process group: a terminal's ^C goes to vma, which then
      * stops qemu-nbd itself, in order. */
     setpgid(0, 0);
-    if (dup2(sock, 3) < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+    /* Die with us, even by SIGKILL (see struct forker); if we are gone
+     * already, the signal will never come. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != f->parent)
+        _exit(127);
+    if (dup2(f->sock, 3) < 0 || dup2(f->null, 0) < 0 || dup2(f->out, 1) < 0 ||
+        dup2(f->out, 2) < 0)
         _exit(127);
 #ifdef SYS_close_range
     syscall(SYS_close_range, 4u, ~0u, 0u); /* nothing of the caller's leaks */
@@ -302,16 +334,75 @@ __attribute__((noreturn)) static void child_exec(const char *prog, char *const a
     for (unsigned long v = (unsigned long)getpid(); v > 0 || n == 0; v /= 10)
         digits[n++] = (char)('0' + v % 10);
     for (int i = 0; i < n; i++)
-        pid_digits[i] = digits[n - 1 - i];
-    pid_digits[n] = '\0';
+        f->pid_digits[i] = digits[n - 1 - i];
+    f->pid_digits[n] = '\0';
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    execve(prog, argv, envp);
+    execve(f->prog, f->argv, f->envp);
     static const char msg[] = "qemu-nbd: cannot execute it\n";
     ssize_t w = write(2, msg, sizeof(msg) - 1);
     (void)w;
     _exit(127);
+}
+
+/* The forking thread (all signals blocked, as it was started): fork, say
+ * so, and wait until told to leave. */
+static void *forker_main(void *arg)
+{
+    struct forker *f = arg;
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(f);
+    int e = errno;
+    pthread_mutex_lock(&f->lock);
+    f->pid = pid;
+    f->err = e;
+    f->forked = true;
+    pthread_cond_broadcast(&f->cond);
+    while (!f->leave)
+        pthread_cond_wait(&f->cond, &f->lock);
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+/* Fork qemu-nbd from a new forking thread; the pid, or -1 with errno. */
+static pid_t forker_start(struct vmai_nbd *c)
+{
+    struct forker *f = &c->fk;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    f->parent = getpid();
+    int rc = vmai_thread_start(&f->thread, forker_main, f);
+    if (rc != 0) {
+        pthread_mutex_destroy(&f->lock);
+        pthread_cond_destroy(&f->cond);
+        errno = rc;
+        return -1;
+    }
+    c->forker_up = true;
+    pthread_mutex_lock(&f->lock);
+    while (!f->forked)
+        pthread_cond_wait(&f->cond, &f->lock);
+    pthread_mutex_unlock(&f->lock);
+    errno = f->err;
+    return f->pid;
+}
+
+/* End the forking thread, once qemu-nbd is reaped (or was never born). */
+static void forker_end(struct vmai_nbd *c)
+{
+    struct forker *f = &c->fk;
+    if (!c->forker_up)
+        return;
+    pthread_mutex_lock(&f->lock);
+    f->leave = true;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    pthread_join(f->thread, NULL);
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cond);
+    c->forker_up = false;
 }
 
 /* Our environment without systemd's LISTEN_* variables, plus ours. The
@@ -353,7 +444,23 @@ static char **child_env(char *listen_pid, char *listen_fds)
     return env;
 }
 
-/* Start qemu-nbd on a socket in a new private directory. */
+/* The socket's path is not needed once we are connected: the directory
+ * goes at once, before qemu-nbd starts, so that a vma killed while qemu-nbd
+ * opens its image leaves none behind. */
+static void remove_dir(struct vmai_nbd *c)
+{
+    if (c->dir[0] == '\0')
+        return;
+    unlink(c->sock);
+    rmdir(c->dir);
+    c->dir[0] = '\0';
+}
+
+/*
+ * Start qemu-nbd on a socket made in a new private directory and connect
+ * to it at once (the connection waits in the backlog until qemu-nbd
+ * accepts it), then remove the directory: our end is c->conn_fd.
+ */
 static int spawn_qemu_nbd(struct vmai_nbd *c, const char *format, const char *path,
                           unsigned flags, char *err)
 {
@@ -418,6 +525,12 @@ static int spawn_qemu_nbd(struct vmai_nbd *c, const char *format, const char *pa
         vmai_errorf(err, "cannot listen on %s for qemu-nbd: %s", c->sock, strerror(errno));
         goto out;
     }
+    c->conn_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (c->conn_fd < 0 || connect(c->conn_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        vmai_errorf(err, "cannot connect to %s for qemu-nbd: %s", c->sock, strerror(errno));
+        goto out;
+    }
+    remove_dir(c);
     null = high_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
     if (null < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
         vmai_errorf(err, "cannot start qemu-nbd: %s", strerror(errno));
@@ -428,16 +541,16 @@ static int spawn_qemu_nbd(struct vmai_nbd *c, const char *format, const char *pa
         vmai_errorf(err, "cannot start qemu-nbd: %s", strerror(errno));
         goto out;
     }
-    sigset_t old;
-    vmai_signals_block(&old);
-    pid_t pid = fork();
-    if (pid == 0)
-        child_exec(prog, (char *const *)argv, env, listen_pid + strlen("LISTEN_PID="), sock,
-                   pipefd[1], null);
-    int fork_errno = errno;
-    vmai_signals_restore(&old);
+    c->fk.prog = prog;
+    c->fk.argv = (char *const *)argv;
+    c->fk.envp = env;
+    c->fk.pid_digits = listen_pid + strlen("LISTEN_PID=");
+    c->fk.sock = sock;
+    c->fk.out = pipefd[1];
+    c->fk.null = null;
+    pid_t pid = forker_start(c);
     if (pid < 0) {
-        vmai_errorf(err, "cannot start qemu-nbd: fork: %s", strerror(fork_errno));
+        vmai_errorf(err, "cannot start qemu-nbd: %s", strerror(errno));
         goto out;
     }
     c->pid = pid;
@@ -457,16 +570,6 @@ out:
     free(env);
     free(prog);
     return rc;
-}
-
-/* The socket and its directory are not needed once connected. */
-static void remove_dir(struct vmai_nbd *c)
-{
-    if (c->dir[0] == '\0')
-        return;
-    unlink(c->sock);
-    rmdir(c->dir);
-    c->dir[0] = '\0';
 }
 
 /* --- failures --- */
@@ -635,6 +738,7 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
     c->readonly = (flags & VMAI_NBD_READONLY) != 0;
     c->pid = -1;
     c->err_fd = -1;
+    c->conn_fd = -1;
     c->h = nbd_create();
     if (c->h == NULL) {
         vmai_errorf(err, "%s", nbd_get_error() ? nbd_get_error() : "nbd_create failed");
@@ -653,7 +757,8 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
             vmai_nbd_close(c);
             return -1;
         }
-        rc = nbd_aio_connect_unix(c->h, c->sock);
+        rc = nbd_aio_connect_socket(c->h, c->conn_fd);
+        c->conn_fd = -1; /* libnbd's now */
     } else {
         rc = nbd_aio_connect_uri(c->h, path);
     }
@@ -670,7 +775,6 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
         }
     }
     c->connecting = false;
-    remove_dir(c);
     int64_t size = nbd_get_size(c->h);
     if (!nbd_aio_is_ready(c->h) || size < 0) {
         vmai_nbd_fail(c, err, "no NBD connection to %s", vmai_nbd_server(c));
@@ -733,9 +837,12 @@ void vmai_nbd_close(struct vmai_nbd *c)
     if (c->h != NULL)
         nbd_close(c->h); /* qemu-nbd exits when its client is gone */
     child_stop(c);
+    forker_end(c); /* after the reaping: its end would kill qemu-nbd */
     remove_dir(c);
     if (c->err_fd >= 0)
         close(c->err_fd);
+    if (c->conn_fd >= 0)
+        close(c->conn_fd);
     free(c);
 }
 

@@ -7,7 +7,9 @@
  * Every wait (qemu-nbd's start, NBD replies, qemu-nbd's exit) polls the
  * caller's cancel switch too, and qemu-nbd's stderr is read into the
  * connection, never passed through: its error is folded into our one-line
- * messages. The child is always reaped and the socket directory removed.
+ * messages. The child is always reaped and the socket directory removed;
+ * if the process dies the child gets SIGKILL (PR_SET_PDEATHSIG), and the
+ * directory was removed before the child started.
  * SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_NBD_H
@@ -44,8 +46,10 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path);
 /*
  * Connect to (format, path) as vmai_nbd_kind() says (not VMAI_NBD_NONE).
  * For qemu-nbd (found in PATH): a private unix socket in a new mkdtemp
- * directory, the child in its own process group with stdin /dev/null and
- * stdout/stderr into a pipe we read. Waits for the NBD handshake, or for
+ * directory, connected to and removed before the child starts (forked from
+ * a thread of ours, see struct forker in nbd.c), the child in its own
+ * process group with stdin /dev/null and stdout/stderr into a pipe we
+ * read. Waits for the NBD handshake, or for
  * the switch `cancel` (may be NULL; the caller checks it after a failure).
  * On failure returns -1 with a one-line message in err (VMAI_ERRLEN bytes)
  * and nothing is left running or on disk.

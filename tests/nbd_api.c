@@ -1,9 +1,11 @@
 /*
  * Public API tests of the NBD restore target (include/vma.h only):
  * which paths go through NBD, refusals, a qcow2 restore checked with
- * qemu-img, and a cancel while qemu-nbd does not start (the child must be
- * reaped by the library: this process is its parent, so a zombie would
- * still answer kill(pid, 0)). Needs qemu-img and qemu-nbd; skips otherwise.
+ * qemu-img, a target opened by a thread that ends before the restore (the
+ * qemu-nbd it started must live on: it dies with its parent, and the
+ * kernel's "parent" is the thread that forked), and a cancel while
+ * qemu-nbd does not start (the child must be reaped by the library: this
+ * process is its parent, so a zombie would still answer kill(pid, 0)). Needs qemu-img and qemu-nbd; skips otherwise.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -140,6 +142,44 @@ static void t_qcow2_restore(void **state)
                      0);
 }
 
+struct opener {
+    vma_reader *r;
+    unsigned id;
+    const char *path;
+    int rc;
+};
+
+static void *open_target(void *arg)
+{
+    struct opener *o = arg;
+    o->rc = vma_reader_target_nbd(o->r, o->id, "qcow2", o->path, 0);
+    return NULL;
+}
+
+static void t_target_from_ended_thread(void **state)
+{
+    (void)state;
+    if (!have_qemu())
+        skip();
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' %llu", path_in("th.qcow2"),
+                        (unsigned long long)8388608), 0);
+    vma_reader *r = open_basic();
+    struct opener o = {r, vma_reader_find_device(r, "drive-scsi0"), path_in("th.qcow2"), -1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, open_target, &o), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (o.rc != VMA_OK)
+        fail_msg("target_nbd in a thread: %s", vma_reader_error(r));
+    struct timespec ts = {0, 100 * 1000 * 1000}; /* a signal would be due by now */
+    nanosleep(&ts, NULL);
+    assert_int_equal(vma_reader_target_skip(r, vma_reader_find_device(r, "drive-efidisk0")),
+                     VMA_OK);
+    int rc = vma_reader_restore(r);
+    if (rc != VMA_OK)
+        fail_msg("restore after the opening thread ended: %s", vma_reader_error(r));
+    vma_reader_free(r);
+}
+
 static void *cancel_later(void *arg)
 {
     struct timespec ts = {0, 300 * 1000 * 1000};
@@ -200,6 +240,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_is_nbd),
         cmocka_unit_test(t_refusals),
         cmocka_unit_test(t_qcow2_restore),
+        cmocka_unit_test(t_target_from_ended_thread),
         cmocka_unit_test(t_cancel_while_starting),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,6 +12,12 @@
  *   vma_craft vmstate-long OUT SIZE CLUSTERS MASK  a vmstate stream of
  *       SIZE bytes that carries CLUSTERS clusters with block mask MASK
  *       (0: zero clusters); the first SIZE bytes to stdout
+ *   vma_craft reverse CLUSTERS [image]  to stdout: an archive of one disk
+ *       of CLUSTERS clusters (the last cut 1000 bytes short) written last
+ *       to first: every fifth cluster zero, one zero block in the others,
+ *       the stored ones a constant pattern stamped with cluster and block
+ *       numbers (it compresses to almost nothing); with `image`, the disk
+ *       itself (what extract writes)
  *
  * The header is laid out again by tests/vmatest.h and re-signed (MD5), so
  * only the reader's semantic checks can refuse the result; the extents
@@ -219,6 +225,74 @@ static int vmstate_long(const char *out, uint64_t size, uint64_t clusters, uint1
     return 0;
 }
 
+/* Cluster c of the `reverse` disk: which blocks are stored, and block b. */
+static uint16_t reverse_mask(uint32_t c)
+{
+    return c % 5 == 0 ? 0 : (uint16_t)(0xffffu & ~(1u << (c % 16)));
+}
+
+static void reverse_block(unsigned char *p, uint32_t c, unsigned b)
+{
+    if (!(reverse_mask(c) & (1u << b))) {
+        memset(p, 0, VMA_BLOCK_SIZE);
+        return;
+    }
+    memset(p, 0x40 + (int)b, VMA_BLOCK_SIZE);
+    memcpy(p, &c, sizeof(c));
+}
+
+static int reverse(uint32_t clusters, int image)
+{
+    static struct vt_hdr d;
+    memset(&d, 0, sizeof(d));
+    memcpy(d.uuid, craft_uuid, 16);
+    d.ctime = 1700000000;
+    d.dev[1].name.str = "drive-scsi0";
+    if (clusters == 0)
+        return die("no clusters", NULL);
+    d.dev[1].size = (uint64_t)clusters * VMA_CLUSTER_SIZE - 1000;
+    struct vt_buf o = {0};
+    unsigned char block[VMA_BLOCK_SIZE];
+    if (image) {
+        uint64_t left = d.dev[1].size;
+        for (uint32_t c = 0; c < clusters; c++)
+            for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER && left > 0; b++) {
+                size_t n = left < VMA_BLOCK_SIZE ? (size_t)left : VMA_BLOCK_SIZE;
+                reverse_block(block, c, b);
+                if (vt_write_fd(1, block, n) != 0)
+                    return die("cannot write to standard output", NULL);
+                left -= n;
+            }
+        return 0;
+    }
+    vt_header_build(&o, &d);
+    for (uint32_t left = clusters; left > 0;) {
+        struct vmai_extent e;
+        unsigned n = left < VMA_BLOCKINFO_PER_EXTENT ? left : VMA_BLOCKINFO_PER_EXTENT;
+        memset(&e, 0, sizeof(e));
+        for (unsigned i = 0; i < n; i++) {
+            e.info[i].dev_id = 1;
+            e.info[i].cluster_num = left - 1 - i;
+            e.info[i].mask = reverse_mask(left - 1 - i);
+        }
+        unsigned char head[VMA_EXTENT_HEADER_SIZE];
+        vmai_extent_encode(head, craft_uuid, &e);
+        vt_append(&o, head, sizeof(head));
+        for (unsigned i = 0; i < n; i++)
+            for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++)
+                if (e.info[i].mask & (1u << b)) {
+                    reverse_block(block, left - 1 - i, b);
+                    vt_append(&o, block, sizeof(block));
+                }
+        left -= n;
+        if (vt_write_fd(1, o.p, o.len) != 0)
+            return die("cannot write to standard output", NULL);
+        o.len = 0;
+    }
+    vt_free(&o);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "rename-config") == 0)
@@ -232,11 +306,15 @@ int main(int argc, char **argv)
     if (argc == 6 && strcmp(argv[1], "vmstate-long") == 0)
         return vmstate_long(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
                             (uint16_t)strtoul(argv[5], NULL, 0));
+    if ((argc == 3 || (argc == 4 && strcmp(argv[3], "image") == 0)) &&
+        strcmp(argv[1], "reverse") == 0)
+        return reverse((uint32_t)strtoul(argv[2], NULL, 10), argc == 4);
     fprintf(stderr,
             "usage: vma_craft rename-config IN OUT INDEX NAME\n"
             "       vma_craft rename-device IN OUT DEV_ID NAME\n"
             "       vma_craft vmstate OUT VMSTATE_BIN DISK_RAW\n"
             "       vma_craft scatter NDEV STEP\n"
-            "       vma_craft vmstate-long OUT SIZE CLUSTERS MASK\n");
+            "       vma_craft vmstate-long OUT SIZE CLUSTERS MASK\n"
+            "       vma_craft reverse CLUSTERS [image]\n");
     return 1;
 }

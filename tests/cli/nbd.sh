@@ -3,7 +3,8 @@
 # a backing file), vmdk, nbd+unix:// exports served by `qemu-nbd
 # --persistent` and by `nbdkit memory`, QEMU protocol paths; zero blocks as
 # zero clusters; Proxmox's qmrestore handshake; and every failure: one
-# `vma:` line, exit 2, nothing left behind, no qemu-nbd left running.
+# `vma:` line, exit 2, nothing left behind, no qemu-nbd left running (not
+# even after a SIGKILL of vma).
 # Needs qemu-utils, nbdkit, libnbd-bin (nbdcopy), zstd, jq; some failure
 # cases need root (tmpfs, a mount namespace).
 # SPDX-License-Identifier: MIT
@@ -18,9 +19,11 @@ done
 
 # Servers this script starts; stopped on every exit.
 PIDS=()
+KILL_PIDS=() # qemu-nbd left by vma (a failure): SIGTERM may not stop it
 MNT=""
 cleanup() {
     local p
+    for p in "${KILL_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
     [ -n "$MNT" ] && { umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null; }
@@ -486,6 +489,44 @@ expect_map_failure hang "vma: interrupted by signal" "$G/basic.list"
 check "the hanging qemu-nbd was started" [ -n "$hpid" ]
 gone() { [ -n "$1" ] && ! kill -0 "$1" 2>/dev/null; }
 check "the hanging qemu-nbd was stopped" gone "$hpid"
+
+# SIGKILL of vma while its qemu-nbd waits for an NBD server that never
+# answers (a socket where nobody accepts): qemu-nbd dies with vma instead
+# of staying under init, and no vma-nbd.* socket directory is left.
+case_ "SIGKILL of vma while qemu-nbd waits for a silent server"
+python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+time.sleep(600)' "$T/silent.sock" &
+silent=$!
+PIDS+=($silent)
+if wait_for_socket "$T/silent.sock"; then
+    mkdir -p "$T/ktmp"
+    printf '%s\n' "format=raw:0:drive-scsi0=nbd:unix:$T/silent.sock" "$OK1" >"$T/silent.map"
+    TMPDIR=$T/ktmp "$VMA" extract -r "$T/silent.map" "$A" "$T/silent.dir" >/dev/null 2>&1 &
+    vpid=$!
+    PIDS+=($vpid)
+    qpid=""
+    for i in $(seq 1 100); do
+        qpid=$(pgrep -f "^qemu-nbd .* -- nbd:unix:$T/silent.sock")
+        [ -n "$qpid" ] && break
+        sleep 0.1
+    done
+    check "qemu-nbd was started" [ -n "$qpid" ]
+    KILL_PIDS+=($qpid)
+    kill -KILL $vpid
+    wait $vpid 2>/dev/null
+    for i in $(seq 1 50); do
+        gone "$qpid" && break
+        sleep 0.1
+    done
+    check "qemu-nbd died with vma" gone "$qpid"
+    gone "$qpid" && KILL_PIDS=()
+    check "no vma-nbd.* directory left" [ -z "$(ls -A "$T/ktmp")" ]
+fi
+kill $silent 2>/dev/null
+wait $silent 2>/dev/null
 
 # qemu-nbd killed while it serves a throttled restore (a few seconds).
 case_ "qemu-nbd killed mid-restore"
