@@ -35,6 +35,14 @@ static const char *const uri_schemes[] = {
     "nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://",
 };
 
+/* A Proxmox VE host: its qemu-nbd (with rbd and iSCSI built in) comes from
+ * pve-qemu-kvm, which conflicts with Debian's qemu-utils, so a hint must
+ * not name Debian's packages there. */
+static bool on_proxmox_ve(void)
+{
+    return access("/usr/share/doc/pve-qemu-kvm", F_OK) == 0 || access("/etc/pve", F_OK) == 0;
+}
+
 /* QEMU's protocol filenames ("<proto>:..."), those of Debian's qemu-utils
  * and qemu-block-extra. An explicit list: a plain relative file name may
  * contain a colon too. */
@@ -467,8 +475,9 @@ static int spawn_qemu_nbd(struct vmai_nbd *c, const char *format, const char *pa
     char *prog = find_in_path("qemu-nbd");
     if (prog == NULL) {
         if (errno == ENOENT)
-            vmai_errorf(err, "qemu-nbd not found in PATH: install the Debian package "
-                             "qemu-utils");
+            vmai_errorf(err, "qemu-nbd not found in PATH: %s",
+                        on_proxmox_ve() ? "it comes with the Proxmox VE package pve-qemu-kvm"
+                                        : "install the Debian package qemu-utils");
         else
             vmai_errorf(err, "out of memory");
         return -1;
@@ -591,7 +600,10 @@ static void reason(struct vmai_nbd *c, char *out, size_t len)
     stderr_line(c, line, sizeof(line));
     if (c->pid > 0 && (c->reaped || line[0] != '\0')) {
         if (stderr_has(c, "Unknown protocol"))
-            put(out, len, "%s (install the Debian package qemu-block-extra)", line);
+            put(out, len, "%s (%s)", line,
+                on_proxmox_ve() ? "on Proxmox VE, pve-qemu-kvm's /usr/bin/qemu-nbd has it: "
+                                  "check which qemu-nbd comes first in PATH"
+                                : "install the Debian package qemu-block-extra");
         else if (stderr_has(c, "Failed to get \"write\" lock") ||
                  stderr_has(c, "Failed to get \"read\" lock") ||
                  stderr_has(c, "Failed to get shared \"write\" lock"))

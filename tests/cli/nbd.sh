@@ -464,6 +464,14 @@ link_runner "$T/nobin"
 printf '%s\n' "format=qcow2:0:drive-scsi0=$T/r0.qcow2" "$OK1" >"$T/nobin.map"
 run env PATH="$T/nobin" "$VMA" extract -r "$T/nobin.map" "$A" "$T/nobin.dir"
 expect_map_failure nobin "qemu-nbd not found in PATH: install the Debian package qemu-utils" "$G/basic.list"
+# On Proxmox VE (pve-qemu-kvm's doc directory, in a mount namespace here),
+# the hint names pve-qemu-kvm: Debian's qemu-utils conflicts with it.
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+    case_ "no qemu-nbd on a Proxmox VE host"
+    run unshare -m sh -c 'mount -t tmpfs tmpfs /usr/share/doc && mkdir /usr/share/doc/pve-qemu-kvm &&
+        exec env PATH="$1" "$2" extract -r "$3" "$4" "$5"' sh "$T/nobin" "$VMA" "$T/nobin.map" "$A" "$T/nobin.dir"
+    expect_map_failure nobin "qemu-nbd not found in PATH: it comes with the Proxmox VE package pve-qemu-kvm" "$G/basic.list"
+fi
 
 # A qemu-nbd that never answers: SIGINT must end the wait for its start,
 # and vma must stop and reap it.
@@ -588,6 +596,10 @@ if [ "$(id -u)" = 0 ]; then
         run unshare -m sh -c 'mount -t tmpfs tmpfs "$1" && shift && exec "$@"' sh "$moddir" \
             "$VMA" extract -r "$T/rbd.map" "$A" "$T/rbd.dir"
         expect_map_failure rbd "cannot open target rbd:pool/vm-100-disk-0:conf=/etc/pve/ceph.conf:id=admin of device 'drive-scsi0': qemu-nbd: Failed to blk_new_open 'rbd:pool/vm-100-disk-0:conf=/etc/pve/ceph.conf:id=admin': Unknown protocol 'rbd' (install the Debian package qemu-block-extra)" "$G/basic.list"
+        run unshare -m sh -c 'mount -t tmpfs tmpfs "$1" && mount -t tmpfs tmpfs /usr/share/doc &&
+            mkdir /usr/share/doc/pve-qemu-kvm && shift && exec "$@"' sh "$moddir" \
+            "$VMA" extract -r "$T/rbd.map" "$A" "$T/rbd.dir"
+        expect_map_failure rbd "Unknown protocol 'rbd' (on Proxmox VE, pve-qemu-kvm's /usr/bin/qemu-nbd has it: check which qemu-nbd comes first in PATH)" "$G/basic.list"
     else
         echo "nbd.sh: skipping the qemu-block-extra case: no module dir or no mount namespace"
     fi
