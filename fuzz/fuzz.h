@@ -7,4 +7,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* data in a new memfd (memfd.c); path gets its /proc/self/fd name. The
+ * descriptor, for the caller to close, or -1. */
+int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t path_len);
+
 #endif

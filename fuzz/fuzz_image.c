@@ -5,7 +5,6 @@
  * /proc/self/fd path as a file would be. SPDX-License-Identifier: MIT */
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "fuzz.h"
@@ -32,17 +31,12 @@ static void read_device(vma_image *img, unsigned d, unsigned char *buf)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static unsigned char buf[65536];
-    int fd = memfd_create("fuzz-image", MFD_CLOEXEC);
+    char path[64];
+    int fd = fuzz_memfd(data, size, path, sizeof(path));
     if (fd < 0)
         return 0;
-    size_t put = 0;
-    ssize_t n = 0;
-    while (put < size && (n = write(fd, data + put, size - put)) > 0)
-        put += (size_t)n;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     vma_image *img = vma_image_new();
-    if (img != NULL && put == size &&
+    if (img != NULL &&
         (size % 2 == 0 || vma_image_set_salvage(img, VMA_SALVAGE_FORCE_HEADER, NULL, NULL) ==
                               VMA_OK) &&
         vma_image_open(img, path, VMA_IMAGE_NO_INDEX_FILE) == VMA_OK) {

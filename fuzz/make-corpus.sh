@@ -10,7 +10,7 @@ vma=${VMA:-$top/build/vma}
 out=$top/fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop,index,salvage,image}
+mkdir -p "$out"/{header,verify,extract,restore_map,zstd,gzip,lzop,index,salvage,image,checksum}
 
 # Deterministic bytes: a seeded keystream.
 bytes() { (set +o pipefail; openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f \
@@ -63,7 +63,7 @@ lzop -1 -c -n "$tmp/text" >"$out/lzop/noname.lzo"
 # Salvage and random access: the archives in every framing (the seekable
 # .zst of create, a single-frame one of the zstd tool), and each cut short
 # in the middle (a codec error ends the stream).
-for t in salvage image; do
+for t in salvage image checksum; do
     cp "$tmp"/*.vma "$tmp"/one-*.vmaz "$out/$t/"
     zstd -q -c "$tmp/two.vma" >"$out/$t/two-single.vma.zst"
     gzip -c "$tmp/two.vma" >"$out/$t/two.vma.gz"
@@ -72,6 +72,9 @@ for t in salvage image; do
         head -c $(($(stat -c %s "$f") / 2)) "$f" >"$out/$t/cut-$(basename "$f")"
     done
 done
+
+# checksum: clusters out of order (they wait, or spill).
+"$top/build/tests/vma_craft" reverse 8 | zstd -q -1 >"$out/checksum/reverse-8.vma.zst"
 
 # The restore map parser: one line per file, accepted and refused.
 n=0
