@@ -466,11 +466,10 @@ uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, uint64_t f
             *present = 0;
         return count - first;
     }
+    /* By the set's runs, not cluster by cluster: a report walks every
+     * device this way, and a 256 TiB one has 2^32 clusters. */
     int p = vmai_cset_contains(s, first);
-    uint64_t n = first + 1;
-    while (n < count && vmai_cset_contains(s, n) == p)
-        n++;
     if (present != NULL)
         *present = p;
-    return n - first;
+    return vmai_cset_next(s, first, !p) - first;
 }
