@@ -518,6 +518,8 @@ VMA_API int vma_reader_set_salvage(vma_reader *r, unsigned flags, vma_salvage_fn
  * or all not read (*present = 0), up to the device's last cluster. Returns
  * 0 when first is past the end or dev_id is unused. A vmstate device
  * counts its clusters up to the recorded size, read in order from 0.
+ * Costs by the runs, not the clusters: a walk over a device is as long
+ * as its list of runs.
  */
 VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, uint64_t first,
                                         int *present);

@@ -118,6 +118,7 @@ struct vmai_input {
 
     ZSTD_DCtx *zstd;
     size_t zstd_last;       /* last ZSTD_decompressStream result: 0 = frame end */
+    bool zstd_full;         /* that call filled the output: it may hold more */
     uint64_t zstd_frame_at; /* compressed offset where the current frame began */
     unsigned char zstd_head[ZSTD_HEAD_MAX]; /* its first bytes, for messages */
     size_t zstd_head_len;
@@ -257,7 +258,8 @@ static int ring_take(struct ring *r, const unsigned char **data, size_t *len)
     return status;
 }
 
-/* Copy up to len bytes out of the ring; fewer only at the end. */
+/* Copy up to len bytes out of the ring; fewer only at the end (or, with
+ * resync, at a gap or before an error). */
 static ssize_t ring_read(struct ring *r, unsigned char *dst, size_t len, char *err,
                          size_t errlen)
 {
@@ -286,7 +288,9 @@ static ssize_t ring_read(struct ring *r, unsigned char *dst, size_t len, char *e
         }
     }
     pthread_mutex_unlock(&r->mu);
-    if (status != VMA_OK) {
+    /* Salvage keeps what was decoded before an error: a short read now,
+     * the error (still the ring's) at the next one. */
+    if (status != VMA_OK && (got == 0 || !r->in->resync)) {
         snprintf(err, errlen, "%s", r->err);
         return status;
     }
@@ -559,6 +563,23 @@ static int zstd_find_frame(struct vmai_input *in)
     return 1;
 }
 
+/* Salvage: how many compressed bytes the next ZSTD_decompressStream()
+ * call may have. A failing call hands out nothing, not even what it
+ * flushed before the error, and a frame that is all in is decoded in one
+ * pass: so each call either flushes what the decoder holds (no input:
+ * the last call filled the output) or takes one step of the frame, at
+ * most the size its last return value hints, less the next block
+ * header's 3 bytes (a frame's start: its magic and descriptor). What was
+ * decoded before an error then all comes out, as zstd -dc writes it. */
+static size_t zstd_step(const struct vmai_input *in)
+{
+    if (in->zstd_full)
+        return 0;
+    if (in->zstd_last == 0)
+        return 5;
+    return in->zstd_last > 3 ? in->zstd_last - 3 : in->zstd_last;
+}
+
 static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t cap)
 {
     ZSTD_outBuffer ob = {out, cap, 0};
@@ -575,7 +596,10 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
     while (ob.pos < ob.size) {
         ZSTD_inBuffer ib = {in->raw, in->raw_len, in->raw_pos};
         size_t before = ob.pos, before_in = ib.pos;
+        if (in->resync && zstd_step(in) < ib.size - ib.pos)
+            ib.size = ib.pos + zstd_step(in);
         size_t ret = ZSTD_decompressStream(in->zstd, &ob, &ib);
+        in->zstd_full = ob.pos == ob.size;
         if (ZSTD_isError(ret)) {
             if (ZSTD_getErrorCode(ret) == ZSTD_error_frameParameter_windowTooLarge) {
                 zstd_keep_head(in, in->raw + before_in, in->raw_len - before_in);
@@ -590,7 +614,8 @@ static ssize_t produce_zstd(struct vmai_input *in, unsigned char *out, size_t ca
             if (in->resync) { /* the frame is lost; go on at the next one */
                 size_t n = strlen(in->err);
                 snprintf(in->err + n, sizeof(in->err) - n,
-                         "; the zstd frame at compressed byte %llu skipped",
+                         "; the rest of the zstd frame at compressed byte %llu skipped (what "
+                         "came out of it is unproven: its checksum comes at its end)",
                          (unsigned long long)in->zstd_frame_at);
                 ZSTD_DCtx_reset(in->zstd, ZSTD_reset_session_only);
                 in->zstd_bad_at = in->zstd_frame_at;
@@ -1014,7 +1039,7 @@ static ssize_t memory_read(struct vmai_input *in, unsigned char *buf, size_t len
             break;
         }
     }
-    if (got < len && in->chunk_status != VMA_OK) {
+    if (got < len && in->chunk_status != VMA_OK && (got == 0 || !in->resync)) {
         snprintf(err, errlen, "%s", in->err);
         return in->chunk_status;
     }
@@ -1050,8 +1075,8 @@ ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err,
      * kernel's read-ahead already overlaps I/O, and a ring would only add a
      * copy. */
     ssize_t n = buf != NULL ? produce(in, buf, len) : plain_discard(in, len);
-    if (n >= 0 && (size_t)n < len && in->pending != VMA_OK)
-        n = in->pending; /* short because of an error: say which */
+    if (n >= 0 && (size_t)n < len && in->pending != VMA_OK && (n == 0 || !in->resync))
+        n = in->pending; /* short because of an error: say which (salvage: next time) */
     if (n < 0)
         snprintf(err, errlen, "%s", in->err);
     return n;

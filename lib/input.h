@@ -50,7 +50,8 @@ int vmai_input_open_memory(struct vmai_input **in, const void *data, size_t len,
 
 /* Read up to len bytes; fewer only at the end of the stream. Returns the
  * count, or a negative status with a message in err (read error, corrupt
- * or truncated compressed stream). With buf NULL the bytes are read (and
+ * or truncated compressed stream). With resync, the bytes decoded before
+ * an error come first, as a short read, and the error at the next read. With buf NULL the bytes are read (and
  * decoded) all the same but dropped: a plain archive's go through a small
  * buffer that stays in the CPU cache, decoded ones are never copied. */
 ssize_t vmai_input_read(struct vmai_input *in, void *buf, size_t len, char *err, size_t errlen);

@@ -117,6 +117,41 @@ static void stream_failed(vma_reader *r, uint64_t offset, const char *err)
                : "");
 }
 
+/* Read up to len bytes of the stream at archive offset `at` into dst.
+ * The input hands out what it decoded before an error as a short read
+ * and the error at the next read, so a short read is followed by another:
+ * it ends the stream cleanly (0) or says why it broke. Returns the bytes
+ * read, fewer at the end (s->ended) or at a gap (*gap, when it stops the
+ * read), or a fatal status (cancel). */
+static ssize_t input_read(vma_reader *r, unsigned char *dst, size_t len, uint64_t at, bool *gap)
+{
+    struct vmai_salvage *s = r->salvage;
+    char err[VMAI_ERRLEN];
+    size_t got = 0;
+    *gap = false;
+    while (got < len) {
+        ssize_t n = vmai_input_read(r->in, dst + got, len - got, err, sizeof(err));
+        if (n == VMA_ERR_CANCELED || vmai_cancelled(&r->cancel))
+            return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
+                                    (unsigned long long)(at + got));
+        if (n < 0) {
+            stream_failed(r, at + got, err);
+            break;
+        }
+        if (n == 0) {
+            s->ended = true;
+            break;
+        }
+        got += (size_t)n;
+        if (got < len && vmai_input_gap(r->in, err, sizeof(err))) {
+            *gap = true;
+            event(r, VMA_SALVAGE_STREAM, at + got, 0, "%s; reading goes on after it", err);
+            break;
+        }
+    }
+    return (ssize_t)got;
+}
+
 /* Have at least `need` unread bytes in the window, unless the input ends.
  * Returns the unread count, or a fatal status (cancel). */
 static ssize_t fill(vma_reader *r, size_t need)
@@ -134,24 +169,9 @@ static ssize_t fill(vma_reader *r, size_t need)
         s->len -= s->pos;
         s->pos = 0;
     }
-    char err[VMAI_ERRLEN];
-    ssize_t n = vmai_input_read(r->in, s->win + s->len, WINDOW_SIZE - s->len, err, sizeof(err));
-    if (n == VMA_ERR_CANCELED || vmai_cancelled(&r->cancel))
-        return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
-                                (unsigned long long)(s->base + s->len));
-    if (n < 0) {
-        stream_failed(r, s->base + s->len, err);
-        return (ssize_t)(s->len - s->pos);
-    }
-    if ((size_t)n < WINDOW_SIZE - s->len) {
-        if (vmai_input_gap(r->in, err, sizeof(err))) {
-            s->gap = true;
-            event(r, VMA_SALVAGE_STREAM, s->base + s->len + (uint64_t)n, 0,
-                  "%s; reading goes on after it", err);
-        } else {
-            s->ended = true;
-        }
-    }
+    ssize_t n = input_read(r, s->win + s->len, WINDOW_SIZE - s->len, s->base + s->len, &s->gap);
+    if (n < 0)
+        return n;
     s->len += (size_t)n;
     return (ssize_t)(s->len - s->pos);
 }
@@ -173,27 +193,13 @@ static ssize_t read_data(vma_reader *r, unsigned char *dst, size_t len, bool *ga
         *gap = true;
         return (ssize_t)have;
     }
-    char err[VMAI_ERRLEN];
-    ssize_t n = vmai_input_read(r->in, dst + have, len - have, err, sizeof(err));
-    if (n == VMA_ERR_CANCELED || vmai_cancelled(&r->cancel))
-        return vmai_reader_fail(r, VMA_ERR_CANCELED, "cancelled at offset %llu",
-                                (unsigned long long)(s->base + s->pos));
     /* Bytes read directly continue the stream: the window starts after them. */
     s->base += s->len;
     s->pos = s->len = 0;
-    if (n < 0) {
-        stream_failed(r, s->base, err);
-        return (ssize_t)have;
-    }
+    ssize_t n = input_read(r, dst + have, len - have, s->base, gap);
+    if (n < 0)
+        return n;
     s->base += (uint64_t)n;
-    if ((size_t)n < len - have) {
-        if (vmai_input_gap(r->in, err, sizeof(err))) {
-            *gap = true;
-            event(r, VMA_SALVAGE_STREAM, s->base, 0, "%s; reading goes on after it", err);
-        } else {
-            s->ended = true;
-        }
-    }
     return (ssize_t)(have + (size_t)n);
 }
 
@@ -460,11 +466,10 @@ uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, uint64_t f
             *present = 0;
         return count - first;
     }
+    /* By the set's runs, not cluster by cluster: a report walks every
+     * device this way, and a 256 TiB one has 2^32 clusters. */
     int p = vmai_cset_contains(s, first);
-    uint64_t n = first + 1;
-    while (n < count && vmai_cset_contains(s, n) == p)
-        n++;
     if (present != NULL)
         *present = p;
-    return n - first;
+    return vmai_cset_next(s, first, !p) - first;
 }
