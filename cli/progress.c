@@ -54,7 +54,7 @@ int read_progress_cb(void *opaque, uint64_t clusters_read, uint64_t bytes_consum
 
 void read_progress_totals(const vma_reader *r)
 {
-    uint64_t clusters, zero_clusters, zero_blocks, n;
+    uint64_t clusters, zero_clusters, zero_blocks, n, sparse;
 
     progress_bar_end();
     vma_reader_counters(r, &clusters, &zero_clusters, &zero_blocks);
@@ -62,13 +62,16 @@ void read_progress_totals(const vma_reader *r)
         printf("vma archive contains no image data\n");
         return;
     }
+    /* The deployed tool's sums: zero blocks of partly stored clusters are
+     * sparse bytes too, and the reduction is theirs over what is left. */
     n = clusters * VMA_CLUSTER_SIZE;
+    sparse = zero_clusters + zero_blocks;
     printf("total bytes read %llu, sparse bytes %llu (%.3g%%)\n",
-           (unsigned long long)n, (unsigned long long)zero_clusters,
-           100.0 * (double)zero_clusters / (double)n);
-    if (n - zero_clusters != 0)
+           (unsigned long long)n, (unsigned long long)sparse,
+           100.0 * (double)sparse / (double)n);
+    if (n - sparse != 0)
         printf("space reduction due to 4K zero blocks %.3g%%\n",
-               100.0 * (double)zero_blocks / (double)(n - zero_clusters));
+               100.0 * (double)zero_blocks / (double)(n - sparse));
 }
 
 void write_progress_start(struct write_progress *p, uint64_t total, int verbose)

@@ -310,16 +310,17 @@ VMA_API int vma_reader_read(vma_reader *r, vma_cluster_fn fn, void *opaque);
 
 /*
  * Counters after (or during) a read: clusters read, bytes of clusters that
- * were stored all-zero (mask 0), and bytes of zero blocks inside partly
- * stored clusters. These count whole clusters and blocks as the archive
- * stores them, as Proxmox's `vma verify -v` prints them: unlike
- * vma_writer_device_stats() (bytes inside the device), they include the
- * padding past the end of a device whose size is not a multiple of 64 KiB.
- * On the same archive the two agree except for that padding: reader zeros
- * = writer zeros + (64 KiB - size % 64 KiB) per such device, less the
- * padding of a stored block that straddles the end. Any pointer
- * may be NULL. Safe from any thread during a read (relaxed atomics: each
- * value is one the reader had, the three need not be from one moment).
+ * were stored all-zero (mask 0, whole 64 KiB clusters, padding past a
+ * device end included), and bytes of the zero 4 KiB blocks of partly
+ * stored clusters that begin inside the device (blocks wholly past a
+ * device's end are padding and left out). These are the deployed tool's
+ * `-v` counts: its "sparse bytes" are the two zero counts added, and its
+ * "space reduction due to 4K zero blocks" is zero_block_bytes over the
+ * bytes read less the sparse bytes. Unlike vma_writer_device_stats()
+ * (bytes inside the device) they count whole blocks and clusters. Any
+ * pointer may be NULL. Safe from any thread during a read (relaxed
+ * atomics: each value is one the reader had, the three need not be from
+ * one moment).
  */
 VMA_API void vma_reader_counters(const vma_reader *r, uint64_t *clusters,
                                  uint64_t *zero_cluster_bytes,

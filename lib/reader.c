@@ -547,21 +547,32 @@ static uint64_t counter_add(_Atomic uint64_t *c, uint64_t n)
     return v;
 }
 
-void vmai_reader_count_device(vma_reader *r, unsigned dev_id, uint32_t cluster, uint16_t mask)
+uint64_t vmai_reader_count_cluster(vma_reader *r, unsigned dev_id, uint32_t cluster, uint16_t mask)
 {
     uint64_t size = r->hdr.devices[dev_id].size;
     uint64_t off = (uint64_t)cluster * VMA_CLUSTER_SIZE, stored = 0, zero = 0;
+    unsigned zero_blocks = 0; /* of those that begin inside the device */
 
     for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER && off < size; b++, off += VMA_BLOCK_SIZE) {
         uint64_t len = size - off < VMA_BLOCK_SIZE ? size - off : VMA_BLOCK_SIZE;
 
-        if (mask & (1u << b))
+        if (mask & (1u << b)) {
             stored += len;
-        else
+        } else {
             zero += len;
+            zero_blocks++;
+        }
     }
     counter_add(&r->dev_stored[dev_id], stored);
     counter_add(&r->dev_zero[dev_id], zero);
+    /* As the deployed tool counts for -v: an all-zero cluster whole (its
+     * padding past a device end too), else each zero 4 KiB block that
+     * begins inside the device. */
+    if (mask == 0)
+        counter_add(&r->zero_cluster_bytes, VMA_CLUSTER_SIZE);
+    else
+        counter_add(&r->zero_block_bytes, (uint64_t)zero_blocks * VMA_BLOCK_SIZE);
+    return counter_add(&r->clusters, 1);
 }
 
 void vma_reader_device_counters(const vma_reader *r, unsigned dev_id, uint64_t *stored_bytes,
@@ -620,15 +631,7 @@ int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
             if (rc != VMA_OK)
                 return rc;
             unsigned stored = vmai_popcount16(bi->mask);
-            uint64_t clusters = counter_add(&r->clusters, 1);
-            /* Whole clusters and blocks as stored, padding past a device
-             * end included: what the deployed tool's verify prints. */
-            if (bi->mask == 0)
-                counter_add(&r->zero_cluster_bytes, VMA_CLUSTER_SIZE);
-            else
-                counter_add(&r->zero_block_bytes,
-                            (uint64_t)(VMA_BLOCKS_PER_CLUSTER - stored) * VMA_BLOCK_SIZE);
-            vmai_reader_count_device(r, bi->dev_id, bi->cluster_num, bi->mask);
+            uint64_t clusters = vmai_reader_count_cluster(r, bi->dev_id, bi->cluster_num, bi->mask);
             if (fn != NULL && fn(opaque, bi->dev_id, bi->cluster_num, bi->mask, data) != 0)
                 return vmai_reader_fail(r, VMA_ERR_CALLBACK,
                                         "stopped by the cluster callback at cluster %u of "

@@ -72,9 +72,10 @@ struct vma_reader {
     const struct vmai_clock *clock;  /* of the throttles; NULL: real (tests set one) */
 };
 
-/* Add one cluster of dev_id (its zero mask) to the per-device counters;
- * called by the reading thread only. */
-void vmai_reader_count_device(vma_reader *r, unsigned dev_id, uint32_t cluster, uint16_t mask);
+/* Count one cluster of dev_id (its zero mask) in the archive's and the
+ * device's counters; called by the reading thread only. Returns the
+ * clusters counted so far. */
+uint64_t vmai_reader_count_cluster(vma_reader *r, unsigned dev_id, uint32_t cluster, uint16_t mask);
 
 /* Record a failure on the handle (first one wins) and return status. */
 int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)

@@ -351,12 +351,7 @@ static int deliver(vma_reader *r, const struct vmai_extent *e, uint64_t extent_n
                                         (unsigned long long)extent_no,
                                         (unsigned long long)r->offset, r->seen_mem / 1024);
         }
-        r->clusters++;
-        if (bi->mask == 0)
-            r->zero_cluster_bytes += VMA_CLUSTER_SIZE;
-        else
-            r->zero_block_bytes += (uint64_t)(VMA_BLOCKS_PER_CLUSTER - stored) * VMA_BLOCK_SIZE;
-        vmai_reader_count_device(r, bi->dev_id, bi->cluster_num, bi->mask);
+        vmai_reader_count_cluster(r, bi->dev_id, bi->cluster_num, bi->mask);
         if (fn != NULL && fn(opaque, bi->dev_id, bi->cluster_num, bi->mask, cdata) != 0)
             return vmai_reader_fail(r, VMA_ERR_CALLBACK,
                                     "stopped at cluster %u of device '%s' in extent %llu at "

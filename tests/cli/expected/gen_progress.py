@@ -7,8 +7,11 @@ vma). Kept to show how the frozen files were made; the tests do not run it.
             a line whenever it changes (from 0: no "progress 0%" line, as
             the deployed tool prints; none at all when the sum is 0)
   bytes   = clusters read * 65536; duration normalized to "N"
-  totals  = n = clusters * 65536, z = bytes of mask-0 clusters,
-            zero-block bytes of the other clusters (16 - stored blocks each)
+  totals  = n = clusters * 65536; zb = 4096 per zero block of a partly
+            stored cluster that begins inside its device (padding past
+            the end is not counted); sparse z = 65536 per mask-0 cluster
+            + zb; the reduction is zb / (n - z), as the deployed tool
+            prints them
 
 Usage: gen_progress.py <golden-dir> <out-dir> NAME...
 """
@@ -34,7 +37,7 @@ def analyse(path):
         for i in range(59):
             v = struct.unpack('>Q', d[off + 40 + 8 * i:off + 48 + 8 * i])[0]
             if (v >> 32) & 0xff:
-                clusters.append(v >> 48)
+                clusters.append((v >> 48, (v >> 32) & 0xff, v & 0xffffffff))
         off += 512 + 4096 * bc
     return devs, clusters
 
@@ -42,17 +45,20 @@ def analyse(path):
 def lines(devs, masks):
     out, last, z, zb = [], 0, 0, 0
     total = sum(s // 65536 for (_, name, s) in devs if name != 'vmstate')
-    for i, m in enumerate(masks, 1):
+    sizes = {i: s for (i, _, s) in devs}
+    for i, (m, dev, num) in enumerate(masks, 1):
         if m == 0:
             z += 65536
         else:
-            zb += 4096 * (16 - bin(m).count('1'))
+            zb += 4096 * sum(1 for b in range(16) if not m & (1 << b) and
+                             num * 65536 + b * 4096 < sizes[dev])
         if total:
             p = i * 100 // total
             if p != last:
                 out.append('progress %d%% (read %d bytes, duration N sec)' % (p, i * 65536))
                 last = p
     n = len(masks) * 65536
+    z += zb
     if n == 0:
         out.append('vma archive contains no image data')
     else:
