@@ -412,7 +412,11 @@ VMA_API int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *fo
                                   const char *path, unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
- * disk) as the target; the reader never closes it. Only
+ * disk) as the target; the reader never closes it. A disk's target holds
+ * the whole device: a regular file shorter than the device is extended
+ * to the device size here (never shrunk; one that cannot grow is refused,
+ * VMA_ERR_IO), a block device shorter than the device is refused
+ * (VMA_ERR_INVALID); both messages name the device. Only
  * VMA_TARGET_WRITE_ZEROS is taken: VMA_TARGET_DIRECT and VMA_TARGET_SYNC
  * are refused (VMA_ERR_INVALID: open the descriptor with O_DIRECT or
  * O_DSYNC), so is a descriptor that is closed or read-only. For the
