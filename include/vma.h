@@ -801,11 +801,19 @@ VMA_API int vma_writer_add_config(vma_writer *w, const char *name, const void *d
 
 /*
  * Register a device (before the first cluster): returns its dev_id (1..254,
- * positive) on success, or a negative VMA_ERR_* status (never 0). `size` is in bytes, 1..VMA_MAX_DEVICE_SIZE, and is
- * recorded as given. The device named "vmstate" is the VM state stream: its
- * clusters must come in order 0, 1, 2, ... and its size is not a bound.
+ * positive) on success, or a negative VMA_ERR_* status (never 0). `size` is in bytes, 1..VMA_MAX_DEVICE_SIZE. A disk's size is
+ * recorded rounded up to a multiple of 512 (the bytes added read as
+ * zeros), as `vma create` and QEMU record it: Proxmox's reader works in
+ * 512-byte sectors and fails on, or restores wrongly, a last partial
+ * sector. The device named "vmstate" is the VM state stream: its size is
+ * recorded as given, its clusters must come in order 0, 1, 2, ... and its
+ * size is not a bound.
  */
 VMA_API int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size);
+
+/* The size recorded for dev_id (a disk's rounded up to 512 bytes), or 0
+ * for an unknown dev_id. */
+VMA_API uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id);
 
 /*
  * Write one 64 KiB cluster of a device. `data` is VMA_CLUSTER_SIZE bytes,
@@ -835,9 +843,8 @@ VMA_API int vma_writer_finish(vma_writer *w);
  * Write a whole disk from a raw source (regular file or block device) and
  * close its stream: reads `source_size` bytes from offset 0 with pread(),
  * skipping holes of sparse files (SEEK_DATA/SEEK_HOLE) without reading
- * them; the rest of the device, up to the size given to
- * vma_writer_add_device(), is written as zeros (so a caller may round the
- * size up to 512 bytes, as the deployed tool does). `source_size` larger
+ * them; the rest of the device, up to its recorded size
+ * (vma_writer_device_size()), is written as zeros. `source_size` larger
  * than the device fails with VMA_ERR_INVALID; a read error or a source
  * shorter than `source_size` with VMA_ERR_IO.
  */

@@ -37,6 +37,7 @@ extern char **environ;
 struct wdev {
     bool closed;
     uint64_t clusters;      /* clusters the device needs (disks) */
+    uint64_t given;         /* size given to add_device: bytes past it are zeros */
     uint64_t written;       /* clusters accepted */
     uint64_t next;          /* vmstate: next cluster number */
     struct vmai_cset seen;  /* disks: clusters accepted (sparse) */
@@ -485,6 +486,13 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
     rc = reserve_blob(w, 2 + strlen(name) + 1, "device name");
     if (rc != VMA_OK)
         return rc;
+    /* Proxmox's reader works in 512-byte sectors: a disk's last partial
+     * sector breaks it, so disks are recorded in whole sectors, as vma
+     * create and QEMU record them (zero padded). The vmstate size is a
+     * stream length, not sectors. */
+    uint64_t given = size;
+    if (!vmstate)
+        size = (size + 511) & ~(uint64_t)511;
     unsigned id = w->device_count + 1;
     struct wdev *d = &w->dev[id];
     char *n = strdup(name);
@@ -497,6 +505,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
             return wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'", name);
         }
     }
+    d->given = given;
     w->hdr.devices[id].name = n;
     w->hdr.devices[id].size = size;
     w->hdr.devices[id].is_vmstate = vmstate;
@@ -600,6 +609,12 @@ static uint16_t cluster_mask(const unsigned char *data, uint64_t limit)
     return mask;
 }
 
+/* Bytes of the cluster at `start` that lie before `end`. */
+static uint64_t in_cluster(uint64_t end, uint64_t start)
+{
+    return start >= end ? 0 : (end - start < VMA_CLUSTER_SIZE ? end - start : VMA_CLUSTER_SIZE);
+}
+
 /* Under the lock: check the cluster against the device's rules. */
 static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
 {
@@ -637,13 +652,13 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint32_t cluster_nu
 {
     /* Zero detection runs outside the lock: it is the per-cluster work
      * that parallel callers can share. Device sizes are fixed by now. */
-    uint64_t limit = VMA_CLUSTER_SIZE;
+    uint64_t limit = VMA_CLUSTER_SIZE, keep = VMA_CLUSTER_SIZE; /* bytes in the device, given */
     if (dev_id > 0 && dev_id < VMA_DEV_SLOTS && !w->hdr.devices[dev_id].is_vmstate) {
-        uint64_t size = w->hdr.devices[dev_id].size;
         uint64_t start = (uint64_t)cluster_num * VMA_CLUSTER_SIZE;
-        limit = start >= size ? 0 : (size - start < limit ? size - start : limit);
+        limit = in_cluster(w->hdr.devices[dev_id].size, start);
+        keep = in_cluster(w->dev[dev_id].given, start);
     }
-    uint16_t mask = cluster_mask(data, limit);
+    uint16_t mask = cluster_mask(data, keep);
 
     pthread_mutex_lock(&w->lock);
     int rc = check_cluster(w, dev_id, cluster_num);
@@ -674,8 +689,8 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint32_t cluster_nu
         uint64_t start = (uint64_t)b * VMA_BLOCK_SIZE;
         unsigned char *dst = w->ext_buf + w->ext_len;
         memcpy(dst, (const unsigned char *)data + start, VMA_BLOCK_SIZE);
-        if (limit - start < VMA_BLOCK_SIZE) /* straddles the end: zero padding */
-            memset(dst + (limit - start), 0, VMA_BLOCK_SIZE - (size_t)(limit - start));
+        if (keep - start < VMA_BLOCK_SIZE) /* straddles the end: zero padding */
+            memset(dst + (keep - start), 0, VMA_BLOCK_SIZE - (size_t)(keep - start));
         w->ext_len += VMA_BLOCK_SIZE;
     }
 
@@ -798,6 +813,11 @@ void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn, void *opaq
 {
     w->progress = fn;
     w->progress_opaque = opaque;
+}
+
+uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id)
+{
+    return dev_id == 0 || dev_id > w->device_count ? 0 : w->hdr.devices[dev_id].size;
 }
 
 uint64_t vmai_writer_device_size(const vma_writer *w, unsigned dev_id, const char **name)

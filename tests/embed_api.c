@@ -302,6 +302,53 @@ static void t_writer_refused_then_usable(void **state)
     vma_reader_free(r);
 }
 
+/* A disk of 1000 bytes: recorded as 1024 (Proxmox's reader works in
+ * 512-byte sectors and failed on it), bytes 1000-1023 read as zeros
+ * whatever the cluster held there; the vmstate size stays as given. */
+static void t_writer_rounds_to_sectors(void **state)
+{
+    (void)state;
+    static unsigned char buf[CL];
+    memset(buf, 0xab, 1000);
+    memset(buf + 1000, 0xcd, CL - 1000);
+    unsigned id;
+    vma_writer *w = writer_with(tpath("odd.vma"), 1000, &id);
+    assert_int_equal(vma_writer_device_size(w, id), 1024);
+    int fid = vma_writer_add_device(w, "drive-scsi1", 1000);
+    int vid = vma_writer_add_device(w, VMA_VMSTATE_NAME, 1000);
+    assert_true(fid > 0 && vid > 0);
+    assert_int_equal(vma_writer_device_size(w, (unsigned)vid), 1000);
+    assert_int_equal(vma_writer_device_size(w, 99), 0);
+    assert_int_equal(vma_writer_write_cluster(w, id, 0, buf), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, id), VMA_OK);
+    int src = open(tpath("odd-src.raw"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(src >= 0);
+    assert_int_equal(write(src, buf, 1000), 1000);
+    assert_int_equal(vma_writer_write_device_fd(w, (unsigned)fid, src, 1000), VMA_OK);
+    close(src);
+    assert_int_equal(vma_writer_write_cluster(w, (unsigned)vid, 0, buf), VMA_OK);
+    assert_int_equal(vma_writer_close_device(w, (unsigned)vid), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, tpath("odd.vma")), VMA_OK);
+    assert_int_equal(vma_reader_device_size(r, id), 1024);
+    assert_int_equal(vma_reader_device_size(r, (unsigned)fid), 1024);
+    assert_int_equal(vma_reader_device_size(r, (unsigned)vid), 1000);
+    assert_int_equal(vma_reader_target_create(r, id, tpath("odd1.raw")), VMA_OK);
+    assert_int_equal(vma_reader_target_create(r, (unsigned)fid, tpath("odd2.raw")), VMA_OK);
+    assert_int_equal(vma_reader_target_skip(r, (unsigned)vid), VMA_OK);
+    assert_int_equal(vma_reader_restore(r), VMA_OK);
+    vma_reader_free(r);
+    memset(buf + 1000, 0, 24);
+    int want = open(tpath("odd-want.raw"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(write(want, buf, 1024), 1024);
+    close(want);
+    assert_true(same_file(tpath("odd1.raw"), tpath("odd-want.raw")));
+    assert_true(same_file(tpath("odd2.raw"), tpath("odd-want.raw")));
+}
+
 /* --- a failed open_fd keeps no thread --------------------------------- */
 
 static void *feed(void *arg)
@@ -547,7 +594,7 @@ static void t_counts_agree(void **state)
 {
     (void)state;
     /* a size that ends inside a block: padding past it is not counted */
-    uint64_t size = 2 * (uint64_t)CL + 5000;
+    uint64_t size = 2 * (uint64_t)CL + 5120;
     unsigned id;
     vma_writer *w = writer_with(tpath("counts.vma"), size, &id);
     static unsigned char data[CL];
@@ -805,6 +852,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_reader_fatal_sticks),
         cmocka_unit_test(t_callback_stop_message),
         cmocka_unit_test(t_writer_refused_then_usable),
+        cmocka_unit_test(t_writer_rounds_to_sectors),
         cmocka_unit_test(t_open_fd_failure_releases),
         cmocka_unit_test(t_device_stats_from_progress),
         cmocka_unit_test(t_counters_from_another_thread),
