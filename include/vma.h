@@ -790,7 +790,8 @@ VMA_API int vma_writer_open_shell(vma_writer *w, const char *command);
 VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 
 /* Write to a descriptor the caller owns (file, pipe, stdout): finish
- * flushes it but never closes it, nor does vma_writer_free(). */
+ * flushes it but never closes it, nor does vma_writer_free(). A closed or
+ * read-only descriptor is refused. */
 VMA_API int vma_writer_open_fd(vma_writer *w, int fd);
 
 /* Add a config (before the first cluster). The name and data are copied.
@@ -820,7 +821,8 @@ VMA_API uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id);
  * or NULL for a cluster that is all zeros. All-zero 4 KiB blocks and blocks
  * past the device end are dropped; bytes past the end are stored as zeros.
  * Each cluster of a disk may be written once, in any order and interleaved
- * with other devices. Thread safety: this function, vma_writer_close_device()
+ * with other devices, once the writer has an output (before: refused).
+ * Thread safety: this function, vma_writer_close_device()
  * and vma_writer_device_stats() may be called from several threads at once
  * on one writer; everything else must not run concurrently with them.
  */
@@ -832,7 +834,9 @@ VMA_API int vma_writer_write_cluster(vma_writer *w, unsigned dev_id,
 VMA_API int vma_writer_close_device(vma_writer *w, unsigned dev_id);
 
 /*
- * Finish the archive: every device must be closed. Writes the header if
+ * Finish the archive: every device must be closed (else refused with
+ * VMA_ERR_INCOMPLETE: close it and call again) and the writer must have
+ * an output. Writes the header if
  * nothing was written yet, flushes the last extent and closes an output
  * the writer opened itself (a descriptor from vma_writer_open_fd() stays
  * open), waiting for a command. On success the archive is complete.
@@ -845,8 +849,10 @@ VMA_API int vma_writer_finish(vma_writer *w);
  * skipping holes of sparse files (SEEK_DATA/SEEK_HOLE) without reading
  * them; the rest of the device, up to its recorded size
  * (vma_writer_device_size()), is written as zeros. `source_size` larger
- * than the device fails with VMA_ERR_INVALID; a read error or a source
- * shorter than `source_size` with VMA_ERR_IO.
+ * than the device, a descriptor not open for reading, and a device that is
+ * unknown, closed or already has clusters are refused (VMA_ERR_INVALID:
+ * nothing written, the writer stays usable); a read error or a source
+ * shorter than `source_size` fails with VMA_ERR_IO (fatal).
  */
 VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                        uint64_t source_size);
@@ -911,9 +917,12 @@ VMA_API void vma_source_cancel(vma_source *s);
  * zero (block status, "base:allocation") become all-zero clusters without
  * being read; the rest is read with many requests in flight, so clusters
  * reach the writer out of order. vma_writer_cancel() stops it at once.
- * Errors go to the writer's message, naming the device and offset. The
- * connection ends here, on success (qemu-nbd's exit is checked) and on
- * failure alike; vma_source_free() is still needed.
+ * Errors go to the writer's message, naming the device and offset.
+ * Refused as vma_writer_write_device_fd() is (nothing read, the source
+ * stays open): a source that is not open or larger than the device, an
+ * unknown, closed or partly written device. Otherwise the connection
+ * ends here, on success (qemu-nbd's exit is checked) and on failure
+ * alike; vma_source_free() is still needed.
  */
 VMA_API int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 

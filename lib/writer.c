@@ -240,6 +240,8 @@ static int check_setup(vma_writer *w, const char *what)
 int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16])
 {
     int rc = check_setup(w, "set_uuid");
+    if (rc == VMA_OK && uuid == NULL)
+        return wrefuse(w, VMA_ERR_INVALID, "set_uuid: no uuid");
     if (rc == VMA_OK)
         memcpy(w->hdr.uuid, uuid, 16);
     return rc;
@@ -268,8 +270,11 @@ int vma_writer_open_fd(vma_writer *w, int fd)
     int rc = check_output(w);
     if (rc != VMA_OK)
         return rc;
-    if (fd < 0)
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (fl < 0)
         return wrefuse(w, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    if ((fl & O_ACCMODE) == O_RDONLY)
+        return wrefuse(w, VMA_ERR_INVALID, "descriptor %d is not open for writing", fd);
     w->fd = fd;
     return VMA_OK;
 }
@@ -471,7 +476,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
         return wrefuse(w, VMA_ERR_INVALID,
                        "device name '%s' is empty, contains '/' or control characters, is "
                        "'.' or '..', or is too long",
-                       vmai_escape(q, sizeof(q), name, 64));
+                       vmai_escape(q, sizeof(q), name ? name : "", 64));
     bool vmstate = strcmp(name, VMA_VMSTATE_NAME) == 0;
     if (size == 0 || (!vmstate && size > VMA_MAX_DEVICE_SIZE))
         return wrefuse(w, VMA_ERR_LIMIT,
@@ -615,19 +620,32 @@ static uint64_t in_cluster(uint64_t end, uint64_t start)
     return start >= end ? 0 : (end - start < VMA_CLUSTER_SIZE ? end - start : VMA_CLUSTER_SIZE);
 }
 
-/* Under the lock: check the cluster against the device's rules. */
-static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
+/* Under the lock: the device may be written now. */
+static int check_device(vma_writer *w, unsigned dev_id)
 {
     if (w->status != VMA_OK)
         return wended(w);
     if (w->finished)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
+    if (w->fd < 0)
+        return wrefuse(w, VMA_ERR_INVALID, "the writer has no output (open_path or open_fd)");
     if (dev_id == 0 || dev_id > w->device_count)
         return wrefuse(w, VMA_ERR_INVALID, "write to unknown dev_id %u", dev_id);
     struct vmai_device *hd = &w->hdr.devices[dev_id];
     struct wdev *d = &w->dev[dev_id];
     if (d->closed)
         return wrefuse(w, VMA_ERR_INVALID, "write to device '%s' after it was closed", hd->name);
+    return VMA_OK;
+}
+
+/* Under the lock: check the cluster against the device's rules. */
+static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
+{
+    int rc = check_device(w, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    struct vmai_device *hd = &w->hdr.devices[dev_id];
+    struct wdev *d = &w->dev[dev_id];
     if (hd->is_vmstate) {
         if (n != d->next)
             return wrefuse(w, VMA_ERR_INVALID,
@@ -766,10 +784,13 @@ int vma_writer_finish(vma_writer *w)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
     if (vmai_cancelled(&w->cancel))
         return wfail(w, VMA_ERR_CANCELED, "cancelled before the archive was finished");
+    if (w->fd < 0)
+        return wrefuse(w, VMA_ERR_INVALID, "the writer has no output (open_path or open_fd)");
+    /* Refused, not fatal: the caller may still close the device. */
     for (unsigned i = 1; i <= w->device_count; i++)
         if (!w->dev[i].closed)
-            return wfail(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
-                         w->hdr.devices[i].name);
+            return wrefuse(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
+                           w->hdr.devices[i].name);
     w->sealed = true;
     /* The last extent goes out even when empty if there was none yet. */
     if ((w->ext_entries > 0 || w->extents == 0) && flush_extent(w) != VMA_OK)
@@ -798,7 +819,7 @@ int vma_writer_device_stats(vma_writer *w, unsigned dev_id, uint64_t *bytes_writ
     pthread_mutex_lock(&w->lock);
     int rc = VMA_OK;
     if (dev_id == 0 || dev_id > w->device_count) {
-        rc = VMA_ERR_NOT_FOUND;
+        rc = wrefuse(w, VMA_ERR_NOT_FOUND, "device_stats: no device with dev_id %u", dev_id);
     } else {
         if (bytes_written != NULL)
             *bytes_written = w->dev[dev_id].bytes;
@@ -820,12 +841,28 @@ uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id)
     return dev_id == 0 || dev_id > w->device_count ? 0 : w->hdr.devices[dev_id].size;
 }
 
-uint64_t vmai_writer_device_size(const vma_writer *w, unsigned dev_id, const char **name)
+int vmai_writer_whole_device(vma_writer *w, unsigned dev_id, const char **name,
+                             uint64_t *size)
 {
-    if (dev_id == 0 || dev_id > w->device_count)
-        return 0;
-    *name = w->hdr.devices[dev_id].name;
-    return w->hdr.devices[dev_id].size;
+    pthread_mutex_lock(&w->lock);
+    int rc = check_device(w, dev_id);
+    if (rc == VMA_OK && w->dev[dev_id].written > 0)
+        rc = wrefuse(w, VMA_ERR_INVALID, "device '%s' already has clusters written",
+                     w->hdr.devices[dev_id].name);
+    if (rc == VMA_OK) {
+        *name = w->hdr.devices[dev_id].name;
+        *size = w->hdr.devices[dev_id].size;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+int vmai_writer_refuse(vma_writer *w, int status, const char *msg)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = wrefuse(w, status, "%s", msg);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
 }
 
 int vmai_writer_fail(vma_writer *w, int status, const char *msg)

@@ -349,6 +349,83 @@ static void t_writer_rounds_to_sectors(void **state)
     assert_true(same_file(tpath("odd2.raw"), tpath("odd-want.raw")));
 }
 
+/* Every argument error of the writer is a refusal: the call changes
+ * nothing, sets the message (also as the thread's last error), and the
+ * right call then works. write_device_fd() with a source larger than the
+ * device ended the writer before. */
+#define REFUSED(w, call, status)                                             \
+    do {                                                                     \
+        assert_int_equal((call), (status));                                  \
+        assert_int_equal(vma_writer_status(w), VMA_OK);                      \
+        assert_true(vma_writer_error(w)[0] != '\0');                         \
+        assert_string_equal(vma_last_error(), vma_writer_error(w));          \
+    } while (0)
+
+static void t_writer_argument_errors(void **state)
+{
+    (void)state;
+    static unsigned char buf[CL];
+    memset(buf, 0x5a, sizeof(buf));
+    int src = open(tpath("arg-src.raw"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(src >= 0);
+    assert_int_equal(write(src, buf, CL), CL);
+    assert_int_equal(write(src, buf, CL), CL);
+    int wo = open(tpath("arg-src.raw"), O_WRONLY);
+    int closed = fcntl(src, F_DUPFD, 900); /* a number no later open takes */
+    close(closed);
+
+    vma_writer *w = vma_writer_new();
+    unsigned char uuid[16] = {1};
+    REFUSED(w, vma_writer_set_uuid(w, NULL), VMA_ERR_INVALID);
+    assert_int_equal(vma_writer_set_uuid(w, uuid), VMA_OK);
+    int ro = open(gpath("basic.vma"), O_RDONLY);
+    REFUSED(w, vma_writer_open_fd(w, ro), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_open_fd(w, closed), VMA_ERR_INVALID);
+    close(ro);
+    int a = vma_writer_add_device(w, "drive-a", 2 * CL);
+    int b = vma_writer_add_device(w, "drive-b", CL);
+    assert_true(a > 0 && b > 0);
+    /* no output yet: clusters and finish are refused */
+    REFUSED(w, vma_writer_write_cluster(w, (unsigned)b, 0, buf), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)a, src, 2 * CL), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_finish(w), VMA_ERR_INVALID);
+    assert_int_equal(vma_writer_open_path(w, tpath("args.vma")), VMA_OK);
+
+    /* the source larger than the device, bad descriptors, unknown device */
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)a, src, 2 * CL + 1), VMA_ERR_INVALID);
+    assert_non_null(strstr(vma_writer_error(w), "drive-a"));
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)a, -1, 2 * CL), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)a, closed, 2 * CL), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)a, wo, 2 * CL), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_write_device_fd(w, 77, src, CL), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_write_device_source(w, (unsigned)a, NULL), VMA_ERR_INVALID);
+    REFUSED(w, vma_writer_device_stats(w, 77, NULL, NULL), VMA_ERR_NOT_FOUND);
+    /* a device that already has clusters is not written whole again */
+    assert_int_equal(vma_writer_write_cluster(w, (unsigned)b, 0, buf), VMA_OK);
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)b, src, CL), VMA_ERR_INVALID);
+    /* finish with a device open: refused, the device may still be closed */
+    REFUSED(w, vma_writer_finish(w), VMA_ERR_INCOMPLETE);
+    assert_non_null(strstr(vma_writer_error(w), "drive-a"));
+    assert_int_equal(vma_writer_close_device(w, (unsigned)b), VMA_OK);
+    REFUSED(w, vma_writer_write_device_fd(w, (unsigned)b, src, CL), VMA_ERR_INVALID);
+
+    /* the right calls work, and the archive verifies */
+    assert_int_equal(vma_writer_write_device_fd(w, (unsigned)a, src, 2 * CL), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    close(src);
+    close(wo);
+    vma_reader *r = vma_reader_new();
+    assert_int_equal(vma_reader_open_path(r, tpath("args.vma")), VMA_OK);
+    assert_int_equal(vma_reader_read(r, NULL, NULL), VMA_OK);
+    uint64_t stored = 0;
+    vma_reader_device_counters(r, (unsigned)a, &stored, NULL);
+    assert_int_equal(stored, 2 * CL);
+    vma_reader_device_counters(r, (unsigned)b, &stored, NULL);
+    assert_int_equal(stored, CL);
+    vma_reader_free(r);
+}
+
 /* --- a failed open_fd keeps no thread --------------------------------- */
 
 static void *feed(void *arg)
@@ -853,6 +930,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_callback_stop_message),
         cmocka_unit_test(t_writer_refused_then_usable),
         cmocka_unit_test(t_writer_rounds_to_sectors),
+        cmocka_unit_test(t_writer_argument_errors),
         cmocka_unit_test(t_open_fd_failure_releases),
         cmocka_unit_test(t_device_stats_from_progress),
         cmocka_unit_test(t_counters_from_another_thread),
