@@ -39,6 +39,22 @@
  * - *_free(NULL) is a no-op.
  * - Threads the library starts block every signal, so a caller's signal
  *   handlers run only in the caller's own threads.
+ * - fork(): a handle belongs to the process that made it (vma_*_new()).
+ *   The child of a fork() has a copy of its memory but none of its
+ *   threads (read-ahead, compression, a command's error reader) and
+ *   shares its descriptors. There, every call of a reader or writer that
+ *   reads, writes, sets up or takes its lock is refused at once with
+ *   VMA_ERR_INVALID ("reader made in process N used in process M after
+ *   fork() ..."; vma_writer_status() answers so too); vma_reader_cancel()
+ *   and vma_writer_cancel() do nothing (the parent's handle goes on); and
+ *   vma_reader_free() and vma_writer_free() join no thread, remove no
+ *   file and stop no command there (those are the parent's): what they
+ *   cannot release safely is left to the child's exit. Accessors of what
+ *   is in memory (header, devices, counters, messages) still answer.
+ *   A vma_image holds no thread once opened and may be used in a child
+ *   (a daemonized `vma mount` does); a vma_source or vma_backup is
+ *   neither used nor freed in a child. The parent uses its handles as
+ *   before.
  * - Strings and buffers returned by accessors are owned by the handle and
  *   stay valid until it is freed.
  *

@@ -282,6 +282,17 @@ int vmai_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
     return rc;
 }
 
+bool vmai_other_process(pid_t owner, const char *what, char *err)
+{
+    pid_t now = getpid();
+    if (now == owner)
+        return false;
+    vmai_errorf(err, "%s made in process %d used in process %d after fork(): a handle "
+                "works only in the process that made it (its threads are not in this one)",
+                what, (int)owner, (int)now);
+    return true;
+}
+
 void vmai_errorf(char *err, const char *fmt, ...)
 {
     va_list ap;

@@ -85,6 +85,15 @@ void vmai_signals_restore(const sigset_t *old);
 /* pthread_create() of a thread with every signal blocked. */
 int vmai_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 
+/* A handle is used only in the process that made it: after fork() the
+ * child has a copy of its memory but none of its threads (a read waits
+ * for a read-ahead thread forever) and shares its descriptors (a cancel
+ * would reach the parent's eventfd). Whether the caller is another
+ * process than `owner`: if so, says so in err (VMAI_ERRLEN bytes,
+ * `what` names the handle) and returns true. Async-signal-safe when
+ * it returns false. */
+bool vmai_other_process(pid_t owner, const char *what, char *err);
+
 /* A large buffer with its pages in place from the start (MAP_POPULATE):
  * one system call instead of a page fault per 4 KiB page at first touch,
  * which in a VM costs about 6 us each (a fifth of a seekable .zst verify

@@ -373,6 +373,8 @@ static void target_drop(vma_reader *r, unsigned dev_id)
 
 static int target_check(vma_reader *r, unsigned dev_id)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return r->status;
     if (!r->opened)
@@ -643,6 +645,8 @@ int vma_reader_target_skip(vma_reader *r, unsigned dev_id)
 int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_second,
                             const char *group)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return r->status;
     struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
@@ -700,6 +704,8 @@ static int targets_finish(vma_reader *r)
 
 int vma_reader_restore(vma_reader *r)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return vmai_reader_refuse(r, r->status, "%s", ""); /* ended: its first message */
     if (!r->opened)

@@ -54,6 +54,7 @@ struct vma_writer {
     uint64_t reported_bytes;    /* the last totals given to the callback */
     char err[VMAI_ERRLEN];
     int status;             /* sticky failure */
+    pid_t pid;              /* the process that made it (wforked()) */
 
     int fd;
     bool own_fd;
@@ -123,6 +124,16 @@ static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
     return status;
 }
 
+/* In a child after fork() (see vmai_other_process()): refused, before
+ * any lock is taken (a thread of the parent may have held it). */
+static int wforked(vma_writer *w)
+{
+    if (!vmai_other_process(w->pid, "writer", w->err))
+        return VMA_OK;
+    vmai_set_last_error(w->err);
+    return VMA_ERR_INVALID;
+}
+
 vma_writer *vma_writer_new(void)
 {
     vma_writer *w = calloc(1, sizeof(*w));
@@ -141,6 +152,7 @@ vma_writer *vma_writer_new(void)
         return NULL;
     }
     w->fd = -1;
+    w->pid = getpid();
     vmai_cancel_open(&w->cancel); /* without it, see vma_reader_new() */
     uuid_generate(w->hdr.uuid);
     w->hdr.ctime = (int64_t)time(NULL);
@@ -185,6 +197,10 @@ void vma_writer_free(vma_writer *w)
 {
     if (w == NULL)
         return;
+    /* In a child after fork(): its output, file and command are the
+     * parent's, and so are the compression threads. Left alone. */
+    if (getpid() != w->pid)
+        return;
     if (w->own_fd && w->fd >= 0)
         close(w->fd);
     if (w->child > 0) {
@@ -219,17 +235,25 @@ const char *vma_writer_error(const vma_writer *w) { return w->err; }
 
 int vma_writer_status(vma_writer *w)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = w->status;
     pthread_mutex_unlock(&w->lock);
     return rc;
 }
 
-void vma_writer_cancel(vma_writer *w) { vmai_cancel_fire(&w->cancel); }
+void vma_writer_cancel(vma_writer *w)
+{
+    if (getpid() == w->pid) /* the eventfd is shared with the parent */
+        vmai_cancel_fire(&w->cancel);
+}
 
 /* Calls that configure the archive: only before the first cluster. */
 static int check_setup(vma_writer *w, const char *what)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (w->status != VMA_OK)
         return wended(w);
     if (w->sealed)
@@ -668,6 +692,8 @@ static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
 int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint32_t cluster_num,
                              const void *data)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     /* Zero detection runs outside the lock: it is the per-cluster work
      * that parallel callers can share. Device sizes are fixed by now. */
     uint64_t limit = VMA_CLUSTER_SIZE, keep = VMA_CLUSTER_SIZE; /* bytes in the device, given */
@@ -751,6 +777,8 @@ out:
 
 int vma_writer_close_device(vma_writer *w, unsigned dev_id)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = w->status;
     if (rc != VMA_OK) {
@@ -778,6 +806,8 @@ out:
 
 int vma_writer_finish(vma_writer *w)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (w->status != VMA_OK)
         return wended(w);
     if (w->finished)
@@ -816,6 +846,8 @@ int vma_writer_finish(vma_writer *w)
 int vma_writer_device_stats(vma_writer *w, unsigned dev_id, uint64_t *bytes_written,
                             uint64_t *zero_bytes)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = VMA_OK;
     if (dev_id == 0 || dev_id > w->device_count) {
@@ -844,6 +876,8 @@ uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id)
 int vmai_writer_whole_device(vma_writer *w, unsigned dev_id, const char **name,
                              uint64_t *size)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = check_device(w, dev_id);
     if (rc == VMA_OK && w->dev[dev_id].written > 0)
@@ -859,6 +893,8 @@ int vmai_writer_whole_device(vma_writer *w, unsigned dev_id, const char **name,
 
 int vmai_writer_refuse(vma_writer *w, int status, const char *msg)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = wrefuse(w, status, "%s", msg);
     pthread_mutex_unlock(&w->lock);
@@ -867,6 +903,8 @@ int vmai_writer_refuse(vma_writer *w, int status, const char *msg)
 
 int vmai_writer_fail(vma_writer *w, int status, const char *msg)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = wfail(w, status, "%s", msg);
     pthread_mutex_unlock(&w->lock);
