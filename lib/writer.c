@@ -303,6 +303,17 @@ int vma_writer_open_fd(vma_writer *w, int fd)
     return VMA_OK;
 }
 
+/* A command that cannot be started is refused: nothing of this try is
+ * kept, another output may follow. */
+static int exec_refused(vma_writer *w, const char *what, const char *command, int err)
+{
+    vmai_childerr_free(w->child_err);
+    w->child_err = NULL;
+    free(w->command);
+    w->command = NULL;
+    return wrefuse(w, VMA_ERR_IO, "cannot %s exec:%s: %s", what, command, strerror(err));
+}
+
 /* Run argv (file found as execvp does) with the archive on its stdin;
  * `command` names it in messages. */
 static int open_exec(vma_writer *w, const char *file, char *const argv[], const char *command)
@@ -311,11 +322,9 @@ static int open_exec(vma_writer *w, const char *file, char *const argv[], const 
     if ((w->command = strdup(command)) == NULL)
         return wfail(w, VMA_ERR_NOMEM, "out of memory");
     if (vmai_childerr_start(&w->child_err, &errfd) != 0)
-        return wfail(w, VMA_ERR_IO, "cannot read the standard error of exec:%s: %s", command,
-                     strerror(errno));
+        return exec_refused(w, "read the standard error of", command, errno);
     if (pipe2(pipefd, O_CLOEXEC) != 0)
-        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
-                     strerror(errno));
+        return exec_refused(w, "make a pipe for", command, errno);
     /* With descriptor 0 closed the read end could be 0, and a dup2 onto
      * itself would leave it close-on-exec: the command without stdin. */
     pipefd[0] = vmai_fd_above_std(pipefd[0]);
@@ -326,7 +335,7 @@ static int open_exec(vma_writer *w, const char *file, char *const argv[], const 
             close(pipefd[0]);
         if (pipefd[1] >= 0)
             close(pipefd[1]);
-        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command, strerror(e));
+        return exec_refused(w, "make a pipe for", command, e);
     }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -346,12 +355,7 @@ static int open_exec(vma_writer *w, const char *file, char *const argv[], const 
     vmai_childerr_spawned(w->child_err);
     if (err != 0) {
         close(pipefd[1]);
-        /* Refused: nothing of this try is kept, another output may follow. */
-        vmai_childerr_free(w->child_err);
-        w->child_err = NULL;
-        free(w->command);
-        w->command = NULL;
-        return wrefuse(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
+        return exec_refused(w, "run", command, err);
     }
     /* Our end only: writes then wait in poll(2), where a cancel ends them. */
     int fl = fcntl(pipefd[1], F_GETFL);

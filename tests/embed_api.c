@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -425,6 +426,34 @@ static void t_writer_argument_errors(void **state)
     vma_reader_device_counters(r, (unsigned)b, &stored, NULL);
     assert_int_equal(stored, CL);
     vma_reader_free(r);
+}
+
+/* A command that cannot be started for want of descriptors is refused
+ * like a missing one (it ended the writer before). */
+static void t_writer_exec_no_descriptors(void **state)
+{
+    (void)state;
+    vma_writer *w = vma_writer_new();
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    low = old;
+    low.rlim_cur = (rlim_t)lowest; /* no new descriptor from here */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    char *cat[] = {"cat", NULL};
+    int rc = vma_writer_open_command(w, cat);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(rc, VMA_ERR_IO);
+    assert_int_equal(vma_writer_status(w), VMA_OK);
+    assert_non_null(strstr(vma_writer_error(w), "exec:cat"));
+    assert_string_equal(vma_last_error(), vma_writer_error(w));
+    int null_fd = open("/dev/null", O_WRONLY);
+    assert_int_equal(vma_writer_open_fd(w, null_fd), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    vma_writer_free(w);
+    close(null_fd);
 }
 
 /* --- a failed open_fd keeps no thread --------------------------------- */
@@ -1022,6 +1051,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(t_writer_refused_then_usable),
         cmocka_unit_test(t_writer_rounds_to_sectors),
         cmocka_unit_test(t_writer_argument_errors),
+        cmocka_unit_test(t_writer_exec_no_descriptors),
         cmocka_unit_test(t_open_fd_failure_releases),
         cmocka_unit_test(t_fork),
         cmocka_unit_test(t_device_stats_from_progress),
