@@ -35,7 +35,8 @@
  *     again and keeps the first message. Only accessors and *_free() remain.
  * - A cancel is fatal for the whole handle, also for a later open.
  * - The library never prints, exits or aborts because of what a file
- *   contains, and keeps no global state. Handles are independent.
+ *   contains, and keeps no global state (but a count of fork()s, see
+ *   below). Handles are independent.
  * - *_free(NULL) is a no-op.
  * - Threads the library starts block every signal, so a caller's signal
  *   handlers run only in the caller's own threads.
@@ -54,7 +55,9 @@
  *   A vma_image holds no thread once opened and may be used in a child
  *   (a daemonized `vma mount` does); a vma_source or vma_backup is
  *   neither used nor freed in a child. The parent uses its handles as
- *   before.
+ *   before. A pthread_atfork() handler, registered with the first
+ *   handle, tells the library of a fork (a child of a raw clone(2) goes
+ *   unnoticed).
  * - Strings and buffers returned by accessors are owned by the handle and
  *   stay valid until it is freed.
  *

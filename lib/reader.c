@@ -24,7 +24,7 @@ vma_reader *vma_reader_new(void)
     if (r == NULL)
         return NULL;
     r->fd = -1;
-    r->pid = getpid();
+    vmai_owner_set(&r->owner);
     /* Without an eventfd (out of descriptors) a cancel still works, only a
      * wait on an idle pipe in another thread is not cut short. */
     vmai_cancel_open(&r->cancel);
@@ -42,7 +42,7 @@ void vma_reader_free(vma_reader *r)
     bool targets = false;
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
         targets = targets || r->targets[i] != NULL;
-    if (getpid() != r->pid && (r->in != NULL || targets))
+    if (!vmai_same_process(&r->owner) && (r->in != NULL || targets))
         return;
     vmai_targets_free(r);
     vmai_input_free(r->in);
@@ -89,13 +89,13 @@ const char *vma_reader_error(const vma_reader *r) { return r->err; }
 
 void vma_reader_cancel(vma_reader *r)
 {
-    if (getpid() == r->pid) /* the eventfd is shared with the parent */
+    if (vmai_same_process(&r->owner)) /* the eventfd is shared with the parent */
         vmai_cancel_fire(&r->cancel);
 }
 
 int vmai_reader_forked(vma_reader *r)
 {
-    if (!vmai_other_process(r->pid, "reader", r->err))
+    if (!vmai_other_process(&r->owner, "reader", r->err))
         return VMA_OK;
     vmai_set_last_error(r->err);
     return VMA_ERR_INVALID;

@@ -31,7 +31,7 @@ struct vma_reader {
     vma_read_fn read_fn;        /* open_callback's source, or NULL */
     void *read_opaque;
     struct vmai_cancel cancel;  /* vma_reader_cancel() */
-    pid_t pid;                  /* the process that made it (vmai_reader_forked()) */
+    struct vmai_owner owner;    /* the process that made it (vmai_reader_forked()) */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
     bool restored;              /* vma_reader_restore() succeeded */

@@ -54,7 +54,7 @@ struct vma_writer {
     uint64_t reported_bytes;    /* the last totals given to the callback */
     char err[VMAI_ERRLEN];
     int status;             /* sticky failure */
-    pid_t pid;              /* the process that made it (wforked()) */
+    struct vmai_owner owner; /* the process that made it (wforked()) */
 
     int fd;
     bool own_fd;
@@ -128,7 +128,7 @@ static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
  * any lock is taken (a thread of the parent may have held it). */
 static int wforked(vma_writer *w)
 {
-    if (!vmai_other_process(w->pid, "writer", w->err))
+    if (!vmai_other_process(&w->owner, "writer", w->err))
         return VMA_OK;
     vmai_set_last_error(w->err);
     return VMA_ERR_INVALID;
@@ -152,7 +152,7 @@ vma_writer *vma_writer_new(void)
         return NULL;
     }
     w->fd = -1;
-    w->pid = getpid();
+    vmai_owner_set(&w->owner);
     vmai_cancel_open(&w->cancel); /* without it, see vma_reader_new() */
     uuid_generate(w->hdr.uuid);
     w->hdr.ctime = (int64_t)time(NULL);
@@ -199,7 +199,7 @@ void vma_writer_free(vma_writer *w)
         return;
     /* In a child after fork(): its output, file and command are the
      * parent's, and so are the compression threads. Left alone. */
-    if (getpid() != w->pid)
+    if (!vmai_same_process(&w->owner))
         return;
     if (w->own_fd && w->fd >= 0)
         close(w->fd);
@@ -245,7 +245,7 @@ int vma_writer_status(vma_writer *w)
 
 void vma_writer_cancel(vma_writer *w)
 {
-    if (getpid() == w->pid) /* the eventfd is shared with the parent */
+    if (vmai_same_process(&w->owner)) /* the eventfd is shared with the parent */
         vmai_cancel_fire(&w->cancel);
 }
 
