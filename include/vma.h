@@ -43,10 +43,11 @@
  * - fork(): a handle belongs to the process that made it (vma_*_new()).
  *   The child of a fork() has a copy of its memory but none of its
  *   threads (read-ahead, compression, a command's error reader) and
- *   shares its descriptors. There, every call of a reader or writer that
- *   reads, writes, sets up or takes its lock is refused at once with
- *   VMA_ERR_INVALID ("reader made in process N used in process M after
- *   fork() ..."; vma_writer_status() answers so too); vma_reader_cancel()
+ *   shares its descriptors. There, a reader's open, read, restore and
+ *   target calls and every writer call that returns a status are refused
+ *   at once with VMA_ERR_INVALID ("reader made in process N used in
+ *   process M after fork() ..."; vma_writer_status() answers so too,
+ *   without taking the writer's lock); vma_reader_cancel()
  *   and vma_writer_cancel() do nothing (the parent's handle goes on); and
  *   vma_reader_free() and vma_writer_free() join no thread, remove no
  *   file and stop no command there (those are the parent's): what they
