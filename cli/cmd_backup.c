@@ -371,8 +371,8 @@ static void print_summary(vma_backup *b, vma_writer *w, const struct options *o,
     double freeze = vma_backup_freeze_seconds(b);
     if (!cli_json()) {
         for (unsigned i = 0; o->verbose && i < n; i++) {
-            uint64_t bytes, zeros, size = (vma_backup_device_size(b, i) + 511) & ~511ull;
             unsigned id = vma_backup_device_id(b, i);
+            uint64_t bytes, zeros, size = vma_writer_device_size(w, id);
             if (id == 0 || vma_writer_device_stats(w, id, &bytes, &zeros) != VMA_OK)
                 continue;
             fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n",
@@ -416,7 +416,7 @@ static void print_summary(vma_backup *b, vma_writer *w, const struct options *o,
         jw_key(&j, "node");
         jw_string(&j, vma_backup_device_node(b, i));
         jw_key(&j, "size");
-        jw_uint(&j, (vma_backup_device_size(b, i) + 511) & ~511ull);
+        jw_uint(&j, vma_writer_device_size(w, id));
         jw_key(&j, "bytes_written");
         jw_uint(&j, bytes);
         jw_key(&j, "zero_bytes");

@@ -27,7 +27,7 @@ struct source {
     int fd;            /* a raw source, or -1 */
     vma_source *img;   /* a source read through NBD, or NULL */
     uint64_t size;     /* bytes in the source */
-    uint64_t recorded; /* size rounded up to 512, as the deployed tool does */
+    uint64_t recorded; /* size the writer recorded: rounded up to 512 */
     unsigned dev_id;
 };
 
@@ -85,7 +85,6 @@ static int open_image(struct source *s)
     s->size = vma_source_size(s->img);
     if (s->size == 0)
         return cli_fail("%s: empty device", s->path);
-    s->recorded = (s->size + 511) & ~(uint64_t)511;
     return CLI_OK;
 }
 
@@ -117,7 +116,6 @@ static int open_source(struct source *s)
     }
     if (s->size == 0)
         return cli_fail("%s: empty device", s->path);
-    s->recorded = (s->size + 511) & ~(uint64_t)511;
     return CLI_OK;
 }
 
@@ -158,10 +156,11 @@ static int add_inputs(struct create *c, char **config_paths, size_t nconfig_path
                             s->name, strlen(s->name), CLI_DEVNAME_MAX);
         if (open_source(s) != CLI_OK)
             return CLI_FAIL;
-        id = vma_writer_add_device(c->w, s->name, s->recorded);
+        id = vma_writer_add_device(c->w, s->name, s->size);
         if (id < 0)
             return writer_fail(c);
         s->dev_id = (unsigned)id;
+        s->recorded = vma_writer_device_size(c->w, s->dev_id);
     }
     return CLI_OK;
 }

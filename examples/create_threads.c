@@ -92,7 +92,9 @@ int main(int argc, char **argv)
         d->clusters = (d->size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
         d->first = total;
         total += d->clusters;
-        int id = vma_writer_add_device(w, argv[a], d->size); /* a dev_id or a status */
+        /* A dev_id or a status. The size is recorded rounded up to 512
+         * bytes (vma_writer_device_size()); the padding reads as zeros. */
+        int id = vma_writer_add_device(w, argv[a], d->size);
         if (id < 0)
             goto fail;
         d->id = (unsigned)id;

@@ -35,10 +35,30 @@
  *     again and keeps the first message. Only accessors and *_free() remain.
  * - A cancel is fatal for the whole handle, also for a later open.
  * - The library never prints, exits or aborts because of what a file
- *   contains, and keeps no global state. Handles are independent.
+ *   contains, and keeps no global state (but a count of fork()s, see
+ *   below). Handles are independent.
  * - *_free(NULL) is a no-op.
  * - Threads the library starts block every signal, so a caller's signal
  *   handlers run only in the caller's own threads.
+ * - fork(): a handle belongs to the process that made it (vma_*_new()).
+ *   The child of a fork() has a copy of its memory but none of its
+ *   threads (read-ahead, compression, a command's error reader) and
+ *   shares its descriptors. There, a reader's open, read, restore and
+ *   target calls and every writer call that returns a status are refused
+ *   at once with VMA_ERR_INVALID ("reader made in process N used in
+ *   process M after fork() ..."; vma_writer_status() answers so too,
+ *   without taking the writer's lock); vma_reader_cancel()
+ *   and vma_writer_cancel() do nothing (the parent's handle goes on); and
+ *   vma_reader_free() and vma_writer_free() join no thread, remove no
+ *   file and stop no command there (those are the parent's): what they
+ *   cannot release safely is left to the child's exit. Accessors of what
+ *   is in memory (header, devices, counters, messages) still answer.
+ *   A vma_image holds no thread once opened and may be used in a child
+ *   (a daemonized `vma mount` does); a vma_source or vma_backup is
+ *   neither used nor freed in a child. The parent uses its handles as
+ *   before. A pthread_atfork() handler, registered with the first
+ *   handle, tells the library of a fork (a child of a raw clone(2) goes
+ *   unnoticed).
  * - Strings and buffers returned by accessors are owned by the handle and
  *   stay valid until it is freed.
  *
@@ -417,7 +437,11 @@ VMA_API int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *fo
                                   const char *path, unsigned flags);
 
 /* Use a descriptor the caller owns (opened for writing, seekable for a
- * disk) as the target; the reader never closes it. Only
+ * disk) as the target; the reader never closes it. A disk's target holds
+ * the whole device: a regular file shorter than the device is extended
+ * to the device size here (never shrunk; one that cannot grow is refused,
+ * VMA_ERR_IO), a block device shorter than the device is refused
+ * (VMA_ERR_INVALID); both messages name the device. Only
  * VMA_TARGET_WRITE_ZEROS is taken: VMA_TARGET_DIRECT and VMA_TARGET_SYNC
  * are refused (VMA_ERR_INVALID: open the descriptor with O_DIRECT or
  * O_DSYNC), so is a descriptor that is closed or read-only. For the
@@ -793,7 +817,8 @@ VMA_API int vma_writer_open_shell(vma_writer *w, const char *command);
 VMA_API int vma_writer_set_compression(vma_writer *w, const char *spec);
 
 /* Write to a descriptor the caller owns (file, pipe, stdout): finish
- * flushes it but never closes it, nor does vma_writer_free(). */
+ * flushes it but never closes it, nor does vma_writer_free(). A closed or
+ * read-only descriptor is refused. */
 VMA_API int vma_writer_open_fd(vma_writer *w, int fd);
 
 /* Add a config (before the first cluster). The name and data are copied.
@@ -804,18 +829,27 @@ VMA_API int vma_writer_add_config(vma_writer *w, const char *name, const void *d
 
 /*
  * Register a device (before the first cluster): returns its dev_id (1..254,
- * positive) on success, or a negative VMA_ERR_* status (never 0). `size` is in bytes, 1..VMA_MAX_DEVICE_SIZE, and is
- * recorded as given. The device named "vmstate" is the VM state stream: its
- * clusters must come in order 0, 1, 2, ... and its size is not a bound.
+ * positive) on success, or a negative VMA_ERR_* status (never 0). `size` is in bytes, 1..VMA_MAX_DEVICE_SIZE. A disk's size is
+ * recorded rounded up to a multiple of 512 (the bytes added read as
+ * zeros), as `vma create` and QEMU record it: Proxmox's reader works in
+ * 512-byte sectors and fails on, or restores wrongly, a last partial
+ * sector. The device named "vmstate" is the VM state stream: its size is
+ * recorded as given, its clusters must come in order 0, 1, 2, ... and its
+ * size is not a bound.
  */
 VMA_API int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size);
+
+/* The size recorded for dev_id (a disk's rounded up to 512 bytes), or 0
+ * for an unknown dev_id. */
+VMA_API uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id);
 
 /*
  * Write one 64 KiB cluster of a device. `data` is VMA_CLUSTER_SIZE bytes,
  * or NULL for a cluster that is all zeros. All-zero 4 KiB blocks and blocks
  * past the device end are dropped; bytes past the end are stored as zeros.
  * Each cluster of a disk may be written once, in any order and interleaved
- * with other devices. Thread safety: this function, vma_writer_close_device()
+ * with other devices, once the writer has an output (before: refused).
+ * Thread safety: this function, vma_writer_close_device()
  * and vma_writer_device_stats() may be called from several threads at once
  * on one writer; everything else must not run concurrently with them.
  */
@@ -827,7 +861,9 @@ VMA_API int vma_writer_write_cluster(vma_writer *w, unsigned dev_id,
 VMA_API int vma_writer_close_device(vma_writer *w, unsigned dev_id);
 
 /*
- * Finish the archive: every device must be closed. Writes the header if
+ * Finish the archive: every device must be closed (else refused with
+ * VMA_ERR_INCOMPLETE: close it and call again) and the writer must have
+ * an output. Writes the header if
  * nothing was written yet, flushes the last extent and closes an output
  * the writer opened itself (a descriptor from vma_writer_open_fd() stays
  * open), waiting for a command. On success the archive is complete.
@@ -838,11 +874,12 @@ VMA_API int vma_writer_finish(vma_writer *w);
  * Write a whole disk from a raw source (regular file or block device) and
  * close its stream: reads `source_size` bytes from offset 0 with pread(),
  * skipping holes of sparse files (SEEK_DATA/SEEK_HOLE) without reading
- * them; the rest of the device, up to the size given to
- * vma_writer_add_device(), is written as zeros (so a caller may round the
- * size up to 512 bytes, as the deployed tool does). `source_size` larger
- * than the device fails with VMA_ERR_INVALID; a read error or a source
- * shorter than `source_size` with VMA_ERR_IO.
+ * them; the rest of the device, up to its recorded size
+ * (vma_writer_device_size()), is written as zeros. `source_size` larger
+ * than the device, a descriptor not open for reading, and a device that is
+ * unknown, closed or already has clusters are refused (VMA_ERR_INVALID:
+ * nothing written, the writer stays usable); a read error or a source
+ * shorter than `source_size` fails with VMA_ERR_IO (fatal).
  */
 VMA_API int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd,
                                        uint64_t source_size);
@@ -907,9 +944,12 @@ VMA_API void vma_source_cancel(vma_source *s);
  * zero (block status, "base:allocation") become all-zero clusters without
  * being read; the rest is read with many requests in flight, so clusters
  * reach the writer out of order. vma_writer_cancel() stops it at once.
- * Errors go to the writer's message, naming the device and offset. The
- * connection ends here, on success (qemu-nbd's exit is checked) and on
- * failure alike; vma_source_free() is still needed.
+ * Errors go to the writer's message, naming the device and offset.
+ * Refused as vma_writer_write_device_fd() is (nothing read, the source
+ * stays open): a source that is not open or larger than the device, an
+ * unknown, closed or partly written device. Otherwise the connection
+ * ends here, on success (qemu-nbd's exit is checked) and on failure
+ * alike; vma_source_free() is still needed.
  */
 VMA_API int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s);
 

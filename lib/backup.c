@@ -1119,7 +1119,7 @@ int vma_backup_run(vma_backup *b, vma_writer *w)
         struct bdisk *d = &b->disk[i];
         if (!d->selected)
             continue;
-        int id = vma_writer_add_device(w, d->name, (d->size + 511) & ~(uint64_t)511);
+        int id = vma_writer_add_device(w, d->name, d->size); /* rounded up to 512 */
         if (id < 0)
             rc = bfail(b, id, "%s", vma_writer_error(w));
         else

@@ -282,6 +282,35 @@ int vmai_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
     return rc;
 }
 
+static _Atomic unsigned long forks; /* fork()s into this process */
+static pthread_once_t fork_counting = PTHREAD_ONCE_INIT;
+
+static void count_fork(void) { atomic_fetch_add_explicit(&forks, 1, memory_order_relaxed); }
+
+static void count_forks(void) { pthread_atfork(NULL, NULL, count_fork); }
+
+void vmai_owner_set(struct vmai_owner *o)
+{
+    pthread_once(&fork_counting, count_forks);
+    o->pid = getpid();
+    o->forks = atomic_load_explicit(&forks, memory_order_relaxed);
+}
+
+bool vmai_same_process(const struct vmai_owner *o)
+{
+    return atomic_load_explicit(&forks, memory_order_relaxed) == o->forks;
+}
+
+bool vmai_other_process(const struct vmai_owner *o, const char *what, char *err)
+{
+    if (vmai_same_process(o))
+        return false;
+    vmai_errorf(err, "%s made in process %d used in process %d after fork(): a handle "
+                "works only in the process that made it (its threads are not in this one)",
+                what, (int)o->pid, (int)getpid());
+    return true;
+}
+
 void vmai_errorf(char *err, const char *fmt, ...)
 {
     va_list ap;

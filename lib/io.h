@@ -85,6 +85,27 @@ void vmai_signals_restore(const sigset_t *old);
 /* pthread_create() of a thread with every signal blocked. */
 int vmai_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 
+/* A handle is used only in the process that made it: after fork() the
+ * child has a copy of its memory but none of its threads (a read waits
+ * for a read-ahead thread forever) and shares its descriptors (a cancel
+ * would reach the parent's eventfd). A handle records its owner when
+ * made; the check is one atomic load (getpid() is a system call, 3 us in
+ * these VMs: per cluster it doubled the writer's time): a pthread_atfork()
+ * handler counts the forks, the library's only process-wide state. */
+struct vmai_owner {
+    pid_t pid;
+    unsigned long forks;
+};
+void vmai_owner_set(struct vmai_owner *o);
+
+/* Whether the caller runs in the process that made the handle.
+ * Async-signal-safe. */
+bool vmai_same_process(const struct vmai_owner *o);
+
+/* If not: says so in err (VMAI_ERRLEN bytes, `what` names the handle)
+ * and returns true. */
+bool vmai_other_process(const struct vmai_owner *o, const char *what, char *err);
+
 /* A large buffer with its pages in place from the start (MAP_POPULATE):
  * one system call instead of a page fault per 4 KiB page at first touch,
  * which in a VM costs about 6 us each (a fifth of a seekable .zst verify

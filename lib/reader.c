@@ -24,6 +24,7 @@ vma_reader *vma_reader_new(void)
     if (r == NULL)
         return NULL;
     r->fd = -1;
+    vmai_owner_set(&r->owner);
     /* Without an eventfd (out of descriptors) a cancel still works, only a
      * wait on an idle pipe in another thread is not cut short. */
     vmai_cancel_open(&r->cancel);
@@ -33,6 +34,15 @@ vma_reader *vma_reader_new(void)
 void vma_reader_free(vma_reader *r)
 {
     if (r == NULL)
+        return;
+    /* In a child after fork(): an input's threads are not here to join,
+     * and the targets' files and commands are the parent's; they are left
+     * to the child's exit. Without them (a vma_image after its open, as a
+     * daemonized vma mount has it) the child's copy is freed as usual. */
+    bool targets = false;
+    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++)
+        targets = targets || r->targets[i] != NULL;
+    if (!vmai_same_process(&r->owner) && (r->in != NULL || targets))
         return;
     vmai_targets_free(r);
     vmai_input_free(r->in);
@@ -77,7 +87,19 @@ int vma_reader_status(const vma_reader *r) { return r->status; }
 
 const char *vma_reader_error(const vma_reader *r) { return r->err; }
 
-void vma_reader_cancel(vma_reader *r) { vmai_cancel_fire(&r->cancel); }
+void vma_reader_cancel(vma_reader *r)
+{
+    if (vmai_same_process(&r->owner)) /* the eventfd is shared with the parent */
+        vmai_cancel_fire(&r->cancel);
+}
+
+int vmai_reader_forked(vma_reader *r)
+{
+    if (!vmai_other_process(&r->owner, "reader", r->err))
+        return VMA_OK;
+    vmai_set_last_error(r->err);
+    return VMA_ERR_INVALID;
+}
 
 /* Read exactly len bytes of the header at offset `at`, of a header of
  * `total` bytes; a short read is truncation. */
@@ -196,6 +218,8 @@ static int open_checked(vma_reader *r)
 /* What every open checks first; `bad` (an argument's fault) says why. */
 static int may_open(vma_reader *r, const char *bad)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->opened || r->fd >= 0 || r->read_fn != NULL || r->in != NULL)
         return vmai_reader_refuse(r, VMA_ERR_INVALID, "reader is already open");
     if (bad != NULL)
@@ -592,6 +616,8 @@ void vma_reader_device_counters(const vma_reader *r, unsigned dev_id, uint64_t *
 
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return r->status;
     if (!r->opened)

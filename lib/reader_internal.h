@@ -31,6 +31,7 @@ struct vma_reader {
     vma_read_fn read_fn;        /* open_callback's source, or NULL */
     void *read_opaque;
     struct vmai_cancel cancel;  /* vma_reader_cancel() */
+    struct vmai_owner owner;    /* the process that made it (vmai_reader_forked()) */
     bool opened;
     bool consumed;              /* the extent stream was read (or tried) */
     bool restored;              /* vma_reader_restore() succeeded */
@@ -92,6 +93,10 @@ int vmai_reader_extent_buffer(vma_reader *r, size_t len);
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */
 int vmai_reader_run(vma_reader *r, vma_cluster_fn fn, void *opaque);
+
+/* VMA_OK in the process that made r; in a child after fork(), refuses
+ * (VMA_ERR_INVALID, the message names both processes). */
+int vmai_reader_forked(vma_reader *r);
 
 /* No more extents will be read (random access after its pass, or after
  * loading an index file): stop and join the input's read-ahead and

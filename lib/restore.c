@@ -373,6 +373,8 @@ static void target_drop(vma_reader *r, unsigned dev_id)
 
 static int target_check(vma_reader *r, unsigned dev_id)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return r->status;
     if (!r->opened)
@@ -571,6 +573,34 @@ int vma_reader_target_nbd(vma_reader *r, unsigned dev_id, const char *format,
     return VMA_OK;
 }
 
+/* A caller's descriptor as a disk target holds the whole device: a regular
+ * file shorter than the device is extended (zero blocks are left alone or
+ * punched, never written past its end, so the restore would not), never
+ * shrunk; a block device shorter than the device is refused. */
+static int fd_disk_size(vma_reader *r, unsigned dev_id, int fd)
+{
+    const char *name = vma_reader_device_name(r, dev_id);
+    uint64_t size = vma_reader_device_size(r, dev_id), len = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || target_length(fd, &len) != 0)
+        return vmai_reader_refuse(r, VMA_ERR_IO, "cannot get the size of descriptor %d for "
+                                  "device '%s': %s", fd, name, strerror(errno));
+    if (len >= size || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        return VMA_OK;
+    if (S_ISBLK(st.st_mode))
+        return vmai_reader_refuse(r, VMA_ERR_INVALID,
+                                  "descriptor %d for device '%s' is a block device of %llu "
+                                  "bytes; it needs %llu",
+                                  fd, name, (unsigned long long)len, (unsigned long long)size);
+    if (ftruncate(fd, (off_t)size) != 0)
+        return vmai_reader_refuse(r, VMA_ERR_IO,
+                                  "descriptor %d for device '%s' has %llu bytes and cannot be "
+                                  "extended to %llu: %s",
+                                  fd, name, (unsigned long long)len, (unsigned long long)size,
+                                  strerror(errno));
+    return VMA_OK;
+}
+
 int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
 {
     int rc = target_flags_check(r, dev_id, flags);
@@ -593,6 +623,8 @@ int vma_reader_target_fd(vma_reader *r, unsigned dev_id, int fd, unsigned flags)
                                   "VMA_TARGET_SYNC needs a path (target_open); open the "
                                   "descriptor with O_DSYNC instead");
     bool vmstate = vma_reader_device_is_vmstate(r, dev_id);
+    if (!vmstate && (rc = fd_disk_size(r, dev_id, fd)) != VMA_OK)
+        return rc;
     struct vmai_target *t = target_new(r, dev_id, vmstate ? TARGET_VMSTATE : TARGET_DISK);
     if (t == NULL)
         return r->status;
@@ -613,6 +645,8 @@ int vma_reader_target_skip(vma_reader *r, unsigned dev_id)
 int vma_reader_target_limit(vma_reader *r, unsigned dev_id, uint64_t bytes_per_second,
                             const char *group)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return r->status;
     struct vmai_target *t = dev_id < VMA_DEV_SLOTS ? r->targets[dev_id] : NULL;
@@ -670,6 +704,8 @@ static int targets_finish(vma_reader *r)
 
 int vma_reader_restore(vma_reader *r)
 {
+    if (vmai_reader_forked(r) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (r->status != VMA_OK)
         return vmai_reader_refuse(r, r->status, "%s", ""); /* ended: its first message */
     if (!r->opened)

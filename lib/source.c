@@ -5,6 +5,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,19 +40,26 @@ int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd, uint64_t 
 {
     char msg[VMAI_ERRLEN];
     const char *name = NULL;
-    uint64_t size = vmai_writer_device_size(w, dev_id, &name);
-    if (size == 0)
-        return vma_writer_write_cluster(w, dev_id, 0, NULL); /* reports the bad dev_id */
+    uint64_t size = 0;
+    int rc = vmai_writer_whole_device(w, dev_id, &name, &size);
+    if (rc != VMA_OK)
+        return rc;
+    /* Argument errors are refusals: nothing written, the writer usable. */
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+        snprintf(msg, sizeof(msg), "bad file descriptor %d for device '%s'%s", fd, name,
+                 fl < 0 ? "" : ": not open for reading");
+        return vmai_writer_refuse(w, VMA_ERR_INVALID, msg);
+    }
     if (source_size > size) {
         snprintf(msg, sizeof(msg), "source of device '%s' has %llu bytes, more than its size %llu",
                  name, (unsigned long long)source_size, (unsigned long long)size);
-        return vmai_writer_fail(w, VMA_ERR_INVALID, msg);
+        return vmai_writer_refuse(w, VMA_ERR_INVALID, msg);
     }
     unsigned char *buf = malloc(VMA_CLUSTER_SIZE);
     if (buf == NULL)
         return vmai_writer_fail(w, VMA_ERR_NOMEM, "out of memory");
 
-    int rc = VMA_OK;
     uint64_t data = 0, hole = 0; /* current data run [data, hole) */
     uint64_t clusters = vmai_cluster_count(size);
     for (uint64_t n = 0; n < clusters && rc == VMA_OK; n++) {

@@ -351,20 +351,26 @@ static int issue(struct producer *p)
 int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s)
 {
     const char *name = NULL;
-    uint64_t size = vmai_writer_device_size(w, dev_id, &name);
-    if (size == 0)
-        return vma_writer_write_cluster(w, dev_id, 0, NULL); /* reports the bad dev_id */
+    uint64_t size = 0;
+    int rc = vmai_writer_whole_device(w, dev_id, &name, &size);
+    if (rc != VMA_OK)
+        return rc;
     struct producer p = { .w = w, .dev_id = dev_id, .name = name, .s = s,
                           .cancel = vmai_writer_cancel_switch(w) };
-    if (s == NULL || s->c == NULL)
-        return pfail(&p, VMA_ERR_INVALID, "source of device '%s' is not open", name);
-    struct nbd_handle *h = vmai_nbd_handle(s->c);
     char why[VMAI_ERRLEN];
+    /* Argument errors are refusals: nothing read or written, the writer
+     * (and the source) usable. */
+    if (s == NULL || s->c == NULL) {
+        snprintf(why, sizeof(why), "source of device '%s' is not open", name);
+        return vmai_writer_refuse(w, VMA_ERR_INVALID, why);
+    }
+    struct nbd_handle *h = vmai_nbd_handle(s->c);
     uint64_t source_size = vma_source_size(s);
-    if (source_size > size)
-        return pfail(&p, VMA_ERR_INVALID, "source of device '%s' has %llu bytes, more than "
-                     "its size %llu", name, (unsigned long long)source_size,
-                     (unsigned long long)size);
+    if (source_size > size) {
+        snprintf(why, sizeof(why), "source of device '%s' has %llu bytes, more than its size "
+                 "%llu", name, (unsigned long long)source_size, (unsigned long long)size);
+        return vmai_writer_refuse(w, VMA_ERR_INVALID, why);
+    }
     p.clusters = vmai_cluster_count(source_size);
     p.max_request = REQUEST_MAX;
     if (s->max_request >= VMA_CLUSTER_SIZE && s->max_request < REQUEST_MAX)
@@ -380,7 +386,6 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
     }
 
     vmai_nbd_set_cancel(s->c, p.cancel); /* vma_writer_cancel() stops every wait */
-    int rc = VMA_OK;
     for (;;) {
         if (vmai_cancelled(p.cancel)) {
             rc = pfail(&p, VMA_ERR_CANCELED, "cancelled while reading device '%s'", name);
@@ -446,7 +451,7 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
 {
     (void)dev_id;
     (void)s;
-    return vmai_writer_fail(w, VMA_ERR_INVALID, "built without NBD support (libnbd)");
+    return vmai_writer_refuse(w, VMA_ERR_INVALID, "built without NBD support (libnbd)");
 }
 
 #endif

@@ -37,6 +37,7 @@ extern char **environ;
 struct wdev {
     bool closed;
     uint64_t clusters;      /* clusters the device needs (disks) */
+    uint64_t given;         /* size given to add_device: bytes past it are zeros */
     uint64_t written;       /* clusters accepted */
     uint64_t next;          /* vmstate: next cluster number */
     struct vmai_cset seen;  /* disks: clusters accepted (sparse) */
@@ -53,6 +54,7 @@ struct vma_writer {
     uint64_t reported_bytes;    /* the last totals given to the callback */
     char err[VMAI_ERRLEN];
     int status;             /* sticky failure */
+    struct vmai_owner owner; /* the process that made it (wforked()) */
 
     int fd;
     bool own_fd;
@@ -122,6 +124,16 @@ static int wrefuse(vma_writer *w, int status, const char *fmt, ...)
     return status;
 }
 
+/* In a child after fork() (see vmai_other_process()): refused, before
+ * any lock is taken (a thread of the parent may have held it). */
+static int wforked(vma_writer *w)
+{
+    if (!vmai_other_process(&w->owner, "writer", w->err))
+        return VMA_OK;
+    vmai_set_last_error(w->err);
+    return VMA_ERR_INVALID;
+}
+
 vma_writer *vma_writer_new(void)
 {
     vma_writer *w = calloc(1, sizeof(*w));
@@ -140,6 +152,7 @@ vma_writer *vma_writer_new(void)
         return NULL;
     }
     w->fd = -1;
+    vmai_owner_set(&w->owner);
     vmai_cancel_open(&w->cancel); /* without it, see vma_reader_new() */
     uuid_generate(w->hdr.uuid);
     w->hdr.ctime = (int64_t)time(NULL);
@@ -184,6 +197,10 @@ void vma_writer_free(vma_writer *w)
 {
     if (w == NULL)
         return;
+    /* In a child after fork(): its output, file and command are the
+     * parent's, and so are the compression threads. Left alone. */
+    if (!vmai_same_process(&w->owner))
+        return;
     if (w->own_fd && w->fd >= 0)
         close(w->fd);
     if (w->child > 0) {
@@ -218,17 +235,25 @@ const char *vma_writer_error(const vma_writer *w) { return w->err; }
 
 int vma_writer_status(vma_writer *w)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = w->status;
     pthread_mutex_unlock(&w->lock);
     return rc;
 }
 
-void vma_writer_cancel(vma_writer *w) { vmai_cancel_fire(&w->cancel); }
+void vma_writer_cancel(vma_writer *w)
+{
+    if (vmai_same_process(&w->owner)) /* the eventfd is shared with the parent */
+        vmai_cancel_fire(&w->cancel);
+}
 
 /* Calls that configure the archive: only before the first cluster. */
 static int check_setup(vma_writer *w, const char *what)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (w->status != VMA_OK)
         return wended(w);
     if (w->sealed)
@@ -239,6 +264,8 @@ static int check_setup(vma_writer *w, const char *what)
 int vma_writer_set_uuid(vma_writer *w, const unsigned char uuid[16])
 {
     int rc = check_setup(w, "set_uuid");
+    if (rc == VMA_OK && uuid == NULL)
+        return wrefuse(w, VMA_ERR_INVALID, "set_uuid: no uuid");
     if (rc == VMA_OK)
         memcpy(w->hdr.uuid, uuid, 16);
     return rc;
@@ -267,10 +294,24 @@ int vma_writer_open_fd(vma_writer *w, int fd)
     int rc = check_output(w);
     if (rc != VMA_OK)
         return rc;
-    if (fd < 0)
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (fl < 0)
         return wrefuse(w, VMA_ERR_INVALID, "bad file descriptor %d", fd);
+    if ((fl & O_ACCMODE) == O_RDONLY)
+        return wrefuse(w, VMA_ERR_INVALID, "descriptor %d is not open for writing", fd);
     w->fd = fd;
     return VMA_OK;
+}
+
+/* A command that cannot be started is refused: nothing of this try is
+ * kept, another output may follow. */
+static int exec_refused(vma_writer *w, const char *what, const char *command, int err)
+{
+    vmai_childerr_free(w->child_err);
+    w->child_err = NULL;
+    free(w->command);
+    w->command = NULL;
+    return wrefuse(w, VMA_ERR_IO, "cannot %s exec:%s: %s", what, command, strerror(err));
 }
 
 /* Run argv (file found as execvp does) with the archive on its stdin;
@@ -281,11 +322,9 @@ static int open_exec(vma_writer *w, const char *file, char *const argv[], const 
     if ((w->command = strdup(command)) == NULL)
         return wfail(w, VMA_ERR_NOMEM, "out of memory");
     if (vmai_childerr_start(&w->child_err, &errfd) != 0)
-        return wfail(w, VMA_ERR_IO, "cannot read the standard error of exec:%s: %s", command,
-                     strerror(errno));
+        return exec_refused(w, "read the standard error of", command, errno);
     if (pipe2(pipefd, O_CLOEXEC) != 0)
-        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command,
-                     strerror(errno));
+        return exec_refused(w, "make a pipe for", command, errno);
     /* With descriptor 0 closed the read end could be 0, and a dup2 onto
      * itself would leave it close-on-exec: the command without stdin. */
     pipefd[0] = vmai_fd_above_std(pipefd[0]);
@@ -296,7 +335,7 @@ static int open_exec(vma_writer *w, const char *file, char *const argv[], const 
             close(pipefd[0]);
         if (pipefd[1] >= 0)
             close(pipefd[1]);
-        return wfail(w, VMA_ERR_IO, "cannot make a pipe for exec:%s: %s", command, strerror(e));
+        return exec_refused(w, "make a pipe for", command, e);
     }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -316,12 +355,7 @@ static int open_exec(vma_writer *w, const char *file, char *const argv[], const 
     vmai_childerr_spawned(w->child_err);
     if (err != 0) {
         close(pipefd[1]);
-        /* Refused: nothing of this try is kept, another output may follow. */
-        vmai_childerr_free(w->child_err);
-        w->child_err = NULL;
-        free(w->command);
-        w->command = NULL;
-        return wrefuse(w, VMA_ERR_IO, "cannot run exec:%s: %s", command, strerror(err));
+        return exec_refused(w, "run", command, err);
     }
     /* Our end only: writes then wait in poll(2), where a cancel ends them. */
     int fl = fcntl(pipefd[1], F_GETFL);
@@ -470,7 +504,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
         return wrefuse(w, VMA_ERR_INVALID,
                        "device name '%s' is empty, contains '/' or control characters, is "
                        "'.' or '..', or is too long",
-                       vmai_escape(q, sizeof(q), name, 64));
+                       vmai_escape(q, sizeof(q), name ? name : "", 64));
     bool vmstate = strcmp(name, VMA_VMSTATE_NAME) == 0;
     if (size == 0 || (!vmstate && size > VMA_MAX_DEVICE_SIZE))
         return wrefuse(w, VMA_ERR_LIMIT,
@@ -485,6 +519,13 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
     rc = reserve_blob(w, 2 + strlen(name) + 1, "device name");
     if (rc != VMA_OK)
         return rc;
+    /* Proxmox's reader works in 512-byte sectors: a disk's last partial
+     * sector breaks it, so disks are recorded in whole sectors, as vma
+     * create and QEMU record them (zero padded). The vmstate size is a
+     * stream length, not sectors. */
+    uint64_t given = size;
+    if (!vmstate)
+        size = (size + 511) & ~(uint64_t)511;
     unsigned id = w->device_count + 1;
     struct wdev *d = &w->dev[id];
     char *n = strdup(name);
@@ -497,6 +538,7 @@ int vma_writer_add_device(vma_writer *w, const char *name, uint64_t size)
             return wfail(w, VMA_ERR_NOMEM, "out of memory for the cluster map of '%s'", name);
         }
     }
+    d->given = given;
     w->hdr.devices[id].name = n;
     w->hdr.devices[id].size = size;
     w->hdr.devices[id].is_vmstate = vmstate;
@@ -600,19 +642,38 @@ static uint16_t cluster_mask(const unsigned char *data, uint64_t limit)
     return mask;
 }
 
-/* Under the lock: check the cluster against the device's rules. */
-static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
+/* Bytes of the cluster at `start` that lie before `end`. */
+static uint64_t in_cluster(uint64_t end, uint64_t start)
+{
+    return start >= end ? 0 : (end - start < VMA_CLUSTER_SIZE ? end - start : VMA_CLUSTER_SIZE);
+}
+
+/* Under the lock: the device may be written now. */
+static int check_device(vma_writer *w, unsigned dev_id)
 {
     if (w->status != VMA_OK)
         return wended(w);
     if (w->finished)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
+    if (w->fd < 0)
+        return wrefuse(w, VMA_ERR_INVALID, "the writer has no output (open_path or open_fd)");
     if (dev_id == 0 || dev_id > w->device_count)
         return wrefuse(w, VMA_ERR_INVALID, "write to unknown dev_id %u", dev_id);
     struct vmai_device *hd = &w->hdr.devices[dev_id];
     struct wdev *d = &w->dev[dev_id];
     if (d->closed)
         return wrefuse(w, VMA_ERR_INVALID, "write to device '%s' after it was closed", hd->name);
+    return VMA_OK;
+}
+
+/* Under the lock: check the cluster against the device's rules. */
+static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
+{
+    int rc = check_device(w, dev_id);
+    if (rc != VMA_OK)
+        return rc;
+    struct vmai_device *hd = &w->hdr.devices[dev_id];
+    struct wdev *d = &w->dev[dev_id];
     if (hd->is_vmstate) {
         if (n != d->next)
             return wrefuse(w, VMA_ERR_INVALID,
@@ -635,15 +696,17 @@ static int check_cluster(vma_writer *w, unsigned dev_id, uint64_t n)
 int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint32_t cluster_num,
                              const void *data)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     /* Zero detection runs outside the lock: it is the per-cluster work
      * that parallel callers can share. Device sizes are fixed by now. */
-    uint64_t limit = VMA_CLUSTER_SIZE;
+    uint64_t limit = VMA_CLUSTER_SIZE, keep = VMA_CLUSTER_SIZE; /* bytes in the device, given */
     if (dev_id > 0 && dev_id < VMA_DEV_SLOTS && !w->hdr.devices[dev_id].is_vmstate) {
-        uint64_t size = w->hdr.devices[dev_id].size;
         uint64_t start = (uint64_t)cluster_num * VMA_CLUSTER_SIZE;
-        limit = start >= size ? 0 : (size - start < limit ? size - start : limit);
+        limit = in_cluster(w->hdr.devices[dev_id].size, start);
+        keep = in_cluster(w->dev[dev_id].given, start);
     }
-    uint16_t mask = cluster_mask(data, limit);
+    uint16_t mask = cluster_mask(data, keep);
 
     pthread_mutex_lock(&w->lock);
     int rc = check_cluster(w, dev_id, cluster_num);
@@ -674,8 +737,8 @@ int vma_writer_write_cluster(vma_writer *w, unsigned dev_id, uint32_t cluster_nu
         uint64_t start = (uint64_t)b * VMA_BLOCK_SIZE;
         unsigned char *dst = w->ext_buf + w->ext_len;
         memcpy(dst, (const unsigned char *)data + start, VMA_BLOCK_SIZE);
-        if (limit - start < VMA_BLOCK_SIZE) /* straddles the end: zero padding */
-            memset(dst + (limit - start), 0, VMA_BLOCK_SIZE - (size_t)(limit - start));
+        if (keep - start < VMA_BLOCK_SIZE) /* straddles the end: zero padding */
+            memset(dst + (keep - start), 0, VMA_BLOCK_SIZE - (size_t)(keep - start));
         w->ext_len += VMA_BLOCK_SIZE;
     }
 
@@ -718,6 +781,8 @@ out:
 
 int vma_writer_close_device(vma_writer *w, unsigned dev_id)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = w->status;
     if (rc != VMA_OK) {
@@ -745,16 +810,21 @@ out:
 
 int vma_writer_finish(vma_writer *w)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (w->status != VMA_OK)
         return wended(w);
     if (w->finished)
         return wrefuse(w, VMA_ERR_INVALID, "the archive is already finished");
     if (vmai_cancelled(&w->cancel))
         return wfail(w, VMA_ERR_CANCELED, "cancelled before the archive was finished");
+    if (w->fd < 0)
+        return wrefuse(w, VMA_ERR_INVALID, "the writer has no output (open_path or open_fd)");
+    /* Refused, not fatal: the caller may still close the device. */
     for (unsigned i = 1; i <= w->device_count; i++)
         if (!w->dev[i].closed)
-            return wfail(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
-                         w->hdr.devices[i].name);
+            return wrefuse(w, VMA_ERR_INCOMPLETE, "device '%s' is still open at finish",
+                           w->hdr.devices[i].name);
     w->sealed = true;
     /* The last extent goes out even when empty if there was none yet. */
     if ((w->ext_entries > 0 || w->extents == 0) && flush_extent(w) != VMA_OK)
@@ -780,10 +850,12 @@ int vma_writer_finish(vma_writer *w)
 int vma_writer_device_stats(vma_writer *w, unsigned dev_id, uint64_t *bytes_written,
                             uint64_t *zero_bytes)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = VMA_OK;
     if (dev_id == 0 || dev_id > w->device_count) {
-        rc = VMA_ERR_NOT_FOUND;
+        rc = wrefuse(w, VMA_ERR_NOT_FOUND, "device_stats: no device with dev_id %u", dev_id);
     } else {
         if (bytes_written != NULL)
             *bytes_written = w->dev[dev_id].bytes;
@@ -800,16 +872,43 @@ void vma_writer_set_progress(vma_writer *w, vma_write_progress_fn fn, void *opaq
     w->progress_opaque = opaque;
 }
 
-uint64_t vmai_writer_device_size(const vma_writer *w, unsigned dev_id, const char **name)
+uint64_t vma_writer_device_size(const vma_writer *w, unsigned dev_id)
 {
-    if (dev_id == 0 || dev_id > w->device_count)
-        return 0;
-    *name = w->hdr.devices[dev_id].name;
-    return w->hdr.devices[dev_id].size;
+    return dev_id == 0 || dev_id > w->device_count ? 0 : w->hdr.devices[dev_id].size;
+}
+
+int vmai_writer_whole_device(vma_writer *w, unsigned dev_id, const char **name,
+                             uint64_t *size)
+{
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
+    pthread_mutex_lock(&w->lock);
+    int rc = check_device(w, dev_id);
+    if (rc == VMA_OK && w->dev[dev_id].written > 0)
+        rc = wrefuse(w, VMA_ERR_INVALID, "device '%s' already has clusters written",
+                     w->hdr.devices[dev_id].name);
+    if (rc == VMA_OK) {
+        *name = w->hdr.devices[dev_id].name;
+        *size = w->hdr.devices[dev_id].size;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+int vmai_writer_refuse(vma_writer *w, int status, const char *msg)
+{
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
+    pthread_mutex_lock(&w->lock);
+    int rc = wrefuse(w, status, "%s", msg);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
 }
 
 int vmai_writer_fail(vma_writer *w, int status, const char *msg)
 {
+    if (wforked(w) != VMA_OK)
+        return VMA_ERR_INVALID;
     pthread_mutex_lock(&w->lock);
     int rc = wfail(w, status, "%s", msg);
     pthread_mutex_unlock(&w->lock);

@@ -6,8 +6,16 @@
 
 #include "vma.h"
 
-/* The recorded size and name of a device, or 0 for an unknown dev_id. */
-uint64_t vmai_writer_device_size(const vma_writer *w, unsigned dev_id, const char **name);
+/* Before writing device dev_id whole from a source: refuses (the writer
+ * stays usable) an ended or finished writer, one without output, an
+ * unknown or closed device or one that has clusters already; else gives
+ * its name and recorded size. */
+int vmai_writer_whole_device(vma_writer *w, unsigned dev_id, const char **name,
+                             uint64_t *size);
+
+/* Refuse a call (a bad argument): the message, the writer stays usable;
+ * returns the status (an ended writer's own instead). */
+int vmai_writer_refuse(vma_writer *w, int status, const char *msg);
 
 /* Fail the writer (sticky) with a message; returns the status. */
 int vmai_writer_fail(vma_writer *w, int status, const char *msg);

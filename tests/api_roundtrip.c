@@ -402,6 +402,20 @@ static void writer_setup(vma_writer *w, struct arch *a)
         assert_int_equal(seen[id], 0);
         seen[id] = 1;
         a->dev[i].id = (unsigned)id;
+        /* A disk is recorded in whole 512-byte sectors, the bytes added
+         * zeros: from here on that is the device the archive holds. */
+        struct dev *d = &a->dev[i];
+        uint64_t rec = vma_writer_device_size(w, d->id);
+        if (strcmp(d->name, VMA_VMSTATE_NAME) == 0)
+            assert_true(rec == d->size);
+        else
+            assert_true(rec == ((d->size + 511) & ~(uint64_t)511));
+        if (rec != d->size) {
+            d->data = realloc(d->data, (size_t)rec);
+            assert_non_null(d->data);
+            memset(d->data + d->size, 0, (size_t)(rec - d->size));
+            d->size = rec;
+        }
     }
 }
 

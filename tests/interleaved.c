@@ -17,7 +17,7 @@
 #include "vma.h"
 
 #define A_SIZE (5u * VMA_CLUSTER_SIZE + 3 * VMA_BLOCK_SIZE) /* 6 clusters */
-#define B_SIZE (3u * VMA_CLUSTER_SIZE + 1000)               /* 4 clusters, cut */
+#define B_SIZE (3u * VMA_CLUSTER_SIZE + 1024)               /* 4 clusters, cut in a block */
 
 static uint32_t seed = 12345;
 

@@ -24,7 +24,8 @@
 
 static const unsigned char uuid[16] = {0x5a, 0x1a, 0x9e, 1, 2, 3, 4, 5,
                                        6, 7, 8, 9, 10, 11, 12, 13};
-static const uint64_t dev_size[NDEV + 1] = {0, 150 * 65536ull + 5000, 40 * 65536ull,
+/* scsi0 ends inside a block, at a sector (the writer records whole sectors) */
+static const uint64_t dev_size[NDEV + 1] = {0, 150 * 65536ull + 5120, 40 * 65536ull,
                                             20 * 65536ull};
 static const char *const dev_name[NDEV + 1] = {NULL, "scsi0", "efi", "vmstate"};
 static const char config_text[] = "salvage-config-data: memory 512\n";

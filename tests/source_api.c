@@ -139,13 +139,17 @@ static void test_source_states(void **state)
     /* A source never opened cannot feed a device; the writer says so. */
     vma_writer *w = vma_writer_new();
     assert_non_null(w);
+    int null_fd = open("/dev/null", O_WRONLY);
+    assert_int_equal(vma_writer_open_fd(w, null_fd), VMA_OK);
     s = vma_source_new();
     int id = vma_writer_add_device(w, "d0", 1 << 20);
     assert_true(id > 0);
     assert_int_equal(vma_writer_write_device_source(w, (unsigned)id, s), VMA_ERR_INVALID);
     assert_non_null(strstr(vma_writer_error(w), "not open"));
+    assert_int_equal(vma_writer_status(w), VMA_OK); /* refused, not ended */
     vma_source_free(s);
     vma_writer_free(w);
+    close(null_fd);
 }
 
 static int have_qemu(void)

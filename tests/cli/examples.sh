@@ -72,6 +72,23 @@ sort "$T/out" >"$T/got"
 CHECKS=$((CHECKS + 1))
 cmp -s "$T/want" "$T/got" || { fail "sums of the new archive differ"; diff "$T/want" "$T/got" >&2; }
 
+# A size that is not a multiple of 512: recorded rounded up (Proxmox's
+# reader works in sectors), the padding read back as zeros.
+case_ "create_threads from a 1000-byte image"
+cat "$G/basic.conf" "$G/basic.conf" "$G/basic.conf" | head -c 1000 >"$T/odd.raw"
+run "$X/create_threads" "$T/odd.vma" "d=$T/odd.raw"
+expect_ok
+run "$VMA" verify "$T/odd.vma"
+expect_ok
+run "$VMA" list "$T/odd.vma"
+expect_ok
+check "size 1024 recorded" grep -qx "DEV: dev_id=1 size: 1024 devname: d" "$T/out"
+run "$VMA" extract "$T/odd.vma" "$T/odd"
+expect_ok
+{ cat "$T/odd.raw"; head -c 24 /dev/zero; } >"$T/odd.want"
+CHECKS=$((CHECKS + 1))
+cmp -s "$T/odd.want" "$T/odd/disk-d.raw" || fail "the extracted image differs"
+
 case_ "create_threads refuses an existing output"
 run "$X/create_threads" "$T/new.vma" "d=$T/r/disk-drive-scsi0.raw"
 expect_rc 1
