@@ -1,15 +1,20 @@
 /*
- * vma extract <archive> [-v] [-d <dev,...>] [-r <map>] [--output-format=json]
- * <new-target-dir>: restore configs, disks and the VM state into a new
- * directory, or the disks into existing targets named by a restore map.
+ * vma extract <archive> [-v] [-d <dev,...>] [-r <map>] [--format=<fmt>]
+ * [--output-format=json] <new-target-dir>: restore configs, disks and the
+ * VM state into a new directory (disks as raw files, or as qcow2, vmdk,
+ * vdi or vhdx images written through qemu-nbd), or the disks into
+ * existing targets named by a restore map.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -27,11 +32,13 @@ struct extract {
     const char *dir;
     const char *drives;   /* -d list, or NULL for every disk */
     const char *map_path; /* -r, or NULL */
+    const char *format;   /* --format: NULL for raw files */
+    const char *ext;      /* ".raw", or "." and the format */
     struct restore_map_entry *map;
     size_t map_len;
     char **files; /* everything made in dir: removed on failure */
     size_t nfiles;
-    unsigned char to_rename[DEV_SLOTS]; /* made tmp-disk-<dev>.raw */
+    unsigned char to_rename[DEV_SLOTS]; /* made tmp-disk-<dev><ext> */
     unsigned char skipped[DEV_SLOTS];   /* left out by -d */
     struct read_progress progress; /* lives as long as the reader */
 };
@@ -234,6 +241,56 @@ static int in_drive_list(const char *list, const char *name)
     }
 }
 
+/* The formats --format writes: what another hypervisor opens directly. */
+static const char *const image_formats[] = { "raw", "qcow2", "vmdk", "vdi", "vhdx" };
+
+/* A new empty image of `format` at path, `size` bytes, made by qemu-img
+ * (its first line of error output becomes ours). */
+static int create_image(const char *format, const char *path, uint64_t size)
+{
+    char size_arg[32], line[512] = "";
+    char *argv[] = { "qemu-img", "create", "-q", "-f", (char *)format, (char *)path, size_arg,
+                     NULL };
+    int pipefd[2], status = 0, rc;
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    extern char **environ;
+
+    snprintf(size_arg, sizeof size_arg, "%llu", (unsigned long long)size);
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return cli_fail("cannot run qemu-img - %s", strerror(errno));
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+    rc = posix_spawnp(&pid, "qemu-img", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    if (rc != 0) {
+        close(pipefd[0]);
+        return cli_fail("cannot run qemu-img to create %s - %s%s", path, strerror(rc),
+                        rc == ENOENT ? " (install the Debian package qemu-utils; on Proxmox "
+                                       "VE it comes with pve-qemu-kvm)"
+                                     : "");
+    }
+    FILE *out = fdopen(pipefd[0], "r");
+    if (out != NULL) {
+        if (fgets(line, sizeof line, out) != NULL)
+            line[strcspn(line, "\n")] = '\0';
+        while (fgetc(out) != EOF)
+            ;
+        fclose(out);
+    } else {
+        close(pipefd[0]);
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return cli_fail("qemu-img create -f %s %s failed - %s", format, path,
+                        line[0] ? line : "no message");
+    return CLI_OK;
+}
+
 /* Target of one disk: a map entry, a new tmp-disk file, or a skip. */
 static int set_disk_target(struct extract *x, unsigned id)
 {
@@ -271,13 +328,20 @@ static int set_disk_target(struct extract *x, unsigned id)
                             "would pass the 255-byte file name limit (at most %u bytes fit); "
                             "restore it with -r to a path of your choice",
                             name, strlen(name), CLI_DEVNAME_MAX);
-        path = cli_path(x->dir, "tmp-disk-", name, ".raw");
+        path = cli_path(x->dir, "tmp-disk-", name, x->ext);
         if (add_file(x, path) != CLI_OK)
             return CLI_FAIL;
         if (!cli_json()) /* JSON: the document names the files instead */
             printf("DEVINFO %s %llu\n", path,
                    (unsigned long long)vma_reader_device_size(x->r, id));
-        st = vma_reader_target_create(x->r, id, path);
+        if (x->format == NULL) {
+            st = vma_reader_target_create(x->r, id, path);
+        } else {
+            /* A new image reads as zeros: zero blocks need no write (0:). */
+            if (create_image(x->format, path, vma_reader_device_size(x->r, id)) != CLI_OK)
+                return CLI_FAIL;
+            st = vma_reader_target_nbd(x->r, id, x->format, path, 0);
+        }
         x->to_rename[id] = 1;
     }
     return st == VMA_OK ? CLI_OK : cli_fail("%s", vma_reader_error(x->r));
@@ -330,8 +394,8 @@ static int rename_disks(struct extract *x)
 
         if (!x->to_rename[id])
             continue;
-        tmp = cli_path(x->dir, "tmp-disk-", name, ".raw");
-        final = cli_path(x->dir, "disk-", name, ".raw");
+        tmp = cli_path(x->dir, "tmp-disk-", name, x->ext);
+        final = cli_path(x->dir, "disk-", name, x->ext);
         if (!tmp || add_file(x, final) != CLI_OK) {
             free(tmp);
             return cli_fail("out of memory");
@@ -368,7 +432,7 @@ static int print_json(const struct extract *x)
         } else if (vma_reader_device_is_vmstate(x->r, id)) {
             jw_string(&j, "vmstate.bin");
         } else {
-            char *file = cli_path("", "disk-", vma_reader_device_name(x->r, id), ".raw");
+            char *file = cli_path("", "disk-", vma_reader_device_name(x->r, id), x->ext);
 
             if (!file)
                 return cli_fail("out of memory");
@@ -382,6 +446,27 @@ static int print_json(const struct extract *x)
     json_read_totals(&j, x->r);
     jw_end_object(&j);
     return cli_json_printed();
+}
+
+/* --format=<fmt>: one of image_formats; raw is the default. Not with -r,
+ * whose map lines name each target's format. */
+static int set_format(struct extract *x)
+{
+    static char ext[16];
+    size_t i, n = sizeof image_formats / sizeof image_formats[0];
+
+    if (x->map_path)
+        return cli_fail("--format cannot be used with -r (the restore map's format= says "
+                        "each target's format)");
+    for (i = 0; i < n && strcmp(x->format, image_formats[i]) != 0; i++)
+        ;
+    if (i == n)
+        return cli_fail("unknown --format '%s' (raw, qcow2, vmdk, vdi or vhdx)", x->format);
+    snprintf(ext, sizeof ext, ".%s", x->format);
+    x->ext = ext;
+    if (i == 0)
+        x->format = NULL; /* raw: sparse files, as without --format */
+    return CLI_OK;
 }
 
 /* Everything after the directory exists; any failure is cleaned up by
@@ -446,6 +531,9 @@ int cmd_extract(int argc, char **argv)
         case 'r':
             x.map_path = optarg;
             break;
+        case 'f':
+            x.format = optarg;
+            break;
         case 'J':
             if (cli_output_format(optarg) < 0)
                 return cli_usage(stderr);
@@ -463,6 +551,10 @@ int cmd_extract(int argc, char **argv)
                  "handshake is text on stdout)");
         return CLI_USAGE;
     }
+    if (x.format != NULL && set_format(&x) != CLI_OK)
+        return CLI_USAGE;
+    if (x.ext == NULL)
+        x.ext = ".raw";
     x.dir = argv[optind + 1];
 
     if (cli_catch_signals() < 0)

@@ -227,7 +227,11 @@ int cmd_salvage(int argc, char **argv, int extract)
             progress_bar_mode(PROGRESS_BAR_OFF);
         else if (c == 'J' && !extract && cli_output_format(optarg) == 0)
             continue;
-        else
+        else if (c == 'f' && extract) {
+            cli_fail("--format cannot be used with --salvage: it writes raw files, with "
+                     "holes where data was lost (convert them with qemu-img convert)");
+            return CLI_USAGE;
+        } else
             return cli_usage(c == 'h' ? stdout : stderr);
     }
     if (optind + 1 + extract != argc)

@@ -68,6 +68,7 @@ static const struct {
       HELP_OPT },
     { "extract",
       "usage: vma extract <filename> [-v] [-d <drive-list>] [-r <fifo>] <targetdir>\n"
+      "       vma extract <filename> [-v] [-d <drive-list>] --format=<fmt> <targetdir>\n"
       "       vma extract <filename> [-d <drive-list>] --output-format=json <targetdir>\n"
       "       vma extract --salvage [--force-header] <filename> <targetdir>\n"
       "\n"
@@ -78,6 +79,9 @@ static const struct {
       "\n"
       "  -d <dev,...>          restore only these disks\n"
       "  -r <fifo>             read the restore map from this FIFO or file\n"
+      "  --format=<fmt>        write the disks as disk-<devname>.<fmt>: raw\n"
+      "                        (default), qcow2, vmdk, vdi or vhdx (qemu-img and\n"
+      "                        qemu-nbd); not with -r or --salvage\n"
       "  -v                    progress and totals on stdout\n"
       "  --output-format=text|json  text (default), or instead of the DEVINFO and\n"
       "                        -v lines one JSON document (files, statistics) on\n"

@@ -97,6 +97,7 @@ int cli_getopt(int argc, char **argv, const char *optstring)
         { "fleecing-dir", required_argument, NULL, 'D' }, /* backup only */
         { "qmp-timeout", required_argument, NULL, 'O' },  /* backup only */
         { "cleanup", no_argument, NULL, 'C' },            /* backup only */
+        { "format", required_argument, NULL, 'f' },       /* extract only */
         { NULL, 0, NULL, 0 },
     };
 

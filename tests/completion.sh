@@ -47,7 +47,8 @@ expect() {
 expect "vma " list config create extract verify checksum mount backup help --help --version
 expect "vma ex" extract
 expect "vma c" config create checksum
-expect "vma extract -" -v -d -r -p --progress --no-progress --output-format= --salvage --force-header --help
+expect "vma extract -" -v -d -r -p --progress --no-progress --output-format= --format= --salvage --force-header --help
+expect "vma extract --format=q" qcow2
 expect "vma checksum -" -d -p --progress --no-progress --output-format= --help
 expect "vma list --out" --output-format=
 expect "vma verify basic.vma --output-format=" text json

@@ -287,6 +287,56 @@ run "$VMA" extract -d drive-efidisk0 -r "$T/dlist.map" "$A" "$T/dlist.dir"
 expect_ok
 same "$T/s1.qcow2" qcow2 "$E1"
 
+# --- extract --format: another hypervisor's disk, without a map -----------
+
+# Each format through qemu-img create + qemu-nbd: disk-<dev>.<fmt>, of that
+# format, holding the archive's disk; DEVINFO names the file being written.
+for fmt in qcow2 vmdk vdi vhdx raw; do
+    case_ "extract --format=$fmt"
+    run "$VMA" extract --format=$fmt "$A" "$T/fmt-$fmt"
+    expect_ok
+    expect_out "DEVINFO $T/fmt-$fmt/tmp-disk-drive-scsi0.$fmt $S0
+DEVINFO $T/fmt-$fmt/tmp-disk-drive-efidisk0.$fmt $S1
+"
+    check "$fmt: no tmp-disk left" [ -z "$(find "$T/fmt-$fmt" -name 'tmp-disk-*')" ]
+    check "$fmt: scsi0 is a $fmt image" \
+        qemu-img info --output=json "$T/fmt-$fmt/disk-drive-scsi0.$fmt" | grep -q "\"format\": \"$fmt\""
+    check "$fmt: scsi0 digest" [ "$(digest_of "$T/fmt-$fmt/disk-drive-scsi0.$fmt" $fmt)" = "$SHA0" ]
+    check "$fmt: efidisk0 digest" [ "$(digest_of "$T/fmt-$fmt/disk-drive-efidisk0.$fmt" $fmt)" = "$SHA1" ]
+    check "$fmt: the configs too" cmp -s "$T/fmt-$fmt/qemu-server.conf" "$T/ref/qemu-server.conf"
+    no_qemu_nbd
+done
+# Sparse: basic.vma's zero clusters stay unallocated in the qcow2.
+check "qcow2: zero clusters are not data" \
+    qemu-img map --output=json "$T/fmt-qcow2/disk-drive-scsi0.qcow2" | grep -q '"data": false'
+check "qcow2: smaller than the raw disk" \
+    [ "$(stat -c %s "$T/fmt-qcow2/disk-drive-scsi0.qcow2")" -lt $S0 ]
+rm -rf "$T"/fmt-*
+
+case_ "extract --format=qcow2 -d drive-efidisk0: that disk only"
+run "$VMA" extract --format=qcow2 -d drive-efidisk0 "$A" "$T/fmt-d"
+expect_ok
+check "only efidisk0" [ "$(cd "$T/fmt-d" && ls disk-*)" = disk-drive-efidisk0.qcow2 ]
+check "efidisk0 digest (-d)" [ "$(digest_of "$T/fmt-d/disk-drive-efidisk0.qcow2" qcow2)" = "$SHA1" ]
+
+case_ "extract --format=qcow2 --output-format=json names the qcow2 files"
+run "$VMA" extract --format=qcow2 --output-format=json "$A" "$T/fmt-j"
+expect_ok
+check "JSON file name" grep -q '"file": "disk-drive-scsi0.qcow2"' "$T/out"
+rm -rf "$T/fmt-d" "$T/fmt-j"
+
+case_ "extract --format: refused with -r, --salvage, an unknown format"
+run "$VMA" extract --format=qcow2 -r "$T/none.map" "$A" "$T/fmt-x"
+expect_rc 1
+expect_err_has "vma: --format cannot be used with -r"
+run "$VMA" extract --salvage --format=qcow2 "$A" "$T/fmt-x"
+expect_rc 1
+expect_err_has "vma: --format cannot be used with --salvage"
+run "$VMA" extract --format=vpc "$A" "$T/fmt-x"
+expect_rc 1
+expect_err_has "vma: unknown --format 'vpc' (raw, qcow2, vmdk, vdi or vhdx)"
+check "no directory made" [ ! -e "$T/fmt-x" ]
+
 # --- Proxmox's qmrestore handshake -----------------------------------------
 # `vma extract -v -r <fifo> - <tmpdir>`, the archive on stdin; vma prints
 # the list lines, then reads map lines and "done" from the FIFO.
@@ -464,6 +514,11 @@ link_runner "$T/nobin"
 printf '%s\n' "format=qcow2:0:drive-scsi0=$T/r0.qcow2" "$OK1" >"$T/nobin.map"
 run env PATH="$T/nobin" "$VMA" extract -r "$T/nobin.map" "$A" "$T/nobin.dir"
 expect_map_failure nobin "qemu-nbd not found in PATH: install the Debian package qemu-utils" "$G/basic.list"
+case_ "extract --format=qcow2 without qemu-img"
+run env PATH="$T/nobin" "$VMA" extract --format=qcow2 "$A" "$T/fmt-x"
+expect_failure keep-stdout
+expect_err_has "cannot run qemu-img to create $T/fmt-x/tmp-disk-drive-scsi0.qcow2 - No such file or directory (install the Debian package qemu-utils"
+check "directory removed" [ ! -e "$T/fmt-x" ]
 # On Proxmox VE (pve-qemu-kvm's doc directory, in a mount namespace here),
 # the hint names pve-qemu-kvm: Debian's qemu-utils conflicts with it.
 if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
