@@ -566,8 +566,12 @@ VMA_API vma_image *vma_image_new(void);
 /* Free the handle, its descriptors and its cache file. */
 VMA_API void vma_image_free(vma_image *img);
 
-/* The last error message, or "" when there was none. With several threads
- * reading, the message of one of the latest failures. */
+/* The last error message of the handle, or "" when there was none. Safe
+ * from any thread: a copy (taken under the handle's lock) that stays valid
+ * until the same thread calls vma_image_error() again. With several
+ * threads reading, it is the message of one of the latest failures: a
+ * thread gets its own failure's message from vma_last_error(), which
+ * every failing vma_image_*() call sets. */
 VMA_API const char *vma_image_error(const vma_image *img);
 
 /* Directory for the cache of a compressed archive (before the open; the
@@ -635,7 +639,9 @@ VMA_API uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id);
  * read as zeros. Returns the count or a negative status (VMA_ERR_NOT_FOUND
  * for an unused dev_id, VMA_ERR_IO or VMA_ERR_TRUNCATED when the archive
  * or cache file cannot be read, VMA_ERR_CORRUPT for a damaged lzop block).
- * A failed read does not fail the handle.
+ * The message ("read of device '...' at byte N: ...") goes to
+ * vma_last_error() of the calling thread. A failed read does not fail the
+ * handle.
  * Thread-safe.
  */
 VMA_API int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,

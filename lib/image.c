@@ -63,18 +63,32 @@ void vma_image_free(vma_image *img)
 static int fail(vma_image *img, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The message goes to the handle and to the calling thread's
+ * vma_last_error(), which no other thread's failure can change. */
 static int fail(vma_image *img, int status, const char *fmt, ...)
 {
+    char msg[VMAI_ERRLEN];
     va_list ap;
-    pthread_mutex_lock(&img->lock);
     va_start(ap, fmt);
-    vsnprintf(img->err, sizeof(img->err), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    vmai_set_last_error(msg);
+    pthread_mutex_lock(&img->lock);
+    memcpy(img->err, msg, sizeof(msg));
     pthread_mutex_unlock(&img->lock);
     return status;
 }
 
-const char *vma_image_error(const vma_image *img) { return img->err; }
+/* Reads fail in several threads at once: the caller gets a copy made
+ * under the lock, its own until its next call here. */
+const char *vma_image_error(const vma_image *img)
+{
+    static _Thread_local char copy[VMAI_ERRLEN];
+    pthread_mutex_lock((pthread_mutex_t *)&img->lock);
+    memcpy(copy, img->err, sizeof(copy));
+    pthread_mutex_unlock((pthread_mutex_t *)&img->lock);
+    return copy;
+}
 
 int vma_image_set_cache_dir(vma_image *img, const char *dir)
 {
@@ -462,7 +476,8 @@ struct run {
     size_t len;
 };
 
-static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
+/* A run of a read of dev_id from offset `at`. */
+static int run_flush(vma_image *img, unsigned dev_id, uint64_t at, struct run *run)
 {
     if (img->blocks != NULL || img->gz != NULL) {
         char err[VMAI_ERRLEN];
@@ -473,8 +488,8 @@ static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
                                         run->file_off, err, sizeof(err));
         run->len = 0;
         if (rc != VMA_OK)
-            return fail(img, rc, "read of device '%s': %s",
-                        vma_reader_device_name(img->r, dev_id), err);
+            return fail(img, rc, "read of device '%s' at byte %llu: %s",
+                        vma_reader_device_name(img->r, dev_id), (unsigned long long)at, err);
         return VMA_OK;
     }
     size_t done = 0;
@@ -484,15 +499,15 @@ static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return fail(img, VMA_ERR_IO, "read of device '%s' failed at %s byte %llu: %s",
-                        vma_reader_device_name(img->r, dev_id),
+            return fail(img, VMA_ERR_IO, "read of device '%s' at byte %llu: failed at %s byte "
+                        "%llu: %s", vma_reader_device_name(img->r, dev_id), (unsigned long long)at,
                         img->data_fd == img->archive_fd ? "archive" : "cache",
                         (unsigned long long)(run->file_off + done), strerror(errno));
         if (n == 0)
             return fail(img, VMA_ERR_TRUNCATED,
-                        "read of device '%s': the %s ends at byte %llu, before the indexed "
-                        "data (changed since it was indexed?)",
-                        vma_reader_device_name(img->r, dev_id),
+                        "read of device '%s' at byte %llu: the %s ends at byte %llu, before the "
+                        "indexed data (changed since it was indexed?)",
+                        vma_reader_device_name(img->r, dev_id), (unsigned long long)at,
                         img->data_fd == img->archive_fd ? "archive" : "cache",
                         (unsigned long long)(run->file_off + done));
         done += (size_t)n;
@@ -607,6 +622,7 @@ static int bounce_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
 struct direct {
     vma_image *img;
     unsigned dev_id;
+    uint64_t at;                /* the read's offset */
     struct run run;
 };
 
@@ -622,7 +638,7 @@ static int direct_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
         run->len += n;
         return VMA_OK;
     }
-    int rc = run->len > 0 ? run_flush(x->img, x->dev_id, run) : VMA_OK;
+    int rc = run->len > 0 ? run_flush(x->img, x->dev_id, x->at, run) : VMA_OK;
     *run = (struct run){ fo, out, n };
     return rc;
 }
@@ -657,7 +673,7 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
         (!in_place || sp.runs > 8) &&
         (tmp = malloc((size_t)width)) != NULL) {
         struct run run = { sp.lo, tmp, (size_t)width };
-        rc = run_flush(img, dev_id, &run);
+        rc = run_flush(img, dev_id, offset, &run);
         struct bounce b = { tmp, sp.lo };
         if (rc == VMA_OK)
             rc = walk(d, offset, len, buf, bounce_piece, &b, &lost);
@@ -669,10 +685,10 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
          * it, so read the pieces alone. */
     }
     {
-        struct direct x = { img, dev_id, { 0, NULL, 0 } };
+        struct direct x = { img, dev_id, offset, { 0, NULL, 0 } };
         rc = walk(d, offset, len, buf, direct_piece, &x, &lost);
         if (rc == VMA_OK && x.run.len > 0)
-            rc = run_flush(img, dev_id, &x.run);
+            rc = run_flush(img, dev_id, offset, &x.run);
     }
     return rc != VMA_OK ? rc : (int64_t)len;
 }
@@ -681,8 +697,8 @@ int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
                         uint64_t *data_off, uint64_t *data_len)
 {
     const struct vmai_ra_dev *d = image_dev(img, dev_id);
-    if (d == NULL)
-        return VMA_ERR_NOT_FOUND;
+    if (d == NULL) /* the handle is const to the caller, its message is not */
+        return fail((vma_image *)img, VMA_ERR_NOT_FOUND, "no device %u in the image", dev_id);
     *data_off = d->size;
     *data_len = 0;
     if (offset >= d->size)

@@ -4,7 +4,8 @@
  * interleaved devices, vmstate, every codec) equal what the sequential
  * reader hands out; data/hole ranges equal the stored blocks; reads from
  * four threads at once; the saved index is loaded again and refused when
- * stale, foreign, truncated or damaged.
+ * stale, foreign, truncated or damaged; failed reads set each
+ * thread's vma_last_error().
  * Usage: image_api <golden dir>. SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -334,6 +335,57 @@ static void expect_refused(const char *path, const char *why, const char *what)
     vma_image_free(img);
 }
 
+/* Failed reads from four threads at once, while they also read the
+ * handle's message: each thread's vma_last_error() names its own read. */
+struct fail_job {
+    vma_image *img;
+    unsigned dev;
+    const uint64_t *offs;
+    unsigned n, seed;
+    int bad;
+};
+
+static void *failing_reads(void *arg)
+{
+    struct fail_job *j = arg;
+    unsigned char buf[VMA_BLOCK_SIZE];
+    char want[64];
+    for (unsigned k = 0; k < 300; k++) {
+        uint64_t off = j->offs[(k * 7 + j->seed) % j->n];
+        snprintf(want, sizeof(want), "at byte %llu:", (unsigned long long)off);
+        if (vma_image_pread(j->img, j->dev, buf, sizeof(buf), off) >= 0 ||
+            strstr(vma_last_error(), want) == NULL ||
+            strncmp(vma_image_error(j->img), "read of device", 14) != 0)
+            j->bad++;
+    }
+    return NULL;
+}
+
+static void failing_threads(vma_image *img, unsigned dev)
+{
+    uint64_t offs[64];
+    unsigned n = 0;
+    unsigned char buf[VMA_BLOCK_SIZE];
+    uint64_t size = vma_image_device_size(img, dev);
+    for (uint64_t off = 0; off < size && n < 64; off += VMA_BLOCK_SIZE)
+        if (vma_image_pread(img, dev, buf, sizeof(buf), off) < 0)
+            offs[n++] = off;
+    CHECK(n > 4, "failing reads: only %u blocks fail", n);
+    if (n == 0)
+        return;
+    struct fail_job jobs[4];
+    pthread_t th[4];
+    for (unsigned t = 0; t < 4; t++) {
+        jobs[t] = (struct fail_job){ img, dev, offs, n, t * 5, 0 };
+        pthread_create(&th[t], NULL, failing_reads, &jobs[t]);
+    }
+    for (unsigned t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        CHECK(jobs[t].bad == 0, "failing reads: %d of thread %u without their own message",
+              jobs[t].bad, t);
+    }
+}
+
 static void index_files(const char *dir)
 {
     char a[4096], b[4096], ia[4200], ib[4200], tmp[4300];
@@ -412,7 +464,10 @@ static void index_files(const char *dir)
     int64_t got = vma_image_pread(img, d, buf, 20 * 65536, 0);
     CHECK(got == VMA_ERR_TRUNCATED && strstr(vma_image_error(img), "drive-scsi3"),
           "read after truncation: %lld %s", (long long)got, vma_image_error(img));
+    CHECK(strstr(vma_last_error(), "drive-scsi3") && strstr(vma_last_error(), "at byte 0:"),
+          "read after truncation: vma_last_error() is '%s'", vma_last_error());
     free(buf);
+    failing_threads(img, d);
     vma_image_free(img);
     expect_refused(a, "bytes, this one has", "truncated archive");
     ref_free(&rf);
