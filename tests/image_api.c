@@ -347,6 +347,7 @@ struct fail_job {
     const uint64_t *offs;
     unsigned n, seed;
     int bad;
+    pthread_barrier_t *start; /* all at once, so that their calls overlap */
 };
 
 static void *failing_reads(void *arg)
@@ -354,6 +355,7 @@ static void *failing_reads(void *arg)
     struct fail_job *j = arg;
     unsigned char buf[VMA_BLOCK_SIZE];
     char want[64];
+    pthread_barrier_wait(j->start);
     for (unsigned k = 0; k < 300; k++) {
         uint64_t off = j->offs[(k * 7 + j->seed) % j->n];
         snprintf(want, sizeof(want), "at byte %llu:", (unsigned long long)off);
@@ -379,8 +381,10 @@ static void failing_threads(vma_image *img, unsigned dev)
         return;
     struct fail_job jobs[4];
     pthread_t th[4];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 4);
     for (unsigned t = 0; t < 4; t++) {
-        jobs[t] = (struct fail_job){ img, dev, offs, n, t * 5, 0 };
+        jobs[t] = (struct fail_job){ img, dev, offs, n, t * 5, 0, &start };
         pthread_create(&th[t], NULL, failing_reads, &jobs[t]);
     }
     for (unsigned t = 0; t < 4; t++) {
@@ -388,6 +392,7 @@ static void failing_threads(vma_image *img, unsigned dev)
         CHECK(jobs[t].bad == 0, "failing reads: %d of thread %u without their own message",
               jobs[t].bad, t);
     }
+    pthread_barrier_destroy(&start);
 }
 
 static void index_files(const char *dir)
