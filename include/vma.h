@@ -587,7 +587,16 @@ VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, ui
  * (written to a temporary file, then renamed) and loaded by the next open
  * instead of the pass. It records the archive's size, mtime and uuid; an
  * index that does not match them, or breaks any of its own rules, is
- * refused (the open fails with VMA_ERR_CORRUPT and says why).
+ * refused (the open fails with VMA_ERR_CORRUPT and says why). An index file
+ * is input all the same (anyone who reads the archive can write one that
+ * passes those checks, and an archive rewritten in place with its mtime
+ * put back keeps its old one): before a loaded entry serves data, the
+ * extent header it lies in (read once per extent) must be valid and name
+ * its device and cluster, with its zero mask, at that offset. If one does
+ * not, the read fails with VMA_ERR_CORRUPT ("index ... is stale or
+ * forged", with the archive offset and extent), so does every later read
+ * of the handle, and the index file is removed: the next open builds a
+ * new one. Clusters the index says are all zero read as zeros unchecked.
  */
 typedef struct vma_image vma_image;
 
@@ -597,8 +606,12 @@ VMA_API vma_image *vma_image_new(void);
 /* Free the handle, its descriptors and its cache file. */
 VMA_API void vma_image_free(vma_image *img);
 
-/* The last error message, or "" when there was none. With several threads
- * reading, the message of one of the latest failures. */
+/* The last error message of the handle, or "" when there was none. Safe
+ * from any thread: a copy (taken under the handle's lock) that stays valid
+ * until the same thread calls vma_image_error() again. With several
+ * threads reading, it is the message of one of the latest failures: a
+ * thread gets its own failure's message from vma_last_error(), which
+ * every failing vma_image_*() call sets. */
 VMA_API const char *vma_image_error(const vma_image *img);
 
 /* Directory for the cache of a compressed archive (before the open; the
@@ -665,8 +678,11 @@ VMA_API uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id);
  * device end (0 at or past it). Zero blocks and clusters stored all-zero
  * read as zeros. Returns the count or a negative status (VMA_ERR_NOT_FOUND
  * for an unused dev_id, VMA_ERR_IO or VMA_ERR_TRUNCATED when the archive
- * or cache file cannot be read, VMA_ERR_CORRUPT for a damaged lzop block).
- * A failed read does not fail the handle.
+ * or cache file cannot be read, VMA_ERR_CORRUPT for a damaged lzop block
+ * or a stale or forged index file). The message ("read of device '...' at
+ * byte N: ...") goes to vma_last_error() of the calling thread. A failed
+ * read does not fail the handle, except one that found the index file
+ * stale or forged.
  * Thread-safe.
  */
 VMA_API int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,

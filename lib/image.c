@@ -3,12 +3,15 @@
  * (the reader's own loop and rules) records, for every cluster that holds
  * data, where its stored blocks lie; reads then pread() just those bytes.
  * A compressed archive's stored blocks go to an unlinked sparse cache file
- * during the pass. After the open nothing changes, so reads need no lock.
+ * during the pass. After the open the index does not change, so reads need
+ * no lock; an index loaded from a file is checked against the extent
+ * headers as reads meet it (atomic bits, one per entry).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +42,13 @@ void vmai_ra_clear(vma_image *img)
 {
     for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
         free(img->dev[i].e);
+        free((void *)img->dev[i].checked);
         memset(&img->dev[i], 0, sizeof(img->dev[i]));
     }
+    free(img->extents);
+    img->extents = NULL;
+    img->extent_count = img->extent_cap = 0;
+    atomic_store(&img->bad_extent, 0);
 }
 
 void vma_image_free(vma_image *img)
@@ -56,6 +64,7 @@ void vma_image_free(vma_image *img)
     if (img->archive_fd >= 0)
         close(img->archive_fd);
     pthread_mutex_destroy(&img->lock);
+    free(img->index_path);
     free(img->cache_dir);
     free(img);
 }
@@ -63,18 +72,32 @@ void vma_image_free(vma_image *img)
 static int fail(vma_image *img, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The message goes to the handle and to the calling thread's
+ * vma_last_error(), which no other thread's failure can change. */
 static int fail(vma_image *img, int status, const char *fmt, ...)
 {
+    char msg[VMAI_ERRLEN];
     va_list ap;
-    pthread_mutex_lock(&img->lock);
     va_start(ap, fmt);
-    vsnprintf(img->err, sizeof(img->err), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    vmai_set_last_error(msg);
+    pthread_mutex_lock(&img->lock);
+    memcpy(img->err, msg, sizeof(msg));
     pthread_mutex_unlock(&img->lock);
     return status;
 }
 
-const char *vma_image_error(const vma_image *img) { return img->err; }
+/* Reads fail in several threads at once: the caller gets a copy made
+ * under the lock, its own until its next call here. */
+const char *vma_image_error(const vma_image *img)
+{
+    static _Thread_local char copy[VMAI_ERRLEN];
+    pthread_mutex_lock((pthread_mutex_t *)&img->lock);
+    memcpy(copy, img->err, sizeof(copy));
+    pthread_mutex_unlock((pthread_mutex_t *)&img->lock);
+    return copy;
+}
 
 int vma_image_set_cache_dir(vma_image *img, const char *dir)
 {
@@ -167,12 +190,34 @@ static int cache_blocks(vma_image *img, const unsigned char *data, unsigned stor
     return VMA_OK;
 }
 
+/* Record the extent at r->offset once (its first cluster comes here). */
+static int add_extent(vma_image *img, uint64_t at)
+{
+    if (img->extent_count > 0 && img->extents[img->extent_count - 1] == at)
+        return VMA_OK;
+    if (img->extent_count == img->extent_cap) {
+        uint64_t cap = img->extent_cap + img->extent_cap / 8 + 256;
+        uint64_t *x = realloc(img->extents, (size_t)cap * sizeof(*x));
+        if (x == NULL)
+            return fail(img, VMA_ERR_NOMEM, "out of memory for the index (%llu extents)",
+                        (unsigned long long)img->extent_count);
+        img->extents = x;
+        img->extent_cap = cap;
+    }
+    img->extents[img->extent_count++] = at;
+    return VMA_OK;
+}
+
 static int index_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, uint16_t mask,
                          const unsigned char *data)
 {
     vma_image *img = opaque;
     vma_reader *r = img->r;
     struct vmai_ra_dev *d = &img->dev[dev_id];
+    /* Offsets in the archive (or its stream): the extent table goes into
+     * the index file with them. */
+    if (img->data_fd == img->archive_fd && (img->cb_status = add_extent(img, r->offset)) != VMA_OK)
+        return 1;
     if (vma_reader_device_is_vmstate(r, dev_id)) {
         d->stream_len = (uint64_t)cluster_num + 1;
         /* The format discards a stream's bytes past the recorded size (as
@@ -400,6 +445,24 @@ static int build_index(vma_image *img, bool cache, bool gzip)
     return VMA_OK;
 }
 
+/* path made absolute (a daemon changes to / after the open), taking it
+ * over; as it is when the working directory is unknown. */
+static char *absolute(char *path)
+{
+    char *cwd = path[0] != '/' ? getcwd(NULL, 0) : NULL;
+    if (cwd == NULL)
+        return path;
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *abs = malloc(n);
+    if (abs != NULL) {
+        snprintf(abs, n, "%s/%s", cwd, path);
+        free(path);
+        path = abs;
+    }
+    free(cwd);
+    return path;
+}
+
 int vma_image_open(vma_image *img, const char *path, unsigned flags)
 {
     if (img->opened || img->archive_fd >= 0)
@@ -441,8 +504,8 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
         if (rc == VMA_OK) {
             vmai_reader_end_input(img->r);
             img->index_state = VMA_IMAGE_INDEX_LOADED;
+            img->index_path = absolute(idx);
             img->opened = true;
-            free(idx);
             return VMA_OK;
         }
         vmai_ra_clear(img);
@@ -485,6 +548,13 @@ static uint64_t lower_bound(const struct vmai_ra_dev *d, uint64_t cluster)
     return lo;
 }
 
+/* Entry of cluster num of d, or d->count. */
+static uint64_t find_entry(const struct vmai_ra_dev *d, uint64_t num)
+{
+    uint64_t i = lower_bound(d, num);
+    return i < d->count && d->e[i].num == num ? i : d->count;
+}
+
 /* A run of file bytes to pread into a run of the caller's buffer: adjacent
  * stored blocks become one pread. */
 struct run {
@@ -493,43 +563,147 @@ struct run {
     size_t len;
 };
 
-static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
+/* len bytes at off of the data: the data file, or the decompressed
+ * stream through the block map or the access points. */
+static int read_data(vma_image *img, unsigned char *buf, size_t len, uint64_t off, char *err,
+                     size_t errlen)
 {
-    if (img->blocks != NULL || img->gz != NULL) {
-        char err[VMAI_ERRLEN];
-        int rc = img->blocks != NULL
-                     ? vmai_block_map_read(img->blocks, img->archive_fd, run->buf, run->len,
-                                           run->file_off, err, sizeof(err))
-                     : vmai_gz_map_read(img->gz, img->archive_fd, run->buf, run->len,
-                                        run->file_off, err, sizeof(err));
-        run->len = 0;
-        if (rc != VMA_OK)
-            return fail(img, rc, "read of device '%s': %s",
-                        vma_reader_device_name(img->r, dev_id), err);
-        return VMA_OK;
-    }
+    if (img->blocks != NULL)
+        return vmai_block_map_read(img->blocks, img->archive_fd, buf, len, off, err, errlen);
+    if (img->gz != NULL)
+        return vmai_gz_map_read(img->gz, img->archive_fd, buf, len, off, err, errlen);
+    const char *file = img->data_fd == img->archive_fd ? "archive" : "cache";
     size_t done = 0;
-    while (done < run->len) {
-        ssize_t n = pread(img->data_fd, run->buf + done, run->len - done,
-                          (off_t)(run->file_off + done));
+    while (done < len) {
+        ssize_t n = pread(img->data_fd, buf + done, len - done, (off_t)(off + done));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
-            return fail(img, VMA_ERR_IO, "read of device '%s' failed at %s byte %llu: %s",
-                        vma_reader_device_name(img->r, dev_id),
-                        img->data_fd == img->archive_fd ? "archive" : "cache",
-                        (unsigned long long)(run->file_off + done), strerror(errno));
-        if (n == 0)
-            return fail(img, VMA_ERR_TRUNCATED,
-                        "read of device '%s': the %s ends at byte %llu, before the indexed "
-                        "data (changed since it was indexed?)",
-                        vma_reader_device_name(img->r, dev_id),
-                        img->data_fd == img->archive_fd ? "archive" : "cache",
-                        (unsigned long long)(run->file_off + done));
+        if (n < 0) {
+            snprintf(err, errlen, "failed at %s byte %llu: %s", file,
+                     (unsigned long long)(off + done), strerror(errno));
+            return VMA_ERR_IO;
+        }
+        if (n == 0) {
+            snprintf(err, errlen, "the %s ends at byte %llu, before the indexed data "
+                     "(changed since it was indexed?)", file, (unsigned long long)(off + done));
+            return VMA_ERR_TRUNCATED;
+        }
         done += (size_t)n;
     }
-    run->len = 0;
     return VMA_OK;
+}
+
+/* A run of a read of dev_id from offset `at`. */
+static int run_flush(vma_image *img, unsigned dev_id, uint64_t at, struct run *run)
+{
+    char err[VMAI_ERRLEN];
+    int rc = read_data(img, run->buf, run->len, run->file_off, err, sizeof(err));
+    run->len = 0;
+    if (rc != VMA_OK)
+        return fail(img, rc, "read of device '%s' at byte %llu: %s",
+                    vma_reader_device_name(img->r, dev_id), (unsigned long long)at, err);
+    return VMA_OK;
+}
+
+/* --- entries of a loaded index, checked against the archive --- */
+
+/* An index file is input: anyone who reads the archive can write one that
+ * passes its checksum and names this archive, and an archive rewritten in
+ * place with its mtime put back keeps its old index. So before an entry
+ * loaded from a file serves data, the extent header it lies in must be
+ * valid and name its device and cluster, with its mask, at exactly its
+ * offset. One check of a header marks every entry it names. */
+
+static bool entry_checked(const struct vmai_ra_dev *d, uint64_t i)
+{
+    return d->checked == NULL ||
+           (atomic_load_explicit(&d->checked[i / 64], memory_order_relaxed) >> (i % 64) & 1u);
+}
+
+/* The index was found stale or forged at the extent at `at`: every later
+ * read fails, and the file is removed (if it is still the one loaded) so
+ * that the next open builds a new one. */
+static int index_refuted(vma_image *img, unsigned dev_id, uint64_t offset, uint32_t cluster,
+                         uint64_t off, uint64_t k, uint64_t at, const char *why)
+{
+    uint64_t none = 0;
+    if (atomic_compare_exchange_strong(&img->bad_extent, &none, at) && img->index_path != NULL) {
+        struct stat st;
+        if (stat(img->index_path, &st) == 0 && st.st_dev == img->index_dev &&
+            st.st_ino == img->index_ino)
+            unlink(img->index_path);
+    }
+    return fail(img, VMA_ERR_CORRUPT,
+                "read of device '%s' at byte %llu: index %s is stale or forged: its entry of "
+                "cluster %u (data at archive byte %llu) disagrees with extent %llu at archive "
+                "byte %llu: %s; reopen to rebuild it",
+                vma_reader_device_name(img->r, dev_id), (unsigned long long)offset,
+                img->index_path != NULL ? img->index_path : "file", cluster,
+                (unsigned long long)off, (unsigned long long)k, (unsigned long long)at, why);
+}
+
+/* Entry i of d, met by a read of dev_id from offset. */
+static int check_entry(vma_image *img, unsigned dev_id, const struct vmai_ra_dev *d, uint64_t i,
+                       uint64_t offset)
+{
+    if (entry_checked(d, i))
+        return VMA_OK;
+    const struct vmai_ra_entry *x = &d->e[i];
+    uint64_t off = vmai_ra_off(x);
+    /* The last extent whose header ends at or before the data. */
+    uint64_t lo = 0, hi = img->extent_count;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (img->extents[mid] + VMA_EXTENT_HEADER_SIZE <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return index_refuted(img, dev_id, offset, x->num, off, 0, VMA_HEADER_FIXED_SIZE,
+                             "no extent starts before it");
+    uint64_t k = lo - 1, at = img->extents[k];
+    unsigned char head[VMA_EXTENT_HEADER_SIZE], uuid[16];
+    char err[VMAI_ERRLEN];
+    struct vmai_extent e;
+    int rc = read_data(img, head, sizeof(head), at, err, sizeof(err));
+    if (rc != VMA_OK) /* the archive cannot be read there: not proof of a bad index */
+        return fail(img, rc, "read of device '%s' at byte %llu: header of extent %llu at "
+                    "archive byte %llu: %s", vma_reader_device_name(img->r, dev_id),
+                    (unsigned long long)offset, (unsigned long long)k, (unsigned long long)at,
+                    err);
+    vma_reader_uuid(img->r, uuid);
+    if (vmai_extent_parse(head, uuid, &e, err, sizeof(err)) != VMA_OK)
+        return index_refuted(img, dev_id, offset, x->num, off, k, at, err);
+    uint64_t pos = at + VMA_EXTENT_HEADER_SIZE;
+    for (unsigned b = 0; b < VMA_BLOCKINFO_PER_EXTENT; b++) {
+        const struct vmai_blockinfo *bi = &e.info[b];
+        if (bi->dev_id == 0 || bi->mask == 0)
+            continue;
+        const struct vmai_ra_dev *o = &img->dev[bi->dev_id];
+        uint64_t j = o->checked != NULL ? find_entry(o, bi->cluster_num) : o->count;
+        if (j < o->count && o->e[j].mask == bi->mask && vmai_ra_off(&o->e[j]) == pos)
+            atomic_fetch_or_explicit(&o->checked[j / 64], (uint64_t)1 << (j % 64),
+                                     memory_order_relaxed);
+        pos += (uint64_t)vmai_popcount16(bi->mask) * VMA_BLOCK_SIZE;
+    }
+    if (entry_checked(d, i))
+        return VMA_OK;
+    return index_refuted(img, dev_id, offset, x->num, off, k, at,
+                         "the header does not name it there with its mask");
+}
+
+/* Every read fails once the index was refuted. */
+static int index_intact(vma_image *img, unsigned dev_id, uint64_t offset)
+{
+    uint64_t at = atomic_load(&img->bad_extent);
+    if (at == 0)
+        return VMA_OK;
+    return fail(img, VMA_ERR_CORRUPT,
+                "read of device '%s' at byte %llu: index %s was found stale or forged at the "
+                "extent at archive byte %llu; reopen to rebuild it",
+                vma_reader_device_name(img->r, dev_id), (unsigned long long)offset,
+                img->index_path != NULL ? img->index_path : "file", (unsigned long long)at);
 }
 
 /* Called for each piece of a read, in order: n bytes at out (NULL when
@@ -539,8 +713,9 @@ static int run_flush(vma_image *img, unsigned dev_id, struct run *run)
 typedef int (*piece_fn)(void *ctx, unsigned char *out, size_t n, uint64_t file_off);
 
 /* Status of walk() when it meets a lost cluster (salvage mode); the
- * cluster's number goes to *lost. */
-#define LOST VMA_ERR_CORRUPT
+ * cluster's number goes to *lost. Not a VMA_ERR_*: a failed check of an
+ * entry returns VMA_ERR_CORRUPT with its message set. */
+#define LOST 1
 
 /* The failure of a read from offset that met lost cluster c. */
 static int lost_cluster(vma_image *img, unsigned dev_id, uint64_t offset, uint64_t c)
@@ -553,9 +728,10 @@ static int lost_cluster(vma_image *img, unsigned dev_id, uint64_t offset, uint64
                 (unsigned long long)c);
 }
 
-static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsigned char *out,
-                piece_fn fn, void *ctx, uint64_t *lost)
+static int walk(vma_image *img, unsigned dev_id, uint64_t offset, size_t len,
+                unsigned char *out, piece_fn fn, void *ctx, uint64_t *lost)
 {
+    const struct vmai_ra_dev *d = &img->dev[dev_id];
     uint64_t pos = offset, end = offset + len;
     uint64_t i = lower_bound(d, pos / VMA_CLUSTER_SIZE);
     int rc = VMA_OK;
@@ -575,6 +751,8 @@ static int walk(const struct vmai_ra_dev *d, uint64_t offset, size_t len, unsign
             pos = cend;
             continue;
         }
+        if ((rc = check_entry(img, dev_id, d, i, offset)) != VMA_OK)
+            return rc;
         uint16_t mask = d->e[i].mask;
         uint64_t base = vmai_ra_off(&d->e[i]);
         while (pos < cend && rc == VMA_OK) {
@@ -638,6 +816,7 @@ static int bounce_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
 struct direct {
     vma_image *img;
     unsigned dev_id;
+    uint64_t at;                /* the read's offset */
     struct run run;
 };
 
@@ -653,7 +832,7 @@ static int direct_piece(void *ctx, unsigned char *out, size_t n, uint64_t fo)
         run->len += n;
         return VMA_OK;
     }
-    int rc = run->len > 0 ? run_flush(x->img, x->dev_id, run) : VMA_OK;
+    int rc = run->len > 0 ? run_flush(x->img, x->dev_id, x->at, run) : VMA_OK;
     *run = (struct run){ fo, out, n };
     return rc;
 }
@@ -675,11 +854,16 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
         len = (size_t)(d->size - offset);
     if (len > INT64_MAX)
         len = INT64_MAX;
+    int rc = index_intact(img, dev_id, offset);
+    if (rc != VMA_OK)
+        return rc;
     struct span sp = { NO_DATA, 0, 0, NO_DATA, NULL };
     uint64_t lost;
-    int rc = walk(d, offset, len, buf, span_piece, &sp, &lost);
+    rc = walk(img, dev_id, offset, len, buf, span_piece, &sp, &lost);
     if (rc == LOST)
         return lost_cluster(img, dev_id, offset, lost);
+    if (rc != VMA_OK)
+        return rc;
     uint64_t width = sp.hi > sp.lo ? sp.hi - sp.lo : 0;
     unsigned char *tmp = NULL;
     /* In a plain archive a few preads cost less than the extra copy. */
@@ -688,10 +872,10 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
         (!in_place || sp.runs > 8) &&
         (tmp = malloc((size_t)width)) != NULL) {
         struct run run = { sp.lo, tmp, (size_t)width };
-        rc = run_flush(img, dev_id, &run);
+        rc = run_flush(img, dev_id, offset, &run);
         struct bounce b = { tmp, sp.lo };
         if (rc == VMA_OK)
-            rc = walk(d, offset, len, buf, bounce_piece, &b, &lost);
+            rc = walk(img, dev_id, offset, len, buf, bounce_piece, &b, &lost);
         free(tmp);
         if (rc == VMA_OK)
             return (int64_t)len;
@@ -700,10 +884,10 @@ int64_t vma_image_pread(vma_image *img, unsigned dev_id, void *buf, size_t len,
          * it, so read the pieces alone. */
     }
     {
-        struct direct x = { img, dev_id, { 0, NULL, 0 } };
-        rc = walk(d, offset, len, buf, direct_piece, &x, &lost);
+        struct direct x = { img, dev_id, offset, { 0, NULL, 0 } };
+        rc = walk(img, dev_id, offset, len, buf, direct_piece, &x, &lost);
         if (rc == VMA_OK && x.run.len > 0)
-            rc = run_flush(img, dev_id, &x.run);
+            rc = run_flush(img, dev_id, offset, &x.run);
     }
     return rc != VMA_OK ? rc : (int64_t)len;
 }
@@ -712,8 +896,8 @@ int vma_image_next_data(const vma_image *img, unsigned dev_id, uint64_t offset,
                         uint64_t *data_off, uint64_t *data_len)
 {
     const struct vmai_ra_dev *d = image_dev(img, dev_id);
-    if (d == NULL)
-        return VMA_ERR_NOT_FOUND;
+    if (d == NULL) /* the handle is const to the caller, its message is not */
+        return fail((vma_image *)img, VMA_ERR_NOT_FOUND, "no device %u in the image", dev_id);
     *data_off = d->size;
     *data_len = 0;
     if (offset >= d->size)
@@ -824,9 +1008,12 @@ int vma_image_locate(vma_image *img, unsigned dev_id, uint64_t offset, size_t le
         return VMA_OK;
     if (len > d->size - offset)
         len = (size_t)(d->size - offset);
+    int rc = index_intact(img, dev_id, offset);
+    if (rc != VMA_OK)
+        return rc;
     struct locate l = { fn, opaque, 0, 0, 0 };
     uint64_t lost;
-    int rc = walk(d, offset, len, NULL, locate_piece, &l, &lost);
+    rc = walk(img, dev_id, offset, len, NULL, locate_piece, &l, &lost);
     if (rc == LOST)
         return lost_cluster(img, dev_id, offset, lost);
     if (rc == VMA_OK)

@@ -7,6 +7,7 @@
 #define LIBVMA_IMAGE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -45,6 +46,10 @@ struct vmai_ra_dev {
     /* Salvage mode, disks: the clusters the pass read (the reader's set);
      * a cluster outside it is lost and fails reads. NULL: all present. */
     const struct vmai_cset *present;
+    /* Loaded from an index file: one bit per entry, set once the extent
+     * header it lies in named it (check_entry() in image.c). NULL: the
+     * entries come from this open's own pass. */
+    _Atomic uint64_t *checked;
 };
 
 struct vma_image {
@@ -67,6 +72,18 @@ struct vma_image {
     vma_cache_fn notice;
     void *notice_opaque;
     struct vmai_ra_dev dev[VMA_DEV_SLOTS];
+    /* Where each extent of the archive (or its decompressed stream)
+     * starts, ascending: recorded by the pass when reads go in place, and
+     * saved with the index, so that an entry loaded from it can be checked
+     * against the extent header it lies in. */
+    uint64_t *extents;
+    uint64_t extent_count, extent_cap;
+    /* An index file found stale or forged by a read: the start of the
+     * extent that disagreed (0: none); every later read fails. */
+    _Atomic uint64_t bad_extent;
+    char *index_path;           /* the loaded index file, to drop it then */
+    dev_t index_dev;
+    ino_t index_ino;
 };
 
 /* Save the index to path atomically (temporary file, rename). Returns
@@ -78,7 +95,7 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
  * failure means the file is refused (err says why). */
 int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen);
 
-/* Free all entries. */
+/* Free all entries (and the extent table and check bits). */
 void vmai_ra_clear(vma_image *img);
 
 #endif

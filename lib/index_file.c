@@ -1,18 +1,24 @@
 /*
  * <archive>.vmaidx: the random-access index of an archive read in place (a
  * plain one, a .vma.lzo or a seekable .vma.zst, whose offsets are in the
- * decompressed stream), saved so that the next open skips the pass. The file is input like any other: the
- * loader checks its size against its counts before allocating, every entry
- * against the archive's header and size, the order of the entries, and a
- * SHA-256 over the whole file; and it must name this archive (size, mtime,
- * uuid). Layout, little-endian:
- *   0   magic "VMAIDX\r\n", u32 version (1), u32 entry size (12)
+ * decompressed stream), saved so that the next open skips the pass. The
+ * file is input like any other: the loader checks its size against its
+ * counts before allocating, every entry and extent start against the
+ * archive's header and size, their order, and a SHA-256 over the whole
+ * file; and it must name this archive (size, mtime, uuid). None of that
+ * stops a forged file (anyone who reads the archive can recompute it) nor
+ * an archive rewritten in place with its mtime put back: image.c checks
+ * each entry against the extent header it lies in before serving it.
+ * Layout, little-endian:
+ *   0   magic "VMAIDX\r\n", u32 version (2), u32 entry size (12)
  *   16  u64 archive size, i64 mtime seconds, u32 mtime nanoseconds,
- *       u32 device count, uuid[16], u64 0 (reserved)  (64 bytes)
+ *       u32 device count, uuid[16], u64 extent count  (64 bytes)
  *   64  per device, by dev_id: u32 dev_id, u32 0, u64 entries, u64 readable size
  *   ... per device, its entries: u32 cluster, u16 mask, u16 offset >> 32,
  *       u32 offset & 0xffffffff
+ *   ... per extent, ascending: u64 offset of its header
  *   end SHA-256 of all the bytes before it
+ * Version 1 had no extent table: such a file is rebuilt, as if missing.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -28,11 +34,12 @@
 #include "image_internal.h"
 
 #define IDX_MAGIC "VMAIDX\r\n"
-#define IDX_VERSION 1u
+#define IDX_VERSION 2u
 #define IDX_HEAD 64u
 #define IDX_DEV 24u
 #define IDX_ENTRY 12u
 #define IDX_SUM 32u
+#define IDX_EXTENT 8u
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -75,6 +82,7 @@ static void encode_head(const vma_image *img, unsigned char *h)
     put32(h + 32, (uint32_t)img->st.st_mtim.tv_nsec);
     put32(h + 36, device_count(img->r));
     vma_reader_uuid(img->r, h + 40);
+    put64(h + 56, img->extent_count);
 }
 
 /* Buffered writes that also feed the checksum. */
@@ -145,6 +153,11 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
             out_put(o, b, IDX_ENTRY);
         }
     }
+    for (uint64_t k = 0; k < img->extent_count; k++) {
+        unsigned char b[IDX_EXTENT];
+        put64(b, img->extents[k]);
+        out_put(o, b, IDX_EXTENT);
+    }
     out_flush(o);
     unsigned char sum[SHA256_DIGEST_LENGTH];
     SHA256Final(sum, &o->sum);
@@ -188,6 +201,13 @@ static int refuse(char *err, size_t errlen, const char *path, const char *why)
     return VMA_ERR_CORRUPT;
 }
 
+/* Bytes of the archive, or of the decompressed stream of a .vma.lzo or
+ * seekable .vma.zst (its block map knows their length). */
+static uint64_t data_size(const vma_image *img)
+{
+    return img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
+}
+
 /* The head: magic, version, and this archive's uuid, size and mtime.
  * Returns NULL when it is accepted, else why not. */
 static const char *check_head(const vma_image *img, const unsigned char *h, char *why,
@@ -210,8 +230,12 @@ static const char *check_head(const vma_image *img, const unsigned char *h, char
     }
     if (memcmp(h + 24, want + 24, 12) != 0)
         return "the archive was modified after it was indexed (mtime differs)";
-    if (get32(h + 36) != device_count(img->r) || get64(h + 56) != 0)
+    if (get32(h + 36) != device_count(img->r))
         return "its device table does not match the archive header";
+    /* Each extent takes at least its 512-byte header: bounds the table
+     * before it is allocated. */
+    if (get64(h + 56) > data_size(img) / VMA_EXTENT_HEADER_SIZE)
+        return "it counts more extents than the archive can hold";
     return NULL;
 }
 
@@ -251,9 +275,7 @@ static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t cou
                         char *err, size_t errlen, char *why, size_t whylen)
 {
     struct vmai_ra_dev *dv = &img->dev[id];
-    /* Offsets of a .vma.lzo or seekable .vma.zst are in its decompressed
-     * stream, whose length its block map knows. */
-    uint64_t asize = img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
+    uint64_t asize = data_size(img);
     if (count > 0 && (dv->e = malloc((size_t)count * sizeof(*dv->e))) == NULL) {
         snprintf(err, errlen, "out of memory for the index (%llu entries)",
                  (unsigned long long)count);
@@ -279,6 +301,42 @@ static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t cou
         }
         dv->e[k] = e;
         dv->count = k + 1;
+    }
+    if (count > 0 && (dv->checked = calloc((size_t)((count + 63) / 64), sizeof(uint64_t))) == NULL) {
+        snprintf(err, errlen, "out of memory for the index (%llu entries)",
+                 (unsigned long long)count);
+        return VMA_ERR_NOMEM;
+    }
+    return VMA_OK;
+}
+
+/* The extent table: ascending header offsets inside the archive's data.
+ * VMA_OK, VMA_ERR_NOMEM (err set) or VMA_ERR_CORRUPT (why set). */
+static int read_extents(vma_image *img, struct in *in, uint64_t count, char *err,
+                        size_t errlen, char *why, size_t whylen)
+{
+    uint64_t asize = data_size(img);
+    if (count > 0 && (img->extents = malloc((size_t)count * sizeof(uint64_t))) == NULL) {
+        snprintf(err, errlen, "out of memory for the index (%llu extents)",
+                 (unsigned long long)count);
+        return VMA_ERR_NOMEM;
+    }
+    img->extent_cap = count;
+    for (uint64_t k = 0; k < count; k++) {
+        unsigned char b[IDX_EXTENT];
+        if (!in_get(in, b, IDX_EXTENT)) {
+            snprintf(why, whylen, "it is truncated in its extent table");
+            return VMA_ERR_CORRUPT;
+        }
+        uint64_t at = get64(b);
+        if (at < VMA_HEADER_FIXED_SIZE || at + VMA_EXTENT_HEADER_SIZE > asize ||
+            (k > 0 && at <= img->extents[k - 1])) {
+            snprintf(why, whylen, "extent %llu is out of order or out of bounds",
+                     (unsigned long long)k);
+            return VMA_ERR_CORRUPT;
+        }
+        img->extents[k] = at;
+        img->extent_count = k + 1;
     }
     return VMA_OK;
 }
@@ -310,14 +368,25 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
         bad = "not a regular file";
     else if (!in_get(&in, h, IDX_HEAD))
         bad = "not a vma index file (bad magic)";
-    else if ((bad = check_head(img, h, why, sizeof(why))) == NULL &&
+    else if (memcmp(h, IDX_MAGIC, 8) == 0 && get32(h + 8) < IDX_VERSION) {
+        rc = VMA_ERR_NOT_FOUND; /* an older layout: rebuilt and saved anew */
+        goto out;
+    } else if ((bad = check_head(img, h, why, sizeof(why))) == NULL &&
              (bad = read_devices(img, &in, ids, counts, &total, why, sizeof(why))) == NULL) {
         unsigned ndev = get32(h + 36);
-        if ((uint64_t)st.st_size !=
-            IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY + IDX_SUM)
+        uint64_t next = get64(h + 56);
+        if ((uint64_t)st.st_size != IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY +
+                                        next * IDX_EXTENT + IDX_SUM)
             bad = "its size does not match its entry counts";
         for (unsigned i = 0; i < ndev && bad == NULL; i++) {
             rc = read_entries(img, &in, ids[i], counts[ids[i]], err, errlen, why, sizeof(why));
+            if (rc == VMA_ERR_NOMEM)
+                goto out;
+            if (rc != VMA_OK)
+                bad = why;
+        }
+        if (bad == NULL) {
+            rc = read_extents(img, &in, next, err, errlen, why, sizeof(why));
             if (rc == VMA_ERR_NOMEM)
                 goto out;
             if (rc != VMA_OK)
@@ -331,6 +400,10 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
             bad = "its checksum does not match (damaged)";
     }
     rc = bad != NULL ? refuse(err, errlen, path, bad) : VMA_OK;
+    if (rc == VMA_OK) {
+        img->index_dev = st.st_dev;
+        img->index_ino = st.st_ino;
+    }
 out:
     if (in.f != NULL)
         fclose(in.f);

@@ -85,6 +85,7 @@ static int sfail(vma_source *s, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->err, sizeof(s->err), fmt, ap);
     va_end(ap);
+    vmai_set_last_error(s->err);
     vmai_nbd_close(s->c);
     s->c = NULL;
     return status;
@@ -444,6 +445,7 @@ int vma_source_open(vma_source *s, const char *format, const char *path)
 {
     snprintf(s->err, sizeof(s->err), "%s: cannot read %s images: libvma was built without "
              "NBD support (libnbd)", path ? path : "(null)", format ? format : "raw");
+    vmai_set_last_error(s->err);
     return VMA_ERR_INVALID;
 }
 

@@ -95,7 +95,8 @@ static int vma_pread(void *handle, void *buf, uint32_t count, uint64_t offset, u
     (void)flags;
     int64_t n = vma_image_pread(img, dev_id, buf, count, offset);
     if (n != (int64_t)count) {
-        nbdkit_error("%s", n < 0 ? vma_image_error(img) : "read past the device end");
+        /* This thread's own failure: reads run in parallel threads. */
+        nbdkit_error("%s", n < 0 ? vma_last_error() : "read past the device end");
         errno = EIO;
         return -1;
     }

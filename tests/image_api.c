@@ -4,7 +4,9 @@
  * interleaved devices, vmstate, every codec) equal what the sequential
  * reader hands out; data/hole ranges equal the stored blocks; reads from
  * four threads at once; the saved index is loaded again and refused when
- * stale, foreign, truncated or damaged.
+ * stale, foreign, truncated or damaged; a forged index (sealed as anyone
+ * who reads the archive can) and one left by an archive rewritten in place
+ * never serve other bytes; failed reads set each thread's vma_last_error().
  * Usage: image_api <golden dir>. SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -19,6 +21,9 @@
 
 #include <zlib.h>
 #include <zstd.h>
+
+#include <sys/types.h>
+#include <sha2.h> /* libmd (its header wants sys/types.h first) */
 
 #include "rmtree.h"
 #include "vma.h"
@@ -335,6 +340,62 @@ static void expect_refused(const char *path, const char *why, const char *what)
     vma_image_free(img);
 }
 
+/* Failed reads from four threads at once, while they also read the
+ * handle's message: each thread's vma_last_error() names its own read. */
+struct fail_job {
+    vma_image *img;
+    unsigned dev;
+    const uint64_t *offs;
+    unsigned n, seed;
+    int bad;
+    pthread_barrier_t *start; /* all at once, so that their calls overlap */
+};
+
+static void *failing_reads(void *arg)
+{
+    struct fail_job *j = arg;
+    unsigned char buf[VMA_BLOCK_SIZE];
+    char want[64];
+    pthread_barrier_wait(j->start);
+    for (unsigned k = 0; k < 300; k++) {
+        uint64_t off = j->offs[(k * 7 + j->seed) % j->n];
+        snprintf(want, sizeof(want), "at byte %llu:", (unsigned long long)off);
+        if (vma_image_pread(j->img, j->dev, buf, sizeof(buf), off) >= 0 ||
+            strstr(vma_last_error(), want) == NULL ||
+            strncmp(vma_image_error(j->img), "read of device", 14) != 0)
+            j->bad++;
+    }
+    return NULL;
+}
+
+static void failing_threads(vma_image *img, unsigned dev)
+{
+    uint64_t offs[64];
+    unsigned n = 0;
+    unsigned char buf[VMA_BLOCK_SIZE];
+    uint64_t size = vma_image_device_size(img, dev);
+    for (uint64_t off = 0; off < size && n < 64; off += VMA_BLOCK_SIZE)
+        if (vma_image_pread(img, dev, buf, sizeof(buf), off) < 0)
+            offs[n++] = off;
+    CHECK(n > 4, "failing reads: only %u blocks fail", n);
+    if (n == 0)
+        return;
+    struct fail_job jobs[4];
+    pthread_t th[4];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 4);
+    for (unsigned t = 0; t < 4; t++) {
+        jobs[t] = (struct fail_job){ img, dev, offs, n, t * 5, 0, &start };
+        pthread_create(&th[t], NULL, failing_reads, &jobs[t]);
+    }
+    for (unsigned t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        CHECK(jobs[t].bad == 0, "failing reads: %d of thread %u without their own message",
+              jobs[t].bad, t);
+    }
+    pthread_barrier_destroy(&start);
+}
+
 static void index_files(const char *dir)
 {
     char a[4096], b[4096], ia[4200], ib[4200], tmp[4300];
@@ -413,7 +474,10 @@ static void index_files(const char *dir)
     int64_t got = vma_image_pread(img, d, buf, 20 * 65536, 0);
     CHECK(got == VMA_ERR_TRUNCATED && strstr(vma_image_error(img), "drive-scsi3"),
           "read after truncation: %lld %s", (long long)got, vma_image_error(img));
+    CHECK(strstr(vma_last_error(), "drive-scsi3") && strstr(vma_last_error(), "at byte 0:"),
+          "read after truncation: vma_last_error() is '%s'", vma_last_error());
     free(buf);
+    failing_threads(img, d);
     vma_image_free(img);
     expect_refused(a, "bytes, this one has", "truncated archive");
     ref_free(&rf);
@@ -801,6 +865,225 @@ static void long_blocks_cached(const char *dir)
     }
 }
 
+/* --- forged and stale index files --- */
+
+static uint32_t get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    struct stat st;
+    unsigned char *b = NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0 && fstat(fd, &st) == 0 && (b = malloc((size_t)st.st_size + 1)) != NULL &&
+        pread(fd, b, (size_t)st.st_size, 0) == st.st_size)
+        *len = (size_t)st.st_size;
+    else
+        *len = 0;
+    if (fd >= 0)
+        close(fd);
+    return b;
+}
+
+/* Write an index file with its SHA-256 made anew, as anyone can. */
+static void seal_index(const char *path, unsigned char *b, size_t len)
+{
+    SHA2_CTX c;
+    SHA256Init(&c);
+    SHA256Update(&c, b, len - 32);
+    SHA256Final(b + len - 32, &c);
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    CHECK(fd >= 0 && write(fd, b, len) == (ssize_t)len, "cannot write %s", path);
+    close(fd);
+}
+
+/* Read dev cluster by cluster: every read must fail (saying why) or return
+ * the archive's own bytes; with a data file, located pieces likewise.
+ * Returns the reads that failed. */
+static unsigned never_wrong(vma_image *img, const struct ref *rf, unsigned dev, const char *what)
+{
+    unsigned char *buf = malloc(VMA_CLUSTER_SIZE);
+    unsigned failed = 0;
+    for (uint64_t off = 0; off < rf->size[dev]; off += VMA_CLUSTER_SIZE) {
+        size_t want = rf->size[dev] - off < VMA_CLUSTER_SIZE ? (size_t)(rf->size[dev] - off)
+                                                             : VMA_CLUSTER_SIZE;
+        int64_t n = vma_image_pread(img, dev, buf, VMA_CLUSTER_SIZE, off);
+        if (n < 0) {
+            failed++;
+            CHECK(n == VMA_ERR_CORRUPT && strstr(vma_last_error(), "stale or forged"),
+                  "%s: read at %llu failed with %lld '%s'", what, (unsigned long long)off,
+                  (long long)n, vma_last_error());
+        } else {
+            CHECK(n == (int64_t)want && memcmp(buf, rf->data[dev] + off, want) == 0,
+                  "%s: read at %llu returned other bytes than the archive's", what,
+                  (unsigned long long)off);
+        }
+        if (vma_image_data_fd(img) >= 0) {
+            int fd = vma_image_data_fd(img);
+            struct assemble a = { fd, buf, 0, 0, 0 };
+            int rc = vma_image_locate(img, dev, off, want, assemble_piece, &a);
+            CHECK(rc != VMA_OK || (a.pos == want && memcmp(buf, rf->data[dev] + off, want) == 0),
+                  "%s: pieces located at %llu hold other bytes than the archive's", what,
+                  (unsigned long long)off);
+        }
+    }
+    free(buf);
+    return failed;
+}
+
+/* After a refused read the index file is gone: the next open builds and
+ * saves a new one, and reads the archive's own bytes. */
+static void reopened_anew(const char *path, const struct ref *rf, const char *what)
+{
+    int rc;
+    vma_image *img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_SAVED,
+          "%s: reopen gave %d, state %d: %s", what, rc, vma_image_index_state(img),
+          vma_image_error(img));
+    if (rc == VMA_OK)
+        compare(img, rf, what);
+    vma_image_free(img);
+}
+
+/* An index whose entries of two clusters (same mask, other bytes) trade
+ * their offsets, with its checksum made anew: it names this archive and
+ * passes every check of the loader, so the open takes it; no read may
+ * then serve one cluster's bytes for the other's. */
+static void forged_index(const char *dir, const char *codec)
+{
+    char path[4096], idx[4200], what[64];
+    snprintf(path, sizeof(path), "%s/forged-%s.vma", dir, codec ? codec : "none");
+    snprintf(idx, sizeof(idx), "%s.vmaidx", path);
+    snprintf(what, sizeof(what), "forged index (%s)", codec ? codec : "plain");
+    write_archive(path, codec, 4242);
+    struct ref rf;
+    ref_load(&rf, path);
+    int rc;
+    vma_image *img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_SAVED, "%s: first open",
+          what);
+    unsigned dev = vma_reader_find_device(vma_image_reader(img), "drive-scsi0");
+    vma_image_free(img);
+
+    size_t len;
+    unsigned char *b = slurp(idx, &len);
+    unsigned ndev = b != NULL && len > 64 ? get_le32(b + 36) : 0;
+    size_t at = 64 + (size_t)ndev * 24, first = 0, second = 0;
+    for (unsigned k = 0; k < ndev; k++) {
+        uint64_t count = get_le32(b + 64 + 24 * k + 8);
+        if (get_le32(b + 64 + 24 * k) != dev) {
+            at += count * 12;
+            continue;
+        }
+        for (uint64_t e = 0; e < count && second == 0; e++, at += 12) {
+            uint32_t num = get_le32(b + at);
+            if (b[at + 4] != 0xff || b[at + 5] != 0xff)
+                continue; /* a cluster stored whole */
+            if (first == 0)
+                first = at;
+            else if (memcmp(rf.data[dev] + (uint64_t)num * VMA_CLUSTER_SIZE,
+                            rf.data[dev] + (uint64_t)get_le32(b + first) * VMA_CLUSTER_SIZE,
+                            VMA_CLUSTER_SIZE) != 0)
+                second = at;
+        }
+        break;
+    }
+    CHECK(second != 0, "%s: no two whole clusters to swap", what);
+    if (second != 0) {
+        unsigned char t[6];
+        memcpy(t, b + first + 6, 6);
+        memcpy(b + first + 6, b + second + 6, 6);
+        memcpy(b + second + 6, t, 6);
+        seal_index(idx, b, len);
+        img = open_image(path, 0, &rc);
+        CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
+              "%s: the forged index was not loaded: %d %s", what, rc, vma_image_error(img));
+        if (rc == VMA_OK) {
+            CHECK(never_wrong(img, &rf, dev, what) > 0, "%s: no read was refused", what);
+            CHECK(access(idx, F_OK) != 0, "%s: the refuted index file is still there", what);
+        }
+        vma_image_free(img);
+        reopened_anew(path, &rf, what);
+    }
+    free(b);
+    ref_free(&rf);
+}
+
+/* One disk of whole clusters, written in order or backwards: the same
+ * size, uuid and ctime, every cluster somewhere else. */
+static void write_ordered(const char *path, int backwards)
+{
+    static const unsigned char uuid[16] = { 's', 't', 'a', 'l', 'e' };
+    vma_writer *w = vma_writer_new();
+    int rc = vma_writer_set_uuid(w, uuid);
+    if (rc == VMA_OK)
+        rc = vma_writer_set_ctime(w, 1700000000);
+    if (rc == VMA_OK)
+        rc = vma_writer_open_path(w, path);
+    int id = rc == VMA_OK ? vma_writer_add_device(w, "drive-scsi0", 80 * VMA_CLUSTER_SIZE) : rc;
+    unsigned char *buf = malloc(VMA_CLUSTER_SIZE);
+    for (uint32_t k = 0; k < 80 && id > 0 && rc == VMA_OK; k++) {
+        uint32_t c = backwards ? 79 - k : k;
+        for (size_t x = 0; x < VMA_CLUSTER_SIZE; x++)
+            buf[x] = (unsigned char)(1 + (c * 31 + x / 4096 + (backwards ? 7 : 0)) % 255);
+        rc = vma_writer_write_cluster(w, (unsigned)id, c, buf);
+    }
+    if (rc == VMA_OK && id > 0)
+        rc = vma_writer_close_device(w, (unsigned)id);
+    if (rc == VMA_OK)
+        rc = vma_writer_finish(w);
+    CHECK(rc == VMA_OK && id > 0, "write %s: %s", path, vma_writer_error(w));
+    free(buf);
+    vma_writer_free(w);
+}
+
+/* An archive rewritten in place with the same uuid, ctime and size, its
+ * mtime put back: its old index names it still, but no read may serve the
+ * old layout's bytes. */
+static void rewritten_in_place(const char *dir)
+{
+    char path[4096], other[4200], idx[4200];
+    snprintf(path, sizeof(path), "%s/rewritten.vma", dir);
+    snprintf(other, sizeof(other), "%s.new", path);
+    snprintf(idx, sizeof(idx), "%s.vmaidx", path);
+    write_ordered(path, 0);
+    int rc;
+    vma_image *img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_SAVED,
+          "rewritten: first open: %s", vma_image_error(img));
+    vma_image_free(img);
+    struct stat st, st2;
+    stat(path, &st);
+    write_ordered(other, 1);
+    stat(other, &st2);
+    CHECK(st.st_size == st2.st_size, "rewritten: sizes differ (%lld, %lld)",
+          (long long)st.st_size, (long long)st2.st_size);
+    size_t len;
+    unsigned char *b = slurp(other, &len);
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    CHECK(b != NULL && fd >= 0 && write(fd, b, len) == (ssize_t)len, "rewritten: rewrite");
+    close(fd);
+    free(b);
+    unlink(other);
+    struct timespec ts[2] = { st.st_atim, st.st_mtim };
+    utimensat(AT_FDCWD, path, ts, 0);
+    struct ref rf;
+    ref_load(&rf, path);
+    img = open_image(path, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
+          "rewritten: the old index was not loaded: %d %s", rc, vma_image_error(img));
+    if (rc == VMA_OK) {
+        unsigned dev = vma_reader_find_device(vma_image_reader(img), "drive-scsi0");
+        CHECK(never_wrong(img, &rf, dev, "rewritten archive") > 0,
+              "rewritten: no read was refused");
+    }
+    vma_image_free(img);
+    reopened_anew(path, &rf, "rewritten archive");
+    ref_free(&rf);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -830,6 +1113,10 @@ int main(int argc, char **argv)
             reopen_with_index(path, codecs[c]);
         }
     index_files(d);
+    forged_index(d, NULL);
+    forged_index(d, "lzo");
+    forged_index(d, "zstd");
+    rewritten_in_place(d);
     damaged(argv[1], d);
     damaged_lzo(d);
     seekable_zstd(d);

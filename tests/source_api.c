@@ -128,12 +128,16 @@ static void test_source_states(void **state)
     /* A raw file is read directly, not through NBD. */
     assert_int_equal(vma_source_open(s, "raw", path_of("zero")), VMA_ERR_INVALID);
     assert_non_null(strstr(vma_source_error(s), "raw file"));
+    /* The calling thread's message too, as for every handle. */
+    assert_string_equal(vma_last_error(), vma_source_error(s));
     /* Once per source. */
     assert_int_equal(vma_source_open(s, "qcow2", path_of("qcow2")), VMA_ERR_INVALID);
+    assert_non_null(strstr(vma_last_error(), "already opened"));
     vma_source_free(s);
 
     s = vma_source_new();
     assert_int_equal(vma_source_open(s, NULL, "x"), VMA_ERR_INVALID);
+    assert_non_null(strstr(vma_last_error(), "no format given"));
     vma_source_free(s);
 
     /* A source never opened cannot feed a device; the writer says so. */

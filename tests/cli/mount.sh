@@ -263,6 +263,75 @@ expect_err "vma: index $A.vmaidx refused: not a regular file (remove it, or rein
 "
 check "nothing mounted for a FIFO index" sh -c "! mountpoint -q '$T/m-stale'"
 rm -f "$A.vmaidx"
+
+# A forged index: two whole clusters trade their offsets, the SHA-256 made
+# anew, as anyone who reads the archive can. The loader takes it; reads
+# then fail (EIO) or return the archive's bytes, never the other
+# cluster's, and the index is removed so that the next mount rebuilds it.
+case_ "a forged index never serves another cluster's bytes"
+forge() {
+    python3 - "$1" <<'PY'
+import hashlib, struct, sys
+path = sys.argv[1]
+b = bytearray(open(path, 'rb').read())
+ndev = struct.unpack_from('<I', b, 36)[0]
+at, whole = 64 + 24 * ndev, []
+for k in range(ndev):
+    count = struct.unpack_from('<Q', b, 64 + 24 * k + 8)[0]
+    for e in range(count):
+        if b[at + 4:at + 6] == b'\xff\xff' and len(whole) < 2:
+            whole.append(at)
+        at += 12
+x, y = whole
+b[x + 6:x + 12], b[y + 6:y + 12] = b[y + 6:y + 12], b[x + 6:x + 12]
+b[-32:] = hashlib.sha256(b[:-32]).digest()
+open(path, 'wb').write(b)
+PY
+}
+# reads DIR: every disk of made-none read whole: "ok" when it equals the
+# extract, "eio" when the read failed so, else "WRONG".
+reads() {
+    local f out
+    for f in "$T"/x-made-none/disk-*.raw; do
+        if out=$(cat "$1/${f##*/disk-}" 2>&1 >"$T/forged.raw"); then
+            cmp -s "$f" "$T/forged.raw" && echo ok || echo WRONG
+        else
+            case $out in *"Input/output error"*) echo eio ;; *) echo "WRONG $out" ;; esac
+        fi
+    done
+}
+do_mount "$A" "$T/m-forged"
+do_umount "$T/m-forged"
+check "an index was saved again" [ -s "$A.vmaidx" ]
+forge "$A.vmaidx"
+do_mount "$A" "$T/m-forged"
+got=$(reads "$T/m-forged")
+do_umount "$T/m-forged"
+check "mount with a forged index: no wrong bytes ($got)" sh -c "! echo '$got' | grep -q WRONG"
+check "mount with a forged index: a read failed" sh -c "echo '$got' | grep -q eio"
+check "the forged index was removed" [ ! -e "$A.vmaidx" ]
+do_mount "$A" "$T/m-forged"
+got=$(reads "$T/m-forged")
+do_umount "$T/m-forged"
+check "the next mount rebuilt it and reads right ($got)" sh -c "! echo '$got' | grep -qv ok"
+check "a new index was saved" [ -s "$A.vmaidx" ]
+# The swapped clusters are drive-scsi0's (its first 200000 bytes are data).
+rm -f "$A.vmaidx"
+do_mount "$A" "$T/m-forged"
+do_umount "$T/m-forged"
+forge "$A.vmaidx"
+serve "$A" drive-scsi0
+if nbdcopy "$URI" "$T/forged-nbd.raw" 2>"$T/nbdcopy.err"; then
+    check "nbdkit with a forged index: the archive's bytes" \
+        cmp -s "$T/x-made-none/disk-drive-scsi0.raw" "$T/forged-nbd.raw"
+else
+    # nbdkit logs the message to syslog once in the background.
+    check "nbdkit with a forged index: EIO ($(cat "$T/nbdcopy.err"))" \
+        grep -q "Input/output error" "$T/nbdcopy.err"
+    check "nbdkit with a forged index: the index was removed" [ ! -e "$A.vmaidx" ]
+fi
+unserve
+rm -f "$A.vmaidx"
 check "the archive was never written" [ "$(sha256sum <"$A")" = "$sum_before" ]
 
 # --- damage -----------------------------------------------------------
