@@ -455,6 +455,7 @@ struct mount_opts {
     int help, foreground, allow_other, salvage;
     unsigned flags, salvage_flags;
     const char *cache_dir, *archive, *dir;
+    const char *index; /* --index: cache (default), beside, off */
 };
 
 /* CLI_OK, or the status to exit with (a usage error). */
@@ -482,7 +483,12 @@ static int parse_options(int argc, char **argv, struct mount_opts *o)
             o->flags |= VMA_IMAGE_REINDEX;
             break;
         case 'n':
-            o->flags |= VMA_IMAGE_NO_INDEX_FILE;
+            o->index = "off";
+            break;
+        case 'I':
+            if (strcmp(optarg, "cache") && strcmp(optarg, "beside") && strcmp(optarg, "off"))
+                return cli_fail("mount: unknown --index=%s (cache, beside or off)", optarg);
+            o->index = optarg;
             break;
         case 'S':
             o->salvage = 1;
@@ -511,10 +517,22 @@ static int open_image(struct mount_state *m, const struct mount_opts *o)
     vma_image_set_progress(m->img, stop_on_signal, NULL);
     m->salvage = o->salvage;
     int rc = vma_image_set_cache_dir(m->img, o->cache_dir);
+    unsigned flags = o->flags;
+    /* The index file: in the user's cache by default, so that nothing is
+     * written to the backup storage; without one when it cannot be made. */
+    if (o->index == NULL || !strcmp(o->index, "cache")) {
+        char dir[4096];
+        if (vma_index_cache_dir(dir, sizeof(dir)) == VMA_OK)
+            rc = rc == VMA_OK ? vma_image_set_index_dir(m->img, dir, VMA_INDEX_CACHE_MAX_BYTES) : rc;
+        else
+            flags |= VMA_IMAGE_NO_INDEX_FILE;
+    } else if (!strcmp(o->index, "off")) {
+        flags |= VMA_IMAGE_NO_INDEX_FILE;
+    }
     if (rc == VMA_OK && o->salvage)
         rc = vma_image_set_salvage(m->img, o->salvage_flags, salvage_log_event, &m->log);
     if (rc == VMA_OK)
-        rc = vma_image_open(m->img, o->archive, o->flags);
+        rc = vma_image_open(m->img, o->archive, flags);
     if (rc != VMA_OK) {
         const char *msg = vma_image_error(m->img);
         return cli_fail("%s%s", msg,

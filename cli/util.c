@@ -98,6 +98,7 @@ int cli_getopt(int argc, char **argv, const char *optstring)
         { "qmp-timeout", required_argument, NULL, 'O' },  /* backup only */
         { "cleanup", no_argument, NULL, 'C' },            /* backup only */
         { "format", required_argument, NULL, 'f' },       /* extract only */
+        { "index", required_argument, NULL, 'I' },        /* mount only */
         { NULL, 0, NULL, 0 },
     };
 

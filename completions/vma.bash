@@ -131,6 +131,10 @@ _vma_complete()
         COMPREPLY=($(compgen -P --compress= -W 'zstd zstd:1 zstd:3 zstd:19 gzip gzip:9 lzo none' -- "${cur#--compress=}"))
         return 0
         ;;
+    --index=*)
+        COMPREPLY=($(compgen -P --index= -W 'cache beside off' -- "${cur#--index=}"))
+        return 0
+        ;;
     --format=*)
         COMPREPLY=($(compgen -P --format= -W 'raw qcow2 vmdk vdi vhdx' -- "${cur#--format=}"))
         return 0
@@ -148,7 +152,7 @@ _vma_complete()
         checksum) opts='-d -p --progress --no-progress --output-format= --help' ;;
         extract) opts='-v -d -r -p --progress --no-progress --output-format= --format= --salvage --force-header --help' ;;
         create) opts='-v -c -d -p --progress --no-progress --compress= --uuid= --ctime= --help' ;;
-        mount) opts='-f -o -c -r -n --salvage --force-header --help' ;;
+        mount) opts='-f -o -c -r -n --index= --salvage --force-header --help' ;;
         backup) opts='-v -c -d -p --progress --no-progress --compress= --output-format= --qmp --qga --fleecing-dir --qmp-timeout= --cleanup --help' ;;
         *) return 0 ;;
         esac

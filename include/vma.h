@@ -618,6 +618,35 @@ VMA_API const char *vma_image_error(const vma_image *img);
  * string is copied). NULL: $TMPDIR or /tmp. */
 VMA_API int vma_image_set_cache_dir(vma_image *img, const char *dir);
 
+/*
+ * Where the index file goes (before the open; the string is copied).
+ * NULL or "" (the default): beside the archive, as <archive>.vmaidx. A
+ * directory: <dir>/<uuid in hex>-<size>-<device>-<inode>.vmaidx, so that a
+ * backup storage (read-only, shared, or pruned by its own rules) holds
+ * nothing of ours; there, an index refused as stale, foreign or damaged is
+ * rebuilt and replaced instead of failing the open, a loaded file is
+ * marked used (its mtime), and after a save the least recently used index
+ * files of that directory are removed until they take at most max_bytes
+ * (0: no bound). The directory must exist (vma_index_cache_dir() makes the
+ * usual one). Refused after the open.
+ */
+VMA_API int vma_image_set_index_dir(vma_image *img, const char *dir, uint64_t max_bytes);
+
+/*
+ * The user's cache directory for index files, made (mode 0700, with its
+ * parents) when missing: /var/cache/vmarchive for root, else
+ * $XDG_CACHE_HOME/vmarchive, else $HOME/.cache/vmarchive. Writes its path
+ * into buf (len bytes). VMA_OK, or an error (also as vma_last_error()):
+ * VMA_ERR_NOT_FOUND when neither variable is an absolute path,
+ * VMA_ERR_INVALID when buf is too short, VMA_ERR_IO when it cannot be made.
+ */
+VMA_API int vma_index_cache_dir(char *buf, size_t len);
+
+/* The bound `vma mount` and the nbdkit plugin give their index cache
+ * directory: 1 GiB of index files (12 bytes per stored cluster, so about
+ * 80 TiB of fully used disks). */
+#define VMA_INDEX_CACHE_MAX_BYTES (1ull << 30)
+
 /* Progress of the index pass, as for vma_reader_set_progress(); a non-zero
  * return stops the open with VMA_ERR_CALLBACK. Before the open. */
 VMA_API void vma_image_set_progress(vma_image *img, vma_progress_fn fn, void *opaque);

@@ -20,6 +20,7 @@
 #include "image_internal.h"
 #include "lzo_blocks.h"
 #include "reader_internal.h"
+#include "index_cache.h"
 #include "zst_frames.h"
 
 vma_image *vma_image_new(void)
@@ -66,6 +67,7 @@ void vma_image_free(vma_image *img)
     pthread_mutex_destroy(&img->lock);
     free(img->index_path);
     free(img->cache_dir);
+    free(img->index_dir);
     free(img);
 }
 
@@ -76,14 +78,12 @@ static int fail(vma_image *img, int status, const char *fmt, ...)
  * vma_last_error(), which no other thread's failure can change. */
 static int fail(vma_image *img, int status, const char *fmt, ...)
 {
-    char msg[VMAI_ERRLEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    const char *msg = vmai_vset_last_error(fmt, ap);
     va_end(ap);
-    vmai_set_last_error(msg);
     pthread_mutex_lock(&img->lock);
-    memcpy(img->err, msg, sizeof(msg));
+    snprintf(img->err, sizeof(img->err), "%s", msg);
     pthread_mutex_unlock(&img->lock);
     return status;
 }
@@ -106,6 +106,19 @@ int vma_image_set_cache_dir(vma_image *img, const char *dir)
         return fail(img, VMA_ERR_NOMEM, "out of memory");
     free(img->cache_dir);
     img->cache_dir = copy;
+    return VMA_OK;
+}
+
+int vma_image_set_index_dir(vma_image *img, const char *dir, uint64_t max_bytes)
+{
+    char *copy = NULL;
+    if (img->opened || img->archive_fd >= 0)
+        return fail(img, VMA_ERR_INVALID, "the index directory is set before the open");
+    if (dir != NULL && dir[0] != '\0' && (copy = strdup(dir)) == NULL)
+        return fail(img, VMA_ERR_NOMEM, "out of memory");
+    free(img->index_dir);
+    img->index_dir = copy;
+    img->index_dir_max = max_bytes;
     return VMA_OK;
 }
 
@@ -492,7 +505,10 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     bool use_file = !cache && !gzip && !(flags & VMA_IMAGE_NO_INDEX_FILE) && !img->salvage;
 
     char *idx = NULL;
-    if (use_file) {
+    if (use_file && img->index_dir != NULL) {
+        if ((idx = vmai_index_cache_path(img->index_dir, img->r, &img->st)) == NULL)
+            return fail(img, VMA_ERR_NOMEM, "out of memory");
+    } else if (use_file) {
         size_t n = strlen(path) + sizeof(".vmaidx");
         if ((idx = malloc(n)) == NULL)
             return fail(img, VMA_ERR_NOMEM, "out of memory");
@@ -503,13 +519,17 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
         rc = vmai_index_load(img, idx, err, sizeof(err));
         if (rc == VMA_OK) {
             vmai_reader_end_input(img->r);
+            if (img->index_dir != NULL)
+                vmai_index_cache_touch(idx); /* recently used: evicted last */
             img->index_state = VMA_IMAGE_INDEX_LOADED;
             img->index_path = absolute(idx);
             img->opened = true;
             return VMA_OK;
         }
         vmai_ra_clear(img);
-        if (rc != VMA_ERR_NOT_FOUND) {
+        /* A refused index of our own cache directory is rebuilt and
+         * replaced: nobody put it there by hand. */
+        if (rc != VMA_ERR_NOT_FOUND && img->index_dir == NULL) {
             free(idx);
             return fail(img, rc, "%s", err);
         }
@@ -525,8 +545,11 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     vmai_reader_end_input(img->r);
     img->index_state = VMA_IMAGE_INDEX_BUILT;
     /* A directory we may not write to only costs the next open a pass. */
-    if (use_file && vmai_index_save(img, idx, err, sizeof(err)) == VMA_OK)
+    if (use_file && vmai_index_save(img, idx, err, sizeof(err)) == VMA_OK) {
         img->index_state = VMA_IMAGE_INDEX_SAVED;
+        if (img->index_dir != NULL && img->index_dir_max > 0)
+            vmai_index_cache_evict(img->index_dir, img->index_dir_max, idx);
+    }
     free(idx);
     img->opened = true;
     return VMA_OK;

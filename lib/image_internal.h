@@ -66,6 +66,8 @@ struct vma_image {
     int index_state;
     int cb_status;              /* failure inside the index pass's callback */
     char *cache_dir;
+    char *index_dir;            /* NULL: <archive>.vmaidx beside it */
+    uint64_t index_dir_max;     /* bytes of index files kept there */
     uint64_t cache_pos;         /* bytes of the cache written so far */
     vma_progress_fn progress;
     void *progress_opaque;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -119,5 +120,9 @@ void vmai_errorf(char *err, const char *fmt, ...) __attribute__((format(printf, 
 
 /* Record msg as this thread's vma_last_error() (status.c). */
 void vmai_set_last_error(const char *msg);
+
+/* The same from a format; returns the message (this thread's, valid until
+ * its next failure). */
+const char *vmai_vset_last_error(const char *fmt, va_list ap);
 
 #endif

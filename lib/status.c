@@ -1,4 +1,5 @@
 /* Status names and the name rule shared by reader and writer. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,6 +57,12 @@ static _Thread_local char last_error[VMAI_ERRLEN];
 void vmai_set_last_error(const char *msg)
 {
     snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
+const char *vmai_vset_last_error(const char *fmt, va_list ap)
+{
+    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    return last_error;
 }
 
 const char *vma_last_error(void) { return last_error; }

@@ -19,6 +19,7 @@
 static char *archive, *device, *cache_dir;
 static vma_image *img;
 static unsigned dev_id;
+static char *index_mode; /* index=: cache (default), beside, off */
 
 static void vma_unload(void)
 {
@@ -26,6 +27,7 @@ static void vma_unload(void)
     free(archive);
     free(device);
     free(cache_dir);
+    free(index_mode);
 }
 
 static int vma_config(const char *key, const char *value)
@@ -33,14 +35,20 @@ static int vma_config(const char *key, const char *value)
     char **slot = !strcmp(key, "archive")    ? &archive
                   : !strcmp(key, "device")   ? &device
                   : !strcmp(key, "cachedir") ? &cache_dir
+                  : !strcmp(key, "index")    ? &index_mode
                                              : NULL;
     if (!slot) {
-        nbdkit_error("unknown parameter '%s' (archive=, device=, cachedir=)", key);
+        nbdkit_error("unknown parameter '%s' (archive=, device=, cachedir=, index=)", key);
+        return -1;
+    }
+    if (slot == &index_mode && strcmp(value, "cache") && strcmp(value, "beside") &&
+        strcmp(value, "off")) {
+        nbdkit_error("index=%s: say cache, beside or off", value);
         return -1;
     }
     free(*slot);
     /* Paths made absolute now: nbdkit changes to / when it forks. */
-    *slot = slot == &device ? strdup(value) : nbdkit_realpath(value);
+    *slot = slot == &device || slot == &index_mode ? strdup(value) : nbdkit_realpath(value);
     return *slot ? 0 : -1;
 }
 
@@ -56,9 +64,27 @@ static int vma_config_complete(void)
 /* Open and index before nbdkit serves (and before it forks). */
 static int vma_get_ready(void)
 {
+    unsigned flags = 0;
+    char dir[4096];
     img = vma_image_new();
-    if (!img || vma_image_set_cache_dir(img, cache_dir) != VMA_OK ||
-        vma_image_open(img, archive, 0) != VMA_OK) {
+    if (!img || vma_image_set_cache_dir(img, cache_dir) != VMA_OK) {
+        nbdkit_error("%s", img ? vma_image_error(img) : "out of memory");
+        return -1;
+    }
+    /* The index file: in the user's cache by default (nothing written to
+     * the backup storage); none when that cannot be made. */
+    if (index_mode == NULL || !strcmp(index_mode, "cache")) {
+        if (vma_index_cache_dir(dir, sizeof(dir)) != VMA_OK) {
+            nbdkit_debug("no index cache: %s", vma_last_error());
+            flags = VMA_IMAGE_NO_INDEX_FILE;
+        } else if (vma_image_set_index_dir(img, dir, VMA_INDEX_CACHE_MAX_BYTES) != VMA_OK) {
+            nbdkit_error("%s", vma_image_error(img));
+            return -1;
+        }
+    } else if (!strcmp(index_mode, "off")) {
+        flags = VMA_IMAGE_NO_INDEX_FILE;
+    }
+    if (vma_image_open(img, archive, flags) != VMA_OK) {
         nbdkit_error("%s", img ? vma_image_error(img) : "out of memory");
         return -1;
     }

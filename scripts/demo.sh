@@ -14,6 +14,8 @@ vma=$repo/build/vma
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
+# vma mount keeps its index in the user's cache: the demo's goes with it.
+export XDG_CACHE_HOME=$tmp/cache
 
 # Deterministic pseudo-random bytes: gen <seed-hex> <count>
 gen() {

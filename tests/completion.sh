@@ -76,7 +76,7 @@ expect "vma config basic.vma -c qemu-server.f" qemu-server.fw
 # Archives for the first argument, directories for extract's target.
 expect "vma verify ba" basic.vma
 expect "vma mount -o " allow_other
-expect "vma mount -" -f -o -c -r -n --salvage --force-header --help
+expect "vma mount -" -f -o -c -r -n --index= --salvage --force-header --help
 expect "vma extract basic.vma rest" restore-dir
 
 [ $fails = 0 ] || exit 1

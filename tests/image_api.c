@@ -9,6 +9,7 @@
  * never serve other bytes; failed reads set each thread's vma_last_error().
  * Usage: image_api <golden dir>. SPDX-License-Identifier: MIT
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -761,6 +762,97 @@ static void created_zstd_in_place(const char *dir)
     open_counting_notices(path, nodir, 0, 0);
 }
 
+/* Open path with its index in dir (bound max_bytes); the index state. */
+static int open_in_index_dir(const char *path, const char *dir, uint64_t max_bytes)
+{
+    vma_image *img = vma_image_new();
+    int rc = vma_image_set_index_dir(img, dir, max_bytes);
+    if (rc == VMA_OK)
+        rc = vma_image_open(img, path, 0);
+    int state = rc == VMA_OK ? vma_image_index_state(img) : -1;
+    CHECK(rc == VMA_OK, "index dir %s: %s", dir, vma_image_error(img));
+    CHECK(vma_image_set_index_dir(img, dir, 0) == VMA_ERR_INVALID, "index dir set after the open");
+    vma_image_free(img);
+    return state;
+}
+
+/* The one *.vmaidx of dir (its name into out): how many there are. */
+static int index_in(const char *dir, char *out, size_t len)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l > 7 && strcmp(e->d_name + l - 7, ".vmaidx") == 0 && n++ == 0)
+            snprintf(out, len, "%s/%s", dir, e->d_name);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+/* Index files in a directory of their own: named by uuid and size, none
+ * beside the archive, loaded by the next open; the least recently used
+ * go first when a save passes the bound, never other files. */
+static void index_dir(const char *dir)
+{
+    char a[4096], b[4096], c[4096], d1[4096], d2[4096], ia[4200], ib[4200], ic[4200];
+    snprintf(a, sizeof(a), "%s/ia.vma", dir);
+    snprintf(b, sizeof(b), "%s/ib.vma", dir);
+    snprintf(c, sizeof(c), "%s/ic.vma", dir);
+    snprintf(d1, sizeof(d1), "%s/idx", dir);
+    snprintf(d2, sizeof(d2), "%s/idx-c", dir);
+    mkdir(d1, 0700);
+    mkdir(d2, 0700);
+    write_archive(a, NULL, 11);
+    write_archive(b, NULL, 12);
+    write_archive(c, NULL, 13);
+    CHECK(open_in_index_dir(a, d1, 0) == VMA_IMAGE_INDEX_SAVED, "saved in the index dir");
+    CHECK(open_in_index_dir(a, d1, 0) == VMA_IMAGE_INDEX_LOADED, "loaded from the index dir");
+    snprintf(ia, sizeof(ia), "%s.vmaidx", a);
+    CHECK(access(ia, F_OK) != 0, "an index beside the archive");
+    CHECK(index_in(d1, ia, sizeof(ia)) == 1, "one index in the dir");
+    CHECK(open_in_index_dir(b, d1, 0) == VMA_IMAGE_INDEX_SAVED, "b saved");
+    CHECK(open_in_index_dir(c, d2, 0) == VMA_IMAGE_INDEX_SAVED, "c saved alone");
+    CHECK(index_in(d2, ic, sizeof(ic)) == 1, "c's index");
+    struct stat sc, sb;
+    stat(ic, &sc);
+    unlink(ic);
+    /* a older than b; a file of someone else's stays whatever the bound */
+    struct timespec old[2] = { { 1000000000, 0 }, { 1000000000, 0 } };
+    utimensat(AT_FDCWD, ia, old, 0);
+    char notes[4200];
+    snprintf(notes, sizeof(notes), "%s/notes.vmaidx", d1);
+    FILE *f = fopen(notes, "w");
+    if (f != NULL)
+        fclose(f);
+    utimensat(AT_FDCWD, notes, old, 0);
+    CHECK(index_in(d1, ib, sizeof(ib)) == 3, "a, b and the foreign file");
+    /* b's name: the one that is neither a's nor notes */
+    DIR *dd = opendir(d1);
+    struct dirent *e;
+    while (dd != NULL && (e = readdir(dd)) != NULL)
+        if (strlen(e->d_name) > 40 && strstr(ia, e->d_name) == NULL)
+            snprintf(ib, sizeof(ib), "%s/%s", d1, e->d_name);
+    if (dd != NULL)
+        closedir(dd);
+    stat(ib, &sb);
+    CHECK(open_in_index_dir(c, d1, (uint64_t)(sb.st_size + sc.st_size)) ==
+              VMA_IMAGE_INDEX_SAVED, "c saved with a bound");
+    CHECK(access(ia, F_OK) != 0, "the least recently used index (a) was kept past the bound");
+    CHECK(access(ib, F_OK) == 0, "b was evicted though the bound held it");
+    CHECK(access(notes, F_OK) == 0, "a file not named as ours was removed");
+    CHECK(index_in(d1, ic, sizeof(ic)) == 3, "b, c and the foreign file");
+    char cache[4096];
+    setenv("XDG_CACHE_HOME", d2, 1);
+    CHECK(vma_index_cache_dir(cache, sizeof(cache)) == VMA_OK && strstr(cache, "/idx-c/vmarchive"),
+          "vma_index_cache_dir: %s", vma_last_error());
+    CHECK(vma_index_cache_dir(cache, 8) == VMA_ERR_INVALID && vma_last_error()[0] != '\0',
+          "a short buffer");
+    unsetenv("XDG_CACHE_HOME");
+}
+
 /* One device of `size` bytes whose clusters hold pseudo-random blocks
  * (a quarter of them zero), written in order, as plain VMA. */
 static void write_big_archive(const char *path, uint64_t size)
@@ -1113,6 +1205,7 @@ int main(int argc, char **argv)
             reopen_with_index(path, codecs[c]);
         }
     index_files(d);
+    index_dir(d);
     forged_index(d, NULL);
     forged_index(d, "lzo");
     forged_index(d, "zstd");

@@ -13,6 +13,9 @@ CRAFT=$3
 export TZ=UTC LC_ALL=C
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/vma-cli.XXXXXX") || exit 99
+# vma mount's index cache (else ~/.cache or, for root, /var/cache) goes
+# with the test's directory.
+export XDG_CACHE_HOME=$T/xdg
 trap 'rm -rf "$T"' EXIT
 trap 'exit 143' TERM INT # so that the EXIT trap cleans up after a timeout
 

@@ -34,6 +34,13 @@ nbdkit_run() {
     fi
 }
 
+# The default index place is the user's cache: $XDG_CACHE_HOME/vmarchive
+# (common.sh puts it under $T).
+IDXC=$XDG_CACHE_HOME/vmarchive
+# The cases before the cache's own write beside the archive, where they
+# look for it (IDX=: the default).
+IDX=--index=beside
+
 MOUNTS=()
 PIDS=()
 cleanup() {
@@ -61,7 +68,7 @@ do_mount() {
     shift 2
     mkdir -p "$dir"
     MOUNTS+=("$dir")
-    run "$VMA" mount "$@" "$archive" "$dir"
+    run "$VMA" mount ${IDX:+"$IDX"} "$@" "$archive" "$dir"
     expect_rc 0
     mountpoint -q "$dir" || fail "$dir is not mounted"
 }
@@ -74,7 +81,7 @@ do_umount() {
 serve() {
     rm -f "$T/nbd.sock" "$T/nbd.pid"
     nbdkit_run -U "$T/nbd.sock" -P "$T/nbd.pid" "$PLUGIN" archive="$1" device="$2" \
-        2>"$T/nbd.err" || { fail "nbdkit did not start: $(cat "$T/nbd.err")"; return 1; }
+        ${IDX:+"${IDX#--}"} 2>"$T/nbd.err" || { fail "nbdkit did not start: $(cat "$T/nbd.err")"; return 1; }
     for _ in $(seq 100); do [ -s "$T/nbd.pid" ] && break; sleep 0.05; done
     PIDS+=("$(cat "$T/nbd.pid")")
     URI="nbd+unix:///?socket=$T/nbd.sock"
@@ -226,7 +233,7 @@ done
 sum_before=$(sha256sum <"$A")
 touch -d '2020-01-01 00:00' "$A"
 mkdir -p "$T/m-stale"
-run "$VMA" mount "$A" "$T/m-stale"
+run "$VMA" mount --index=beside "$A" "$T/m-stale"
 expect_rc 2
 expect_err "vma: index $A.vmaidx refused: the archive was modified after it was indexed (mtime differs) (remove it, or reindex)
 "
@@ -236,18 +243,18 @@ check "reindexed mount reads" cmp -s "$T/x-made-none/disk-drive-scsi0.raw" "$T/m
 do_umount "$T/m-stale"
 cp "$T/a/made-none.vma.vmaidx" "$T/keep.vmaidx"
 cp "$T/a/basic.vma.vmaidx" "$A.vmaidx"
-run "$VMA" mount "$A" "$T/m-stale"
+run "$VMA" mount --index=beside "$A" "$T/m-stale"
 expect_rc 2
 expect_err "vma: index $A.vmaidx refused: it belongs to another archive (uuid differs) (remove it, or reindex)
 "
 head -c $(($(stat -c %s "$T/keep.vmaidx") - 13)) "$T/keep.vmaidx" >"$A.vmaidx"
-run "$VMA" mount "$A" "$T/m-stale"
+run "$VMA" mount --index=beside "$A" "$T/m-stale"
 expect_rc 2
 expect_err "vma: index $A.vmaidx refused: its size does not match its entry counts (remove it, or reindex)
 "
 cp "$T/keep.vmaidx" "$A.vmaidx"
 printf '\x77' | dd of="$A.vmaidx" bs=1 seek=200 conv=notrunc status=none
-run "$VMA" mount "$A" "$T/m-stale"
+run "$VMA" mount --index=beside "$A" "$T/m-stale"
 expect_rc 2
 grep -q "refused: .*checksum\|refused: .*out of order or out of bounds" "$T/err" ||
     fail "a damaged index: $(cat "$T/err")"
@@ -257,7 +264,7 @@ do_umount "$T/m-stale"
 # A FIFO under the index's name: refused at once, not waited on.
 rm -f "$A.vmaidx"
 mkfifo "$A.vmaidx"
-run timeout 20 "$VMA" mount "$A" "$T/m-stale"
+run timeout 20 "$VMA" mount --index=beside "$A" "$T/m-stale"
 expect_rc 2
 expect_err "vma: index $A.vmaidx refused: not a regular file (remove it, or reindex)
 "
@@ -333,6 +340,56 @@ fi
 unserve
 rm -f "$A.vmaidx"
 check "the archive was never written" [ "$(sha256sum <"$A")" = "$sum_before" ]
+
+# --- the index in the user's cache (the default) ------------------------
+# Nothing beside the archive: <uuid>-<size>.vmaidx in $XDG_CACHE_HOME/vmarchive,
+# reused by the next mount and by nbdkit; --index=off and -n write none.
+case_ "index in the user's cache by default; beside and off on request"
+IDX=
+A=$T/a/made-lzo.vma
+rm -rf "$IDXC" "$A.vmaidx"
+do_mount "$A" "$T/m-idxc"
+check "no index beside the archive" [ ! -e "$A.vmaidx" ]
+idxc=$(find "$IDXC" -name '*.vmaidx' 2>/dev/null)
+check "one index in the cache, named by uuid, size, device and inode" \
+    [ "$(echo "$idxc" | grep -cE "/[0-9a-f]{32}-$(stat -c %s-%d-%i "$A")\.vmaidx\$")" = 1 ]
+check "the cache directory is the user's alone" [ "$(stat -c %a "$IDXC")" = 700 ]
+check "served as extract writes it" cmp -s "$T/x-made-lzo/disk-drive-scsi0.raw" "$T/m-idxc/drive-scsi0.raw"
+do_umount "$T/m-idxc"
+touch -d @1000000000 "$idxc"
+do_mount "$A" "$T/m-idxc"
+check "the next mount used it (marked used)" [ "$(stat -c %Y "$idxc")" -gt 1000000000 ]
+check "reused index, same bytes" cmp -s "$T/x-made-lzo/disk-drive-scsi0.raw" "$T/m-idxc/drive-scsi0.raw"
+do_umount "$T/m-idxc"
+# A stale index of the cache is ours to replace, not an error.
+touch "$A"
+do_mount "$A" "$T/m-idxc"
+expect_err_empty
+check "a stale cached index is rebuilt" [ "$(stat -c %Y "$idxc")" -ge "$(stat -c %Y "$A")" ]
+do_umount "$T/m-idxc"
+serve "$A" drive-scsi0
+nbdcopy "$URI" "$T/idxc-nbd.raw" 2>"$T/nbdcopy.err"
+check "nbdkit with the cached index" cmp -s "$T/x-made-lzo/disk-drive-scsi0.raw" "$T/idxc-nbd.raw"
+unserve
+check "still no index beside the archive" [ ! -e "$A.vmaidx" ]
+rm -rf "$IDXC"
+for opt in --index=off -n; do
+    do_mount "$A" "$T/m-idxc" $opt
+    do_umount "$T/m-idxc"
+    check "$opt: no index anywhere" [ ! -e "$A.vmaidx" ] && [ -z "$(find "$IDXC" -name '*.vmaidx' 2>/dev/null)" ]
+done
+do_mount "$A" "$T/m-idxc" --index=beside
+do_umount "$T/m-idxc"
+check "--index=beside: beside the archive" [ -s "$A.vmaidx" ]
+rm -f "$A.vmaidx"
+run "$VMA" mount --index=elsewhere "$A" "$T/m-idxc"
+expect_rc 2
+expect_err "vma: mount: unknown --index=elsewhere (cache, beside or off)
+"
+rm -f "$T/nbd.pid"
+run nbdkit_run -U "$T/nbd.sock" -f "$PLUGIN" archive="$A" device=drive-scsi0 index=elsewhere
+check "plugin: unknown index= refused" grep -q "index=elsewhere: say cache, beside or off" "$T/err"
+IDX=--index=beside
 
 # --- damage -----------------------------------------------------------
 case_ "a damaged archive is refused before mounting"
