@@ -54,7 +54,8 @@ void vma_reader_free(vma_reader *r)
         vmai_cset_free(&r->seen[i]);
     free(r->header_buf);
     free(r->extent_head);
-    free(r->extent_data);
+    for (unsigned i = 0; i < VMAI_EXTENT_RING; i++)
+        free(r->extent_bufs[i]); /* extent_data is one of them */
     free(r);
 }
 
@@ -488,6 +489,15 @@ static int check_complete(vma_reader *r, uint64_t extents)
 
 int vmai_reader_extent_buffer(vma_reader *r, size_t len)
 {
+    if (r->extent_ring > 1) {
+        unsigned next = (r->extent_slot + 1) % r->extent_ring;
+        int rc = r->extent_reuse != NULL ? r->extent_reuse(r, next) : VMA_OK;
+        if (rc != VMA_OK)
+            return rc;
+        r->extent_slot = next;
+        r->extent_data = r->extent_bufs[next];
+        r->extent_cap = r->extent_caps[next];
+    }
     if (len <= r->extent_cap && r->extent_data != NULL)
         return VMA_OK;
     /* Grown with the extents (a small archive needs no 3.8 MB, and ASan
@@ -506,12 +516,13 @@ int vmai_reader_extent_buffer(vma_reader *r, size_t len)
     if (cap > big)
         cap = len > max ? len : max;
     free(r->extent_data);
-    r->extent_cap = 0;
+    r->extent_cap = r->extent_caps[r->extent_slot] = 0;
     if (posix_memalign((void **)&r->extent_data, 4096, cap) != 0) {
-        r->extent_data = NULL;
+        r->extent_data = r->extent_bufs[r->extent_slot] = NULL;
         return vmai_reader_fail(r, VMA_ERR_NOMEM, "out of memory for the extent buffer");
     }
-    r->extent_cap = cap;
+    r->extent_bufs[r->extent_slot] = r->extent_data;
+    r->extent_cap = r->extent_caps[r->extent_slot] = cap;
     return VMA_OK;
 }
 

@@ -20,6 +20,10 @@ struct vmai_salvage;
 struct vmai_throttle;
 struct vmai_target;
 
+/* Extent buffers a restore to NBD targets takes turns among: with 8 MiB of
+ * requests in flight and extents of up to 3.8 MB, four keep qemu-nbd busy. */
+#define VMAI_EXTENT_RING 4
+
 struct vma_reader {
     char err[VMAI_ERRLEN];
     int status;                 /* sticky failure, VMA_OK while healthy */
@@ -45,6 +49,16 @@ struct vma_reader {
     unsigned char *extent_head;      /* 512 bytes */
     unsigned char *extent_data;      /* 4096-aligned, the largest extent's data so far */
     size_t extent_cap;               /* its size */
+    /* A restore to NBD targets sends stored data straight from the extent
+     * buffers, so the reader takes turns among extent_ring of them (else
+     * 1): the buffers, their sizes, the one in extent_data, and the
+     * requests still reading each; extent_reuse waits for those before a
+     * buffer is reused. */
+    unsigned char *extent_bufs[VMAI_EXTENT_RING];
+    size_t extent_caps[VMAI_EXTENT_RING];
+    unsigned extent_ring, extent_slot;
+    unsigned extent_refs[VMAI_EXTENT_RING];
+    int (*extent_reuse)(vma_reader *r, unsigned slot);
 
     uint64_t offset;            /* archive bytes consumed */
     _Atomic uint64_t clusters;  /* read by vma_reader_counters() from any thread */
@@ -88,7 +102,9 @@ int vmai_reader_fail(vma_reader *r, int status, const char *fmt, ...)
 int vmai_reader_refuse(vma_reader *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Make extent_data hold at least len bytes (4096-aligned). */
+/* Make extent_data a buffer for the next extent's len bytes (4096-aligned):
+ * the same one, or with extent_ring > 1 the next in turn once extent_reuse
+ * let it go. */
 int vmai_reader_extent_buffer(vma_reader *r, size_t len);
 
 /* Run the extent stream, calling fn per cluster. Used by read and restore. */

@@ -26,6 +26,7 @@
 #include "reader_internal.h"
 #include "restore_nbd.h"
 #include "throttle.h"
+#include "write_behind.h"
 
 enum target_kind { TARGET_SKIP, TARGET_DISK, TARGET_VMSTATE };
 
@@ -40,9 +41,8 @@ struct vmai_target {
     uint64_t size;
     uint64_t vmstate_len;   /* vmstate: bytes of the stream so far */
     bool write_behind;      /* keep the page cache from filling up */
+    struct vmai_write_behind *wb; /* its thread, from the first write */
     bool may_block;         /* vmstate into a pipe or the like (target_fd) */
-    uint64_t win_lo, win_hi, win_bytes; /* written since the last writeback */
-    uint64_t prev_lo, prev_hi;          /* the window before, under writeback */
     struct vmai_throttle *throttle;
     struct vmai_nbd_target *nbd; /* an NBD target (fd is -1) */
     char *label;            /* the NBD target's path or URI, for messages */
@@ -77,41 +77,19 @@ static int throttle(vma_reader *r, struct vmai_target *t, uint64_t bytes)
 
 /* --- writes --- */
 
-#define WRITE_BEHIND_WINDOW (32u << 20)
-
-/*
- * Write-behind: start writeback of each 32 MiB window written and, once the
- * window before it is on disk, drop it from the page cache. A multi-GB
- * restore then holds at most two windows of dirty pages instead of
- * flooding the cache (and evicting everything else on the host); the disk
- * starts working early instead of in one big fsync at the end.
- */
+/* Write-behind (write_behind.c): a multi-GB restore holds a few windows of
+ * dirty pages instead of flooding the page cache (and evicting everything
+ * else on the host), and the disk starts working early instead of in one
+ * big fsync at the end. The thread starts with the first write. */
 static void write_behind(struct vmai_target *t, uint64_t off, uint64_t len)
 {
     if (!t->write_behind)
         return;
-    if (t->win_bytes == 0) {
-        t->win_lo = off;
-        t->win_hi = off + len;
-    } else {
-        t->win_lo = off < t->win_lo ? off : t->win_lo;
-        t->win_hi = off + len > t->win_hi ? off + len : t->win_hi;
-    }
-    t->win_bytes += len;
-    if (t->win_bytes < WRITE_BEHIND_WINDOW)
+    if (t->wb == NULL && (t->wb = vmai_write_behind_new(t->fd)) == NULL) {
+        t->write_behind = false; /* no thread: the final fsync does it all */
         return;
-    sync_file_range(t->fd, (off_t)t->win_lo, (off_t)(t->win_hi - t->win_lo),
-                    SYNC_FILE_RANGE_WRITE);
-    if (t->prev_hi > t->prev_lo) {
-        sync_file_range(t->fd, (off_t)t->prev_lo, (off_t)(t->prev_hi - t->prev_lo),
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                            SYNC_FILE_RANGE_WAIT_AFTER);
-        posix_fadvise(t->fd, (off_t)t->prev_lo, (off_t)(t->prev_hi - t->prev_lo),
-                      POSIX_FADV_DONTNEED);
     }
-    t->prev_lo = t->win_lo;
-    t->prev_hi = t->win_hi;
-    t->win_bytes = 0;
+    vmai_write_behind_add(t->wb, off, len);
 }
 
 /* An NBD target failed: cancelled, or a message naming device and target. */
@@ -134,7 +112,14 @@ static int target_pwrite(vma_reader *r, unsigned dev_id, struct vmai_target *t,
         int rc = throttle(r, t, len);
         if (rc != VMA_OK)
             return rc;
-        if (vmai_nbd_target_write(t->nbd, buf, len, off, err) != 0)
+        /* Stored data goes out from the extent buffer itself (the reader
+         * takes turns among several, extent_reuse() below); other data
+         * (the zero block) is copied. */
+        const unsigned char *p = buf;
+        unsigned *refs = NULL;
+        if (r->extent_ring > 1 && p >= r->extent_data && p < r->extent_data + r->extent_cap)
+            refs = &r->extent_refs[r->extent_slot];
+        if (vmai_nbd_target_write(t->nbd, buf, len, off, refs, err) != 0)
             return nbd_failed(r, dev_id, t, err);
         return VMA_OK;
     }
@@ -233,6 +218,29 @@ static int queue_write(vma_reader *r, unsigned dev_id, const unsigned char *data
 }
 
 static int extent_done(vma_reader *r) { return flush_pending(r); }
+
+/* The reader is about to read into extent buffer `slot`: wait until the
+ * NBD requests sending from it were answered. */
+static int extent_reuse(vma_reader *r, unsigned slot)
+{
+    while (r->extent_refs[slot] > 0) {
+        bool waited = false;
+        for (unsigned i = 1; i < VMA_DEV_SLOTS && r->extent_refs[slot] > 0; i++) {
+            struct vmai_target *t = r->targets[i];
+            if (t == NULL || t->nbd == NULL || vmai_nbd_target_in_flight(t->nbd) == 0)
+                continue;
+            char err[VMAI_ERRLEN];
+            if (vmai_nbd_target_wait(t->nbd, err) != 0)
+                return nbd_failed(r, i, t, err);
+            waited = true;
+        }
+        if (!waited) /* our own bookkeeping is wrong: never read over data in flight */
+            return vmai_reader_fail(r, VMA_ERR_IO,
+                                    "extent buffer %u still has %u requests, none in flight",
+                                    slot, r->extent_refs[slot]);
+    }
+    return VMA_OK;
+}
 
 /* A partly zero cluster at base, expanded into the target's stage: after
  * the pending write when that is the stage's and ends at base, else as a
@@ -358,6 +366,7 @@ static int restore_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, 
 static void target_drop(vma_reader *r, unsigned dev_id)
 {
     struct vmai_target *t = r->targets[dev_id];
+    vmai_write_behind_free(t->wb); /* before its fd goes */
     if (t->own_fd && t->fd >= 0)
         close(t->fd);
     if (t->fd_buffered >= 0)
@@ -686,6 +695,8 @@ static int targets_finish(vma_reader *r)
                 return vmai_reader_fail(r, VMA_ERR_IO, "cannot size vmstate '%s' to %llu bytes: %s",
                                         name, (unsigned long long)len, strerror(errno));
         }
+        vmai_write_behind_free(t->wb); /* the fsync writes what it left */
+        t->wb = NULL;
         if (fsync(t->fd) != 0 && errno != EINVAL && errno != EROFS)
             return vmai_reader_fail(r, VMA_ERR_IO, "flushing device '%s' failed: %s", name,
                                     strerror(errno));
@@ -715,6 +726,13 @@ int vma_reader_restore(vma_reader *r)
             return vmai_reader_refuse(r, VMA_ERR_INVALID, "device '%s' has no restore target",
                                       vma_reader_device_name(r, i));
     r->extent_done = extent_done;
+    for (unsigned i = 1; i < VMA_DEV_SLOTS; i++) {
+        if (r->targets[i] != NULL && r->targets[i]->nbd != NULL) {
+            r->extent_ring = VMAI_EXTENT_RING;
+            r->extent_reuse = extent_reuse;
+            break;
+        }
+    }
     int rc = vmai_reader_run(r, restore_cluster, r);
     if (rc == VMA_OK)
         rc = targets_finish(r);

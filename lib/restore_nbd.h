@@ -22,11 +22,20 @@ int vmai_nbd_target_open(struct vmai_nbd_target **out, const char *format, const
                          unsigned flags, const struct vmai_cancel *cancel, uint64_t *size,
                          char *err);
 
-/* Queue a write of a copy of buf (the caller's buffer may be reused at
- * once); waits while the window is full. A failure of any earlier request
- * is reported here too. Returns 0 or -1 with err. */
+/* Queue a write of buf; waits while the window is full. With refs NULL it
+ * sends a copy (the caller's buffer may be reused at once); else buf
+ * itself, adding one to *refs per request until its reply took it back
+ * (the buffer must stay until *refs is 0 again). A failure of any earlier
+ * request is reported here too. Returns 0 or -1 with err. */
 int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len,
-                          uint64_t off, char *err);
+                          uint64_t off, unsigned *refs, char *err);
+
+/* Requests of t not answered yet. */
+unsigned vmai_nbd_target_in_flight(const struct vmai_nbd_target *t);
+
+/* Wait for the next reply of t (which must have requests in flight); a
+ * failed request shows here. Returns 0 or -1 with err. */
+int vmai_nbd_target_wait(struct vmai_nbd_target *t, char *err);
 
 /* A request buffer of cap bytes (at most the server's largest write) for
  * the caller to fill and hand to vmai_nbd_target_send(), which then needs

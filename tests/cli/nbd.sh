@@ -199,6 +199,31 @@ for spec in qcow2:0 qcow2:1 vmdk:1; do
 done
 
 # An NBD URI (its path holds ':' and '=', kept whole by the map parser).
+# Stored data goes to qemu-nbd straight from the reader's extent buffers,
+# which it takes in turn: two disks of 24 MiB of data (24 extents), so
+# every buffer is reused many times, with requests of one target still in
+# flight when the other's begin, and a partly zero cluster per MiB (staged,
+# copied) between the runs.
+case_ "many extents, two NBD targets: extent buffers reused in turn"
+for d in a b; do
+    data $((24 << 20)) >"$T/many-$d.raw"
+    for ((m = 0; m < 24; m++)); do
+        dd if=/dev/zero of="$T/many-$d.raw" bs=4096 seek=$((m * 256 + 3)) count=2 conv=notrunc status=none
+    done
+done
+"$VMA" create "$T/many.vma" da="$T/many-a.raw" db="$T/many-b.raw" >/dev/null 2>&1 ||
+    fail "create of the two-disk archive failed"
+qemu-img create -q -f qcow2 "$T/many-a.qcow2" $((24 << 20))
+qemu-img create -q -f raw "$T/many-b.img" $((24 << 20))
+run_map many "format=qcow2:0:da=$T/many-a.qcow2
+format=raw:1:db=$T/many-b.img
+" "$T/many.vma"
+expect_ok
+same "$T/many-a.qcow2" qcow2 "$T/many-a.raw"
+same "$T/many-b.img" raw "$T/many-b.raw"
+no_qemu_nbd
+rm -rf "$T/many"*
+
 case_ "nbd+unix:// served by qemu-nbd --persistent"
 head -c $S0 /dev/zero | tr '\0' '\252' >"$T/export.raw"
 qemu-nbd --persistent --format=raw --socket="$T/q.sock" "$T/export.raw" 2>"$T/q.err" &
