@@ -585,12 +585,13 @@ VMA_API uint64_t vma_reader_cluster_run(const vma_reader *r, unsigned dev_id, ui
  * .vma.zst: not a .vma.gz, whose access points each open builds, nor a
  * cached one) is saved next to it as "<archive>.vmaidx"
  * (written to a temporary file, then renamed) and loaded by the next open
- * instead of the pass. It records the archive's size, mtime and uuid; an
- * index that does not match them, or breaks any of its own rules, is
- * refused (the open fails with VMA_ERR_CORRUPT and says why). An index file
- * is input all the same (anyone who reads the archive can write one that
- * passes those checks, and an archive rewritten in place with its mtime
- * put back keeps its old one): before a loaded entry serves data, the
+ * instead of the pass. It records the archive's size, inode change time
+ * (ctime, which nobody can set back) and uuid; an index that does not
+ * match them, that is not a regular file of the caller's (effective uid)
+ * or root's, that group or others may write, or that breaks any of its own
+ * rules, is refused (the open fails with VMA_ERR_CORRUPT and says why). An
+ * index file is input all the same (its owner can forge one that passes
+ * those checks): before a loaded entry serves data, the
  * extent header it lies in (read once per extent) must be valid and name
  * its device and cluster, with its zero mask, at that offset. If one does
  * not, the read fails with VMA_ERR_CORRUPT ("index ... is stale or

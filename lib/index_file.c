@@ -5,20 +5,23 @@
  * file is input like any other: the loader checks its size against its
  * counts before allocating, every entry and extent start against the
  * archive's header and size, their order, and a SHA-256 over the whole
- * file; and it must name this archive (size, mtime, uuid). None of that
- * stops a forged file (anyone who reads the archive can recompute it) nor
- * an archive rewritten in place with its mtime put back: image.c checks
- * each entry against the extent header it lies in before serving it.
+ * file; and it must name this archive (size, uuid, and its inode change
+ * time: unlike mtime, nobody can set that back after rewriting the archive
+ * in place). The checksum does not stop a forged file (anyone who reads
+ * the archive can recompute it): only a file of the caller's or root's,
+ * writable by nobody else, is loaded. And image.c checks each entry
+ * against the extent header it lies in before serving it.
  * Layout, little-endian:
- *   0   magic "VMAIDX\r\n", u32 version (2), u32 entry size (12)
- *   16  u64 archive size, i64 mtime seconds, u32 mtime nanoseconds,
+ *   0   magic "VMAIDX\r\n", u32 version (3), u32 entry size (12)
+ *   16  u64 archive size, i64 ctime seconds, u32 ctime nanoseconds,
  *       u32 device count, uuid[16], u64 extent count  (64 bytes)
  *   64  per device, by dev_id: u32 dev_id, u32 0, u64 entries, u64 readable size
  *   ... per device, its entries: u32 cluster, u16 mask, u16 offset >> 32,
  *       u32 offset & 0xffffffff
  *   ... per extent, ascending: u64 offset of its header
  *   end SHA-256 of all the bytes before it
- * Version 1 had no extent table: such a file is rebuilt, as if missing.
+ * Version 1 had no extent table, version 2 held the mtime: such a file is
+ * rebuilt, as if missing.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -34,7 +37,7 @@
 #include "image_internal.h"
 
 #define IDX_MAGIC "VMAIDX\r\n"
-#define IDX_VERSION 2u
+#define IDX_VERSION 3u
 #define IDX_HEAD 64u
 #define IDX_DEV 24u
 #define IDX_ENTRY 12u
@@ -78,8 +81,8 @@ static void encode_head(const vma_image *img, unsigned char *h)
     put32(h + 8, IDX_VERSION);
     put32(h + 12, IDX_ENTRY);
     put64(h + 16, (uint64_t)img->st.st_size);
-    put64(h + 24, (uint64_t)img->st.st_mtim.tv_sec);
-    put32(h + 32, (uint32_t)img->st.st_mtim.tv_nsec);
+    put64(h + 24, (uint64_t)img->st.st_ctim.tv_sec);
+    put32(h + 32, (uint32_t)img->st.st_ctim.tv_nsec);
     put32(h + 36, device_count(img->r));
     vma_reader_uuid(img->r, h + 40);
     put64(h + 56, img->extent_count);
@@ -208,7 +211,7 @@ static uint64_t data_size(const vma_image *img)
     return img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
 }
 
-/* The head: magic, version, and this archive's uuid, size and mtime.
+/* The head: magic, version, and this archive's uuid, size and ctime.
  * Returns NULL when it is accepted, else why not. */
 static const char *check_head(const vma_image *img, const unsigned char *h, char *why,
                               size_t whylen)
@@ -229,7 +232,7 @@ static const char *check_head(const vma_image *img, const unsigned char *h, char
         return why;
     }
     if (memcmp(h + 24, want + 24, 12) != 0)
-        return "the archive was modified after it was indexed (mtime differs)";
+        return "the archive changed after it was indexed (its ctime differs)";
     if (get32(h + 36) != device_count(img->r))
         return "its device table does not match the archive header";
     /* Each extent takes at least its 512-byte header: bounds the table
@@ -341,6 +344,25 @@ static int read_extents(vma_image *img, struct in *in, uint64_t count, char *err
     return VMA_OK;
 }
 
+/* The opened file: a regular one, and ours to trust. Planted beside an
+ * archive in a directory others can write to, its checksum and binding
+ * prove nothing (anyone who reads the archive can make them): only a file
+ * of the caller's or root's that nobody else may write is loaded. Returns
+ * NULL when it is taken, else why not. */
+static const char *file_refused(int fd, struct stat *st, char *why, size_t whylen)
+{
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))
+        return "not a regular file";
+    if (st->st_uid != geteuid() && st->st_uid != 0) {
+        snprintf(why, whylen, "it belongs to uid %u, neither you nor root",
+                 (unsigned)st->st_uid);
+        return why;
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH))
+        return "others may write to it";
+    return NULL;
+}
+
 int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
 {
     /* Without blocking: a FIFO planted under the index's name would hang
@@ -364,14 +386,13 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
     unsigned char h[IDX_HEAD];
     uint64_t total, counts[VMA_DEV_SLOTS] = { 0 };
     unsigned ids[VMA_DEV_SLOTS];
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        bad = "not a regular file";
-    else if (!in_get(&in, h, IDX_HEAD))
+    bad = file_refused(fd, &st, why, sizeof(why));
+    if (bad == NULL && !in_get(&in, h, IDX_HEAD))
         bad = "not a vma index file (bad magic)";
-    else if (memcmp(h, IDX_MAGIC, 8) == 0 && get32(h + 8) < IDX_VERSION) {
+    else if (bad == NULL && memcmp(h, IDX_MAGIC, 8) == 0 && get32(h + 8) < IDX_VERSION) {
         rc = VMA_ERR_NOT_FOUND; /* an older layout: rebuilt and saved anew */
         goto out;
-    } else if ((bad = check_head(img, h, why, sizeof(why))) == NULL &&
+    } else if (bad == NULL && (bad = check_head(img, h, why, sizeof(why))) == NULL &&
              (bad = read_devices(img, &in, ids, counts, &total, why, sizeof(why))) == NULL) {
         unsigned ndev = get32(h + 36);
         uint64_t next = get64(h + 56);

@@ -453,10 +453,25 @@ static void index_files(const char *dir)
           "restored index: %s", vma_image_error(img));
     vma_image_free(img);
 
+    /* Planted, valid in every byte: a file others may write, or another
+     * user's (root only can make one here), is not trusted. */
+    chmod(ia, 0664);
+    expect_refused(a, "others may write to it", "group-writable index");
+    chmod(ia, 0644);
+    if (geteuid() == 0) {
+        CHECK(chown(ia, 65534, 65534) == 0, "chown %s: %s", ia, strerror(errno));
+        expect_refused(a, "it belongs to uid 65534, neither you nor root", "another user's index");
+        CHECK(chown(ia, 0, 0) == 0, "chown %s back: %s", ia, strerror(errno));
+    }
+    img = open_image(a, 0, &rc);
+    CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
+          "index trusted again: %s", vma_image_error(img));
+    vma_image_free(img);
+
     /* Stale: the archive was touched after indexing. */
     struct timespec ts[2] = { { 0, UTIME_OMIT }, { 1000000000, 0 } };
     utimensat(AT_FDCWD, a, ts, 0);
-    expect_refused(a, "mtime differs", "touched archive");
+    expect_refused(a, "ctime differs", "touched archive");
     img = open_image(a, VMA_IMAGE_REINDEX, &rc);
     CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_SAVED,
           "reindex: %s", vma_image_error(img));
@@ -1132,8 +1147,9 @@ static void write_ordered(const char *path, int backwards)
 }
 
 /* An archive rewritten in place with the same uuid, ctime and size, its
- * mtime put back: its old index names it still, but no read may serve the
- * old layout's bytes. */
+ * mtime put back: its old index is refused, and one forged to match (the
+ * inode ctime changed too) names it still, but no read may serve the old
+ * layout's bytes. */
 static void rewritten_in_place(const char *dir)
 {
     char path[4096], other[4200], idx[4200];
@@ -1163,6 +1179,21 @@ static void rewritten_in_place(const char *dir)
     utimensat(AT_FDCWD, path, ts, 0);
     struct ref rf;
     ref_load(&rf, path);
+    /* The inode change time, which nobody can put back, gives it away. */
+    expect_refused(path, "ctime differs", "rewritten archive");
+    /* An old index made to match (the ctime field set anew and the file
+     * sealed again, as the owner could): each entry still meets the
+     * extent headers. */
+    unsigned char *ib = slurp(idx, &len);
+    stat(path, &st);
+    if (ib != NULL && len > 64) {
+        for (int i = 0; i < 8; i++)
+            ib[24 + i] = (unsigned char)((uint64_t)st.st_ctim.tv_sec >> (8 * i));
+        for (int i = 0; i < 4; i++)
+            ib[32 + i] = (unsigned char)((uint32_t)st.st_ctim.tv_nsec >> (8 * i));
+        seal_index(idx, ib, len);
+    }
+    free(ib);
     img = open_image(path, 0, &rc);
     CHECK(rc == VMA_OK && vma_image_index_state(img) == VMA_IMAGE_INDEX_LOADED,
           "rewritten: the old index was not loaded: %d %s", rc, vma_image_error(img));

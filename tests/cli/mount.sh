@@ -244,7 +244,7 @@ touch -d '2020-01-01 00:00' "$A"
 mkdir -p "$T/m-stale"
 run "$VMA" mount --index=beside "$A" "$T/m-stale"
 expect_rc 2
-expect_err "vma: index $A.vmaidx refused: the archive was modified after it was indexed (mtime differs) (remove it, or reindex)
+expect_err "vma: index $A.vmaidx refused: the archive changed after it was indexed (its ctime differs) (remove it, or reindex)
 "
 check "nothing mounted after a refusal" sh -c "! mountpoint -q '$T/m-stale'"
 do_mount "$A" "$T/m-stale" -r
