@@ -53,9 +53,11 @@
  *   file and stop no command there (those are the parent's): what they
  *   cannot release safely is left to the child's exit. Accessors of what
  *   is in memory (header, devices, counters, messages) still answer.
+ *   A vma_source's and a vma_backup's calls that return a status are
+ *   refused the same way, a cancel does nothing, and free leaves an
+ *   opened one's connections, qemu-nbd and sockets alone (the parent's).
  *   A vma_image holds no thread once opened and may be used in a child
- *   (a daemonized `vma mount` does); a vma_source or vma_backup is
- *   neither used nor freed in a child. The parent uses its handles as
+ *   (a daemonized `vma mount` does). The parent uses its handles as
  *   before. A pthread_atfork() handler, registered with the first
  *   handle, tells the library of a fork (a child of a raw clone(2) goes
  *   unnoticed).

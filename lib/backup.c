@@ -80,6 +80,7 @@ struct vma_backup {
     struct vmai_cancel watch_stop;
     atomic_bool fleece_full;
     uint64_t fleece_free, reserve;
+    struct vmai_owner owner;  /* the process that made it */
 };
 
 static double now_s(void)
@@ -127,8 +128,18 @@ vma_backup *vma_backup_new(void)
     atomic_init(&b->writer, NULL);
     atomic_init(&b->fleece_full, false);
     vmai_cancel_open(&b->cancel); /* without it, a cancel only sets the flag */
+    vmai_owner_set(&b->owner);
     snprintf(b->prefix, sizeof(b->prefix), PREFIX "%ld-", (long)getpid());
     return b;
+}
+
+/* In a child after fork(): refused, QEMU and the jobs untouched. */
+static int bforked(vma_backup *b)
+{
+    if (!vmai_other_process(&b->owner, "backup", b->err))
+        return VMA_OK;
+    vmai_set_last_error(b->err);
+    return VMA_ERR_INVALID;
 }
 
 static void free_disks(vma_backup *b)
@@ -150,6 +161,10 @@ void vma_backup_free(vma_backup *b)
 {
     if (b == NULL)
         return;
+    /* In a child after fork(): the sources' qemu-nbd and the NBD socket
+     * directory are the parent's. Left alone. */
+    if (!vmai_same_process(&b->owner) && b->opened)
+        return;
     free_disks(b);
     free(b->qmp_path);
     free(b->qga_path);
@@ -162,6 +177,8 @@ const char *vma_backup_error(const vma_backup *b) { return b->err; }
 
 void vma_backup_cancel(vma_backup *b)
 {
+    if (!vmai_same_process(&b->owner)) /* the parent's backup goes on */
+        return;
     vmai_cancel_fire(&b->cancel);
     vma_writer *w = atomic_load(&b->writer);
     if (w != NULL)
@@ -176,6 +193,8 @@ void vma_backup_set_log(vma_backup *b, vma_backup_log_fn fn, void *opaque)
 
 static int set_string(vma_backup *b, char **field, const char *value, const char *what)
 {
+    if (bforked(b) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (b->ran)
         return bfail(b, VMA_ERR_INVALID, "%s: the backup already ran", what);
     char *copy = NULL;
@@ -198,6 +217,8 @@ int vma_backup_set_fleecing_dir(vma_backup *b, const char *dir)
 
 int vma_backup_set_timeout(vma_backup *b, unsigned seconds)
 {
+    if (bforked(b) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (seconds == 0 || seconds > 86400)
         return bfail(b, VMA_ERR_INVALID, "timeout %u s is out of range (1 to 86400)", seconds);
     b->timeout_ms = (int)seconds * 1000;
@@ -405,6 +426,8 @@ static int check_qemu(vma_backup *b, struct vmai_qmp *q)
 
 int vma_backup_open(vma_backup *b, const char *qmp_path)
 {
+    if (bforked(b) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (b->opened)
         return bfail(b, VMA_ERR_INVALID, "the backup is already open");
     if (qmp_path == NULL || *qmp_path == '\0')
@@ -461,6 +484,8 @@ unsigned vma_backup_device_id(const vma_backup *b, unsigned index)
 
 int vma_backup_select(vma_backup *b, const char *name)
 {
+    if (bforked(b) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (!b->opened || b->ran)
         return bfail(b, VMA_ERR_INVALID, "select: open the backup first, before it runs");
     b->chosen = true;
@@ -1093,6 +1118,8 @@ static int setup(vma_backup *b, struct vmai_qmp *q)
 
 int vma_backup_run(vma_backup *b, vma_writer *w)
 {
+    if (bforked(b) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (!b->opened || b->ran)
         return bfail(b, VMA_ERR_INVALID, "run: open the backup first, and run it once");
     if (w == NULL)
@@ -1192,6 +1219,8 @@ int vma_backup_cleanup(vma_backup *b, const char *qmp_path, unsigned *removed)
 {
     if (removed)
         *removed = 0;
+    if (bforked(b) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (qmp_path == NULL || *qmp_path == '\0')
         return bfail(b, VMA_ERR_INVALID, "no QMP socket given");
     struct vmai_qmp *q = NULL;

@@ -52,6 +52,7 @@ struct vma_source {
     bool status;             /* the server answers "base:allocation" */
     bool used;               /* open was called */
     struct vmai_cancel cancel;
+    struct vmai_owner owner; /* the process that made it */
 };
 
 vma_source *vma_source_new(void)
@@ -60,12 +61,17 @@ vma_source *vma_source_new(void)
     if (s == NULL)
         return NULL;
     vmai_cancel_open(&s->cancel); /* without it, a cancel only sets the flag */
+    vmai_owner_set(&s->owner);
     return s;
 }
 
 void vma_source_free(vma_source *s)
 {
     if (s == NULL)
+        return;
+    /* In a child after fork(): the connection and its qemu-nbd are the
+     * parent's (stopping it would end the parent's backup). Left alone. */
+    if (!vmai_same_process(&s->owner) && s->c != NULL)
         return;
     vmai_nbd_close(s->c); /* stops and reaps qemu-nbd */
     vmai_cancel_close(&s->cancel);
@@ -74,7 +80,20 @@ void vma_source_free(vma_source *s)
 
 const char *vma_source_error(const vma_source *s) { return s->err; }
 uint64_t vma_source_size(const vma_source *s) { return s->size; }
-void vma_source_cancel(vma_source *s) { vmai_cancel_fire(&s->cancel); }
+void vma_source_cancel(vma_source *s)
+{
+    if (vmai_same_process(&s->owner)) /* the eventfd is shared with the parent */
+        vmai_cancel_fire(&s->cancel);
+}
+
+/* In a child after fork(): refused, the connection untouched. */
+static int sforked(vma_source *s)
+{
+    if (!vmai_other_process(&s->owner, "source", s->err))
+        return VMA_OK;
+    vmai_set_last_error(s->err);
+    return VMA_ERR_INVALID;
+}
 
 static int sfail(vma_source *s, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -94,6 +113,8 @@ static int sfail(vma_source *s, int status, const char *fmt, ...)
 int vma_source_open(vma_source *s, const char *format, const char *path)
 {
     char why[VMAI_ERRLEN];
+    if (sforked(s) != VMA_OK)
+        return VMA_ERR_INVALID;
     if (s->used)
         return sfail(s, VMA_ERR_INVALID, "the source was already opened");
     s->used = true;
@@ -365,6 +386,8 @@ int vma_writer_write_device_source(vma_writer *w, unsigned dev_id, vma_source *s
         snprintf(why, sizeof(why), "source of device '%s' is not open", name);
         return vmai_writer_refuse(w, VMA_ERR_INVALID, why);
     }
+    if (vmai_other_process(&s->owner, "source", why))
+        return vmai_writer_refuse(w, VMA_ERR_INVALID, why);
     struct nbd_handle *h = vmai_nbd_handle(s->c);
     uint64_t source_size = vma_source_size(s);
     if (source_size > size) {

@@ -531,6 +531,29 @@ static int child_writer(vma_writer *w, unsigned id)
     return 0;
 }
 
+/* A source and a backup made by the parent: refused, and free returns. */
+static int child_source_backup(vma_source *s, vma_backup *b)
+{
+    /* (a build without libnbd refuses every open, and holds nothing) */
+    if (vma_source_open(s, "qcow2", "/nonexistent.qcow2") != VMA_ERR_INVALID ||
+        (strstr(vma_source_error(s), "source made in process") == NULL &&
+         strstr(vma_source_error(s), "without NBD support") == NULL) ||
+        strcmp(vma_last_error(), vma_source_error(s)) != 0)
+        return 6;
+    if (vma_backup_open(b, "/nonexistent.qmp") != VMA_ERR_INVALID ||
+        strstr(vma_backup_error(b), "backup made in process") == NULL ||
+        vma_backup_set_timeout(b, 5) != VMA_ERR_INVALID ||
+        vma_backup_set_qga(b, "/x") != VMA_ERR_INVALID ||
+        vma_backup_run(b, NULL) != VMA_ERR_INVALID ||
+        vma_backup_cleanup(b, "/nonexistent.qmp", NULL) != VMA_ERR_INVALID)
+        return 7;
+    vma_source_cancel(s);
+    vma_backup_cancel(b);
+    vma_source_free(s);
+    vma_backup_free(b);
+    return 0;
+}
+
 /* A compressed reader (read-ahead threads running) and a zstd writer
  * (compression threads) used in a child after fork(): clear errors at
  * once, free returns; the parent's handles go on unharmed. The child
@@ -556,6 +579,11 @@ static void t_fork(void **state)
     memset(buf, 0x42, sizeof(buf));
     assert_int_equal(vma_writer_write_cluster(w, id, 0, buf), VMA_OK);
 
+    vma_source *src = vma_source_new();
+    vma_backup *bk = vma_backup_new();
+    assert_non_null(src);
+    assert_non_null(bk);
+
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -566,6 +594,8 @@ static void t_fork(void **state)
             code = child_reader(r[1]);
         if (code == 0)
             code = child_writer(w, id);
+        if (code == 0)
+            code = child_source_backup(src, bk);
         _exit(code);
     }
     int st;
@@ -573,6 +603,12 @@ static void t_fork(void **state)
     if (WIFSIGNALED(st))
         fail_msg("the child was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
     assert_int_equal(WEXITSTATUS(st), 0);
+    /* the parent's go on: their calls are not refused */
+    assert_int_equal(vma_backup_set_timeout(bk, 5), VMA_OK);
+    vma_backup_free(bk);
+    assert_int_not_equal(vma_source_open(src, "qcow2", "/nonexistent.qcow2"), VMA_OK);
+    assert_null(strstr(vma_source_error(src), "after fork"));
+    vma_source_free(src);
 
     for (int i = 0; i < 2; i++) {
         assert_int_equal(vma_reader_read(r[i], NULL, NULL), VMA_OK);

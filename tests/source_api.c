@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -236,6 +237,59 @@ static void test_cancel(void **state)
     assert_int_equal(access(archive, F_OK), -1);
 }
 
+/* An opened source crosses a fork(): in the child its calls are refused
+ * and vma_source_free() leaves the parent's qemu-nbd alone; the parent
+ * then reads the whole image through it. */
+static void test_fork(void **state)
+{
+    (void)state;
+    if (!have_qemu())
+        skip();
+    const char *img = path_of("f.qcow2");
+    make_qcow2(img);
+    vma_source *s = vma_source_new();
+    assert_int_equal(vma_source_open(s, "qcow2", img), VMA_OK);
+    const char *archive = path_of("f.vma");
+    unlink(archive);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(10);
+        int code = 0;
+        vma_writer *w = vma_writer_new();
+        int id = w != NULL && vma_writer_open_path(w, path_of("child.vma")) == VMA_OK
+                     ? vma_writer_add_device(w, "d0", vma_source_size(s))
+                     : -1;
+        if (id <= 0)
+            code = 1;
+        else if (vma_writer_write_device_source(w, (unsigned)id, s) != VMA_ERR_INVALID ||
+                 strstr(vma_writer_error(w), "after fork") == NULL)
+            code = 2;
+        else if (vma_source_open(s, "qcow2", img) != VMA_ERR_INVALID)
+            code = 3;
+        vma_writer_free(w);
+        vma_source_cancel(s);
+        vma_source_free(s);
+        _exit(code);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    vma_writer *w = vma_writer_new();
+    assert_int_equal(vma_writer_open_path(w, archive), VMA_OK);
+    int id = vma_writer_add_device(w, "drive-scsi0", vma_source_size(s));
+    assert_true(id > 0);
+    assert_int_equal(vma_writer_write_device_source(w, (unsigned)id, s), VMA_OK);
+    assert_int_equal(vma_writer_finish(w), VMA_OK);
+    uint64_t bytes = 0, zeros = 0;
+    assert_int_equal(vma_writer_device_stats(w, (unsigned)id, &bytes, &zeros), VMA_OK);
+    assert_true(bytes == 4u << 20 && zeros == 3u << 20);
+    vma_writer_free(w);
+    vma_source_free(s);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
@@ -248,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_source_states),
         cmocka_unit_test(test_qcow2_roundtrip),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_fork),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     vt_rm_tree(dir);
