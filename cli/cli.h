@@ -43,6 +43,9 @@ int cli_catch_signals(void);
 
 /* extract makes files named <config> and tmp-disk-<devname>.raw (then
  * disk-<devname>.raw): each must fit a file name, 255 bytes (NAME_MAX). */
+/* Arrays indexed by dev_id (0 is never used; the library hands out
+ * 1..VMA_MAX_DEVICES). */
+#define CLI_DEV_SLOTS (VMA_MAX_DEVICES + 1u)
 #define CLI_FILE_NAME_MAX 255u
 #define CLI_DEVNAME_MAX (CLI_FILE_NAME_MAX - (unsigned)(sizeof("tmp-disk-.raw") - 1))
 

@@ -42,7 +42,6 @@
 
 #define WORKER_QUEUE 64 /* clusters waiting per worker: at most 4 MiB */
 #define MAX_WORKERS 64
-#define DEV_SLOTS 256
 #define HOLD_BUDGET ((size_t)64 << 20) /* waiting clusters kept in memory */
 #define JOB_OVERHEAD 64 /* a waiting job beside its blocks: malloc, heap slot */
 #define SPILL_CHUNK ((size_t)1 << 20) /* read back from a spill file at once */
@@ -78,10 +77,10 @@ struct worker {
 
 struct checksum {
     vma_reader *r;
-    struct device dev[DEV_SLOTS];
+    struct device dev[CLI_DEV_SLOTS];
     struct worker workers[MAX_WORKERS];
     unsigned nworkers;
-    unsigned char worker_of[DEV_SLOTS];
+    unsigned char worker_of[CLI_DEV_SLOTS];
     atomic_size_t held; /* bytes of waiting jobs in memory (job_cost) */
     int complete;       /* every cluster was read and checked: hash spills */
     atomic_int failed;  /* a worker failed; the first says why */
@@ -355,7 +354,7 @@ static void finish_spills(struct worker *w)
     struct checksum *cs = w->cs;
     unsigned me = (unsigned)(w - cs->workers);
 
-    for (unsigned id = 1; id < DEV_SLOTS && !atomic_load(&cs->failed); id++)
+    for (unsigned id = 1; id < CLI_DEV_SLOTS && !atomic_load(&cs->failed); id++)
         if (cs->dev[id].selected && cs->dev[id].spill_fd >= 0 && cs->worker_of[id] == me)
             spill_hash(cs, &cs->dev[id]);
 }
@@ -470,7 +469,7 @@ static int start_workers(struct checksum *cs, unsigned ndev)
     if (cli_libcrypto_load() != 0)
         return CLI_FAIL;
     /* cs->nworkers counts the threads started (what stop_workers joins). */
-    for (id = 1; id < DEV_SLOTS; id++) {
+    for (id = 1; id < CLI_DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
 
         if (!d->selected)
@@ -562,7 +561,7 @@ static int print_result(struct checksum *cs)
         jw_key(&j, "devices");
         jw_begin_array(&j);
     }
-    for (id = 1; id < DEV_SLOTS; id++) {
+    for (id = 1; id < CLI_DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
         int vmstate = vma_reader_device_is_vmstate(cs->r, id);
         const char *name = vma_reader_device_name(cs->r, id);
@@ -614,7 +613,7 @@ static int run(struct checksum *cs, const char *drives)
         return cli_fail("checksum failed - %s", vma_reader_error(cs->r));
     if (atomic_load(&cs->failed))
         return cli_fail("checksum failed - %s", cs->why);
-    for (id = 1; id < DEV_SLOTS; id++) {
+    for (id = 1; id < CLI_DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
 
         /* The reader checked that every cluster came: nothing is pending. */
@@ -659,11 +658,11 @@ int cmd_checksum(int argc, char **argv)
         return cli_fail("out of memory");
     }
     cs->r = r;
-    for (unsigned id = 0; id < DEV_SLOTS; id++)
+    for (unsigned id = 0; id < CLI_DEV_SLOTS; id++)
         cs->dev[id].spill_fd = -1;
     rc = run(cs, o.drives);
     stop_workers(cs);
-    for (unsigned id = 1; id < DEV_SLOTS; id++) {
+    for (unsigned id = 1; id < CLI_DEV_SLOTS; id++) {
         struct device *d = &cs->dev[id];
 
         while (d->npending)

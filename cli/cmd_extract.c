@@ -25,7 +25,6 @@
 #include "progress_bar.h"
 #include "restore_map.h"
 
-#define DEV_SLOTS 256 /* indexed by dev_id (0 is unused) */
 
 struct extract {
     vma_reader *r;
@@ -38,8 +37,8 @@ struct extract {
     size_t map_len;
     char **files; /* everything made in dir: removed on failure */
     size_t nfiles;
-    unsigned char to_rename[DEV_SLOTS]; /* made tmp-disk-<dev><ext> */
-    unsigned char skipped[DEV_SLOTS];   /* left out by -d */
+    unsigned char to_rename[CLI_DEV_SLOTS]; /* made tmp-disk-<dev><ext> */
+    unsigned char skipped[CLI_DEV_SLOTS];   /* left out by -d */
     struct read_progress progress; /* lives as long as the reader */
 };
 
@@ -387,7 +386,7 @@ static int rename_new(const char *from, const char *to)
 /* Give the disks their final names once the whole archive checked out. */
 static int rename_disks(struct extract *x)
 {
-    for (unsigned id = 1; id < DEV_SLOTS; id++) {
+    for (unsigned id = 1; id < CLI_DEV_SLOTS; id++) {
         const char *name = vma_reader_device_name(x->r, id);
         char *tmp, *final;
         int err;

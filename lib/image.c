@@ -3,9 +3,11 @@
  * (the reader's own loop and rules) records, for every cluster that holds
  * data, where its stored blocks lie; reads then pread() just those bytes.
  * A compressed archive's stored blocks go to an unlinked sparse cache file
- * during the pass. After the open the index does not change, so reads need
- * no lock; an index loaded from a file is checked against the extent
- * headers as reads meet it (atomic bits, one per entry).
+ * during the pass. After the open the index does not change, so reads of
+ * it need no lock; an index loaded from a file is checked against the
+ * extent headers as reads meet it (atomic bits, one per entry), and the
+ * decoded-block cache of a .vma.lzo or seekable .vma.zst has a lock of its
+ * own (block_map.c).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>

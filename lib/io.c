@@ -219,21 +219,6 @@ ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *
     }
 }
 
-ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c,
-                       bool may_block)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = vmai_read_some(fd, (char *)buf + done, len - done, c, may_block);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        done += (size_t)n;
-    }
-    return (ssize_t)done;
-}
-
 int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset,
                     const struct vmai_cancel *c, bool may_block)
 {

@@ -60,11 +60,6 @@ bool vmai_fd_may_block(int fd);
 ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c,
                        bool may_block);
 
-/* Read up to len bytes; stops early only at end of file. Returns the
- * number of bytes read, or -1 with errno set (ECANCELED as above). */
-ssize_t vmai_read_full(int fd, void *buf, size_t len, const struct vmai_cancel *c,
-                       bool may_block);
-
 /* The library's own descriptors (eventfd, pipes) never take 0, 1 or 2:
  * when a process runs with those closed, a later "-" (standard input)
  * must not find one of ours there. Returns fd moved to 3 or above

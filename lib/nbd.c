@@ -56,7 +56,18 @@ static bool has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path)
+/* How a target or source given as (format, path) is reached. */
+enum vmai_nbd_kind {
+    VMAI_NBD_NONE = 0, /* raw file or block device: direct I/O, no NBD */
+    VMAI_NBD_QEMU,     /* image format other than raw, or a QEMU protocol
+                        * filename (rbd:, iscsi://, nbd:, ssh://, http://, ...):
+                        * through qemu-nbd */
+    VMAI_NBD_URI,      /* nbd://, nbds://, nbd+unix://, ... of a raw export:
+                        * libnbd connects to it directly */
+};
+
+/* The one rule shared by restore and create. format may be NULL (raw). */
+static enum vmai_nbd_kind nbd_kind(const char *format, const char *path)
 {
     bool raw = format == NULL || strcmp(format, "raw") == 0;
     if (path == NULL)
@@ -76,7 +87,7 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path)
 
 int vma_path_needs_nbd(const char *format, const char *path)
 {
-    return vmai_nbd_kind(format, path) != VMAI_NBD_NONE;
+    return nbd_kind(format, path) != VMAI_NBD_NONE;
 }
 
 #ifdef VMA_HAVE_NBD /* the rest needs libnbd */
@@ -734,7 +745,7 @@ int vmai_nbd_open(struct vmai_nbd **out, const char *format, const char *path,
                   unsigned flags, const struct vmai_cancel *cancel, char *err)
 {
     *out = NULL;
-    enum vmai_nbd_kind kind = vmai_nbd_kind(format, path);
+    enum vmai_nbd_kind kind = nbd_kind(format, path);
     if (kind == VMAI_NBD_NONE) {
         vmai_errorf(err, "%s is a raw file, not an NBD target", path);
         return -1;

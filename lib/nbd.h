@@ -23,19 +23,6 @@
 struct nbd_handle;
 struct vmai_nbd;
 
-/* How a target or source given as (format, path) is reached. */
-enum vmai_nbd_kind {
-    VMAI_NBD_NONE = 0, /* raw file or block device: direct I/O, no NBD */
-    VMAI_NBD_QEMU,     /* image format other than raw, or a QEMU protocol
-                        * filename (rbd:, iscsi://, nbd:, ssh://, http://, ...):
-                        * through qemu-nbd */
-    VMAI_NBD_URI,      /* nbd://, nbds://, nbd+unix://, ... of a raw export:
-                        * libnbd connects to it directly */
-};
-
-/* The one rule shared by restore and create. format may be NULL (raw). */
-enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path);
-
 /* Flags of vmai_nbd_open(); the cache flags only matter for qemu-nbd. */
 #define VMAI_NBD_READONLY 1u /* --read-only: a source */
 #define VMAI_NBD_DIRECT 2u   /* bypass the host page cache: --cache=none, --aio=native */
@@ -44,7 +31,7 @@ enum vmai_nbd_kind vmai_nbd_kind(const char *format, const char *path);
 #define VMAI_NBD_BLOCK_STATUS 16u /* ask for "base:allocation" (a source's holes) */
 
 /*
- * Connect to (format, path) as vmai_nbd_kind() says (not VMAI_NBD_NONE).
+ * Connect to (format, path), one that vma_path_needs_nbd() accepts.
  * For qemu-nbd (found in PATH): a private unix socket in a new mkdtemp
  * directory, connected to and removed before the child starts (forked from
  * a thread of ours, see struct forker in nbd.c), the child in its own

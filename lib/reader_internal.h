@@ -1,6 +1,9 @@
 /*
- * The reader's state, shared by reader.c (header, extent stream, rules)
- * and restore.c (targets). Internal to libvma. SPDX-License-Identifier: MIT
+ * The reader's state, shared by reader.c (header, extent stream, rules),
+ * salvage.c (the resyncing loop), restore.c (targets), image.c (random
+ * access builds its index from the reader's pass) and consumer.c.
+ * Internal to libvma.
+ * SPDX-License-Identifier: MIT
  */
 #ifndef LIBVMA_READER_INTERNAL_H
 #define LIBVMA_READER_INTERNAL_H

@@ -212,10 +212,10 @@ ssize_t vmai_zst_pool_read(struct vmai_zst_pool *p, unsigned char *out, size_t c
     return (ssize_t)n;
 }
 
-void vmai_zst_pool_stop(struct vmai_zst_pool *p)
+/* Wake the workers and a reader that waits, for good (before they are
+ * joined). */
+static void pool_stop(struct vmai_zst_pool *p)
 {
-    if (p == NULL)
-        return;
     pthread_mutex_lock(&p->mu);
     p->stop = true;
     pthread_cond_broadcast(&p->cv);
@@ -226,7 +226,7 @@ void vmai_zst_pool_free(struct vmai_zst_pool *p)
 {
     if (p == NULL)
         return;
-    vmai_zst_pool_stop(p);
+    pool_stop(p);
     for (unsigned i = 0; i < p->started; i++)
         pthread_join(p->thread[i], NULL);
     for (unsigned i = 0; i < POOL_SLOTS; i++)

@@ -26,10 +26,6 @@ int vmai_zst_pool_start(struct vmai_zst_pool **out, int fd, const struct vmai_ca
 ssize_t vmai_zst_pool_read(struct vmai_zst_pool *p, unsigned char *out, size_t cap, char *err,
                            size_t errlen);
 
-/* Wake a vmai_zst_pool_read() that waits, for good (before its caller is
- * joined). NULL is a no-op. */
-void vmai_zst_pool_stop(struct vmai_zst_pool *p);
-
 /* Stop the threads and free everything. NULL is a no-op. */
 void vmai_zst_pool_free(struct vmai_zst_pool *p);
 

@@ -1,5 +1,5 @@
 /*
- * Limits through the API (issue 3): the writer accepts a disk of exactly
+ * Limits through the API: the writer accepts a disk of exactly
  * 2^48 bytes (2^32 clusters of 64 KiB) and refuses one byte more with a
  * clear message; a vmstate stream is not bounded. The reader opens a
  * header with a 2^48-byte disk, reports its size, and reading an archive

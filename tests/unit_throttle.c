@@ -1,7 +1,7 @@
 /*
  * Unit tests of the restore bandwidth limits (lib/throttle.h): which
  * budget each target gets (a private limit is its own, a group is shared
- * by name: the defect of issue 12 gave a private limit the budget made
+ * by name: a defect once gave a private limit the budget made
  * last), and the budget itself counted on a fake clock, through a whole
  * restore too. A set cancel switch ends a throttle wait that would take
  * decades. Nothing here measures time.

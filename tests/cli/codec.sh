@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Codecs (issue 9): every framing the reference tools accept reads as the
+# Codecs: every framing the reference tools accept reads as the
 # plain archive does (zstd skippable and concatenated frames, pzstd's
 # output, gzip members and zero padding, lzop's optional header fields);
 # what they refuse is refused in one line that says where; the messages

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Failing environments (issue 3), without root: `create` into a pipe or
+# Failing environments, without root: `create` into a pipe or
 # FIFO whose reader exits early, from a source that fails to read (EIO) or
 # shrinks while it is read (an LD_PRELOAD shim, tests/preload_shim.c), and
 # SIGINT/SIGTERM during `create` and `extract` in each of their waits (an

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Failing environments that need a small file system (issue 3): `extract`
+# Failing environments that need a small file system: `extract`
 # and `create` on a 2 MiB tmpfs that fills up. Exit 2 with one clear line
 # (ENOSPC), and everything they made is removed again. Needs root to mount;
 # skipped (77) otherwise.
@@ -36,7 +36,7 @@ mnt_is() {
 
 # --- extract ------------------------------------------------------------
 
-# A vmstate stream longer than its size field (issue 9): the format says
+# A vmstate stream longer than its size field: the format says
 # bytes past it are discarded, so extract never writes them; a 4 KiB
 # stream with 118000 zero clusters made 7.7 GB before it was cut.
 case_ "extract of a 4 KiB vmstate carrying 118000 zero clusters"
@@ -136,7 +136,7 @@ rm -f "$M/ok.vma"
 
 
 # A single-frame .vma.zst is mounted through a cache: a vmstate stream
-# longer than its size field is cached only up to that size (issue 20), so
+# longer than its size field is cached only up to that size, so
 # a 64 KiB vmstate carrying 13 MB fits a cache on the 2 MiB tmpfs.
 if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null && command -v zstd >/dev/null &&
     "$VMA" mount --help >/dev/null 2>&1; then

@@ -1,10 +1,10 @@
 #!/bin/bash
-# Limits (issue 3):
+# Limits:
 #  - an archive of a 1 TiB sparse device (a few MiB of data at spread
 #    offsets) is made with `vma create`, then verifies and extracts with a
 #    peak RSS under 64 MiB (/usr/bin/time %M); the extracted disk is a
 #    sparse file of exactly 1 TiB with the data at the right offsets;
-#  - memory follows what an archive holds, not what it declares (issue 9):
+#  - memory follows what an archive holds, not what it declares:
 #    archives declaring 254 (and 4, zstd-compressed) devices of 256 TiB
 #    that name one cluster in 32768 are refused with one line by `verify`
 #    under the same peak RSS bound (a bitmap per declared device was
@@ -14,7 +14,7 @@
 #    (its header goes out: the create then fails only because its exec:
 #    reader stops). Sources that large need a tmpfs (ext4 ends at 16 TiB),
 #    so that part needs root; without it that part is skipped.
-#  - `vma checksum` of 256 MiB of clusters stored last to first (issue 20)
+#  - `vma checksum` of 256 MiB of clusters stored last to first
 #    stays under 64 MiB plus its in-order footprint: clusters waiting for
 #    their turn past 64 MiB go to an unlinked file in $TMPDIR.
 # SPDX-License-Identifier: MIT
@@ -173,7 +173,7 @@ expect_out "$("$CRAFT" reverse 64 image | sha256sum | cut -d' ' -f1)  disk-drive
 "
 rm -f "$T"/rev*.vma.zst
 
-# --- salvage reports of declared-huge devices (issue 20) -------------------
+# --- salvage reports of declared-huge devices -------------------
 # A report walks each device by the runs of its clusters, not cluster by
 # cluster: 254 devices of 256 TiB holding one cluster each (a 145 KB
 # archive) took 50 s per device for verify --salvage (hours in all, and

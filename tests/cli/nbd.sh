@@ -1,5 +1,5 @@
 #!/bin/bash
-# vma extract -r into images through NBD (issue 8): qcow2 (with and without
+# vma extract -r into images through NBD: qcow2 (with and without
 # a backing file), vmdk, nbd+unix:// exports served by `qemu-nbd
 # --persistent` and by `nbdkit memory`, QEMU protocol paths; zero blocks as
 # zero clusters; Proxmox's qmrestore handshake; and every failure: one

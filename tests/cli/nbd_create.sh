@@ -1,5 +1,5 @@
 #!/bin/bash
-# create from disk images through NBD (issue 8): `-d format=<fmt>:` reads
+# create from disk images through NBD: `-d format=<fmt>:` reads
 # qcow2 (with a backing file), vmdk, vdi, vhdx, qed and NBD exports through
 # qemu-nbd or libnbd; every archive is extracted and compared with
 # `qemu-img convert -O raw` of its source. Holes and zero extents are never
