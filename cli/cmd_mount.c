@@ -533,11 +533,9 @@ static int open_image(struct mount_state *m, const struct mount_opts *o)
         rc = vma_image_set_salvage(m->img, o->salvage_flags, salvage_log_event, &m->log);
     if (rc == VMA_OK)
         rc = vma_image_open(m->img, o->archive, flags);
-    if (rc != VMA_OK) {
-        const char *msg = vma_image_error(m->img);
-        return cli_fail("%s%s", msg,
-                        strstr(msg, "force it to salvage") ? " (--force-header)" : "");
-    }
+    if (rc != VMA_OK)
+        return cli_fail("%s%s", vma_image_error(m->img),
+                        rc == VMA_ERR_HEADER_MD5 ? " (--force-header)" : "");
     m->ctime = (time_t)vma_reader_ctime(vma_image_reader(m->img));
     return CLI_OK;
 }

@@ -153,15 +153,13 @@ static int open_archive(struct salvage *s)
     cli_cancel_on_signal(s->r, NULL);
     if (strcmp(s->archive, "-") == 0 && cli_std_was_closed(STDIN_FILENO))
         return cli_fail("standard input is closed");
-    if (vma_reader_set_salvage(s->r, s->force_header ? VMA_SALVAGE_FORCE_HEADER : 0, salvage_log_event,
-                               &s->log) != VMA_OK ||
-        vma_reader_open_path(s->r, s->archive) != VMA_OK) {
-        const char *msg = vma_reader_error(s->r);
-
-        if (strstr(msg, "force it to salvage"))
-            return cli_fail("%s (--force-header)", msg);
-        return cli_fail("%s", msg);
-    }
+    int rc = vma_reader_set_salvage(s->r, s->force_header ? VMA_SALVAGE_FORCE_HEADER : 0,
+                                    salvage_log_event, &s->log);
+    if (rc == VMA_OK)
+        rc = vma_reader_open_path(s->r, s->archive);
+    if (rc != VMA_OK)
+        return cli_fail("%s%s", vma_reader_error(s->r),
+                        rc == VMA_ERR_HEADER_MD5 ? " (--force-header)" : "");
     return CLI_OK;
 }
 

@@ -150,6 +150,8 @@ enum vma_status {
     VMA_ERR_INCOMPLETE = -9,  /* writer: a device stream is open or short */
     VMA_ERR_CALLBACK = -10,   /* a caller's callback asked to stop */
     VMA_ERR_CANCELED = -11,   /* vma_reader_cancel() or vma_writer_cancel() */
+    VMA_ERR_HEADER_MD5 = -12, /* salvage: only the header's MD5 is wrong, the rest is
+                               * consistent; VMA_SALVAGE_FORCE_HEADER takes it */
 };
 
 /* Stable name of a status ("VMA_ERR_CORRUPT"), or "unknown" for other values. */
@@ -528,9 +530,11 @@ typedef void (*vma_salvage_fn)(void *opaque, int event, uint64_t offset, uint64_
  *   before its bytes are used; zstd and gzip check a frame or member only
  *   at its end, so bytes of a damaged frame may be handed out before the
  *   STREAM event says the stream broke (the event says so).
- * - A header whose MD5 is wrong fails the open (VMA_ERR_CORRUPT) unless
- *   flags has VMA_SALVAGE_FORCE_HEADER and the rest of its structure is
- *   consistent; the device table and configs are then taken as they are.
+ * - A header whose MD5 is wrong fails the open unless flags has
+ *   VMA_SALVAGE_FORCE_HEADER and the rest of its structure is consistent;
+ *   the device table and configs are then taken as they are. Without the
+ *   flag, such a header fails with VMA_ERR_HEADER_MD5 (forcing would take
+ *   it), any other broken header with VMA_ERR_CORRUPT.
  * Fatal still: out of memory, VMA_ERR_LIMIT, a cancel, a callback's stop,
  * a target write error. fn (may be NULL) reports each event. Refused
  * (VMA_ERR_INVALID, the reader stays usable): unknown flags, or a call

@@ -96,7 +96,7 @@ int vmai_salvage_header(vma_reader *r, const unsigned char *buf, size_t len, cha
         snprintf(err + n, errlen - n,
                  "; the rest of the header is consistent: force it to salvage with its "
                  "device table as it is");
-        return rc;
+        return VMA_ERR_HEADER_MD5; /* the caller decides on this, not on the text */
     }
     event(r, VMA_SALVAGE_HEADER_MD5, 0, len,
           "%s: device table and configs taken as they are (forced)", err);

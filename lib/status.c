@@ -21,6 +21,7 @@ const char *vma_status_name(int status)
     case VMA_ERR_INCOMPLETE: return "VMA_ERR_INCOMPLETE";
     case VMA_ERR_CALLBACK: return "VMA_ERR_CALLBACK";
     case VMA_ERR_CANCELED: return "VMA_ERR_CANCELED";
+    case VMA_ERR_HEADER_MD5: return "VMA_ERR_HEADER_MD5";
     default: return "unknown";
     }
 }

@@ -555,11 +555,11 @@ static void test_header_md5(void **state)
     at[7] = '9';
     write_file(p, a.p, a.len);
     struct result res;
-    assert_int_equal(salvage(p, 0, &res), VMA_ERR_CORRUPT);
+    assert_int_equal(salvage(p, 0, &res), VMA_ERR_HEADER_MD5);
     result_free(&res);
     vma_reader *r = vma_reader_new();
     assert_int_equal(vma_reader_set_salvage(r, 0, NULL, NULL), VMA_OK);
-    assert_int_equal(vma_reader_open_path(r, p), VMA_ERR_CORRUPT);
+    assert_int_equal(vma_reader_open_path(r, p), VMA_ERR_HEADER_MD5);
     assert_non_null(strstr(vma_reader_error(r), "MD5"));
     assert_non_null(strstr(vma_reader_error(r), "force"));
     vma_reader_free(r);

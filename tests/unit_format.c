@@ -650,6 +650,7 @@ static void test_status_names(void **state)
         {VMA_ERR_INCOMPLETE, "VMA_ERR_INCOMPLETE"},
         {VMA_ERR_CALLBACK, "VMA_ERR_CALLBACK"},
         {VMA_ERR_CANCELED, "VMA_ERR_CANCELED"},
+        {VMA_ERR_HEADER_MD5, "VMA_ERR_HEADER_MD5"},
     };
     /* the pinned values */
     assert_int_equal(VMA_OK, 0);
@@ -664,11 +665,12 @@ static void test_status_names(void **state)
     assert_int_equal(VMA_ERR_INCOMPLETE, -9);
     assert_int_equal(VMA_ERR_CALLBACK, -10);
     assert_int_equal(VMA_ERR_CANCELED, -11);
+    assert_int_equal(VMA_ERR_HEADER_MD5, -12);
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         assert_non_null(vma_status_name(names[i].code));
         assert_string_equal(vma_status_name(names[i].code), names[i].name);
     }
-    static const int unknown[] = {1, 2, -12, -13, 100, -100, INT_MAX, INT_MIN};
+    static const int unknown[] = {1, 2, -13, -14, 100, -100, INT_MAX, INT_MIN};
     for (unsigned i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
         assert_string_equal(vma_status_name(unknown[i]), "unknown");
 }
