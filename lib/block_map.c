@@ -11,20 +11,6 @@
 
 #include "block_map.h"
 
-int vmai_pread_exact(int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t k = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? VMA_ERR_IO : VMA_ERR_TRUNCATED;
-        done += (size_t)k;
-    }
-    return VMA_OK;
-}
-
 size_t vmai_seek_table_find(const void *base, size_t count, size_t stride, size_t key_off,
                             uint64_t off)
 {

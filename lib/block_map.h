@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io.h"
+
 #include "vma.h"
 
 struct vmai_block_cache;
@@ -84,7 +86,5 @@ size_t vmai_seek_table_find(const void *base, size_t count, size_t stride, size_
 /* Make room for one more element in a growing array (by half). */
 int vmai_grow(void **array, size_t *cap, size_t count, size_t size);
 
-/* pread exactly n bytes: VMA_OK, VMA_ERR_IO (errno set) or VMA_ERR_TRUNCATED. */
-int vmai_pread_exact(int fd, void *buf, size_t n, uint64_t off);
 
 #endif

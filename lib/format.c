@@ -41,6 +41,16 @@ static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
 uint16_t vmai_get_be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 uint16_t vmai_get_le16(const unsigned char *p) { return (uint16_t)(p[1] << 8 | p[0]); }
 
+uint32_t vmai_get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+uint64_t vmai_get_le64(const unsigned char *p)
+{
+    return (uint64_t)vmai_get_le32(p) | (uint64_t)vmai_get_le32(p + 4) << 32;
+}
+
 uint32_t vmai_get_be32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -61,6 +71,18 @@ void vmai_put_le16(unsigned char *p, uint16_t v)
 {
     p[0] = (unsigned char)v;
     p[1] = (unsigned char)(v >> 8);
+}
+
+void vmai_put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+void vmai_put_le64(unsigned char *p, uint64_t v)
+{
+    vmai_put_le32(p, (uint32_t)v);
+    vmai_put_le32(p + 4, (uint32_t)(v >> 32));
 }
 
 void vmai_put_be32(unsigned char *p, uint32_t v)

@@ -50,10 +50,14 @@ uint16_t vmai_get_be16(const unsigned char *p);
 uint32_t vmai_get_be32(const unsigned char *p);
 uint64_t vmai_get_be64(const unsigned char *p);
 uint16_t vmai_get_le16(const unsigned char *p);
+uint32_t vmai_get_le32(const unsigned char *p);
+uint64_t vmai_get_le64(const unsigned char *p);
 void vmai_put_be16(unsigned char *p, uint16_t v);
 void vmai_put_be32(unsigned char *p, uint32_t v);
 void vmai_put_be64(unsigned char *p, uint64_t v);
 void vmai_put_le16(unsigned char *p, uint16_t v);
+void vmai_put_le32(unsigned char *p, uint32_t v);
+void vmai_put_le64(unsigned char *p, uint64_t v);
 
 /* MD5 of buf[0..len) with the 16 bytes at md5_off taken as zero. */
 void vmai_md5_zeroed(const unsigned char *buf, size_t len, size_t md5_off,

@@ -181,11 +181,11 @@ static int from_point(const struct vmai_gz_map *m, int fd, size_t i, uint64_t sk
     if (!p->member_start) {
         if (p->bits) {
             unsigned char c;
-            if ((rc = vmai_pread_exact(fd, &c, 1, p->in - 1)) != VMA_OK)
+            if ((rc = vmai_pread_exact(fd, &c, 1, p->in - 1, NULL)) != VMA_OK)
                 goto out;
             inflatePrime(&s, p->bits, c >> (8 - p->bits));
         }
-        if ((rc = vmai_pread_exact(m->win_fd, scratch, WINDOW, (uint64_t)i * WINDOW)) != VMA_OK)
+        if ((rc = vmai_pread_exact(m->win_fd, scratch, WINDOW, (uint64_t)i * WINDOW, NULL)) != VMA_OK)
             goto out;
         inflateSetDictionary(&s, scratch, WINDOW);
     }

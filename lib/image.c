@@ -598,24 +598,15 @@ static int read_data(vma_image *img, unsigned char *buf, size_t len, uint64_t of
     if (img->gz != NULL)
         return vmai_gz_map_read(img->gz, img->archive_fd, buf, len, off, err, errlen);
     const char *file = img->data_fd == img->archive_fd ? "archive" : "cache";
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(img->data_fd, buf + done, len - done, (off_t)(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            snprintf(err, errlen, "failed at %s byte %llu: %s", file,
-                     (unsigned long long)(off + done), strerror(errno));
-            return VMA_ERR_IO;
-        }
-        if (n == 0) {
-            snprintf(err, errlen, "the %s ends at byte %llu, before the indexed data "
-                     "(changed since it was indexed?)", file, (unsigned long long)(off + done));
-            return VMA_ERR_TRUNCATED;
-        }
-        done += (size_t)n;
-    }
-    return VMA_OK;
+    size_t done;
+    int rc = vmai_pread_exact(img->data_fd, buf, len, off, &done);
+    if (rc == VMA_ERR_IO)
+        snprintf(err, errlen, "failed at %s byte %llu: %s", file,
+                 (unsigned long long)(off + done), strerror(errno));
+    else if (rc != VMA_OK)
+        snprintf(err, errlen, "the %s ends at byte %llu, before the indexed data "
+                 "(changed since it was indexed?)", file, (unsigned long long)(off + done));
+    return rc;
 }
 
 /* A run of a read of dev_id from offset `at`. */

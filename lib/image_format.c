@@ -9,20 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "vma.h"
 
-/* pread() of up to len bytes; returns how many were read (0 on error). */
+/* pread() of up to len bytes; returns how many were read. */
 static size_t read_at(int fd, unsigned char *buf, size_t len, off_t off)
 {
-    size_t got = 0;
-    while (got < len) {
-        ssize_t k = pread(fd, buf + got, len - got, off + (off_t)got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
+    size_t got;
+    (void)vmai_pread_exact(fd, buf, len, (uint64_t)off, &got); /* a short file is no error */
     return got;
 }
 

@@ -34,6 +34,7 @@
 #include <sys/types.h>
 #include <sha2.h> /* libmd (its header wants sys/types.h first) */
 
+#include "format.h"
 #include "image_internal.h"
 
 #define IDX_MAGIC "VMAIDX\r\n"
@@ -43,28 +44,6 @@
 #define IDX_ENTRY 12u
 #define IDX_SUM 32u
 #define IDX_EXTENT 8u
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 static unsigned device_count(const vma_reader *r)
 {
@@ -78,14 +57,14 @@ static void encode_head(const vma_image *img, unsigned char *h)
 {
     memset(h, 0, IDX_HEAD);
     memcpy(h, IDX_MAGIC, 8);
-    put32(h + 8, IDX_VERSION);
-    put32(h + 12, IDX_ENTRY);
-    put64(h + 16, (uint64_t)img->st.st_size);
-    put64(h + 24, (uint64_t)img->st.st_ctim.tv_sec);
-    put32(h + 32, (uint32_t)img->st.st_ctim.tv_nsec);
-    put32(h + 36, device_count(img->r));
+    vmai_put_le32(h + 8, IDX_VERSION);
+    vmai_put_le32(h + 12, IDX_ENTRY);
+    vmai_put_le64(h + 16, (uint64_t)img->st.st_size);
+    vmai_put_le64(h + 24, (uint64_t)img->st.st_ctim.tv_sec);
+    vmai_put_le32(h + 32, (uint32_t)img->st.st_ctim.tv_nsec);
+    vmai_put_le32(h + 36, device_count(img->r));
     vma_reader_uuid(img->r, h + 40);
-    put64(h + 56, img->extent_count);
+    vmai_put_le64(h + 56, img->extent_count);
 }
 
 /* Buffered writes that also feed the checksum. */
@@ -138,27 +117,27 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
     const vma_reader *r = img->r;
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
         unsigned char d[IDX_DEV] = { 0 };
-        put32(d, i);
-        put64(d + 8, img->dev[i].count);
-        put64(d + 16, img->dev[i].size);
+        vmai_put_le32(d, i);
+        vmai_put_le64(d + 8, img->dev[i].count);
+        vmai_put_le64(d + 16, img->dev[i].size);
         out_put(o, d, IDX_DEV);
     }
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
         for (uint64_t k = 0; k < img->dev[i].count; k++) {
             const struct vmai_ra_entry *e = &img->dev[i].e[k];
             unsigned char b[IDX_ENTRY];
-            put32(b, e->num);
+            vmai_put_le32(b, e->num);
             b[4] = (unsigned char)e->mask;
             b[5] = (unsigned char)(e->mask >> 8);
             b[6] = (unsigned char)e->off_hi;
             b[7] = (unsigned char)(e->off_hi >> 8);
-            put32(b + 8, e->off_lo);
+            vmai_put_le32(b + 8, e->off_lo);
             out_put(o, b, IDX_ENTRY);
         }
     }
     for (uint64_t k = 0; k < img->extent_count; k++) {
         unsigned char b[IDX_EXTENT];
-        put64(b, img->extents[k]);
+        vmai_put_le64(b, img->extents[k]);
         out_put(o, b, IDX_EXTENT);
     }
     out_flush(o);
@@ -219,25 +198,25 @@ static const char *check_head(const vma_image *img, const unsigned char *h, char
     unsigned char want[IDX_HEAD];
     if (memcmp(h, IDX_MAGIC, 8) != 0)
         return "not a vma index file (bad magic)";
-    if (get32(h + 8) != IDX_VERSION || get32(h + 12) != IDX_ENTRY) {
-        snprintf(why, whylen, "index version %u is not %u", get32(h + 8), IDX_VERSION);
+    if (vmai_get_le32(h + 8) != IDX_VERSION || vmai_get_le32(h + 12) != IDX_ENTRY) {
+        snprintf(why, whylen, "index version %u is not %u", vmai_get_le32(h + 8), IDX_VERSION);
         return why;
     }
     encode_head(img, want);
     if (memcmp(h + 40, want + 40, 16) != 0)
         return "it belongs to another archive (uuid differs)";
-    if (get64(h + 16) != get64(want + 16)) {
+    if (vmai_get_le64(h + 16) != vmai_get_le64(want + 16)) {
         snprintf(why, whylen, "it was made for an archive of %llu bytes, this one has %llu",
-                 (unsigned long long)get64(h + 16), (unsigned long long)get64(want + 16));
+                 (unsigned long long)vmai_get_le64(h + 16), (unsigned long long)vmai_get_le64(want + 16));
         return why;
     }
     if (memcmp(h + 24, want + 24, 12) != 0)
         return "the archive changed after it was indexed (its ctime differs)";
-    if (get32(h + 36) != device_count(img->r))
+    if (vmai_get_le32(h + 36) != device_count(img->r))
         return "its device table does not match the archive header";
     /* Each extent takes at least its 512-byte header: bounds the table
      * before it is allocated. */
-    if (get64(h + 56) > data_size(img) / VMA_EXTENT_HEADER_SIZE)
+    if (vmai_get_le64(h + 56) > data_size(img) / VMA_EXTENT_HEADER_SIZE)
         return "it counts more extents than the archive can hold";
     return NULL;
 }
@@ -255,17 +234,17 @@ static const char *read_devices(vma_image *img, struct in *in, unsigned *ids, ui
         unsigned char d[IDX_DEV];
         if (!in_get(in, d, IDX_DEV))
             return "it is truncated in its device table";
-        uint64_t size = vma_reader_device_size(r, id), rsize = get64(d + 16);
+        uint64_t size = vma_reader_device_size(r, id), rsize = vmai_get_le64(d + 16);
         bool vmstate = vma_reader_device_is_vmstate(r, id);
         uint64_t limit = (size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
-        if (get32(d) != id || get32(d + 4) != 0 || get64(d + 8) > limit ||
+        if (vmai_get_le32(d) != id || vmai_get_le32(d + 4) != 0 || vmai_get_le64(d + 8) > limit ||
             (vmstate ? rsize > size : rsize != size)) {
             snprintf(why, whylen, "its entry for device '%s' does not match the header",
                      vma_reader_device_name(r, id));
             return why;
         }
         ids[i] = id;
-        counts[id] = get64(d + 8);
+        counts[id] = vmai_get_le64(d + 8);
         img->dev[id].size = rsize;
         *total += counts[id];
     }
@@ -292,8 +271,8 @@ static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t cou
             snprintf(why, whylen, "it is truncated in its entries");
             return VMA_ERR_CORRUPT;
         }
-        struct vmai_ra_entry e = { get32(b), (uint16_t)(b[4] | b[5] << 8),
-                                   (uint16_t)(b[6] | b[7] << 8), get32(b + 8) };
+        struct vmai_ra_entry e = { vmai_get_le32(b), (uint16_t)(b[4] | b[5] << 8),
+                                   (uint16_t)(b[6] | b[7] << 8), vmai_get_le32(b + 8) };
         uint64_t off = vmai_ra_off(&e);
         uint64_t end = off + (uint64_t)vmai_popcount16(e.mask) * VMA_BLOCK_SIZE;
         if (e.num >= clusters || e.mask == 0 || (k > 0 && e.num <= dv->e[k - 1].num) ||
@@ -331,7 +310,7 @@ static int read_extents(vma_image *img, struct in *in, uint64_t count, char *err
             snprintf(why, whylen, "it is truncated in its extent table");
             return VMA_ERR_CORRUPT;
         }
-        uint64_t at = get64(b);
+        uint64_t at = vmai_get_le64(b);
         if (at < VMA_HEADER_FIXED_SIZE || at + VMA_EXTENT_HEADER_SIZE > asize ||
             (k > 0 && at <= img->extents[k - 1])) {
             snprintf(why, whylen, "extent %llu is out of order or out of bounds",
@@ -389,13 +368,13 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
     bad = file_refused(fd, &st, why, sizeof(why));
     if (bad == NULL && !in_get(&in, h, IDX_HEAD))
         bad = "not a vma index file (bad magic)";
-    else if (bad == NULL && memcmp(h, IDX_MAGIC, 8) == 0 && get32(h + 8) < IDX_VERSION) {
+    else if (bad == NULL && memcmp(h, IDX_MAGIC, 8) == 0 && vmai_get_le32(h + 8) < IDX_VERSION) {
         rc = VMA_ERR_NOT_FOUND; /* an older layout: rebuilt and saved anew */
         goto out;
     } else if (bad == NULL && (bad = check_head(img, h, why, sizeof(why))) == NULL &&
              (bad = read_devices(img, &in, ids, counts, &total, why, sizeof(why))) == NULL) {
-        unsigned ndev = get32(h + 36);
-        uint64_t next = get64(h + 56);
+        unsigned ndev = vmai_get_le32(h + 36);
+        uint64_t next = vmai_get_le64(h + 56);
         if ((uint64_t)st.st_size != IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY +
                                         next * IDX_EXTENT + IDX_SUM)
             bad = "its size does not match its entry counts";

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "io.h"
+#include "vma.h"
 
 int vmai_fd_above_std(int fd)
 {
@@ -217,6 +218,25 @@ ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *
         if (errno == EAGAIN && wait_ready(fd, POLLIN, c) < 0)
             return -1;
     }
+}
+
+int vmai_pread_exact(int fd, void *buf, size_t n, uint64_t off, size_t *got)
+{
+    size_t done = 0;
+    int rc = VMA_OK;
+    while (done < n) {
+        ssize_t k = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            rc = k < 0 ? VMA_ERR_IO : VMA_ERR_TRUNCATED;
+            break;
+        }
+        done += (size_t)k;
+    }
+    if (got != NULL)
+        *got = done;
+    return rc;
 }
 
 int vmai_write_full(int fd, const void *buf, size_t len, int64_t offset,

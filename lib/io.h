@@ -60,6 +60,11 @@ bool vmai_fd_may_block(int fd);
 ssize_t vmai_read_some(int fd, void *buf, size_t len, const struct vmai_cancel *c,
                        bool may_block);
 
+/* pread() exactly n bytes at off, through EINTR and short reads: VMA_OK,
+ * VMA_ERR_IO (errno set) or VMA_ERR_TRUNCATED (end of file first). *got
+ * (may be NULL) is what was read, also on failure. */
+int vmai_pread_exact(int fd, void *buf, size_t n, uint64_t off, size_t *got);
+
 /* The library's own descriptors (eventfd, pipes) never take 0, 1 or 2:
  * when a process runs with those closed, a later "-" (standard input)
  * must not find one of ours there. Returns fd moved to 3 or above

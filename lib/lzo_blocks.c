@@ -27,7 +27,7 @@ struct cursor {
 
 static int get(struct cursor *c, void *buf, size_t n)
 {
-    int rc = vmai_pread_exact(c->fd, buf, n, c->pos);
+    int rc = vmai_pread_exact(c->fd, buf, n, c->pos, NULL);
     c->pos += n;
     return rc;
 }

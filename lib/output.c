@@ -260,14 +260,6 @@ static int zstd_run(struct vmai_output *o, const void *buf, size_t len, ZSTD_End
     }
 }
 
-static void le32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    p[2] = (unsigned char)(v >> 16);
-    p[3] = (unsigned char)(v >> 24);
-}
-
 /* End the current frame and note its sizes for the seek table (8 bytes
  * per 4 MiB frame: 2 MiB per TiB of archive). */
 static int zstd_frame_end(struct vmai_output *o, char *err, size_t errlen)
@@ -323,8 +315,8 @@ static int zstd_finish(struct vmai_output *o, char *err, size_t errlen)
         return rc;
     uint64_t content = (uint64_t)o->frames * 8 + 9;
     size_t n = 0, cap = o->cap & ~(size_t)7; /* whole entries per write */
-    le32(o->buf, SEEK_SKIPPABLE_MAGIC);
-    le32(o->buf + 4, (uint32_t)content);
+    vmai_put_le32(o->buf, SEEK_SKIPPABLE_MAGIC);
+    vmai_put_le32(o->buf + 4, (uint32_t)content);
     n = 8;
     for (size_t i = 0; i < o->frames; i++) {
         if (n + 8 > cap) {
@@ -332,8 +324,8 @@ static int zstd_finish(struct vmai_output *o, char *err, size_t errlen)
                 return rc;
             n = 0;
         }
-        le32(o->buf + n, o->seek[2 * i]);
-        le32(o->buf + n + 4, o->seek[2 * i + 1]);
+        vmai_put_le32(o->buf + n, o->seek[2 * i]);
+        vmai_put_le32(o->buf + n + 4, o->seek[2 * i + 1]);
         n += 8;
     }
     if (n + 9 > cap) {
@@ -341,9 +333,9 @@ static int zstd_finish(struct vmai_output *o, char *err, size_t errlen)
             return rc;
         n = 0;
     }
-    le32(o->buf + n, (uint32_t)o->frames);
+    vmai_put_le32(o->buf + n, (uint32_t)o->frames);
     o->buf[n + 4] = 0; /* descriptor: no checksums */
-    le32(o->buf + n + 5, SEEK_MAGIC);
+    vmai_put_le32(o->buf + n + 5, SEEK_MAGIC);
     return put(o, o->buf, n + 9, err, errlen);
 }
 

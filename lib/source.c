@@ -73,28 +73,20 @@ int vma_writer_write_device_fd(vma_writer *w, unsigned dev_id, int fd, uint64_t 
             rc = vma_writer_write_cluster(w, dev_id, n, NULL);
             continue;
         }
-        ssize_t got = 0;
-        while ((uint64_t)got < want) {
-            ssize_t k = pread(fd, buf + got, (size_t)(want - (uint64_t)got), (off_t)(off + (uint64_t)got));
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0) {
-                if (k < 0)
-                    snprintf(msg, sizeof(msg), "read error on the source of device '%s' at "
-                             "offset %llu: %s", name, (unsigned long long)(off + (uint64_t)got),
-                             strerror(errno));
-                else
-                    snprintf(msg, sizeof(msg), "source of device '%s' shrank while read: it "
-                             "ends at %llu of %llu bytes", name,
-                             (unsigned long long)(off + (uint64_t)got),
-                             (unsigned long long)source_size);
-                rc = vmai_writer_fail(w, VMA_ERR_IO, msg);
-                break;
-            }
-            got += k;
-        }
-        if (rc != VMA_OK)
+        size_t got;
+        int prc = vmai_pread_exact(fd, buf, (size_t)want, off, &got);
+        if (prc != VMA_OK) {
+            if (prc == VMA_ERR_IO)
+                snprintf(msg, sizeof(msg), "read error on the source of device '%s' at "
+                         "offset %llu: %s", name, (unsigned long long)(off + got),
+                         strerror(errno));
+            else
+                snprintf(msg, sizeof(msg), "source of device '%s' shrank while read: it "
+                         "ends at %llu of %llu bytes", name, (unsigned long long)(off + got),
+                         (unsigned long long)source_size);
+            rc = vmai_writer_fail(w, VMA_ERR_IO, msg);
             break;
+        }
         memset(buf + want, 0, VMA_CLUSTER_SIZE - (size_t)want);
         rc = vma_writer_write_cluster(w, dev_id, n, buf);
     }

@@ -16,6 +16,7 @@
 
 #include <zstd.h>
 
+#include "format.h"
 #include "zst_frames.h"
 
 #define SKIPPABLE_MAGIC 0x184D2A5Eu
@@ -23,18 +24,13 @@
 #define FOOTER 9u
 #define MAX_FRAME (1u << 30) /* decompressed bytes of one frame we accept */
 
-static uint32_t le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Decompress frame i into out; zstd checks the frame's checksum if any. */
 static int zst_decode(const struct vmai_block_map *m, int fd, size_t i, unsigned char *out)
 {
     const struct vmai_block *f = &m->blocks[i];
     unsigned char *packed = malloc(f->src);
     ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    int rc = packed != NULL && dctx != NULL ? vmai_pread_exact(fd, packed, f->src, f->file_off)
+    int rc = packed != NULL && dctx != NULL ? vmai_pread_exact(fd, packed, f->src, f->file_off, NULL)
                                             : VMA_ERR_NOMEM;
     if (rc == VMA_OK) {
         size_t got = ZSTD_decompressDCtx(dctx, out, f->dst, packed, f->src);
@@ -50,10 +46,10 @@ int vmai_zst_map_load(int fd, uint64_t file_size, struct vmai_block_map **out, c
                       size_t errlen)
 {
     unsigned char foot[FOOTER];
-    if (file_size < 8 + FOOTER || vmai_pread_exact(fd, foot, FOOTER, file_size - FOOTER) != VMA_OK ||
-        le32(foot + 5) != SEEKABLE_MAGIC)
+    if (file_size < 8 + FOOTER || vmai_pread_exact(fd, foot, FOOTER, file_size - FOOTER, NULL) != VMA_OK ||
+        vmai_get_le32(foot + 5) != SEEKABLE_MAGIC)
         return VMA_ERR_NOT_FOUND;
-    uint32_t n = le32(foot);
+    uint32_t n = vmai_get_le32(foot);
     unsigned esize = (foot[4] & 0x80) ? 12 : 8;
     uint64_t table = (uint64_t)n * esize + FOOTER; /* the skippable frame's content */
     if ((foot[4] & 0x7c) != 0 || n == 0 || table + 8 > file_size) {
@@ -70,17 +66,17 @@ int vmai_zst_map_load(int fd, uint64_t file_size, struct vmai_block_map **out, c
         snprintf(err, errlen, "out of memory for a seek table of %u frames", n);
         return VMA_ERR_NOMEM;
     }
-    int rc = vmai_pread_exact(fd, head, 8, start);
+    int rc = vmai_pread_exact(fd, head, 8, start, NULL);
     if (rc == VMA_OK)
-        rc = vmai_pread_exact(fd, t, (size_t)table, start + 8);
+        rc = vmai_pread_exact(fd, t, (size_t)table, start + 8, NULL);
     const char *why = NULL;
     if (rc != VMA_OK)
         why = "cannot be read";
-    else if (le32(head) != SKIPPABLE_MAGIC || le32(head + 4) != table)
+    else if (vmai_get_le32(head) != SKIPPABLE_MAGIC || vmai_get_le32(head + 4) != table)
         why = "its skippable frame header does not match the footer";
     uint64_t in = 0;
     for (uint32_t i = 0; why == NULL && i < n; i++) {
-        uint32_t src = le32(t + (size_t)i * esize), dst = le32(t + (size_t)i * esize + 4);
+        uint32_t src = vmai_get_le32(t + (size_t)i * esize), dst = vmai_get_le32(t + (size_t)i * esize + 4);
         if (src == 0 || dst == 0 || dst > MAX_FRAME || in + src > start) {
             why = "a frame's sizes are out of bounds";
             break;

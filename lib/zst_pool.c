@@ -68,7 +68,7 @@ static int decode(struct vmai_zst_pool *p, ZSTD_DCtx *dctx, size_t i, unsigned c
                   unsigned char *data, char *msg)
 {
     const struct vmai_block *f = &p->map->blocks[i];
-    int rc = vmai_pread_exact(p->fd, packed, f->src, f->file_off);
+    int rc = vmai_pread_exact(p->fd, packed, f->src, f->file_off, NULL);
     if (rc != VMA_OK) {
         snprintf(msg, VMAI_ERRLEN, "zstd frame %zu at compressed byte %llu cannot be read", i,
                  (unsigned long long)f->file_off);
