@@ -97,6 +97,11 @@ int cli_std_was_closed(int fd);
  * is closed" when it was at startup and something was printed). */
 int cli_flush_stdout(void);
 
+/* After a command wrote its whole JSON document: flush stdout and mark it
+ * printed (main() then prints no error object). Returns CLI_OK or fails
+ * as cli_flush_stdout(). */
+int cli_json_printed(void);
+
 int cmd_list(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

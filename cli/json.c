@@ -176,13 +176,9 @@ int cli_json(void)
     return json_mode;
 }
 
-int cli_json_printed(void)
+void cli_json_mark_printed(void)
 {
-    int rc = cli_flush_stdout();
-
-    if (rc == CLI_OK)
-        json_printed = 1;
-    return rc;
+    json_printed = 1;
 }
 
 void cli_json_error(const char *fixed, const char *fmt, va_list ap)

@@ -49,10 +49,9 @@ int cli_output_format(const char *arg);
 /* 1 when --output-format=json was given. */
 int cli_json(void);
 
-/* After a command wrote its whole document: flush stdout and mark it
- * printed (main() then prints no error object). Returns CLI_OK or fails
- * as cli_flush_stdout(). */
-int cli_json_printed(void);
+/* The command's whole document is out (main() then prints no error
+ * object); cli_json_printed() in util.c flushes it first. */
+void cli_json_mark_printed(void);
 
 /* Remember the message of a failure for the error object (cli_fail()
  * calls it); `fixed`, when not NULL, is used instead of the format. */

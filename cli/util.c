@@ -254,6 +254,15 @@ int cli_flush_stdout(void)
     return CLI_OK;
 }
 
+int cli_json_printed(void)
+{
+    int rc = cli_flush_stdout();
+
+    if (rc == CLI_OK)
+        cli_json_mark_printed();
+    return rc;
+}
+
 vma_reader *cli_open_archive(const char *path)
 {
     vma_reader *r = vma_reader_new();
