@@ -178,12 +178,11 @@ static int queue_pwrite(struct vmai_nbd_target *t, struct request *q, const void
                         char *err)
 {
     nbd_completion_callback cb = {.callback = request_done, .user_data = q, .free = request_put};
-    t->in_flight_bytes += q->len;
-    if (nbd_aio_pwrite(t->h, data, q->len, q->off, cb, 0) < 0) {
-        /* libnbd frees q through .free on failure too */
+    uint64_t len = q->len, off = q->off; /* libnbd frees q through .free on failure too */
+    t->in_flight_bytes += len;
+    if (nbd_aio_pwrite(t->h, data, len, off, cb, 0) < 0)
         return vmai_nbd_fail(t->c, err, "write of %llu bytes at offset %llu failed",
-                             (unsigned long long)q->len, (unsigned long long)q->off);
-    }
+                             (unsigned long long)len, (unsigned long long)off);
     return 0;
 }
 
@@ -208,7 +207,7 @@ static int send_write(struct vmai_nbd_target *t, const void *buf, size_t len, ui
 unsigned vmai_nbd_target_in_flight(const struct vmai_nbd_target *t)
 {
     int n = nbd_aio_in_flight(t->h);
-    return n > 0 ? (unsigned)n : 0;
+    return n >= 0 ? (unsigned)n : 1; /* dead: a wait says why */
 }
 
 int vmai_nbd_target_wait(struct vmai_nbd_target *t, char *err)

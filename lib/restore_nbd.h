@@ -30,7 +30,8 @@ int vmai_nbd_target_open(struct vmai_nbd_target **out, const char *format, const
 int vmai_nbd_target_write(struct vmai_nbd_target *t, const void *buf, size_t len,
                           uint64_t off, unsigned *refs, char *err);
 
-/* Requests of t not answered yet. */
+/* Requests of t not answered yet (a lost connection counts as one, so
+ * that a caller waits and vmai_nbd_target_wait() says why it was lost). */
 unsigned vmai_nbd_target_in_flight(const struct vmai_nbd_target *t);
 
 /* Wait for the next reply of t (which must have requests in flight); a
