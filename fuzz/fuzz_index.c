@@ -71,7 +71,9 @@ static int setup(void)
     img->st.st_ctim = (struct timespec){ 1700000000, 0 };
     const char *seed = getenv("VMA_FUZZ_INDEX_SEED");
     char err[VMAI_ERRLEN];
-    if (seed != NULL && vmai_index_save(img, seed, err, sizeof(err)) != VMA_OK)
+    const struct vmai_index_binding b = {
+        .r = img->r, .st = &img->st, .data_size = (uint64_t)img->st.st_size};
+    if (seed != NULL && vmai_index_save(&img->ix, &b, seed, err, sizeof(err)) != VMA_OK)
         abort();
     idx_fd = memfd_create("index", 0);
     if (idx_fd < 0 || fchmod(idx_fd, 0600) != 0) /* a memfd is 0777: no index of ours */
@@ -106,8 +108,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ftruncate(idx_fd, 0) != 0 || (size > 0 && pwrite(idx_fd, data, size, 0) != (ssize_t)size))
         abort();
     char err[VMAI_ERRLEN];
-    vmai_ra_clear(img);
-    if (vmai_index_load(img, idx_path, err, sizeof(err)) == VMA_OK)
+    vmai_image_index_reset(img);
+    const struct vmai_index_binding b = {
+        .r = img->r, .st = &img->st, .data_size = (uint64_t)img->st.st_size};
+    dev_t dev;
+    ino_t ino;
+    if (vmai_index_load(&img->ix, &b, idx_path, &dev, &ino, err, sizeof(err)) == VMA_OK)
         read_all();
     return 0;
 }

@@ -41,16 +41,9 @@ vma_image *vma_image_new(void)
     return img;
 }
 
-void vmai_ra_clear(vma_image *img)
+void vmai_image_index_reset(vma_image *img)
 {
-    for (unsigned i = 0; i < VMA_DEV_SLOTS; i++) {
-        free(img->dev[i].e);
-        free((void *)img->dev[i].checked);
-        memset(&img->dev[i], 0, sizeof(img->dev[i]));
-    }
-    free(img->extents);
-    img->extents = NULL;
-    img->extent_count = img->extent_cap = 0;
+    vmai_ra_clear(&img->ix);
     atomic_store(&img->bad_extent, 0);
 }
 
@@ -58,7 +51,7 @@ void vma_image_free(vma_image *img)
 {
     if (img == NULL)
         return;
-    vmai_ra_clear(img);
+    vmai_image_index_reset(img);
     vmai_block_map_free(img->blocks);
     vmai_gz_map_free(img->gz);
     vma_reader_free(img->r);
@@ -157,7 +150,7 @@ static struct vmai_ra_dev *image_dev(const vma_image *img, unsigned dev_id)
 {
     if (!img->opened || vma_reader_device_name(img->r, dev_id) == NULL)
         return NULL;
-    return (struct vmai_ra_dev *)&img->dev[dev_id];
+    return (struct vmai_ra_dev *)&img->ix.dev[dev_id];
 }
 
 uint64_t vma_image_device_size(const vma_image *img, unsigned dev_id)
@@ -208,18 +201,18 @@ static int cache_blocks(vma_image *img, const unsigned char *data, unsigned stor
 /* Record the extent at r->offset once (its first cluster comes here). */
 static int add_extent(vma_image *img, uint64_t at)
 {
-    if (img->extent_count > 0 && img->extents[img->extent_count - 1] == at)
+    if (img->ix.extent_count > 0 && img->ix.extents[img->ix.extent_count - 1] == at)
         return VMA_OK;
-    if (img->extent_count == img->extent_cap) {
-        uint64_t cap = img->extent_cap + img->extent_cap / 8 + 256;
-        uint64_t *x = realloc(img->extents, (size_t)cap * sizeof(*x));
+    if (img->ix.extent_count == img->ix.extent_cap) {
+        uint64_t cap = img->ix.extent_cap + img->ix.extent_cap / 8 + 256;
+        uint64_t *x = realloc(img->ix.extents, (size_t)cap * sizeof(*x));
         if (x == NULL)
             return fail(img, VMA_ERR_NOMEM, "out of memory for the index (%llu extents)",
-                        (unsigned long long)img->extent_count);
-        img->extents = x;
-        img->extent_cap = cap;
+                        (unsigned long long)img->ix.extent_count);
+        img->ix.extents = x;
+        img->ix.extent_cap = cap;
     }
-    img->extents[img->extent_count++] = at;
+    img->ix.extents[img->ix.extent_count++] = at;
     return VMA_OK;
 }
 
@@ -228,7 +221,7 @@ static int index_cluster(void *opaque, unsigned dev_id, uint32_t cluster_num, ui
 {
     vma_image *img = opaque;
     vma_reader *r = img->r;
-    struct vmai_ra_dev *d = &img->dev[dev_id];
+    struct vmai_ra_dev *d = &img->ix.dev[dev_id];
     /* Offsets in the archive (or its stream): the extent table goes into
      * the index file with them. */
     if (img->data_fd == img->archive_fd && (img->cb_status = add_extent(img, r->offset)) != VMA_OK)
@@ -419,7 +412,7 @@ static int build_index(vma_image *img, bool cache, bool gzip)
             rc = img->cb_status;
         else
             fail(img, rc, "%s", vma_reader_error(r));
-        vmai_ra_clear(img);
+        vmai_image_index_reset(img);
         return rc;
     }
     if (gz_rc != VMA_OK)
@@ -438,7 +431,7 @@ static int build_index(vma_image *img, bool cache, bool gzip)
     if (cache && ftruncate(img->data_fd, (off_t)img->cache_pos) != 0)
         return fail(img, VMA_ERR_IO, "cannot size the cache file: %s", strerror(errno));
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
-        struct vmai_ra_dev *d = &img->dev[i];
+        struct vmai_ra_dev *d = &img->ix.dev[i];
         if (d->unsorted)
             qsort(d->e, (size_t)d->count, sizeof(*d->e), cmp_entry);
         d->unsorted = false;
@@ -477,6 +470,16 @@ static char *absolute(char *path)
     free(cwd);
     return path;
 }
+/* What an index file of this open is bound to. */
+static struct vmai_index_binding binding(const vma_image *img)
+{
+    return (struct vmai_index_binding){
+        .r = img->r,
+        .st = &img->st,
+        .data_size = img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size,
+    };
+}
+
 
 int vma_image_open(vma_image *img, const char *path, unsigned flags)
 {
@@ -518,7 +521,9 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     }
     char err[VMAI_ERRLEN];
     if (use_file && !(flags & VMA_IMAGE_REINDEX)) {
-        rc = vmai_index_load(img, idx, err, sizeof(err));
+        struct vmai_index_binding b = binding(img);
+        rc = vmai_index_load(&img->ix, &b, idx, &img->index_dev, &img->index_ino, err,
+                             sizeof(err));
         if (rc == VMA_OK) {
             vmai_reader_end_input(img->r);
             if (img->index_dir != NULL)
@@ -528,7 +533,7 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
             img->opened = true;
             return VMA_OK;
         }
-        vmai_ra_clear(img);
+        vmai_image_index_reset(img);
         /* A refused index of our own cache directory is rebuilt and
          * replaced: nobody put it there by hand. */
         if (rc != VMA_ERR_NOT_FOUND && img->index_dir == NULL) {
@@ -547,7 +552,8 @@ int vma_image_open(vma_image *img, const char *path, unsigned flags)
     vmai_reader_end_input(img->r);
     img->index_state = VMA_IMAGE_INDEX_BUILT;
     /* A directory we may not write to only costs the next open a pass. */
-    if (use_file && vmai_index_save(img, idx, err, sizeof(err)) == VMA_OK) {
+    struct vmai_index_binding b = binding(img);
+    if (use_file && vmai_index_save(&img->ix, &b, idx, err, sizeof(err)) == VMA_OK) {
         img->index_state = VMA_IMAGE_INDEX_SAVED;
         if (img->index_dir != NULL && img->index_dir_max > 0)
             vmai_index_cache_evict(img->index_dir, img->index_dir_max, idx);
@@ -667,10 +673,10 @@ static int check_entry(vma_image *img, unsigned dev_id, const struct vmai_ra_dev
     const struct vmai_ra_entry *x = &d->e[i];
     uint64_t off = vmai_ra_off(x);
     /* The last extent whose header ends at or before the data. */
-    uint64_t lo = 0, hi = img->extent_count;
+    uint64_t lo = 0, hi = img->ix.extent_count;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        if (img->extents[mid] + VMA_EXTENT_HEADER_SIZE <= off)
+        if (img->ix.extents[mid] + VMA_EXTENT_HEADER_SIZE <= off)
             lo = mid + 1;
         else
             hi = mid;
@@ -678,7 +684,7 @@ static int check_entry(vma_image *img, unsigned dev_id, const struct vmai_ra_dev
     if (lo == 0)
         return index_refuted(img, dev_id, offset, x->num, off, 0, VMA_HEADER_FIXED_SIZE,
                              "no extent starts before it");
-    uint64_t k = lo - 1, at = img->extents[k];
+    uint64_t k = lo - 1, at = img->ix.extents[k];
     unsigned char head[VMA_EXTENT_HEADER_SIZE], uuid[16];
     char err[VMAI_ERRLEN];
     struct vmai_extent e;
@@ -696,7 +702,7 @@ static int check_entry(vma_image *img, unsigned dev_id, const struct vmai_ra_dev
         const struct vmai_blockinfo *bi = &e.info[b];
         if (bi->dev_id == 0 || bi->mask == 0)
             continue;
-        const struct vmai_ra_dev *o = &img->dev[bi->dev_id];
+        const struct vmai_ra_dev *o = &img->ix.dev[bi->dev_id];
         uint64_t j = o->checked != NULL ? find_entry(o, bi->cluster_num) : o->count;
         if (j < o->count && o->e[j].mask == bi->mask && vmai_ra_off(&o->e[j]) == pos)
             atomic_fetch_or_explicit(&o->checked[j / 64], (uint64_t)1 << (j % 64),
@@ -747,7 +753,7 @@ static int lost_cluster(vma_image *img, unsigned dev_id, uint64_t offset, uint64
 static int walk(vma_image *img, unsigned dev_id, uint64_t offset, size_t len,
                 unsigned char *out, piece_fn fn, void *ctx, uint64_t *lost)
 {
-    const struct vmai_ra_dev *d = &img->dev[dev_id];
+    const struct vmai_ra_dev *d = &img->ix.dev[dev_id];
     uint64_t pos = offset, end = offset + len;
     uint64_t i = lower_bound(d, pos / VMA_CLUSTER_SIZE);
     int rc = VMA_OK;

@@ -35,7 +35,8 @@
 #include <sha2.h> /* libmd (its header wants sys/types.h first) */
 
 #include "format.h"
-#include "image_internal.h"
+#include "index_file.h"
+#include "io.h"
 
 #define IDX_MAGIC "VMAIDX\r\n"
 #define IDX_VERSION 3u
@@ -53,18 +54,19 @@ static unsigned device_count(const vma_reader *r)
     return n;
 }
 
-static void encode_head(const vma_image *img, unsigned char *h)
+static void encode_head(const struct vmai_ra_index *ix, const struct vmai_index_binding *bind,
+                        unsigned char *h)
 {
     memset(h, 0, IDX_HEAD);
     memcpy(h, IDX_MAGIC, 8);
     vmai_put_le32(h + 8, IDX_VERSION);
     vmai_put_le32(h + 12, IDX_ENTRY);
-    vmai_put_le64(h + 16, (uint64_t)img->st.st_size);
-    vmai_put_le64(h + 24, (uint64_t)img->st.st_ctim.tv_sec);
-    vmai_put_le32(h + 32, (uint32_t)img->st.st_ctim.tv_nsec);
-    vmai_put_le32(h + 36, device_count(img->r));
-    vma_reader_uuid(img->r, h + 40);
-    vmai_put_le64(h + 56, img->extent_count);
+    vmai_put_le64(h + 16, (uint64_t)bind->st->st_size);
+    vmai_put_le64(h + 24, (uint64_t)bind->st->st_ctim.tv_sec);
+    vmai_put_le32(h + 32, (uint32_t)bind->st->st_ctim.tv_nsec);
+    vmai_put_le32(h + 36, device_count(bind->r));
+    vma_reader_uuid(bind->r, h + 40);
+    vmai_put_le64(h + 56, ix->extent_count);
 }
 
 /* Buffered writes that also feed the checksum. */
@@ -93,7 +95,8 @@ static void out_put(struct out *o, const unsigned char *p, size_t n)
     o->len += n;
 }
 
-int vmai_index_save(const vma_image *img, const char *path, char *err, size_t errlen)
+int vmai_index_save(const struct vmai_ra_index *ix, const struct vmai_index_binding *bind,
+                    const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(path) + sizeof(".XXXXXX");
     char *tmp = malloc(n);
@@ -112,19 +115,19 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
     }
     SHA256Init(&o->sum);
     unsigned char h[IDX_HEAD];
-    encode_head(img, h);
+    encode_head(ix, bind, h);
     out_put(o, h, IDX_HEAD);
-    const vma_reader *r = img->r;
+    const vma_reader *r = bind->r;
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
         unsigned char d[IDX_DEV] = { 0 };
         vmai_put_le32(d, i);
-        vmai_put_le64(d + 8, img->dev[i].count);
-        vmai_put_le64(d + 16, img->dev[i].size);
+        vmai_put_le64(d + 8, ix->dev[i].count);
+        vmai_put_le64(d + 16, ix->dev[i].size);
         out_put(o, d, IDX_DEV);
     }
     for (unsigned i = vma_reader_next_device(r, 0); i != 0; i = vma_reader_next_device(r, i)) {
-        for (uint64_t k = 0; k < img->dev[i].count; k++) {
-            const struct vmai_ra_entry *e = &img->dev[i].e[k];
+        for (uint64_t k = 0; k < ix->dev[i].count; k++) {
+            const struct vmai_ra_entry *e = &ix->dev[i].e[k];
             unsigned char b[IDX_ENTRY];
             vmai_put_le32(b, e->num);
             b[4] = (unsigned char)e->mask;
@@ -135,9 +138,9 @@ int vmai_index_save(const vma_image *img, const char *path, char *err, size_t er
             out_put(o, b, IDX_ENTRY);
         }
     }
-    for (uint64_t k = 0; k < img->extent_count; k++) {
+    for (uint64_t k = 0; k < ix->extent_count; k++) {
         unsigned char b[IDX_EXTENT];
-        vmai_put_le64(b, img->extents[k]);
+        vmai_put_le64(b, ix->extents[k]);
         out_put(o, b, IDX_EXTENT);
     }
     out_flush(o);
@@ -183,17 +186,11 @@ static int refuse(char *err, size_t errlen, const char *path, const char *why)
     return VMA_ERR_CORRUPT;
 }
 
-/* Bytes of the archive, or of the decompressed stream of a .vma.lzo or
- * seekable .vma.zst (its block map knows their length). */
-static uint64_t data_size(const vma_image *img)
-{
-    return img->blocks != NULL ? img->blocks->size : (uint64_t)img->st.st_size;
-}
-
 /* The head: magic, version, and this archive's uuid, size and ctime.
  * Returns NULL when it is accepted, else why not. */
-static const char *check_head(const vma_image *img, const unsigned char *h, char *why,
-                              size_t whylen)
+static const char *check_head(const struct vmai_ra_index *ix,
+                              const struct vmai_index_binding *bind, const unsigned char *h,
+                              char *why, size_t whylen)
 {
     unsigned char want[IDX_HEAD];
     if (memcmp(h, IDX_MAGIC, 8) != 0)
@@ -202,31 +199,33 @@ static const char *check_head(const vma_image *img, const unsigned char *h, char
         snprintf(why, whylen, "index version %u is not %u", vmai_get_le32(h + 8), IDX_VERSION);
         return why;
     }
-    encode_head(img, want);
+    encode_head(ix, bind, want);
     if (memcmp(h + 40, want + 40, 16) != 0)
         return "it belongs to another archive (uuid differs)";
     if (vmai_get_le64(h + 16) != vmai_get_le64(want + 16)) {
         snprintf(why, whylen, "it was made for an archive of %llu bytes, this one has %llu",
-                 (unsigned long long)vmai_get_le64(h + 16), (unsigned long long)vmai_get_le64(want + 16));
+                 (unsigned long long)vmai_get_le64(h + 16),
+                 (unsigned long long)vmai_get_le64(want + 16));
         return why;
     }
     if (memcmp(h + 24, want + 24, 12) != 0)
         return "the archive changed after it was indexed (its ctime differs)";
-    if (vmai_get_le32(h + 36) != device_count(img->r))
+    if (vmai_get_le32(h + 36) != device_count(bind->r))
         return "its device table does not match the archive header";
     /* Each extent takes at least its 512-byte header: bounds the table
      * before it is allocated. */
-    if (vmai_get_le64(h + 56) > data_size(img) / VMA_EXTENT_HEADER_SIZE)
+    if (vmai_get_le64(h + 56) > bind->data_size / VMA_EXTENT_HEADER_SIZE)
         return "it counts more extents than the archive can hold";
     return NULL;
 }
 
 /* The device table, checked against the header before any allocation:
  * ids[] in file order, counts[] and the readable sizes. */
-static const char *read_devices(vma_image *img, struct in *in, unsigned *ids, uint64_t *counts,
+static const char *read_devices(struct vmai_ra_index *ix, const struct vmai_index_binding *bind,
+                                struct in *in, unsigned *ids, uint64_t *counts,
                                 uint64_t *total, char *why, size_t whylen)
 {
-    const vma_reader *r = img->r;
+    const vma_reader *r = bind->r;
     unsigned i = 0;
     *total = 0;
     for (unsigned id = vma_reader_next_device(r, 0); id != 0;
@@ -245,7 +244,7 @@ static const char *read_devices(vma_image *img, struct in *in, unsigned *ids, ui
         }
         ids[i] = id;
         counts[id] = vmai_get_le64(d + 8);
-        img->dev[id].size = rsize;
+        ix->dev[id].size = rsize;
         *total += counts[id];
     }
     return NULL;
@@ -253,11 +252,12 @@ static const char *read_devices(vma_image *img, struct in *in, unsigned *ids, ui
 
 /* A device's count entries: in order, inside the device and the data the
  * archive holds. VMA_OK, VMA_ERR_NOMEM (err set) or VMA_ERR_CORRUPT (why set). */
-static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t count,
+static int read_entries(struct vmai_ra_index *ix, const struct vmai_index_binding *bind,
+                        struct in *in, unsigned id, uint64_t count,
                         char *err, size_t errlen, char *why, size_t whylen)
 {
-    struct vmai_ra_dev *dv = &img->dev[id];
-    uint64_t asize = data_size(img);
+    struct vmai_ra_dev *dv = &ix->dev[id];
+    uint64_t asize = bind->data_size;
     if (count > 0 && (dv->e = malloc((size_t)count * sizeof(*dv->e))) == NULL) {
         snprintf(err, errlen, "out of memory for the index (%llu entries)",
                  (unsigned long long)count);
@@ -278,13 +278,14 @@ static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t cou
         if (e.num >= clusters || e.mask == 0 || (k > 0 && e.num <= dv->e[k - 1].num) ||
             off < VMA_HEADER_FIXED_SIZE + VMA_EXTENT_HEADER_SIZE || end > asize) {
             snprintf(why, whylen, "entry %llu of device '%s' is out of order or out of bounds",
-                     (unsigned long long)k, vma_reader_device_name(img->r, id));
+                     (unsigned long long)k, vma_reader_device_name(bind->r, id));
             return VMA_ERR_CORRUPT;
         }
         dv->e[k] = e;
         dv->count = k + 1;
     }
-    if (count > 0 && (dv->checked = calloc((size_t)((count + 63) / 64), sizeof(uint64_t))) == NULL) {
+    if (count > 0 &&
+        (dv->checked = calloc((size_t)((count + 63) / 64), sizeof(uint64_t))) == NULL) {
         snprintf(err, errlen, "out of memory for the index (%llu entries)",
                  (unsigned long long)count);
         return VMA_ERR_NOMEM;
@@ -294,16 +295,17 @@ static int read_entries(vma_image *img, struct in *in, unsigned id, uint64_t cou
 
 /* The extent table: ascending header offsets inside the archive's data.
  * VMA_OK, VMA_ERR_NOMEM (err set) or VMA_ERR_CORRUPT (why set). */
-static int read_extents(vma_image *img, struct in *in, uint64_t count, char *err,
+static int read_extents(struct vmai_ra_index *ix, const struct vmai_index_binding *bind,
+                        struct in *in, uint64_t count, char *err,
                         size_t errlen, char *why, size_t whylen)
 {
-    uint64_t asize = data_size(img);
-    if (count > 0 && (img->extents = malloc((size_t)count * sizeof(uint64_t))) == NULL) {
+    uint64_t asize = bind->data_size;
+    if (count > 0 && (ix->extents = malloc((size_t)count * sizeof(uint64_t))) == NULL) {
         snprintf(err, errlen, "out of memory for the index (%llu extents)",
                  (unsigned long long)count);
         return VMA_ERR_NOMEM;
     }
-    img->extent_cap = count;
+    ix->extent_cap = count;
     for (uint64_t k = 0; k < count; k++) {
         unsigned char b[IDX_EXTENT];
         if (!in_get(in, b, IDX_EXTENT)) {
@@ -312,13 +314,13 @@ static int read_extents(vma_image *img, struct in *in, uint64_t count, char *err
         }
         uint64_t at = vmai_get_le64(b);
         if (at < VMA_HEADER_FIXED_SIZE || at + VMA_EXTENT_HEADER_SIZE > asize ||
-            (k > 0 && at <= img->extents[k - 1])) {
+            (k > 0 && at <= ix->extents[k - 1])) {
             snprintf(why, whylen, "extent %llu is out of order or out of bounds",
                      (unsigned long long)k);
             return VMA_ERR_CORRUPT;
         }
-        img->extents[k] = at;
-        img->extent_count = k + 1;
+        ix->extents[k] = at;
+        ix->extent_count = k + 1;
     }
     return VMA_OK;
 }
@@ -342,7 +344,8 @@ static const char *file_refused(int fd, struct stat *st, char *why, size_t whyle
     return NULL;
 }
 
-int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
+int vmai_index_load(struct vmai_ra_index *ix, const struct vmai_index_binding *bind,
+                    const char *path, dev_t *dev, ino_t *ino, char *err, size_t errlen)
 {
     /* Without blocking: a FIFO planted under the index's name would hang
      * open() until someone writes to it; only a regular file is taken. */
@@ -371,22 +374,22 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
     else if (bad == NULL && memcmp(h, IDX_MAGIC, 8) == 0 && vmai_get_le32(h + 8) < IDX_VERSION) {
         rc = VMA_ERR_NOT_FOUND; /* an older layout: rebuilt and saved anew */
         goto out;
-    } else if (bad == NULL && (bad = check_head(img, h, why, sizeof(why))) == NULL &&
-             (bad = read_devices(img, &in, ids, counts, &total, why, sizeof(why))) == NULL) {
+    } else if (bad == NULL && (bad = check_head(ix, bind, h, why, sizeof(why))) == NULL &&
+             (bad = read_devices(ix, bind, &in, ids, counts, &total, why, sizeof(why))) == NULL) {
         unsigned ndev = vmai_get_le32(h + 36);
         uint64_t next = vmai_get_le64(h + 56);
         if ((uint64_t)st.st_size != IDX_HEAD + (uint64_t)ndev * IDX_DEV + total * IDX_ENTRY +
                                         next * IDX_EXTENT + IDX_SUM)
             bad = "its size does not match its entry counts";
         for (unsigned i = 0; i < ndev && bad == NULL; i++) {
-            rc = read_entries(img, &in, ids[i], counts[ids[i]], err, errlen, why, sizeof(why));
+            rc = read_entries(ix, bind, &in, ids[i], counts[ids[i]], err, errlen, why, sizeof(why));
             if (rc == VMA_ERR_NOMEM)
                 goto out;
             if (rc != VMA_OK)
                 bad = why;
         }
         if (bad == NULL) {
-            rc = read_extents(img, &in, next, err, errlen, why, sizeof(why));
+            rc = read_extents(ix, bind, &in, next, err, errlen, why, sizeof(why));
             if (rc == VMA_ERR_NOMEM)
                 goto out;
             if (rc != VMA_OK)
@@ -401,8 +404,8 @@ int vmai_index_load(vma_image *img, const char *path, char *err, size_t errlen)
     }
     rc = bad != NULL ? refuse(err, errlen, path, bad) : VMA_OK;
     if (rc == VMA_OK) {
-        img->index_dev = st.st_dev;
-        img->index_ino = st.st_ino;
+        *dev = st.st_dev;
+        *ino = st.st_ino;
     }
 out:
     if (in.f != NULL)
