@@ -1,5 +1,8 @@
-/* Whole reads and writes, retried on EINTR and short transfers, and the
- * cancel switch that stops them. */
+/*
+ * Whole reads and writes, retried on EINTR and short transfers, the
+ * cancel switch that stops them, and the owner of a handle (fork()s).
+ * SPDX-License-Identifier: MIT
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>

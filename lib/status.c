@@ -1,4 +1,7 @@
-/* Status names and the name rule shared by reader and writer. */
+/*
+ * Status names and the name rule shared by reader and writer.
+ * SPDX-License-Identifier: MIT
+ */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
